@@ -1,0 +1,77 @@
+"""The ``cct-fast`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _convert(args):
+    import cct_fast
+
+    model = cct_fast.create_model(args.model, num_classes=args.num_classes,
+                                  img_size=args.img_size, weights=args.checkpoint)
+    cct_fast.save_weights(model, args.output)
+    print(f"Wrote {args.output}: {args.model}, {model.count_params():,} parameters.")
+
+
+def _describe(args):
+    import numpy as np
+
+    import cct_fast
+
+    model = cct_fast.create_model(args.model)
+    model.summary()
+    side = model.config.img_size
+    images = np.random.default_rng(0).random((2, side, side, model.config.n_input_channels))
+    logits = model.predict(images.astype("float32"), verbose=0)
+    print(f"{args.model}: {model.config.sequence_length} tokens, "
+          f"{model.count_params():,} parameters; logits of a random batch: {logits.shape}.")
+
+
+def _models(args):
+    import cct_fast
+
+    print("\n".join(cct_fast.list_models(args.pattern)))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="cct-fast", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    convert = commands.add_parser(
+        "convert", help="convert an official PyTorch checkpoint to Keras weights"
+    )
+    convert.add_argument("checkpoint", help="official .pth/.pt checkpoint")
+    convert.add_argument("--model", required=True, help="official model name, e.g. cct_7_3x1_32")
+    convert.add_argument("--num-classes", type=int, help="classes of the new head, if different")
+    convert.add_argument("--img-size", type=int, help="image size, if different (resizes the PE)")
+    convert.add_argument("-o", "--output", required=True, help="OUT.weights.h5 or OUT.keras")
+    convert.set_defaults(run=_convert)
+
+    describe = commands.add_parser("describe", help="summarise a model and run it once")
+    describe.add_argument("model", nargs="?", default="cct_7_3x1_32")
+    describe.set_defaults(run=_describe)
+
+    models = commands.add_parser("models", help="list the official model names")
+    models.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'cct_7*'")
+    models.set_defaults(run=_models)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from cct_fast.checkpoint import CheckpointError
+
+    try:
+        args.run(args)
+    except (CheckpointError, FileNotFoundError, ValueError, TypeError) as error:
+        print(f"cct-fast {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

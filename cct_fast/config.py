@@ -1,0 +1,159 @@
+"""One configuration type for every Compact Transformer: CCT, CVT and ViT-Lite.
+
+The field names and defaults are those of the official ``CCT`` class
+(SHI-Labs/Compact-Transformers, ``src/cct.py``). CVT and ViT-Lite are the same network
+with a patch tokenizer (one strided convolution with bias, no activation, no pooling);
+ViT-Lite also replaces sequence pooling by a class token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+POSITIONAL_EMBEDDINGS = ("learnable", "sine", "none")
+TOKENIZERS = ("convolutional", "patch")
+
+
+def _conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a PyTorch convolution or max-pool (floor mode) along one axis."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class CCTConfig:
+    img_size: int = 224
+    embedding_dim: int = 768
+    n_input_channels: int = 3
+    tokenizer: str = "convolutional"
+    n_conv_layers: int = 1
+    kernel_size: int = 7
+    stride: int | None = None
+    padding: int | None = None
+    in_planes: int = 64
+    pooling_kernel_size: int = 3
+    pooling_stride: int = 2
+    pooling_padding: int = 1
+    dropout: float = 0.0
+    attention_dropout: float = 0.1
+    stochastic_depth: float = 0.1
+    num_layers: int = 14
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    num_classes: int = 1000
+    positional_embedding: str = "learnable"
+    seq_pool: bool = True
+
+    def __post_init__(self):
+        self._validate()
+
+    # stride and padding stay None in the config when not given, so that a copy with another
+    # kernel_size (``replace``) derives them anew, as the official ``_cct`` helper does.
+    @property
+    def conv_stride(self) -> int:
+        if self.stride is not None:
+            return self.stride
+        if self.tokenizer == "patch":
+            return self.kernel_size
+        return max(1, self.kernel_size // 2 - 1)
+
+    @property
+    def conv_padding(self) -> int:
+        if self.padding is not None:
+            return self.padding
+        if self.tokenizer == "patch":
+            return 0
+        return max(1, self.kernel_size // 2)
+
+    def _validate(self):
+        def fail(message):
+            raise ValueError(f"Invalid CCT configuration: {message}")
+
+        if self.tokenizer not in TOKENIZERS:
+            fail(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}.")
+        if self.positional_embedding not in POSITIONAL_EMBEDDINGS:
+            fail(
+                f"positional_embedding must be one of {POSITIONAL_EMBEDDINGS}, "
+                f"got {self.positional_embedding!r}."
+            )
+        def is_int(value):
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        for field in ("img_size", "embedding_dim", "n_input_channels", "n_conv_layers",
+                      "kernel_size", "conv_stride", "in_planes", "num_layers", "num_heads",
+                      "num_classes", "pooling_kernel_size", "pooling_stride"):
+            value = getattr(self, field)
+            if not is_int(value) or value < 1:
+                fail(f"{field.removeprefix('conv_')} must be a positive integer, got {value!r}.")
+        for field in ("conv_padding", "pooling_padding"):
+            value = getattr(self, field)
+            if not is_int(value) or value < 0:
+                fail(f"{field.removeprefix('conv_')} must be a non-negative integer, got {value!r}.")
+        for field in ("dropout", "attention_dropout", "stochastic_depth"):
+            value = getattr(self, field)
+            if not 0.0 <= value < 1.0:
+                fail(f"{field} must be in [0, 1), got {value!r}.")
+        if self.mlp_ratio <= 0 or self.feedforward_dim < 1:
+            fail(f"mlp_ratio must give at least one hidden unit, got {self.mlp_ratio!r}.")
+        if self.embedding_dim % self.num_heads:
+            fail(
+                f"embedding_dim ({self.embedding_dim}) must be divisible by num_heads "
+                f"({self.num_heads})."
+            )
+        if self.tokenizer == "patch" and self.img_size % self.kernel_size:
+            fail(
+                f"img_size ({self.img_size}) must be divisible by the patch size "
+                f"kernel_size ({self.kernel_size})."
+            )
+        if self.token_grid_size < 1:
+            fail(
+                f"img_size {self.img_size} is too small for the tokenizer "
+                f"(kernel {self.kernel_size}, stride {self.conv_stride}, "
+                f"{self.n_conv_layers} layer(s))."
+            )
+
+    @property
+    def feedforward_dim(self) -> int:
+        return int(self.embedding_dim * self.mlp_ratio)
+
+    @property
+    def max_pool(self) -> bool:
+        return self.tokenizer == "convolutional"
+
+    def token_grid_side(self, size: int) -> int:
+        """Side of the token grid the tokenizer makes from a ``size`` x ``size`` image."""
+        layers = self.n_conv_layers if self.tokenizer == "convolutional" else 1
+        for _ in range(layers):
+            size = _conv_output_size(size, self.kernel_size, self.conv_stride, self.conv_padding)
+            if self.max_pool:
+                size = _conv_output_size(
+                    size, self.pooling_kernel_size, self.pooling_stride, self.pooling_padding
+                )
+        return size
+
+    @property
+    def token_grid_size(self) -> int:
+        return self.token_grid_side(self.img_size)
+
+    @property
+    def sequence_length(self) -> int:
+        """Tokens the tokenizer makes from an ``img_size`` image (the class token not counted)."""
+        return self.token_grid_size**2
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the image tokens: the class token of ViT-Lite, none with sequence pooling."""
+        return 0 if self.seq_pool else 1
+
+    @property
+    def drop_path_rates(self) -> list[float]:
+        """Stochastic depth rising linearly from 0 to ``stochastic_depth`` over the layers."""
+        if self.num_layers == 1:
+            return [0.0]
+        step = self.stochastic_depth / (self.num_layers - 1)
+        return [i * step for i in range(self.num_layers)]
+
+    def replace(self, **changes) -> "CCTConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

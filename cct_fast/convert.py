@@ -1,0 +1,157 @@
+"""Official PyTorch state dicts <-> :class:`cct_fast.CCT` weights.
+
+The one place that knows the official key names (``classifier.blocks.0.self_attn.qkv.weight``)
+and PyTorch's layouts. It maps each key to the Keras layer that owns the weight and hands that
+layer its arrays through ``load_own_variables``, the hook Keras itself uses to load weights, so
+a positional embedding made for another image size is resized and a head for another class
+count is skipped by the same code whether the weights came from PyTorch or from Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from cct_fast.checkpoint import CheckpointError
+
+
+@dataclasses.dataclass(frozen=True)
+class _Slot:
+    """Where one official tensor goes: ``layer``'s variable number ``index``."""
+
+    layer: object
+    index: int
+    layout: str  # "linear" (out, in), "conv" (out, in, kh, kw) or "same"
+
+    @property
+    def variable(self):
+        return self.layer.weights[self.index]
+
+    def to_keras(self, array):
+        array = np.asarray(array, dtype=self.variable.dtype)
+        if self.layout == "linear":
+            return array.T
+        if self.layout == "conv":
+            return array.transpose(2, 3, 1, 0)
+        return array
+
+    def to_official(self, array):
+        if self.layout == "linear":
+            return array.T
+        if self.layout == "conv":
+            return array.transpose(3, 2, 0, 1)
+        return array
+
+    @property
+    def official_shape(self):
+        shape = tuple(self.variable.shape)
+        return tuple(self.to_official(np.empty(shape, dtype=np.bool_)).shape)
+
+    def may_resize(self, array) -> bool:
+        """Whether a differently shaped tensor is one the owning layer adapts on load: a
+        learnable positional embedding (another token count) or the head (another class
+        count), with the embedding width unchanged."""
+        name = type(self.layer).__name__
+        shape = self.official_shape
+        if name == "PositionalEmbedding":
+            return array.ndim == 3 and array.shape[::2] == shape[::2]
+        if name == "ClassifierHead":
+            return array.ndim == len(shape) and array.shape[1:] == shape[1:]
+        return False
+
+
+def _linear(prefix, layer):
+    slots = {f"{prefix}.weight": _Slot(layer, 0, "linear")}
+    if layer.use_bias:
+        slots[f"{prefix}.bias"] = _Slot(layer, 1, "same")
+    return slots
+
+
+def _layer_norm(prefix, layer):
+    return {f"{prefix}.weight": _Slot(layer, 0, "same"), f"{prefix}.bias": _Slot(layer, 1, "same")}
+
+
+def official_slots(model) -> dict[str, _Slot]:
+    """Official state-dict key -> where it lives in ``model``, for every weight the model has."""
+    slots = {}
+    for i, conv in enumerate(model.tokenizer.convs):
+        slots[f"tokenizer.conv_layers.{i}.0.weight"] = _Slot(conv, 0, "conv")
+        if conv.use_bias:
+            slots[f"tokenizer.conv_layers.{i}.0.bias"] = _Slot(conv, 1, "same")
+    if model.class_token is not None:
+        slots["classifier.class_emb"] = _Slot(model.class_token, 0, "same")
+    if model.positional_embedding is not None:
+        slots["classifier.positional_emb"] = _Slot(model.positional_embedding, 0, "same")
+    for i, block in enumerate(model.blocks):
+        prefix = f"classifier.blocks.{i}"
+        slots.update(_layer_norm(f"{prefix}.pre_norm", block.pre_norm))
+        slots.update(_linear(f"{prefix}.self_attn.qkv", block.self_attn.qkv))
+        slots.update(_linear(f"{prefix}.self_attn.proj", block.self_attn.proj))
+        slots.update(_linear(f"{prefix}.linear1", block.linear1))
+        slots.update(_layer_norm(f"{prefix}.norm1", block.norm1))
+        slots.update(_linear(f"{prefix}.linear2", block.linear2))
+    slots.update(_layer_norm("classifier.norm", model.norm))
+    if model.sequence_pool is not None:
+        slots.update(_linear("classifier.attention_pool", model.sequence_pool.attention_pool))
+    if model.head is not None:
+        slots.update(_linear("classifier.fc", model.head))
+    return slots
+
+
+def _optional_keys(model) -> set[str]:
+    """Keys a checkpoint may lack (the sine table is a function of its shape) or hold without
+    the model using them (the head of a model built with ``include_top=False``)."""
+    optional = {"classifier.fc.weight", "classifier.fc.bias"} if model.head is None else set()
+    if model.config.positional_embedding == "sine":
+        optional.add("classifier.positional_emb")
+    return optional
+
+
+def to_official_state_dict(model) -> dict[str, np.ndarray]:
+    """The model's weights under the official key names and in PyTorch's layouts."""
+    return {
+        key: slot.to_official(np.asarray(slot.variable.numpy()))
+        for key, slot in official_slots(model).items()
+    }
+
+
+def load_official_state_dict(model, state_dict, source="state dict") -> None:
+    """Load an official state dict (numpy arrays) into ``model``.
+
+    Every problem (missing, unexpected or mis-shaped tensors) is collected and reported in one
+    :class:`CheckpointError` that names each tensor and both shapes; nothing is assigned then.
+    """
+    slots = official_slots(model)
+    optional = _optional_keys(model)
+    missing = sorted(set(slots) - set(state_dict) - optional)
+    unexpected = sorted(set(state_dict) - set(slots) - optional)
+    mismatched = [
+        f"{key}: checkpoint {tuple(array.shape)}, model {slot.official_shape}"
+        for key, array in state_dict.items()
+        if (slot := slots.get(key)) is not None
+        and tuple(array.shape) != slot.official_shape
+        and not slot.may_resize(array)
+    ]
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"missing tensors: {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected tensors: {', '.join(unexpected)}")
+        if mismatched:
+            problems.append("tensors of the wrong shape: " + "; ".join(mismatched))
+        raise CheckpointError(
+            f"{source} does not fit {model.name} "
+            f"({len(slots)} tensors expected):\n  - " + "\n  - ".join(problems)
+            + "\nCheck that the model name (or its num_layers, embedding_dim, kernel_size and "
+            "n_conv_layers) matches the checkpoint."
+        )
+
+    stores = {}
+    for key, slot in slots.items():
+        if key in state_dict:
+            array = slot.to_keras(state_dict[key])
+            stores.setdefault(id(slot.layer), (slot.layer, {}))[1][str(slot.index)] = array
+    for layer, store in stores.values():
+        layer.load_own_variables(store)

@@ -1,0 +1,29 @@
+"""Stochastic depth that drops whole samples, as the official ``DropPath``."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="cct_fast")
+class DropPath(keras.layers.Layer):
+    """In training, zeroes a residual branch for a random subset of samples and scales the
+    kept ones by ``1 / (1 - rate)``; the identity in inference."""
+
+    def __init__(self, rate=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"DropPath rate must be in [0, 1), got {rate!r}.")
+        self.rate = rate
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=False):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        kept = keras.random.uniform(shape, seed=self.seed_generator) < keep
+        return x / keep * ops.cast(kept, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}

@@ -1,0 +1,71 @@
+"""The official CCT transformer encoder layer."""
+
+import keras
+from keras import ops
+
+from cct_fast.layers.attention import MultiHeadSelfAttention, torch_linear
+from cct_fast.layers.drop_path import DropPath
+
+LAYER_NORM_EPSILON = 1e-5  # PyTorch's nn.LayerNorm default; Keras' is 1e-3.
+
+
+def layer_norm(name):
+    return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=name)
+
+
+@keras.saving.register_keras_serializable(package="cct_fast")
+class TransformerEncoderLayer(keras.layers.Layer):
+    """One encoder layer, in the official order::
+
+        x = x + drop_path(attention(pre_norm(x)))
+        x = norm1(x)                                # replaces the residual stream
+        x = x + drop_path(dropout2(linear2(dropout1(gelu(linear1(x))))))
+
+    ``norm1`` is applied to the stream itself, not to a branch: this is not the usual
+    pre-norm block, and a port that treats it as one computes something else.
+    """
+
+    def __init__(self, num_heads, feedforward_dim, dropout=0.0, attention_dropout=0.1,
+                 drop_path_rate=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.feedforward_dim = feedforward_dim
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.drop_path_rate = drop_path_rate
+        self.pre_norm = layer_norm("pre_norm")
+        self.self_attn = MultiHeadSelfAttention(
+            num_heads, attention_dropout=attention_dropout, projection_dropout=dropout,
+            name="self_attn",
+        )
+        self.norm1 = layer_norm("norm1")
+        self.dropout1 = keras.layers.Dropout(dropout, name="dropout1")
+        self.dropout2 = keras.layers.Dropout(dropout, name="dropout2")
+        self.drop_path = DropPath(drop_path_rate, name="drop_path")
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.linear1 = torch_linear(self.feedforward_dim, name="linear1")
+        self.linear2 = torch_linear(dim, name="linear2")
+        self.pre_norm.build(input_shape)
+        self.self_attn.build(input_shape)
+        self.norm1.build(input_shape)
+        self.linear1.build(input_shape)
+        self.linear2.build(tuple(input_shape[:-1]) + (self.feedforward_dim,))
+
+    def call(self, x, training=False):
+        attended = self.self_attn(self.pre_norm(x), training=training)
+        x = self.norm1(x + self.drop_path(attended, training=training))
+        hidden = self.dropout1(ops.gelu(self.linear1(x), approximate=False), training=training)
+        branch = self.dropout2(self.linear2(hidden), training=training)
+        return x + self.drop_path(branch, training=training)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "feedforward_dim": self.feedforward_dim,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+            "drop_path_rate": self.drop_path_rate,
+        }

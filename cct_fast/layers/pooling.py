@@ -1,0 +1,45 @@
+"""Sequence pooling (CCT, CVT) and the classification head."""
+
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from cct_fast.layers.attention import torch_linear
+
+
+@keras.saving.register_keras_serializable(package="cct_fast")
+class SequencePooling(keras.layers.Layer):
+    """``softmax_over_tokens(attention_pool(x))``-weighted sum of the tokens: (B, N, D) -> (B, D)."""
+
+    def build(self, input_shape):
+        self.attention_pool = torch_linear(1, name="attention_pool")
+        self.attention_pool.build(input_shape)
+
+    def call(self, tokens):
+        weights = ops.softmax(self.attention_pool(tokens), axis=1)
+        return ops.squeeze(ops.matmul(ops.transpose(weights, (0, 2, 1)), tokens), axis=1)
+
+
+@keras.saving.register_keras_serializable(package="cct_fast")
+class ClassifierHead(keras.layers.Dense):
+    """The final Linear layer. Loading weights for another class count keeps this head freshly
+    initialised and warns, as the official ``fc_check`` does, so that a checkpoint can be
+    fine-tuned on a new label set."""
+
+    def load_own_variables(self, store):
+        stored_kernel = np.asarray(store["0"])
+        if stored_kernel.shape != tuple(self.kernel.shape):
+            if stored_kernel.ndim != 2 or stored_kernel.shape[0] != self.kernel.shape[0]:
+                raise ValueError(
+                    f"Classifier kernel of shape {stored_kernel.shape} cannot be loaded into "
+                    f"{self.path!r} of shape {tuple(self.kernel.shape)}: the feature width differs."
+                )
+            warnings.warn(
+                f"Not loading the classifier head: the weights have {stored_kernel.shape[1]} "
+                f"classes, the model {self.units}. The head stays freshly initialised.",
+                stacklevel=2,
+            )
+            return
+        super().load_own_variables(store)

@@ -1,0 +1,183 @@
+"""The Compact Transformer model: CCT, CVT and ViT-Lite from one :class:`CCTConfig`."""
+
+import keras
+from keras import ops
+
+from cct_fast.config import CCTConfig
+from cct_fast.layers import (
+    ClassifierHead,
+    ClassToken,
+    ConvTokenizer,
+    PositionalEmbedding,
+    SequencePooling,
+    TorchTruncatedNormal,
+    TransformerEncoderLayer,
+)
+from cct_fast.layers.encoder import layer_norm
+
+
+@keras.saving.register_keras_serializable(package="cct_fast")
+class CCT(keras.Model):
+    """Compact Convolutional Transformer (and CVT, ViT-Lite), as the official PyTorch code.
+
+    Takes every architectural hyperparameter of the official ``CCT`` class (see
+    :class:`cct_fast.config.CCTConfig`) plus the keras.applications conventions:
+
+    - input: float NHWC images, ``(batch, img_size, img_size, n_input_channels)``; a model
+      without positional embedding takes any image size;
+    - output: logits ``(batch, num_classes)``, or probabilities with
+      ``classifier_activation="softmax"``; ``include_top=False`` gives the pooled features
+      ``(batch, embedding_dim)``;
+    - ``jit_compile=True`` makes ``compile`` (and ``predict`` before any compile) use XLA.
+    """
+
+    def __init__(self, img_size=224, embedding_dim=768, n_input_channels=3,
+                 tokenizer="convolutional", n_conv_layers=1, kernel_size=7, stride=None,
+                 padding=None, in_planes=64, pooling_kernel_size=3, pooling_stride=2,
+                 pooling_padding=1, dropout=0.0, attention_dropout=0.1, stochastic_depth=0.1,
+                 num_layers=14, num_heads=6, mlp_ratio=4.0, num_classes=1000,
+                 positional_embedding="learnable", seq_pool=True, *, include_top=True,
+                 classifier_activation=None, jit_compile=False, name="cct", **kwargs):
+        super().__init__(name=name, **kwargs)
+        config = CCTConfig(
+            img_size=img_size, embedding_dim=embedding_dim, n_input_channels=n_input_channels,
+            tokenizer=tokenizer, n_conv_layers=n_conv_layers, kernel_size=kernel_size,
+            stride=stride, padding=padding, in_planes=in_planes,
+            pooling_kernel_size=pooling_kernel_size, pooling_stride=pooling_stride,
+            pooling_padding=pooling_padding, dropout=dropout,
+            attention_dropout=attention_dropout, stochastic_depth=stochastic_depth,
+            num_layers=num_layers, num_heads=num_heads, mlp_ratio=mlp_ratio,
+            num_classes=num_classes, positional_embedding=positional_embedding,
+            seq_pool=seq_pool,
+        )
+        self.config = config
+        self.include_top = include_top
+        self.classifier_activation = classifier_activation
+        self._jit_compile_default = jit_compile
+        self.jit_compile = jit_compile
+
+        convolutional = config.tokenizer == "convolutional"
+        self.tokenizer = ConvTokenizer(
+            embedding_dim, kernel_size, config.conv_stride, config.conv_padding,
+            n_conv_layers=n_conv_layers if convolutional else 1, in_planes=in_planes,
+            use_bias=not convolutional, activation=convolutional, max_pool=convolutional,
+            pooling_kernel_size=pooling_kernel_size, pooling_stride=pooling_stride,
+            pooling_padding=pooling_padding, name="tokenizer",
+        )
+        self.class_token = None if seq_pool else ClassToken(name="class_token")
+        self.positional_embedding = None
+        if positional_embedding != "none":
+            self.positional_embedding = PositionalEmbedding(
+                positional_embedding, config.token_grid_size, config.num_prefix_tokens,
+                name="positional_embedding",
+            )
+        self.embedding_dropout = keras.layers.Dropout(dropout, name="embedding_dropout")
+        self.blocks = [
+            TransformerEncoderLayer(
+                num_heads, config.feedforward_dim, dropout=dropout,
+                attention_dropout=attention_dropout, drop_path_rate=rate, name=f"block_{i}",
+            )
+            for i, rate in enumerate(config.drop_path_rates)
+        ]
+        self.norm = layer_norm("norm")
+        self.sequence_pool = SequencePooling(name="sequence_pool") if seq_pool else None
+        self.head = None
+        if include_top:
+            self.head = ClassifierHead(
+                num_classes, kernel_initializer=TorchTruncatedNormal(0.02), name="head",
+            )
+        self.build((None,) + self.image_shape)
+
+    @property
+    def image_shape(self):
+        """``(height, width, channels)`` of the images the model takes; sizes are None when any
+        size works (no positional embedding)."""
+        side = None if self.positional_embedding is None else self.config.img_size
+        return (side, side, self.config.n_input_channels)
+
+    def build(self, input_shape):
+        dim = self.config.embedding_dim
+        self.tokenizer.build(input_shape)
+        token_shape = (None, None, dim)
+        if self.class_token is not None:
+            self.class_token.build(token_shape)
+        if self.positional_embedding is not None:
+            self.positional_embedding.build(token_shape)
+        for block in self.blocks:
+            block.build(token_shape)
+        self.norm.build(token_shape)
+        if self.sequence_pool is not None:
+            self.sequence_pool.build(token_shape)
+        if self.head is not None:
+            self.head.build((None, dim))
+        self.built = True
+
+    def call(self, images, training=False):
+        self._check_images(images)
+        x = self.tokenizer(images)
+        if self.class_token is not None:
+            x = self.class_token(x)
+        if self.positional_embedding is not None:
+            x = self.positional_embedding(x)
+        x = self.embedding_dropout(x, training=training)
+        for block in self.blocks:
+            x = block(x, training=training)
+        x = self.norm(x)
+        x = self.sequence_pool(x) if self.sequence_pool is not None else x[:, 0]
+        if self.head is None:
+            return x
+        x = self.head(x)
+        if self.classifier_activation is not None:
+            x = keras.activations.get(self.classifier_activation)(x)
+        return x
+
+    def _check_images(self, images):
+        """Fail early, with what was expected and what came, instead of deep inside a layer."""
+        shape = tuple(images.shape)
+        expected = self.image_shape
+        described = "x".join("H" if s is None else str(s) for s in expected[:2])
+        if len(shape) != 4:
+            raise ValueError(
+                f"{self.name} expects a batch of NHWC images of shape (batch, {described}, "
+                f"{expected[2]}); got an input of shape {shape}. "
+                + ("Add a batch axis (images[None])." if len(shape) == 3 else "")
+            )
+        if shape[3] is not None and shape[3] != expected[2]:
+            hint = ""
+            if shape[1] == expected[2]:
+                hint = " The input looks channels-first: transpose it to NHWC."
+            raise ValueError(
+                f"{self.name} expects NHWC images with {expected[2]} channels in the last axis; "
+                f"got shape {shape}.{hint}"
+            )
+        if expected[0] is not None and any(
+            s is not None and s != expected[0] for s in shape[1:3]
+        ):
+            raise ValueError(
+                f"{self.name} was built for {expected[0]}x{expected[1]} images: its "
+                f"{self.config.positional_embedding} positional embedding covers "
+                f"{self.config.sequence_length} tokens. Got {shape[1]}x{shape[2]} images. "
+                f"Resize the images, or create the model with img_size={shape[1]} "
+                "(a learnable embedding loaded from a checkpoint is resized to it)."
+            )
+        dtype = keras.backend.standardize_dtype(images.dtype)
+        if not dtype.startswith(("float", "bfloat")):
+            raise TypeError(
+                f"{self.name} expects floating-point images; got {dtype}. Convert and scale "
+                "them as in training, e.g. tf.cast(images, tf.float32) / 255.0, then normalise "
+                "with the dataset mean and standard deviation."
+            )
+
+    def compile(self, *args, jit_compile=None, **kwargs):
+        if jit_compile is None:
+            jit_compile = self._jit_compile_default
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            **self.config.to_dict(),
+            "include_top": self.include_top,
+            "classifier_activation": self.classifier_activation,
+            "jit_compile": self._jit_compile_default,
+        }
