@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,10 @@ import numpy as np
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model."""
+
+
+class _RefusedObject(pickle.UnpicklingError):
+    """The pickle asks for something other than tensors and containers."""
 
 
 _STORAGE_DTYPES = {
@@ -41,7 +46,7 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema")
 
 def _rebuild_tensor(storage, offset, size, stride, *_):
     if not size:
-        return storage[offset].copy()
+        return np.array(storage[offset])
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
         storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
@@ -72,9 +77,7 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
         try:
             return self._ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
-                f"refusing to load {module}.{name}: a weights checkpoint holds tensors only"
-            ) from None
+            raise _RefusedObject(f"it asks for {module}.{name}") from None
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
@@ -110,7 +113,15 @@ def _read_legacy_checkpoint(path: Path):
             f"{path} is not a zip-format PyTorch checkpoint. If it was saved by PyTorch older "
             "than 1.6, install torch (pip install 'cct-fast[torch]') to read it."
         ) from None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch reports every failure as "Weights only load failed"; a refused object is the
+        # one that names the global it would have imported.
+        refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if refused:
+            raise _RefusedObject(f"it asks for {refused.group(1)}") from None
+        raise
 
 
 def _to_numpy(value):
@@ -161,12 +172,13 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
             checkpoint = _read_legacy_checkpoint(path)
     except CheckpointError:
         raise
-    except pickle.UnpicklingError as error:
+    except _RefusedObject as error:
         raise CheckpointError(
             f"Refusing to read {path}: it holds more than tensors ({error}). Loading it would "
             "run code stored in the file; re-save just the state dict (model.state_dict())."
         ) from None
-    except (zipfile.BadZipFile, KeyError, EOFError, ValueError, RuntimeError, OSError) as error:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, KeyError, EOFError, ValueError,
+            RuntimeError, OSError) as error:
         raise CheckpointError(
             f"Cannot read {path}: the file is truncated, corrupt or not a PyTorch checkpoint "
             f"({type(error).__name__}: {error})."

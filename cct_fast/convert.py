@@ -108,6 +108,27 @@ def _optional_keys(model) -> set[str]:
     return optional
 
 
+def _listing(title, items, separator=", ", shown=8):
+    if not items:
+        return ""
+    more = f"{separator}and {len(items) - shown} more" if len(items) > shown else ""
+    return f"{title} ({len(items)}): {separator.join(items[:shown])}{more}"
+
+
+def _describe(tensors) -> str:
+    """A one-line summary of an official state dict's architecture: depth, width, tokenizer."""
+    blocks = {key.split(".")[2] for key in tensors if key.startswith("classifier.blocks.")}
+    convs = {key.split(".")[2] for key in tensors if key.startswith("tokenizer.conv_layers.")}
+    width = np.shape(tensors.get("classifier.norm.weight", ()))
+    width = width[0] if width else "unknown"
+    return (f"{len(blocks)} encoder layers of width {width} after {len(convs)} tokenizer "
+            "convolution(s)")
+
+
+def to_official_shapes(model) -> dict[str, tuple]:
+    return {key: slot.official_shape for key, slot in official_slots(model).items()}
+
+
 def to_official_state_dict(model) -> dict[str, np.ndarray]:
     """The model's weights under the official key names and in PyTorch's layouts."""
     return {
@@ -134,18 +155,17 @@ def load_official_state_dict(model, state_dict, source="state dict") -> None:
         and not slot.may_resize(array)
     ]
     if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing tensors: {', '.join(missing)}")
-        if unexpected:
-            problems.append(f"unexpected tensors: {', '.join(unexpected)}")
-        if mismatched:
-            problems.append("tensors of the wrong shape: " + "; ".join(mismatched))
+        problems = [
+            _listing("missing tensors", missing),
+            _listing("unexpected tensors", unexpected),
+            _listing("tensors of the wrong shape", mismatched, separator="; "),
+        ]
         raise CheckpointError(
-            f"{source} does not fit {model.name} "
-            f"({len(slots)} tensors expected):\n  - " + "\n  - ".join(problems)
-            + "\nCheck that the model name (or its num_layers, embedding_dim, kernel_size and "
-            "n_conv_layers) matches the checkpoint."
+            f"{source} does not fit {model.name} ({len(slots)} tensors expected):\n  - "
+            + "\n  - ".join(p for p in problems if p)
+            + f"\nThe checkpoint holds {_describe(state_dict)}; {model.name} has "
+            f"{_describe(to_official_shapes(model))}. Pick the model name (or num_layers, "
+            "embedding_dim, n_conv_layers) that matches the checkpoint."
         )
 
     stores = {}

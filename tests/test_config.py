@@ -1,0 +1,62 @@
+import pytest
+
+from cct_fast import CCTConfig
+
+
+@pytest.mark.parametrize(
+    "kwargs, stride, padding, tokens",
+    [
+        # CCT-7/3x1 at 32 px: conv 3/1/1 keeps 32, pool 3/2/1 halves to 16 -> 256 tokens.
+        (dict(kernel_size=3, n_conv_layers=1, img_size=32), 1, 1, 256),
+        # CCT-2/3x2 at 32 px: two conv+pool stages -> 8x8.
+        (dict(kernel_size=3, n_conv_layers=2, img_size=32), 1, 1, 64),
+        # CCT-14/7x2 at 224 px: conv 7/2/3 -> 112, pool -> 56, conv -> 28, pool -> 14.
+        (dict(kernel_size=7, n_conv_layers=2, img_size=224), 2, 3, 196),
+        (dict(kernel_size=7, n_conv_layers=2, img_size=384), 2, 3, 576),
+        # CVT / ViT-Lite 4x4 patches at 32 px.
+        (dict(tokenizer="patch", kernel_size=4, img_size=32), 4, 0, 64),
+    ],
+)
+def test_derived_stride_padding_and_sequence_length(kwargs, stride, padding, tokens):
+    config = CCTConfig(**kwargs)
+    assert (config.conv_stride, config.conv_padding, config.sequence_length) == (
+        stride, padding, tokens)
+
+
+def test_replace_derives_stride_and_padding_again():
+    config = CCTConfig(kernel_size=3).replace(kernel_size=7)
+    assert (config.conv_stride, config.conv_padding) == (2, 3)
+
+
+def test_explicit_stride_and_padding_win():
+    config = CCTConfig(kernel_size=7, stride=1, padding=0, img_size=32)
+    assert config.token_grid_size == ((32 - 7) // 1 + 1 + 2 - 3) // 2 + 1
+
+
+def test_drop_path_rates_rise_linearly_from_zero():
+    assert CCTConfig(num_layers=5, stochastic_depth=0.2).drop_path_rates == pytest.approx(
+        [0.0, 0.05, 0.1, 0.15, 0.2])
+    assert CCTConfig(num_layers=1).drop_path_rates == [0.0]
+
+
+def test_vit_lite_has_one_prefix_token():
+    assert CCTConfig(seq_pool=False).num_prefix_tokens == 1
+    assert CCTConfig().num_prefix_tokens == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(embedding_dim=100, num_heads=3), "divisible by num_heads"),
+        (dict(positional_embedding="rope"), "positional_embedding must be one of"),
+        (dict(tokenizer="pixels"), "tokenizer must be one of"),
+        (dict(tokenizer="patch", kernel_size=5, img_size=32), "divisible by the patch size"),
+        (dict(img_size=3, kernel_size=7, padding=0), "too small"),
+        (dict(dropout=1.0), "dropout must be in"),
+        (dict(num_layers=0), "num_layers must be a positive integer"),
+        (dict(stride=0), "stride must be a positive integer"),
+    ],
+)
+def test_invalid_configuration_is_refused_with_the_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CCTConfig(**kwargs)

@@ -1,0 +1,194 @@
+"""Official checkpoints and Keras weights into models: mapping, adaptation and errors."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import cct_fast
+from cct_fast.checkpoint import CheckpointError
+from cct_fast.cli import main as cli
+from conftest import relative_error
+from helpers import assert_same_weights, keras_model_roundtrip
+from official import official_logits, official_model, perturb, state_dict_numpy, torch
+
+PARITY_TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def official_cct2():
+    """An official cct_2_3x2_32 with perturbed weights, and its checkpoint file."""
+    reference = perturb(official_model(cct_fast.create_model("cct_2_3x2_32").config), seed=3)
+    return reference
+
+
+def _save(tmp_path, checkpoint, name="ckpt.pth"):
+    path = tmp_path / name
+    torch.save(checkpoint, path)
+    return path
+
+
+def _images(rng, side=32, batch=2):
+    return rng.standard_normal((batch, side, side, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("wrap", ["plain", "state_dict", "model", "dataparallel"])
+def test_official_checkpoint_gives_official_logits(official_cct2, tmp_path, rng, wrap):
+    state = official_cct2.state_dict()
+    checkpoint = {
+        "plain": state,
+        "state_dict": {"state_dict": state, "epoch": 300},
+        "model": {"model": state, "optimizer": {}},
+        "dataparallel": {f"module.{key}": value for key, value in state.items()},
+    }[wrap]
+    model = cct_fast.create_model("cct_2_3x2_32", weights=_save(tmp_path, checkpoint))
+    images = _images(rng)
+    assert relative_error(model(images), official_logits(official_cct2, images)) <= PARITY_TOLERANCE
+
+
+def test_missing_unexpected_and_misshaped_tensors_are_all_named(official_cct2):
+    state = state_dict_numpy(official_cct2)
+    del state["classifier.blocks.1.linear1.bias"]
+    state["classifier.extra.weight"] = np.zeros(3, "float32")
+    state["classifier.blocks.0.self_attn.qkv.weight"] = np.zeros((384, 64), "float32")
+    model = cct_fast.create_model("cct_2_3x2_32")
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(CheckpointError) as caught:
+        cct_fast.convert.load_official_state_dict(model, state, source="ckpt.pth")
+    message = str(caught.value)
+    assert "missing tensors (1): classifier.blocks.1.linear1.bias" in message
+    assert "unexpected tensors (1): classifier.extra.weight" in message
+    assert ("classifier.blocks.0.self_attn.qkv.weight: checkpoint (384, 64), model (384, 128)"
+            in message)
+    for old, new in zip(before, model.get_weights()):  # nothing was half-loaded
+        np.testing.assert_array_equal(old, new)
+
+
+def test_checkpoint_of_another_architecture(official_cct2):
+    with pytest.raises(CheckpointError, match="(?s)does not fit cct_7_3x1_32.*missing tensors \\(55\\).*and 47 more.*holds 2 encoder layers of width 128"):
+        cct_fast.convert.load_official_state_dict(
+            cct_fast.create_model("cct_7_3x1_32"), state_dict_numpy(official_cct2))
+
+
+def _official_pe_check(state, model_side_tokens, num_prefix_tokens=0):
+    """The official ``pe_check``/``resize_pos_embed``, written with torch as upstream does."""
+    pe = torch.from_numpy(state["classifier.positional_emb"])
+    prefix, grid = pe[:, :num_prefix_tokens], pe[0, num_prefix_tokens:]
+    old, new = int(grid.shape[0] ** 0.5), int(model_side_tokens**0.5)
+    grid = grid.reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, size=(new, new), mode="bilinear")
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)
+    return {**state, "classifier.positional_emb": torch.cat([prefix, grid], 1).numpy()}
+
+
+@pytest.mark.parametrize("name", ["cct_2_3x2_32", "vit_2_4_32"])
+def test_new_image_size_resizes_the_embedding_as_pe_check(name, tmp_path, rng):
+    small = official_model(cct_fast.create_model(name).config)
+    perturb(small, seed=5)
+    model = cct_fast.create_model(name, img_size=48, weights=_save(tmp_path, small.state_dict()))
+    large = official_model(model.config)
+    resized = _official_pe_check(state_dict_numpy(small), model.config.sequence_length,
+                                 model.config.num_prefix_tokens)
+    large.load_state_dict({key: torch.from_numpy(value) for key, value in resized.items()})
+    images = _images(rng, side=48)
+    assert relative_error(model(images), official_logits(large, images)) <= PARITY_TOLERANCE
+
+
+def test_new_class_count_keeps_a_fresh_head_and_warns(official_cct2, tmp_path):
+    path = _save(tmp_path, official_cct2.state_dict())
+    with pytest.warns(UserWarning, match="weights have 10 classes, the model 5"):
+        model = cct_fast.create_model("cct_2_3x2_32", num_classes=5, weights=path)
+    assert model.head.kernel.shape == (128, 5)
+    assert np.all(model.head.bias.numpy() == 0.0)  # fresh, not loaded
+    norm = official_cct2.state_dict()["classifier.norm.weight"].numpy()
+    np.testing.assert_array_equal(model.norm.gamma.numpy(), norm)
+
+
+def test_features_only_model_ignores_the_head(official_cct2, tmp_path):
+    path = _save(tmp_path, official_cct2.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = cct_fast.create_model("cct_2_3x2_32", include_top=False, weights=path)
+    assert model.head is None
+
+
+def test_sine_table_may_be_absent_from_a_checkpoint(tmp_path, rng):
+    reference = perturb(official_model(cct_fast.create_model("cct_2_3x2_32_sine").config))
+    state = {k: v for k, v in reference.state_dict().items() if k != "classifier.positional_emb"}
+    model = cct_fast.create_model("cct_2_3x2_32_sine", weights=_save(tmp_path, state))
+    images = _images(rng)
+    assert relative_error(model(images), official_logits(reference, images)) <= PARITY_TOLERANCE
+
+
+def test_pth_to_keras_to_dot_keras_round_trip(official_cct2, tmp_path, rng):
+    model = cct_fast.create_model("cct_2_3x2_32", weights=_save(tmp_path, official_cct2.state_dict()))
+    cct_fast.save_weights(model, tmp_path / "w.weights.h5")
+    from_h5 = cct_fast.create_model("cct_2_3x2_32", weights=tmp_path / "w.weights.h5")
+    restored = keras_model_roundtrip(from_h5, tmp_path / "m.keras")
+    from_keras = cct_fast.create_model("cct_2_3x2_32", weights=tmp_path / "m.keras")
+    images = _images(rng)
+    expected = official_logits(official_cct2, images)
+    for candidate in (model, from_h5, restored, from_keras):
+        assert relative_error(candidate(images), expected) <= PARITY_TOLERANCE
+    assert_same_weights(model, from_keras)
+
+
+def test_keras_weights_adapt_like_checkpoints(official_cct2, tmp_path):
+    model = cct_fast.create_model("cct_2_3x2_32")
+    cct_fast.save_weights(model, tmp_path / "w.weights.h5")
+    with pytest.warns(UserWarning, match="10 classes, the model 3"):
+        other = cct_fast.create_model("cct_2_3x2_32", num_classes=3, img_size=64,
+                                      weights=tmp_path / "w.weights.h5")
+    assert other.positional_embedding.embedding.shape == (1, 256, 128)
+    np.testing.assert_array_equal(other.norm.gamma.numpy(), model.norm.gamma.numpy())
+
+
+def test_keras_weights_of_another_architecture(tmp_path):
+    cct_fast.save_weights(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "w.weights.h5")
+    with pytest.raises(CheckpointError, match="Cannot load Keras weights .*w.weights.h5 into cct_7_3x1_32"):
+        cct_fast.create_model("cct_7_3x1_32", weights=tmp_path / "w.weights.h5")
+
+
+def test_unknown_weights_file_type(tmp_path):
+    (tmp_path / "w.npz").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"Unknown weights file type 'w.npz'.*\.pth"):
+        cct_fast.create_model("cct_2_3x2_32", weights=tmp_path / "w.npz")
+
+
+def test_cli_convert_writes_weights_equal_to_the_checkpoint(official_cct2, tmp_path, rng, capsys):
+    path = _save(tmp_path, official_cct2.state_dict())
+    output = tmp_path / "out" / "cct2.weights.h5"
+    assert cli(["convert", str(path), "--model", "cct_2_3x2_32", "-o", str(output)]) == 0
+    assert "283,723 parameters" in capsys.readouterr().out
+    model = cct_fast.create_model("cct_2_3x2_32", weights=output)
+    images = _images(rng)
+    assert relative_error(model(images), official_logits(official_cct2, images)) <= PARITY_TOLERANCE
+
+
+def test_cli_convert_with_new_head(official_cct2, tmp_path):
+    path = _save(tmp_path, official_cct2.state_dict())
+    output = tmp_path / "five.weights.h5"
+    with pytest.warns(UserWarning, match="10 classes, the model 5"):
+        assert cli(["convert", str(path), "--model", "cct_2_3x2_32", "--num-classes", "5",
+                    "-o", str(output)]) == 0
+    assert cct_fast.create_model("cct_2_3x2_32", num_classes=5, weights=output).head.units == 5
+
+
+def test_failed_conversion_leaves_no_file_and_keeps_an_old_one(official_cct2, tmp_path, capsys):
+    path = _save(tmp_path, official_cct2.state_dict())
+    output = tmp_path / "out.weights.h5"
+    assert cli(["convert", str(path), "--model", "cct_7_3x1_32", "-o", str(output)]) == 2
+    assert "does not fit cct_7_3x1_32" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth"]
+
+    output.write_bytes(b"earlier result")
+    assert cli(["convert", str(path), "--model", "cct_7_3x1_32", "-o", str(output)]) == 2
+    assert output.read_bytes() == b"earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth", "out.weights.h5"]
+
+
+def test_cli_convert_refuses_an_unknown_output_type(official_cct2, tmp_path, capsys):
+    path = _save(tmp_path, official_cct2.state_dict())
+    assert cli(["convert", str(path), "--model", "cct_2_3x2_32", "-o", str(tmp_path / "x.bin")]) == 2
+    assert ".weights.h5 or .keras" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth"]
