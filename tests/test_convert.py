@@ -143,6 +143,16 @@ def test_keras_weights_adapt_like_checkpoints(official_cct2, tmp_path):
     np.testing.assert_array_equal(other.norm.gamma.numpy(), model.norm.gamma.numpy())
 
 
+def test_backbone_weights_load_into_a_model_with_a_head_and_warn(tmp_path):
+    backbone = cct_fast.create_model("cct_2_3x2_32", include_top=False)
+    cct_fast.save_weights(backbone, tmp_path / "backbone.weights.h5")
+    with pytest.warns(UserWarning, match="weights hold none"):
+        model = cct_fast.create_model("cct_2_3x2_32", weights=tmp_path / "backbone.weights.h5")
+    np.testing.assert_array_equal(model.norm.gamma.numpy(), backbone.norm.gamma.numpy())
+    full = cct_fast.create_model("cct_2_3x2_32", include_top=False, weights=tmp_path / "backbone.weights.h5")
+    assert_same_weights(full, backbone)
+
+
 def test_keras_weights_of_another_architecture(tmp_path):
     cct_fast.save_weights(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "w.weights.h5")
     with pytest.raises(CheckpointError, match="Cannot load Keras weights .*w.weights.h5 into cct_7_3x1_32"):

@@ -29,6 +29,13 @@ class ClassifierHead(keras.layers.Dense):
     fine-tuned on a new label set."""
 
     def load_own_variables(self, store):
+        if "0" not in store:
+            warnings.warn(
+                "Not loading the classifier head: the weights hold none (saved with "
+                "include_top=False). The head stays freshly initialised.",
+                stacklevel=2,
+            )
+            return
         stored_kernel = np.asarray(store["0"])
         if stored_kernel.shape != tuple(self.kernel.shape):
             if stored_kernel.ndim != 2 or stored_kernel.shape[0] != self.kernel.shape[0]:
