@@ -1,4 +1,4 @@
-"""Official PyTorch state dicts <-> :class:`cct_fast.CCT` weights.
+"""Official PyTorch state dicts -> :class:`cct_fast.CCT` weights.
 
 The one place that knows the official key names (``classifier.blocks.0.self_attn.qkv.weight``)
 and PyTorch's layouts. It maps each key to the Keras layer that owns the weight and hands that
@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from cct_fast.checkpoint import CheckpointError
+from cct_fast.layers import ClassifierHead, PositionalEmbedding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,27 +37,23 @@ class _Slot:
             return array.transpose(2, 3, 1, 0)
         return array
 
-    def to_official(self, array):
-        if self.layout == "linear":
-            return array.T
-        if self.layout == "conv":
-            return array.transpose(3, 2, 0, 1)
-        return array
-
     @property
     def official_shape(self):
         shape = tuple(self.variable.shape)
-        return tuple(self.to_official(np.empty(shape, dtype=np.bool_)).shape)
+        if self.layout == "linear":
+            return shape[::-1]
+        if self.layout == "conv":
+            return (shape[3], shape[2], shape[0], shape[1])
+        return shape
 
     def may_resize(self, array) -> bool:
         """Whether a differently shaped tensor is one the owning layer adapts on load: a
         learnable positional embedding (another token count) or the head (another class
         count), with the embedding width unchanged."""
-        name = type(self.layer).__name__
         shape = self.official_shape
-        if name == "PositionalEmbedding":
+        if isinstance(self.layer, PositionalEmbedding):
             return array.ndim == 3 and array.shape[::2] == shape[::2]
-        if name == "ClassifierHead":
+        if isinstance(self.layer, ClassifierHead):
             return array.ndim == len(shape) and array.shape[1:] == shape[1:]
         return False
 
@@ -115,26 +112,13 @@ def _listing(title, items, separator=", ", shown=8):
     return f"{title} ({len(items)}): {separator.join(items[:shown])}{more}"
 
 
-def _describe(tensors) -> str:
+def _describe(shapes: dict[str, tuple]) -> str:
     """A one-line summary of an official state dict's architecture: depth, width, tokenizer."""
-    blocks = {key.split(".")[2] for key in tensors if key.startswith("classifier.blocks.")}
-    convs = {key.split(".")[2] for key in tensors if key.startswith("tokenizer.conv_layers.")}
-    width = np.shape(tensors.get("classifier.norm.weight", ()))
-    width = width[0] if width else "unknown"
+    blocks = {key.split(".")[2] for key in shapes if key.startswith("classifier.blocks.")}
+    convs = {key.split(".")[2] for key in shapes if key.startswith("tokenizer.conv_layers.")}
+    width = shapes.get("classifier.norm.weight", ("unknown",))[0]
     return (f"{len(blocks)} encoder layers of width {width} after {len(convs)} tokenizer "
             "convolution(s)")
-
-
-def to_official_shapes(model) -> dict[str, tuple]:
-    return {key: slot.official_shape for key, slot in official_slots(model).items()}
-
-
-def to_official_state_dict(model) -> dict[str, np.ndarray]:
-    """The model's weights under the official key names and in PyTorch's layouts."""
-    return {
-        key: slot.to_official(np.asarray(slot.variable.numpy()))
-        for key, slot in official_slots(model).items()
-    }
 
 
 def load_official_state_dict(model, state_dict, source="state dict") -> None:
@@ -163,8 +147,10 @@ def load_official_state_dict(model, state_dict, source="state dict") -> None:
         raise CheckpointError(
             f"{source} does not fit {model.name} ({len(slots)} tensors expected):\n  - "
             + "\n  - ".join(p for p in problems if p)
-            + f"\nThe checkpoint holds {_describe(state_dict)}; {model.name} has "
-            f"{_describe(to_official_shapes(model))}. Pick the model name (or num_layers, "
+            + f"\nThe checkpoint holds "
+            f"{_describe({key: np.shape(value) for key, value in state_dict.items()})}; "
+            f"{model.name} has "
+            f"{_describe({key: slot.official_shape for key, slot in slots.items()})}. Pick the model name (or num_layers, "
             "embedding_dim, n_conv_layers) that matches the checkpoint."
         )
 

@@ -135,11 +135,13 @@ class CCT(keras.Model):
         """Fail early, with what was expected and what came, instead of deep inside a layer."""
         shape = tuple(images.shape)
         expected = self.image_shape
-        described = "x".join("H" if s is None else str(s) for s in expected[:2])
+        described = ", ".join(
+            name if size is None else str(size) for name, size in zip("HWC", expected)
+        )
         if len(shape) != 4:
             raise ValueError(
-                f"{self.name} expects a batch of NHWC images of shape (batch, {described}, "
-                f"{expected[2]}); got an input of shape {shape}. "
+                f"{self.name} expects a batch of NHWC images of shape (batch, {described}); "
+                f"got an input of shape {shape}. "
                 + ("Add a batch axis (images[None])." if len(shape) == 3 else "")
             )
         if shape[3] is not None and shape[3] != expected[2]:
