@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from cct_fast import fused
 from cct_fast.config import CCTConfig
 from cct_fast.layers import (
     ClassifierHead,
@@ -13,6 +14,7 @@ from cct_fast.layers import (
     TorchTruncatedNormal,
     TransformerEncoderLayer,
 )
+from cct_fast.layers.attention import check_implementation
 from cct_fast.layers.encoder import layer_norm
 
 
@@ -28,7 +30,12 @@ class CCT(keras.Model):
     - output: logits ``(batch, num_classes)``, or probabilities with
       ``classifier_activation="softmax"``; ``include_top=False`` gives the pooled features
       ``(batch, embedding_dim)``;
-    - ``jit_compile=True`` makes ``compile`` (and ``predict`` before any compile) use XLA.
+    - ``jit_compile=True`` makes ``compile`` (and ``predict`` before any compile) use XLA;
+    - ``implementation="fused"`` (default) runs the fast path of :mod:`cct_fast.fused`;
+      ``"reference"`` runs one Keras op per step. Both hold the same weights, so a model can be
+      rebuilt in the other implementation and given the same weights without conversion.
+    - Under a mixed precision policy (``mixed_bfloat16``, ``mixed_float16``) LayerNorm,
+      softmax, sequence pooling and the head run in float32; the logits are float32.
     """
 
     def __init__(self, img_size=224, embedding_dim=768, n_input_channels=3,
@@ -37,7 +44,8 @@ class CCT(keras.Model):
                  pooling_padding=1, dropout=0.0, attention_dropout=0.1, stochastic_depth=0.1,
                  num_layers=14, num_heads=6, mlp_ratio=4.0, num_classes=1000,
                  positional_embedding="learnable", seq_pool=True, *, include_top=True,
-                 classifier_activation=None, jit_compile=False, name="cct", **kwargs):
+                 classifier_activation=None, jit_compile=False, implementation="fused",
+                 name="cct", **kwargs):
         super().__init__(name=name, **kwargs)
         config = CCTConfig(
             img_size=img_size, embedding_dim=embedding_dim, n_input_channels=n_input_channels,
@@ -51,6 +59,7 @@ class CCT(keras.Model):
             seq_pool=seq_pool,
         )
         self.config = config
+        self.implementation = check_implementation(implementation)
         self.include_top = include_top
         self.classifier_activation = classifier_activation
         self._jit_compile_default = jit_compile
@@ -75,16 +84,21 @@ class CCT(keras.Model):
         self.blocks = [
             TransformerEncoderLayer(
                 num_heads, config.feedforward_dim, dropout=dropout,
-                attention_dropout=attention_dropout, drop_path_rate=rate, name=f"block_{i}",
+                attention_dropout=attention_dropout, drop_path_rate=rate,
+                implementation=implementation, name=f"block_{i}",
             )
             for i, rate in enumerate(config.drop_path_rates)
         ]
         self.norm = layer_norm("norm")
-        self.sequence_pool = SequencePooling(name="sequence_pool") if seq_pool else None
+        self.sequence_pool = None
+        if seq_pool:
+            self.sequence_pool = SequencePooling(implementation, dtype="float32",
+                                                 name="sequence_pool")
         self.head = None
         if include_top:
             self.head = ClassifierHead(
-                num_classes, kernel_initializer=TorchTruncatedNormal(0.02), name="head",
+                num_classes, kernel_initializer=TorchTruncatedNormal(0.02), dtype="float32",
+                name="head",
             )
         self.build((None,) + self.image_shape)
 
@@ -122,7 +136,10 @@ class CCT(keras.Model):
         x = self.embedding_dropout(x, training=training)
         for block in self.blocks:
             x = block(x, training=training)
-        x = self.norm(x)
+        if self.implementation == "fused":
+            x = fused.layer_norm(x, self.norm.gamma, self.norm.beta)
+        else:
+            x = self.norm(x)
         x = self.sequence_pool(x) if self.sequence_pool is not None else x[:, 0]
         if self.head is None:
             return x
@@ -182,4 +199,5 @@ class CCT(keras.Model):
             "include_top": self.include_top,
             "classifier_activation": self.classifier_activation,
             "jit_compile": self._jit_compile_default,
+            "implementation": self.implementation,
         }

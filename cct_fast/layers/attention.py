@@ -1,9 +1,21 @@
 """Multi-head self-attention with one fused qkv projection, as the official ``Attention``."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
+from cct_fast import fused
 from cct_fast.layers.initializers import TorchTruncatedNormal
+
+IMPLEMENTATIONS = ("fused", "reference")
+
+
+def check_implementation(implementation):
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}."
+        )
+    return implementation
 
 
 def torch_linear(units, use_bias=True, name=None):
@@ -19,11 +31,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     """``qkv`` (no bias) -> heads -> softmax(q k^T * head_dim**-0.5) v -> ``proj`` (bias).
 
     Dropout on the attention probabilities (``attention_dropout``) and after the output
-    projection (``projection_dropout``), both active in training only.
+    projection (``projection_dropout``), both active in training only. The softmax runs in
+    float32 under mixed precision. ``implementation="reference"`` is one Keras op per step;
+    ``"fused"`` (see :mod:`cct_fast.fused`) computes the same with the same weights.
     """
 
-    def __init__(self, num_heads, attention_dropout=0.1, projection_dropout=0.0, **kwargs):
+    def __init__(self, num_heads, attention_dropout=0.1, projection_dropout=0.0,
+                 implementation="fused", **kwargs):
         super().__init__(**kwargs)
+        self.implementation = check_implementation(implementation)
         self.num_heads = num_heads
         self.attention_dropout = attention_dropout
         self.projection_dropout = projection_dropout
@@ -42,15 +58,28 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.proj.build(input_shape)
 
     def call(self, x, training=False):
+        if self.implementation == "fused":
+            return self._call_fused(x, training)
         dim = x.shape[-1]
         head_dim = dim // self.num_heads
         tokens = ops.shape(x)[1]
         qkv = ops.reshape(self.qkv(x), (-1, tokens, 3, self.num_heads, head_dim))
         q, k, v = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (head_dim**-0.5)
-        weights = self.attention_drop(ops.softmax(scores, axis=-1), training=training)
+        weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), x.dtype)
+        weights = self.attention_drop(weights, training=training)
         out = ops.reshape(ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3)), (-1, tokens, dim))
         return self.projection_drop(self.proj(out), training=training)
+
+    def _call_fused(self, x, training):
+        dim = x.shape[-1]
+        qkv = fused.linear(tf.reshape(x, (-1, dim)), self.qkv.kernel)
+        q, k, v = fused.split_heads(qkv, tf.shape(x)[1], self.num_heads,
+                                    (dim // self.num_heads) ** -0.5)
+        weights = self.attention_drop(fused.attention_weights(q, k), training=training)
+        out = fused.linear(fused.merge_heads(tf.matmul(weights, v)), self.proj.kernel,
+                           self.proj.bias)
+        return self.projection_drop(tf.reshape(out, tf.shape(x)), training=training)
 
     def get_config(self):
         return {
@@ -58,4 +87,5 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             "num_heads": self.num_heads,
             "attention_dropout": self.attention_dropout,
             "projection_dropout": self.projection_dropout,
+            "implementation": self.implementation,
         }

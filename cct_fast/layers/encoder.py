@@ -1,12 +1,13 @@
 """The official CCT transformer encoder layer."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
-from cct_fast.layers.attention import MultiHeadSelfAttention, torch_linear
+from cct_fast import fused
+from cct_fast.fused import LAYER_NORM_EPSILON  # PyTorch's default; Keras' is 1e-3.
+from cct_fast.layers.attention import MultiHeadSelfAttention, check_implementation, torch_linear
 from cct_fast.layers.drop_path import DropPath
-
-LAYER_NORM_EPSILON = 1e-5  # PyTorch's nn.LayerNorm default; Keras' is 1e-3.
 
 
 def layer_norm(name):
@@ -26,8 +27,9 @@ class TransformerEncoderLayer(keras.layers.Layer):
     """
 
     def __init__(self, num_heads, feedforward_dim, dropout=0.0, attention_dropout=0.1,
-                 drop_path_rate=0.0, **kwargs):
+                 drop_path_rate=0.0, implementation="fused", **kwargs):
         super().__init__(**kwargs)
+        self.implementation = check_implementation(implementation)
         self.num_heads = num_heads
         self.feedforward_dim = feedforward_dim
         self.dropout = dropout
@@ -36,7 +38,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
         self.pre_norm = layer_norm("pre_norm")
         self.self_attn = MultiHeadSelfAttention(
             num_heads, attention_dropout=attention_dropout, projection_dropout=dropout,
-            name="self_attn",
+            implementation=implementation, name="self_attn",
         )
         self.norm1 = layer_norm("norm1")
         self.dropout1 = keras.layers.Dropout(dropout, name="dropout1")
@@ -54,10 +56,23 @@ class TransformerEncoderLayer(keras.layers.Layer):
         self.linear2.build(tuple(input_shape[:-1]) + (self.feedforward_dim,))
 
     def call(self, x, training=False):
+        if self.implementation == "fused":
+            return self._call_fused(x, training)
         attended = self.self_attn(self.pre_norm(x), training=training)
         x = self.norm1(x + self.drop_path(attended, training=training))
         hidden = self.dropout1(ops.gelu(self.linear1(x), approximate=False), training=training)
         branch = self.dropout2(self.linear2(hidden), training=training)
+        return x + self.drop_path(branch, training=training)
+
+    def _call_fused(self, x, training):
+        normed = fused.layer_norm(x, self.pre_norm.gamma, self.pre_norm.beta)
+        attended = self.drop_path(self.self_attn(normed, training=training), training=training)
+        x = fused.residual_layer_norm(x, attended, self.norm1.gamma, self.norm1.beta)
+        hidden = fused.linear(tf.reshape(x, (-1, x.shape[-1])), self.linear1.kernel,
+                              self.linear1.bias, gelu=True)
+        hidden = self.dropout1(hidden, training=training)
+        branch = fused.linear(hidden, self.linear2.kernel, self.linear2.bias)
+        branch = self.dropout2(tf.reshape(branch, tf.shape(x)), training=training)
         return x + self.drop_path(branch, training=training)
 
     def get_config(self):
@@ -68,4 +83,5 @@ class TransformerEncoderLayer(keras.layers.Layer):
             "dropout": self.dropout,
             "attention_dropout": self.attention_dropout,
             "drop_path_rate": self.drop_path_rate,
+            "implementation": self.implementation,
         }

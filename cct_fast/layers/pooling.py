@@ -6,20 +6,35 @@ import keras
 import numpy as np
 from keras import ops
 
-from cct_fast.layers.attention import torch_linear
+from cct_fast import fused
+from cct_fast.layers.attention import check_implementation, torch_linear
 
 
 @keras.saving.register_keras_serializable(package="cct_fast")
 class SequencePooling(keras.layers.Layer):
-    """``softmax_over_tokens(attention_pool(x))``-weighted sum of the tokens: (B, N, D) -> (B, D)."""
+    """``softmax_over_tokens(attention_pool(x))``-weighted sum of the tokens: (B, N, D) -> (B, D).
+
+    The model builds it with a float32 policy, so that under mixed precision its weights, the
+    softmax and the weighted sum stay in float32.
+    """
+
+    def __init__(self, implementation="fused", **kwargs):
+        super().__init__(**kwargs)
+        self.implementation = check_implementation(implementation)
 
     def build(self, input_shape):
         self.attention_pool = torch_linear(1, name="attention_pool")
         self.attention_pool.build(input_shape)
 
     def call(self, tokens):
+        if self.implementation == "fused":
+            return fused.sequence_pool(tokens, self.attention_pool.kernel,
+                                       self.attention_pool.bias)
         weights = ops.softmax(self.attention_pool(tokens), axis=1)
         return ops.squeeze(ops.matmul(ops.transpose(weights, (0, 2, 1)), tokens), axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "implementation": self.implementation}
 
 
 @keras.saving.register_keras_serializable(package="cct_fast")

@@ -1,0 +1,122 @@
+"""The fused fast path against the reference implementation, on the same weights."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cct_fast
+from conftest import relative_error
+from helpers import random_images
+
+VARIANTS = ["cct_7_3x1_32", "cct_2_3x2_32_sine", "cvt_4_4_32", "vit_2_4_32"]
+
+
+def randomize(model, rng):
+    """Random weights with LayerNorm scales and biases off their initial 1 / 0."""
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        values = rng.standard_normal(shape) * (0.1 if len(shape) < 2 else 0.05)
+        if variable.path.endswith("gamma"):
+            values += 1.0
+        variable.assign(values.astype(variable.dtype))
+    return model
+
+
+def twins(name, rng, **overrides):
+    """A reference model with random weights and a fused model holding the same ones."""
+    reference = randomize(cct_fast.create_model(name, implementation="reference", **overrides), rng)
+    fast = cct_fast.create_model(name, implementation="fused", **overrides)
+    fast.set_weights(reference.get_weights())
+    return reference, fast
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_fused_logits_match_the_reference(name, rng):
+    reference, fast = twins(name, rng)
+    images = random_images(rng, reference, batch=3)
+    assert relative_error(fast(images), reference(images)) <= 1e-5
+    compiled = tf.function(lambda x: fast(x), jit_compile=True)
+    assert relative_error(compiled(images), reference(images)) <= 1e-5
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_fused_gradients_match_the_reference(name, rng):
+    reference, fast = twins(name, rng, dropout=0.0, attention_dropout=0.0, stochastic_depth=0.0)
+    images = random_images(rng, reference, batch=3)
+    labels = rng.integers(0, reference.config.num_classes, 3)
+
+    def gradients(model):
+        with tf.GradientTape() as tape:
+            loss = keras.losses.sparse_categorical_crossentropy(
+                labels, model(images, training=True), from_logits=True)
+        return tape.gradient(loss, [v.value for v in model.trainable_variables])
+
+    expected_all, actual_all = gradients(reference), gradients(fast)
+    scale = max(float(np.abs(g).max()) for g in expected_all)
+    for variable, expected, actual in zip(reference.trainable_variables, expected_all, actual_all):
+        if np.abs(expected).max() < 1e-5 * scale:
+            # The sequence-pooling bias shifts every token score alike, which softmax ignores:
+            # its true gradient is 0 and both sides hold rounding noise.
+            np.testing.assert_allclose(actual, 0.0, atol=1e-5 * scale, err_msg=variable.path)
+        else:
+            assert relative_error(actual, expected) <= 1e-4, variable.path
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+@pytest.mark.parametrize("implementation", ["fused", "reference"])
+def test_mixed_precision_stays_close_to_float32(policy, implementation, rng):
+    exact = randomize(cct_fast.create_model("cct_2_3x2_32", implementation="reference"), rng)
+    images = random_images(rng, exact, batch=4)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        mixed = cct_fast.create_model("cct_2_3x2_32", implementation=implementation)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed.set_weights(exact.get_weights())
+    compute_dtype = policy.removeprefix("mixed_")
+    assert mixed.blocks[0].self_attn.qkv.compute_dtype == compute_dtype
+    assert mixed.sequence_pool.compute_dtype == mixed.head.compute_dtype == "float32"
+    assert all(v.dtype == "float32" for v in mixed.weights)
+    logits = mixed(images)
+    assert logits.dtype == "float32"
+    assert relative_error(logits, exact(images)) <= 2e-2
+
+
+@pytest.mark.parametrize("name", ["cct_2_3x2_32", "vit_2_4_32"])
+def test_training_steps_give_the_same_losses(name, rng):
+    overrides = dict(num_classes=4, dropout=0.0, attention_dropout=0.0, stochastic_depth=0.0,
+                     jit_compile=True)
+    reference, fast = twins(name, rng, **overrides)
+    images = random_images(rng, reference, batch=8)
+    labels = rng.integers(0, 4, 8)
+    losses = []
+    for model in (reference, fast):
+        model.compile(optimizer=keras.optimizers.SGD(0.05),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        history = model.fit(images, labels, batch_size=8, epochs=4, shuffle=False, verbose=0)
+        losses.append(history.history["loss"])
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+    assert abs(losses[0][-1] - losses[0][0]) > 1e-3  # the steps moved the weights
+
+
+def test_dropout_and_drop_path_are_active_in_fused_training(rng):
+    model = cct_fast.create_model("cct_2_3x2_32", dropout=0.1, stochastic_depth=0.5)
+    images = random_images(rng, model)
+    np.testing.assert_array_equal(np.asarray(model(images)), np.asarray(model(images)))
+    assert not np.allclose(np.asarray(model(images, training=True)),
+                           np.asarray(model(images, training=True)))
+
+
+def test_weights_move_between_implementations_without_conversion(tmp_path, rng):
+    fast = randomize(cct_fast.create_model("cct_2_3x2_32"), rng)
+    cct_fast.save_weights(fast, tmp_path / "w.weights.h5")
+    reference = cct_fast.create_model("cct_2_3x2_32", implementation="reference",
+                                      weights=tmp_path / "w.weights.h5")
+    images = random_images(rng, fast)
+    assert relative_error(fast(images), reference(images)) <= 1e-5
+
+
+def test_unknown_implementation():
+    with pytest.raises(ValueError, match=r"implementation must be one of \('fused', 'reference'\)"):
+        cct_fast.create_model("cct_2_3x2_32", implementation="cuda")
