@@ -4,11 +4,12 @@ Measured on the 2-core AVX-512 development machine (CCT-7/3x1 shapes, batch 64, 
 
 - LayerNorm and residual + LayerNorm are XLA clusters (``tf.function(jit_compile=True)``):
   one pass instead of the several kernels of ``tf.nn.moments``; 1.7x faster.
-- Linear layers are 2-D ``matmul`` + ``bias_add`` (+ exact GELU) that Grappler's remapper fuses
-  into one oneDNN call: exact GELU then costs 2 ms instead of 7 ms (fp32) or 9 ms (bf16).
-  Keras' Dense on 3-D inputs does not match that pattern.
-- The attention matmuls and the softmax stay on oneDNN: XLA's CPU backend runs them 1.6x
-  (fp32) to 5x (bf16) slower, because it does not use oneDNN's batched or bf16 GEMMs.
+- Linear layers are 2-D ``matmul`` + ``bias_add`` that Grappler's remapper fuses into one
+  oneDNN call (Keras' Dense on 3-D inputs does not match that pattern). Bias + exact GELU is
+  an XLA cluster: 2 ms instead of 7 ms (fp32) or 9 ms (bf16) for TensorFlow's erf-based GELU,
+  and a one-pass gradient.
+- The attention matmuls and the softmax stay on oneDNN: XLA's CPU backend runs them
+  1.6x (fp32) to 5x (bf16) slower, because it does not use oneDNN's batched or bf16 GEMMs.
 - Sequence pooling is one XLA cluster in float32.
 
 Under ``compile(jit_compile=True)`` the whole step is one XLA cluster and these functions are
@@ -68,12 +69,20 @@ def residual_layer_norm(x, branch, gamma, beta):
     return tf.cast(_layer_norm_float32(total, gamma, beta), x.dtype)
 
 
-def linear(x, kernel, bias=None, gelu=False):
-    """``x @ kernel + bias`` (then exact GELU) on 2-D ``x``, in the form Grappler fuses."""
+def linear(x, kernel, bias=None):
+    """``x @ kernel + bias`` on 2-D ``x``, in the form Grappler fuses into one oneDNN call."""
     y = tf.matmul(x, tf.cast(kernel, x.dtype))
     if bias is not None:
         y = tf.nn.bias_add(y, tf.cast(bias, x.dtype))
-    return tf.nn.gelu(y, approximate=False) if gelu else y
+    return y
+
+
+@_xla
+def bias_gelu(x, bias):
+    """Exact GELU of ``x + bias`` in float32. As fast as Grappler's matmul+bias+GELU fusion
+    forward, and its gradient is one fused pass instead of the many of erf's autodiff."""
+    y = tf.cast(x, tf.float32) + tf.cast(bias, tf.float32)
+    return tf.cast(0.5 * y * (1.0 + tf.math.erf(y * 0.7071067811865476)), x.dtype)
 
 
 def attention_weights(q, k):
@@ -86,7 +95,8 @@ def split_heads(qkv, tokens, num_heads, scale):
     """(batch * tokens, 3 * dim) -> q * scale, k, v, each (batch, heads, tokens, head_dim)."""
     head_dim = qkv.shape[-1] // (3 * num_heads)
     qkv = tf.transpose(tf.reshape(qkv, (-1, tokens, 3, num_heads, head_dim)), (2, 0, 3, 1, 4))
-    return qkv[0] * tf.cast(scale, qkv.dtype), qkv[1], qkv[2]
+    q, k, v = tf.unstack(qkv)
+    return q * tf.cast(scale, qkv.dtype), k, v
 
 
 def merge_heads(x):

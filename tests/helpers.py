@@ -23,6 +23,11 @@ def run_layer_test(layer, inputs, expected_shape, stochastic_in_training=False):
     return outputs
 
 
+def relative_error(actual, expected):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
+
+
 def assert_same_weights(model_a, model_b):
     weights_a = {v.path.split("/", 1)[1]: v.numpy() for v in model_a.weights}
     weights_b = {v.path.split("/", 1)[1]: v.numpy() for v in model_b.weights}

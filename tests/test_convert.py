@@ -8,8 +8,7 @@ import pytest
 import cct_fast
 from cct_fast.checkpoint import CheckpointError
 from cct_fast.cli import main as cli
-from conftest import relative_error
-from helpers import assert_same_weights, keras_model_roundtrip
+from helpers import assert_same_weights, keras_model_roundtrip, relative_error
 from official import official_logits, official_model, perturb, state_dict_numpy, torch
 
 PARITY_TOLERANCE = 1e-5

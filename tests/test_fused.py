@@ -6,8 +6,7 @@ import pytest
 import tensorflow as tf
 
 import cct_fast
-from conftest import relative_error
-from helpers import random_images
+from helpers import random_images, relative_error
 
 VARIANTS = ["cct_7_3x1_32", "cct_2_3x2_32_sine", "cvt_4_4_32", "vit_2_4_32"]
 

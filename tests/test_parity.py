@@ -10,7 +10,7 @@ import pytest
 
 import cct_fast
 import cct_fast.convert
-from conftest import relative_error
+from helpers import relative_error
 from official import official_logits, official_model, perturb, state_dict_numpy
 
 PARITY_TOLERANCE = 1e-5

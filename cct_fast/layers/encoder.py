@@ -68,8 +68,8 @@ class TransformerEncoderLayer(keras.layers.Layer):
         normed = fused.layer_norm(x, self.pre_norm.gamma, self.pre_norm.beta)
         attended = self.drop_path(self.self_attn(normed, training=training), training=training)
         x = fused.residual_layer_norm(x, attended, self.norm1.gamma, self.norm1.beta)
-        hidden = fused.linear(tf.reshape(x, (-1, x.shape[-1])), self.linear1.kernel,
-                              self.linear1.bias, gelu=True)
+        hidden = fused.linear(tf.reshape(x, (-1, x.shape[-1])), self.linear1.kernel)
+        hidden = fused.bias_gelu(hidden, self.linear1.bias)
         hidden = self.dropout1(hidden, training=training)
         branch = fused.linear(hidden, self.linear2.kernel, self.linear2.bias)
         branch = self.dropout2(tf.reshape(branch, tf.shape(x)), training=training)

@@ -1,0 +1,102 @@
+"""Speed of the reference, fused and official implementations, in one run.
+
+Groups: inference of CCT-7/3x1 (batch 64) and CCT-14/7x2 at 224 px (batch 8) in float32 and
+mixed bfloat16; the CCT-7/3x1 training step (batch 64); the machine's GEMM ceiling. In the
+default (smoke) run every row runs once at batch 2.
+"""
+
+import pytest
+import tensorflow as tf
+
+import cct_fast
+import official_torch
+from workloads import inference_functions, macs_per_image, random_batch, train_step_functions
+
+INFERENCE = [("cct_7_3x1_32", 64), ("cct_14_7x2_224", 8)]
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+_cache = {}
+
+
+def _batch(smoke, batch):
+    return 2 if smoke else batch
+
+
+def _inference_rows(name, precision):
+    key = (name, precision)
+    if key not in _cache:
+        _cache.clear()  # keep one workload's models alive at a time
+        _cache[key] = inference_functions(name, PRECISIONS[precision])
+    return _cache[key]
+
+
+@pytest.mark.parametrize("precision", list(PRECISIONS))
+@pytest.mark.parametrize("name, batch", INFERENCE)
+@pytest.mark.parametrize("row", ["reference", "reference under XLA", "fused",
+                                 "fused under XLA (CCT(jit_compile=True))"])
+def test_inference(record, smoke, name, batch, precision, row):
+    config = cct_fast.create_model(name).config
+    images, _ = random_batch(config, _batch(smoke, batch))
+    images = tf.constant(images)
+    function = _inference_rows(name, precision)[row]
+    record(lambda: function(images), f"inference {name} batch {batch} {precision}", row,
+           len(images), 2 * macs_per_image(config))
+
+
+@pytest.mark.parametrize("precision", list(PRECISIONS))
+@pytest.mark.parametrize("name, batch", INFERENCE)
+def test_inference_official_pytorch(record, smoke, name, batch, precision):
+    if official_torch.official_module() is None:
+        pytest.skip("torch and vit-pytorch are not installed")
+    import torch
+
+    config = cct_fast.create_model(name).config
+    images, _ = random_batch(config, _batch(smoke, batch))
+    images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    function = official_torch.inference_function(config, bfloat16=precision == "bf16")
+    record(lambda: function(images), f"inference {name} batch {batch} {precision}",
+           "official PyTorch", len(images), 2 * macs_per_image(config))
+
+
+TRAIN_NAME, TRAIN_BATCH = "cct_7_3x1_32", 64
+
+
+@pytest.mark.parametrize("row", ["reference", "reference under XLA", "fused", "fused under XLA"])
+def test_train_step(record, smoke, row):
+    config = cct_fast.create_model(TRAIN_NAME).config
+    images, labels = random_batch(config, _batch(smoke, TRAIN_BATCH))
+    images, labels = tf.constant(images), tf.constant(labels)
+    if "train" not in _cache:
+        _cache.clear()
+        _cache["train"] = train_step_functions(TRAIN_NAME, TRAIN_BATCH)
+    function = _cache["train"][row]
+    # A training step costs about three forward passes.
+    record(lambda: function(images, labels), f"train step {TRAIN_NAME} batch {TRAIN_BATCH} fp32",
+           row, len(images), 6 * macs_per_image(config))
+
+
+def test_train_step_official_pytorch(record, smoke):
+    if official_torch.official_module() is None:
+        pytest.skip("torch and vit-pytorch are not installed")
+    import torch
+
+    config = cct_fast.create_model(TRAIN_NAME).config
+    images, labels = random_batch(config, _batch(smoke, TRAIN_BATCH))
+    images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    labels = torch.from_numpy(labels)
+    step = official_torch.train_step_function(config)
+    record(lambda: step(images, labels), f"train step {TRAIN_NAME} batch {TRAIN_BATCH} fp32",
+           "official PyTorch", len(images), 6 * macs_per_image(config))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_gemm_ceiling(record, smoke, precision):
+    size = 256 if smoke else 4096
+    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
+    matrix = tf.cast(tf.random.normal((size, size)), dtype)
+    matmul = tf.function(lambda a: tf.matmul(a, a))
+    record(lambda: matmul(matrix).numpy(), "ceiling", f"gemm {precision}", 1, 2 * size**3)
+
+
+def test_macs_of_cct_7_3x1_32_are_the_published_figure():
+    assert macs_per_image(cct_fast.create_model("cct_7_3x1_32").config) / 1e9 == pytest.approx(
+        1.19, abs=0.01)

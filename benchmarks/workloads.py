@@ -1,0 +1,82 @@
+"""What the benchmarks run: models in each implementation and precision, and their cost."""
+
+import contextlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import cct_fast
+
+
+def macs_per_image(config) -> int:
+    """Multiply-accumulates of one forward pass (convolutions, encoder, pooling, head)."""
+    macs, side, channels = 0, config.img_size, config.n_input_channels
+    layers = config.n_conv_layers if config.tokenizer == "convolutional" else 1
+    for i in range(layers):
+        out_channels = config.embedding_dim if i == layers - 1 else config.in_planes
+        side = (side + 2 * config.conv_padding - config.kernel_size) // config.conv_stride + 1
+        macs += side * side * config.kernel_size**2 * channels * out_channels
+        channels = out_channels
+        if config.max_pool:
+            side = (side + 2 * config.pooling_padding - config.pooling_kernel_size) \
+                // config.pooling_stride + 1
+    tokens = side * side + config.num_prefix_tokens
+    dim, hidden = config.embedding_dim, config.feedforward_dim
+    per_token = 4 * dim * dim + 2 * dim * hidden + 2 * tokens * dim
+    return macs + config.num_layers * tokens * per_token + tokens * dim + dim * config.num_classes
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def keras_models(name, policy):
+    """Reference and fused models of ``name`` under ``policy``, holding the same weights."""
+    with dtype_policy(policy):
+        reference = cct_fast.create_model(name, implementation="reference")
+        fused = cct_fast.create_model(name, implementation="fused")
+    fused.set_weights(reference.get_weights())
+    return reference, fused
+
+
+def inference_functions(name, policy):
+    """Row name -> a function of a batch that returns materialised logits."""
+    reference, fused = keras_models(name, policy)
+
+    def compiled(model, jit):
+        function = tf.function(lambda x: model(x, training=False), jit_compile=jit)
+        return lambda x: function(x).numpy()
+
+    return {
+        "reference": compiled(reference, False),
+        "reference under XLA": compiled(reference, True),
+        "fused": compiled(fused, False),
+        "fused under XLA (CCT(jit_compile=True))": compiled(fused, True),
+    }
+
+
+def train_step_functions(name, batch):
+    """Row name -> a function of (images, labels) running one AdamW step."""
+    functions = {}
+    for implementation in ("reference", "fused"):
+        for jit in (False, True):
+            model = cct_fast.create_model(name, implementation=implementation)
+            model.compile(optimizer=keras.optimizers.AdamW(5e-4, weight_decay=0.06),
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          jit_compile=jit)
+            row = implementation + (" under XLA" if jit else "")
+            functions[row] = lambda x, y, model=model: model.train_on_batch(x, y)
+    return functions
+
+
+def random_batch(config, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((batch, config.img_size, config.img_size, 3)).astype("float32")
+    return images, rng.integers(0, config.num_classes, batch)
