@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import cct_fast
+import cct_fast.fused
 from helpers import random_images, relative_error
 
 VARIANTS = ["cct_7_3x1_32", "cct_2_3x2_32_sine", "cvt_4_4_32", "vit_2_4_32"]
@@ -114,6 +115,15 @@ def test_weights_move_between_implementations_without_conversion(tmp_path, rng):
                                       weights=tmp_path / "w.weights.h5")
     images = random_images(rng, fast)
     assert relative_error(fast(images), reference(images)) <= 1e-5
+
+
+def test_bfloat16_attention_softmax_is_float32_softmax_rounded_once(rng):
+    q = tf.cast(rng.standard_normal((2, 3, 50, 16)) * 2, tf.bfloat16)
+    k = tf.cast(rng.standard_normal((2, 3, 50, 16)) * 2, tf.bfloat16)
+    scores = tf.matmul(q, k, transpose_b=True)
+    expected = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), tf.bfloat16)
+    np.testing.assert_array_equal(np.asarray(cct_fast.fused.attention_weights(q, k), np.float32),
+                                  np.asarray(expected, np.float32))
 
 
 def test_unknown_implementation():

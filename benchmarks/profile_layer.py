@@ -1,0 +1,85 @@
+"""Where the time of one CCT encoder layer goes: each step timed alone, graph mode vs XLA.
+
+    python benchmarks/profile_layer.py [--batch 64] [--tokens 256] [--dim 256] [--heads 4]
+
+Prints milliseconds per step for float32 and bfloat16, with GFLOP/s for the matmuls, so that
+the share of each step in ``pytest benchmarks --benchmark-only``'s layer time can be read off.
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tensorflow as tf  # noqa: E402
+
+from cct_fast import fused  # noqa: E402
+
+
+def best_milliseconds(function, *args, repeats=3, calls=8):
+    function(*args)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            result = function(*args)
+        result.numpy()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best * 1e3
+
+
+def steps(batch, tokens, dim, heads, dtype):
+    """(name, function, arguments, flops) for each step of a fused encoder layer."""
+    hidden, head_dim = 2 * dim, dim // heads
+
+    def normal(*shape):
+        return tf.cast(tf.random.normal(shape, stddev=0.05), dtype)
+
+    rows, gamma, beta = normal(batch * tokens, dim), tf.ones(dim), tf.zeros(dim)
+    q = normal(batch, heads, tokens, head_dim)
+    scores = normal(batch, heads, tokens, tokens)
+    w_qkv, w_proj, w_1, w_2 = normal(dim, 3 * dim), normal(dim, dim), normal(dim, hidden), normal(hidden, dim)
+    bias, pre_activation = tf.zeros(hidden), normal(batch * tokens, hidden)
+    graph, xla = tf.function, lambda f: tf.function(f, jit_compile=True)
+    gemm = 2 * batch * tokens * dim
+    return [
+        ("qkv projection", graph(lambda x: fused.linear(x, w_qkv)), (rows,), 3 * gemm * dim),
+        ("split heads", graph(lambda x: fused.split_heads(x, tokens, heads, 0.125)[0]),
+         (fused.linear(rows, w_qkv),), None),
+        ("q k^T", graph(lambda a: tf.matmul(a, a, transpose_b=True)), (q,),
+         2 * batch * heads * tokens * tokens * head_dim),
+        ("softmax (float32), oneDNN", graph(lambda s: tf.nn.softmax(tf.cast(s, tf.float32))), (scores,), None),
+        ("softmax (float32), XLA", xla(lambda s: tf.nn.softmax(tf.cast(s, tf.float32))), (scores,), None),
+        ("probabilities v", graph(lambda s, v: tf.matmul(s, v)), (scores, q),
+         2 * batch * heads * tokens * tokens * head_dim),
+        ("merge heads", graph(fused.merge_heads), (q,), None),
+        ("output projection + bias", graph(lambda x: fused.linear(x, w_proj, gamma)), (rows,), gemm * dim),
+        ("layer norm, XLA (x2 per layer)", graph(lambda x: fused.layer_norm(x, gamma, beta)), (rows,), None),
+        ("layer norm, tf.nn.moments graph", graph(lambda x: fused._layer_norm_float32(tf.cast(x, tf.float32), gamma, beta)), (rows,), None),
+        ("linear1", graph(lambda x: fused.linear(x, w_1)), (rows,), gemm * hidden),
+        ("bias + exact GELU, XLA", graph(lambda h: fused.bias_gelu(h, bias)), (pre_activation,), None),
+        ("bias + exact GELU, graph", graph(lambda h: tf.nn.gelu(h + tf.cast(bias, h.dtype), approximate=False)), (pre_activation,), None),
+        ("linear2 + bias", graph(lambda h: fused.linear(h, w_2, gamma)), (pre_activation,), gemm * hidden),
+    ]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
+    args = parser.parse_args()
+    for dtype in (tf.float32, tf.bfloat16):
+        print(f"\n{dtype.name}: batch {args.batch}, {args.tokens} tokens, width {args.dim}, "
+              f"{args.heads} heads")
+        for name, function, arguments, flops in steps(args.batch, args.tokens, args.dim,
+                                                      args.heads, dtype):
+            ms = best_milliseconds(function, *arguments)
+            rate = f"{flops / ms / 1e6:6.0f} GFLOP/s" if flops else ""
+            print(f"  {name:36s} {ms:7.2f} ms  {rate}")
+
+
+if __name__ == "__main__":
+    main()
