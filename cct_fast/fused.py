@@ -30,6 +30,16 @@ except ImportError:  # pragma: no cover - a TensorFlow without it
 
 
 LAYER_NORM_EPSILON = 1e-5
+IMPLEMENTATIONS = ("fused", "reference")
+
+
+def check_implementation(implementation):
+    """The layers and the model run this module (``"fused"``) or one Keras op per step."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}."
+        )
+    return implementation
 
 
 def _xla(function):

@@ -14,7 +14,6 @@ from cct_fast.layers import (
     TorchTruncatedNormal,
     TransformerEncoderLayer,
 )
-from cct_fast.layers.attention import check_implementation
 from cct_fast.layers.encoder import layer_norm
 
 
@@ -59,7 +58,7 @@ class CCT(keras.Model):
             seq_pool=seq_pool,
         )
         self.config = config
-        self.implementation = check_implementation(implementation)
+        self.implementation = fused.check_implementation(implementation)
         self.include_top = include_top
         self.classifier_activation = classifier_activation
         self._jit_compile_default = jit_compile

@@ -7,16 +7,6 @@ from keras import ops
 from cct_fast import fused
 from cct_fast.layers.initializers import TorchTruncatedNormal
 
-IMPLEMENTATIONS = ("fused", "reference")
-
-
-def check_implementation(implementation):
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}."
-        )
-    return implementation
-
 
 def torch_linear(units, use_bias=True, name=None):
     """A Dense layer initialised as the official ``init_weight`` does for ``nn.Linear``."""
@@ -39,7 +29,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     def __init__(self, num_heads, attention_dropout=0.1, projection_dropout=0.0,
                  implementation="fused", **kwargs):
         super().__init__(**kwargs)
-        self.implementation = check_implementation(implementation)
+        self.implementation = fused.check_implementation(implementation)
         self.num_heads = num_heads
         self.attention_dropout = attention_dropout
         self.projection_dropout = projection_dropout

@@ -6,7 +6,7 @@ from keras import ops
 
 from cct_fast import fused
 from cct_fast.fused import LAYER_NORM_EPSILON  # PyTorch's default; Keras' is 1e-3.
-from cct_fast.layers.attention import MultiHeadSelfAttention, check_implementation, torch_linear
+from cct_fast.layers.attention import MultiHeadSelfAttention, torch_linear
 from cct_fast.layers.drop_path import DropPath
 
 
@@ -29,7 +29,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
     def __init__(self, num_heads, feedforward_dim, dropout=0.0, attention_dropout=0.1,
                  drop_path_rate=0.0, implementation="fused", **kwargs):
         super().__init__(**kwargs)
-        self.implementation = check_implementation(implementation)
+        self.implementation = fused.check_implementation(implementation)
         self.num_heads = num_heads
         self.feedforward_dim = feedforward_dim
         self.dropout = dropout

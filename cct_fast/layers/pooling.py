@@ -7,7 +7,7 @@ import numpy as np
 from keras import ops
 
 from cct_fast import fused
-from cct_fast.layers.attention import check_implementation, torch_linear
+from cct_fast.layers.attention import torch_linear
 
 
 @keras.saving.register_keras_serializable(package="cct_fast")
@@ -20,7 +20,7 @@ class SequencePooling(keras.layers.Layer):
 
     def __init__(self, implementation="fused", **kwargs):
         super().__init__(**kwargs)
-        self.implementation = check_implementation(implementation)
+        self.implementation = fused.check_implementation(implementation)
 
     def build(self, input_shape):
         self.attention_pool = torch_linear(1, name="attention_pool")
