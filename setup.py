@@ -24,7 +24,8 @@ setup(
         "gpu": ["tf2onnx>=1.16", "onnxruntime-gpu>=1.18,<1.27"],
         # The reference PyTorch is pinned to the CPU wheel; vit-pytorch, which holds the
         # official architecture, is installed with --no-deps (see README).
-        "dev": ["pytest>=7", "pytest-benchmark>=4", "torch==2.13.0", "einops>=0.6"],
+        "dev": ["pytest>=7", "pytest-benchmark>=4", "torch==2.13.0", "einops>=0.6",
+                "tf2onnx>=1.16", "onnxruntime>=1.18"],
     },
     entry_points={"console_scripts": ["cct-fast=cct_fast.cli:main"]},
     classifiers=[

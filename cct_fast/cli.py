@@ -16,6 +16,24 @@ def _convert(args):
     print(f"Wrote {args.output}: {args.model}, {model.count_params():,} parameters.")
 
 
+def _export(args):
+    from pathlib import Path
+
+    import keras
+
+    import cct_fast
+    from cct_fast.export import to_onnx
+
+    if Path(args.model).suffix == ".keras":
+        model = keras.models.load_model(args.model)
+        if args.weights:
+            cct_fast.load_weights(model, args.weights)
+    else:
+        model = cct_fast.create_model(args.model, weights=args.weights)
+    to_onnx(model, args.output, opset=args.opset, batch_size=args.batch_size)
+    print(f"Wrote {args.output}: input 'images' float32 NHWC, checked in ONNX Runtime.")
+
+
 def _describe(args):
     import numpy as np
 
@@ -50,6 +68,14 @@ def build_parser():
     convert.add_argument("-o", "--output", required=True, help="OUT.weights.h5 or OUT.keras")
     convert.set_defaults(run=_convert)
 
+    export = commands.add_parser("export", help="export a model to ONNX, checked in ONNX Runtime")
+    export.add_argument("model", help="official model name or a .keras file")
+    export.add_argument("-o", "--output", required=True, help="OUT.onnx")
+    export.add_argument("--weights", help=".pth/.pt checkpoint or Keras weights to load first")
+    export.add_argument("--opset", type=int, help="ONNX opset (default 17)")
+    export.add_argument("--batch-size", type=int, help="fix the batch size (default: dynamic)")
+    export.set_defaults(run=_export)
+
     describe = commands.add_parser("describe", help="summarise a model and run it once")
     describe.add_argument("model", nargs="?", default="cct_7_3x1_32")
     describe.set_defaults(run=_describe)
@@ -64,10 +90,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from cct_fast.checkpoint import CheckpointError
+    from cct_fast.export import ExportError
 
     try:
         args.run(args)
-    except (CheckpointError, FileNotFoundError, ValueError, TypeError) as error:
+    except (CheckpointError, ExportError, FileNotFoundError, ValueError, TypeError) as error:
         print(f"cct-fast {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -10,6 +10,12 @@ from cct_fast.layers.attention import MultiHeadSelfAttention, torch_linear
 from cct_fast.layers.drop_path import DropPath
 
 
+def gelu(x):
+    """Exact GELU written with erf, as PyTorch's ``F.gelu``. Keras' ``ops.gelu`` lowers to
+    ``erfc``, which ONNX has no operator for, so a model using it could not be exported."""
+    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+
+
 def layer_norm(name):
     return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=name)
 
@@ -60,7 +66,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
             return self._call_fused(x, training)
         attended = self.self_attn(self.pre_norm(x), training=training)
         x = self.norm1(x + self.drop_path(attended, training=training))
-        hidden = self.dropout1(ops.gelu(self.linear1(x), approximate=False), training=training)
+        hidden = self.dropout1(gelu(self.linear1(x)), training=training)
         branch = self.dropout2(self.linear2(hidden), training=training)
         return x + self.drop_path(branch, training=training)
 

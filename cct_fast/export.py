@@ -1,0 +1,135 @@
+"""ONNX export through tf2onnx, verified in ONNX Runtime before it is reported done.
+
+The graph is exported from the ``"reference"`` implementation of the model (same weights): it
+is plain TensorFlow, while the fused path holds XLA clusters that tf2onnx cannot convert.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from cct_fast.files import atomic_output
+
+INPUT_NAME = "images"
+DEFAULT_OPSET = 17  # LayerNormalization exists from 17; tf2onnx 1.17 knows up to 18.
+FP32_TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """An export whose graph did not pass the checks; nothing was written."""
+
+
+def _require(module):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ImportError(
+            f"ONNX export needs {module}: pip install 'cct-fast[onnx]' (or '[gpu]')."
+        ) from None
+
+
+def _reference_twin(model):
+    from cct_fast.model import CCT
+
+    twin = CCT.from_config({**model.get_config(), "implementation": "reference",
+                            "jit_compile": False})
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def to_onnx(model, path, *, opset=None, batch_size=None, dtype="float32", seed=0):
+    """Export ``model`` to ``path`` and check it; returns the path.
+
+    The input is ``images``: float32 NHWC ``(batch, H, W, C)``, the batch dynamic unless
+    ``batch_size`` is given. The output is what the model returns (logits, or features with
+    ``include_top=False``). Before the file is moved into place, the ONNX checker must pass and
+    ONNX Runtime's outputs must match the Keras model on random images (relative error
+    <= 1e-4); otherwise :class:`ExportError` is raised and no file is left at ``path``.
+    """
+    if dtype != "float32":
+        raise ValueError(f"dtype must be 'float32' (float16 export is not available yet), got {dtype!r}.")
+    tf = _require("tensorflow")
+    tf2onnx = _require("tf2onnx")
+    onnx = _require("onnx")
+    twin = _reference_twin(model)
+    spec = tf.TensorSpec((batch_size,) + twin.image_shape, tf.float32, name=INPUT_NAME)
+    function = tf.function(lambda images: twin(images, training=False), autograph=False)
+    proto, _ = tf2onnx.convert.from_function(
+        function, input_signature=(spec,), opset=opset or DEFAULT_OPSET)
+    onnx.checker.check_model(proto)
+    _verify(proto, twin, batch_size or 2, seed)
+    with atomic_output(path) as temporary:
+        temporary.write_bytes(proto.SerializeToString())
+    return path
+
+
+def _verify(proto, model, batch, seed):
+    ort = _require("onnxruntime")
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    side = model.config.img_size
+    images = np.random.default_rng(seed).standard_normal(
+        (batch, side, side, model.config.n_input_channels)).astype(np.float32)
+    expected = np.asarray(model(images))
+    actual = session.run(None, {INPUT_NAME: images})[0]
+    error = np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12)
+    if actual.shape != expected.shape or not error <= FP32_TOLERANCE:
+        raise ExportError(
+            f"The exported graph does not reproduce {model.name}: ONNX Runtime gives "
+            f"{actual.shape} with relative error {error:.2e} (allowed {FP32_TOLERANCE})."
+        )
+
+
+class OnnxPredictor:
+    """Runs an exported model in ONNX Runtime on the same NHWC batches as the Keras model."""
+
+    def __init__(self, session):
+        self.session = session
+        spec = session.get_inputs()[0]
+        self.input_name, self.input_shape = spec.name, tuple(spec.shape)
+
+    @property
+    def providers(self):
+        """The execution providers that really run, best first."""
+        return self.session.get_providers()
+
+    def predict(self, images):
+        images = np.asarray(images)
+        if not np.issubdtype(images.dtype, np.floating):
+            raise TypeError(
+                f"Expected float images; got {images.dtype}. Scale them as in training, "
+                "e.g. images.astype('float32') / 255.0."
+            )
+        expected = self.input_shape
+        fixed = [d if isinstance(d, int) else None for d in expected]
+        if images.ndim != len(expected) or any(
+            f is not None and f != s for f, s in zip(fixed, images.shape)
+        ):
+            shown = tuple(d if d is not None else "batch" for d in fixed)
+            raise ValueError(f"Expected images of shape {shown} (NHWC); got {images.shape}.")
+        return self.session.run(None, {self.input_name: images.astype(np.float32)})[0]
+
+
+def load_onnx(path, providers=None) -> OnnxPredictor:
+    """Open an exported model. By default prefers ``CUDAExecutionProvider`` (the ``gpu``
+    extra) and falls back to the CPU with one warning."""
+    ort = _require("onnxruntime")
+    available = ort.get_available_providers()
+    if providers is None:
+        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        providers = [p for p in wanted if p in available]
+        if "CUDAExecutionProvider" not in providers:
+            warnings.warn("CUDAExecutionProvider is not available (install onnxruntime-gpu "
+                          "with CUDA 12); running on the CPU.", stacklevel=2)
+    unknown = [p for p in providers if p not in available]
+    if unknown:
+        raise ValueError(f"Unknown or unavailable execution provider(s) {unknown}; this "
+                         f"onnxruntime offers {available}.")
+    try:
+        session = ort.InferenceSession(str(path), providers=list(providers))
+    except Exception as error:  # ORT raises its own exception types
+        if type(error).__module__.startswith("onnxruntime"):
+            raise ValueError(f"{path} is not a loadable ONNX model: {error}") from None
+        raise
+    return OnnxPredictor(session)
