@@ -1,7 +1,7 @@
 """Speed of the reference, fused and official implementations, in one run.
 
-Groups: inference of CCT-7/3x1 (batch 64) and CCT-14/7x2 at 224 px (batch 8) in float32 and
-mixed bfloat16; the CCT-7/3x1 training step (batch 64); the machine's GEMM ceiling. In the
+Groups: inference of CCT-7/3x1 (batch 64) and CCT-14/7x2 at 224 px (batch 8) in float32 (with
+ONNX Runtime) and mixed bfloat16; the CCT-7/3x1 training step (batch 64); the GEMM ceiling. In the
 default (smoke) run every row runs once at batch 2.
 """
 
@@ -55,6 +55,20 @@ def test_inference_official_pytorch(record, smoke, name, batch, precision):
     function = official_torch.inference_function(config, bfloat16=precision == "bf16")
     record(lambda: function(images), f"inference {name} batch {batch} {precision}",
            "official PyTorch", len(images), 2 * macs_per_image(config))
+
+
+@pytest.mark.parametrize("name, batch", INFERENCE)
+def test_inference_onnxruntime(record, smoke, name, batch, tmp_path):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    from cct_fast.export import load_onnx, to_onnx
+
+    model = cct_fast.create_model(name)
+    path = to_onnx(model, tmp_path / f"{name}.onnx")
+    predictor = load_onnx(path, providers=["CPUExecutionProvider"])
+    images, _ = random_batch(model.config, _batch(smoke, batch))
+    record(lambda: predictor.predict(images), f"inference {name} batch {batch} fp32",
+           "ONNX Runtime (CPU, tf2onnx export)", len(images), 2 * macs_per_image(model.config))
 
 
 TRAIN_NAME, TRAIN_BATCH = "cct_7_3x1_32", 64
