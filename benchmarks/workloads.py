@@ -11,17 +11,13 @@ import cct_fast
 
 def macs_per_image(config) -> int:
     """Multiply-accumulates of one forward pass (convolutions, encoder, pooling, head)."""
-    macs, side, channels = 0, config.img_size, config.n_input_channels
-    layers = config.n_conv_layers if config.tokenizer == "convolutional" else 1
-    for i in range(layers):
-        out_channels = config.embedding_dim if i == layers - 1 else config.in_planes
-        side = (side + 2 * config.conv_padding - config.kernel_size) // config.conv_stride + 1
-        macs += side * side * config.kernel_size**2 * channels * out_channels
+    macs, channels = 0, config.n_input_channels
+    stages = config.tokenizer_stages(config.img_size)
+    for i, (conv_side, _) in enumerate(stages):
+        out_channels = config.embedding_dim if i == len(stages) - 1 else config.in_planes
+        macs += conv_side**2 * config.kernel_size**2 * channels * out_channels
         channels = out_channels
-        if config.max_pool:
-            side = (side + 2 * config.pooling_padding - config.pooling_kernel_size) \
-                // config.pooling_stride + 1
-    tokens = side * side + config.num_prefix_tokens
+    tokens = config.sequence_length + config.num_prefix_tokens
     dim, hidden = config.embedding_dim, config.feedforward_dim
     per_token = 4 * dim * dim + 2 * dim * hidden + 2 * tokens * dim
     return macs + config.num_layers * tokens * per_token + tokens * dim + dim * config.num_classes

@@ -119,16 +119,28 @@ class CCTConfig:
     def max_pool(self) -> bool:
         return self.tokenizer == "convolutional"
 
+    @property
+    def conv_layers(self) -> int:
+        """Convolutions in the tokenizer: ``n_conv_layers``, or one for the patch tokenizer."""
+        return self.n_conv_layers if self.tokenizer == "convolutional" else 1
+
+    def tokenizer_stages(self, size: int) -> list[tuple[int, int]]:
+        """(side after the convolution, side after the max-pool) of each tokenizer stage for a
+        ``size`` x ``size`` image; without pooling both are the same."""
+        stages = []
+        for _ in range(self.conv_layers):
+            size = pooled = _conv_output_size(size, self.kernel_size, self.conv_stride,
+                                              self.conv_padding)
+            if self.max_pool:
+                pooled = _conv_output_size(size, self.pooling_kernel_size, self.pooling_stride,
+                                           self.pooling_padding)
+            stages.append((size, pooled))
+            size = pooled
+        return stages
+
     def token_grid_side(self, size: int) -> int:
         """Side of the token grid the tokenizer makes from a ``size`` x ``size`` image."""
-        layers = self.n_conv_layers if self.tokenizer == "convolutional" else 1
-        for _ in range(layers):
-            size = _conv_output_size(size, self.kernel_size, self.conv_stride, self.conv_padding)
-            if self.max_pool:
-                size = _conv_output_size(
-                    size, self.pooling_kernel_size, self.pooling_stride, self.pooling_padding
-                )
-        return size
+        return self.tokenizer_stages(size)[-1][1]
 
     @property
     def token_grid_size(self) -> int:

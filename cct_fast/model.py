@@ -67,7 +67,7 @@ class CCT(keras.Model):
         convolutional = config.tokenizer == "convolutional"
         self.tokenizer = ConvTokenizer(
             embedding_dim, kernel_size, config.conv_stride, config.conv_padding,
-            n_conv_layers=n_conv_layers if convolutional else 1, in_planes=in_planes,
+            n_conv_layers=config.conv_layers, in_planes=in_planes,
             use_bias=not convolutional, activation=convolutional, max_pool=convolutional,
             pooling_kernel_size=pooling_kernel_size, pooling_stride=pooling_stride,
             pooling_padding=pooling_padding, name="tokenizer",
