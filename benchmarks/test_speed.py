@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import cct_fast
 import official_torch
+from cct_fast.torch_reference import official_module
 from workloads import inference_functions, macs_per_image, random_batch, train_step_functions
 
 INFERENCE = [("cct_7_3x1_32", 64), ("cct_14_7x2_224", 8)]
@@ -45,7 +46,7 @@ def test_inference(record, smoke, name, batch, precision, row):
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("name, batch", INFERENCE)
 def test_inference_official_pytorch(record, smoke, name, batch, precision):
-    if official_torch.official_module() is None:
+    if official_module() is None:
         pytest.skip("torch and vit-pytorch are not installed")
     import torch
 
@@ -89,7 +90,7 @@ def test_train_step(record, smoke, row):
 
 
 def test_train_step_official_pytorch(record, smoke):
-    if official_torch.official_module() is None:
+    if official_module() is None:
         pytest.skip("torch and vit-pytorch are not installed")
     import torch
 
