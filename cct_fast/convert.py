@@ -139,6 +139,8 @@ def load_official_state_dict(model, state_dict, source="state dict") -> None:
         and not slot.may_resize(array)
     ]
     if missing or unexpected or mismatched:
+        given_shapes = {key: np.shape(value) for key, value in state_dict.items()}
+        model_shapes = {key: slot.official_shape for key, slot in slots.items()}
         problems = [
             _listing("missing tensors", missing),
             _listing("unexpected tensors", unexpected),
@@ -147,10 +149,8 @@ def load_official_state_dict(model, state_dict, source="state dict") -> None:
         raise CheckpointError(
             f"{source} does not fit {model.name} ({len(slots)} tensors expected):\n  - "
             + "\n  - ".join(p for p in problems if p)
-            + f"\nThe checkpoint holds "
-            f"{_describe({key: np.shape(value) for key, value in state_dict.items()})}; "
-            f"{model.name} has "
-            f"{_describe({key: slot.official_shape for key, slot in slots.items()})}. Pick the model name (or num_layers, "
+            + f"\nThe checkpoint holds {_describe(given_shapes)}; {model.name} has "
+            f"{_describe(model_shapes)}. Pick the model name (or num_layers, "
             "embedding_dim, n_conv_layers) that matches the checkpoint."
         )
 
