@@ -23,6 +23,17 @@ def run_layer_test(layer, inputs, expected_shape, stochastic_in_training=False):
     return outputs
 
 
+def randomize(model, rng):
+    """Random weights with LayerNorm scales and biases off their initial 1 / 0."""
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        values = rng.standard_normal(shape) * (0.1 if len(shape) < 2 else 0.05)
+        if variable.path.endswith("gamma"):
+            values += 1.0
+        variable.assign(values.astype(variable.dtype))
+    return model
+
+
 def relative_error(actual, expected):
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))

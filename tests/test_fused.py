@@ -7,20 +7,9 @@ import tensorflow as tf
 
 import cct_fast
 import cct_fast.fused
-from helpers import random_images, relative_error
+from helpers import random_images, randomize, relative_error
 
 VARIANTS = ["cct_7_3x1_32", "cct_2_3x2_32_sine", "cvt_4_4_32", "vit_2_4_32"]
-
-
-def randomize(model, rng):
-    """Random weights with LayerNorm scales and biases off their initial 1 / 0."""
-    for variable in model.weights:
-        shape = tuple(variable.shape)
-        values = rng.standard_normal(shape) * (0.1 if len(shape) < 2 else 0.05)
-        if variable.path.endswith("gamma"):
-            values += 1.0
-        variable.assign(values.astype(variable.dtype))
-    return model
 
 
 def twins(name, rng, **overrides):
@@ -77,6 +66,7 @@ def test_mixed_precision_stays_close_to_float32(policy, implementation, rng):
     compute_dtype = policy.removeprefix("mixed_")
     assert mixed.blocks[0].self_attn.qkv.compute_dtype == compute_dtype
     assert mixed.sequence_pool.compute_dtype == mixed.head.compute_dtype == "float32"
+    assert mixed.sequence_pool.attention_pool.compute_dtype == "float32"
     assert all(v.dtype == "float32" for v in mixed.weights)
     logits = mixed(images)
     assert logits.dtype == "float32"

@@ -8,11 +8,11 @@ from cct_fast import fused
 from cct_fast.layers.initializers import TorchTruncatedNormal
 
 
-def torch_linear(units, use_bias=True, name=None):
+def torch_linear(units, use_bias=True, name=None, dtype=None):
     """A Dense layer initialised as the official ``init_weight`` does for ``nn.Linear``."""
     return keras.layers.Dense(
         units, use_bias=use_bias, kernel_initializer=TorchTruncatedNormal(0.02),
-        bias_initializer="zeros", name=name,
+        bias_initializer="zeros", name=name, dtype=dtype,
     )
 
 
