@@ -30,8 +30,11 @@ def _export(args):
             cct_fast.load_weights(model, args.weights)
     else:
         model = cct_fast.create_model(args.model, weights=args.weights)
-    to_onnx(model, args.output, opset=args.opset, batch_size=args.batch_size)
-    print(f"Wrote {args.output}: input 'images' float32 NHWC, checked in ONNX Runtime.")
+    dtype = "float16" if args.fp16 else "float32"
+    to_onnx(model, args.output, opset=args.opset, batch_size=args.batch_size, dtype=dtype,
+            optimize=args.optimize)
+    print(f"Wrote {args.output} ({dtype}{', fused' if args.optimize else ''}): input 'images' "
+          "float32 NHWC, checked in ONNX Runtime.")
 
 
 def _describe(args):
@@ -74,6 +77,10 @@ def build_parser():
     export.add_argument("--weights", help=".pth/.pt checkpoint or Keras weights to load first")
     export.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     export.add_argument("--batch-size", type=int, help="fix the batch size (default: dynamic)")
+    export.add_argument("--fp16", action="store_true",
+                        help="compute in float16 as mixed_float16 does (for GPUs)")
+    export.add_argument("--optimize", action="store_true",
+                        help="use ONNX Runtime's fused attention, LayerNorm and GELU operators")
     export.set_defaults(run=_export)
 
     describe = commands.add_parser("describe", help="summarise a model and run it once")

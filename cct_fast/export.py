@@ -2,6 +2,9 @@
 
 The graph is exported from the ``"reference"`` implementation of the model (same weights): it
 is plain TensorFlow, while the fused path holds XLA clusters that tf2onnx cannot convert.
+A float16 export is the reference model under Keras' ``mixed_float16`` policy: matmuls and
+convolutions in float16, LayerNorm, softmax, pooling and the head in float32, float32 images
+in and float32 logits out, as the model computes when trained that way.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from cct_fast.files import atomic_output
 
 INPUT_NAME = "images"
 DEFAULT_OPSET = 17  # LayerNormalization exists from 17; tf2onnx 1.17 knows up to 18.
-FP32_TOLERANCE = 1e-4
+TOLERANCES = {"float32": 1e-4, "float16": 1e-2}
+_POLICIES = {"float32": "float32", "float16": "mixed_float16"}
 
 
 class ExportError(RuntimeError):
@@ -30,42 +34,95 @@ def _require(module):
         ) from None
 
 
-def _reference_twin(model):
+def _reference_twin(model, policy="float32"):
+    """The model in the reference implementation under ``policy``, with the same weights."""
+    import keras
+
     from cct_fast.model import CCT
 
-    twin = CCT.from_config({**model.get_config(), "implementation": "reference",
-                            "jit_compile": False})
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        twin = CCT.from_config({**model.get_config(), "implementation": "reference",
+                                "jit_compile": False, "dtype": policy})
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     twin.set_weights(model.get_weights())
     return twin
 
 
-def to_onnx(model, path, *, opset=None, batch_size=None, dtype="float32", seed=0):
+def to_onnx(model, path, *, opset=None, batch_size=None, dtype="float32", optimize=False,
+            seed=0):
     """Export ``model`` to ``path`` and check it; returns the path.
 
     The input is ``images``: float32 NHWC ``(batch, H, W, C)``, the batch dynamic unless
     ``batch_size`` is given. The output is what the model returns (logits, or features with
-    ``include_top=False``). Before the file is moved into place, the ONNX checker must pass and
-    ONNX Runtime's outputs must match the Keras model on random images (relative error
-    <= 1e-4); otherwise :class:`ExportError` is raised and no file is left at ``path``.
+    ``include_top=False``), in float32. ``dtype="float16"`` computes in float16 as
+    ``mixed_float16`` does (for GPUs). ``optimize=True`` replaces the encoder's layers with
+    ONNX Runtime's fused operators (:mod:`cct_fast.onnx_fusion`).
+
+    Before the file is moved into place, the ONNX checker must pass and ONNX Runtime's
+    outputs must match the float32 Keras model on random images (relative error <= 1e-4, or
+    1e-2 for float16); otherwise :class:`ExportError` is raised and no file is left at
+    ``path``.
     """
-    if dtype != "float32":
-        raise ValueError(f"dtype must be 'float32' (float16 export is not available yet), got {dtype!r}.")
+    if dtype not in TOLERANCES:
+        raise ValueError(f"dtype must be one of {sorted(TOLERANCES)}; got {dtype!r}.")
     tf = _require("tensorflow")
     tf2onnx = _require("tf2onnx")
     onnx = _require("onnx")
-    twin = _reference_twin(model)
+    twin = _reference_twin(model, _POLICIES[dtype])
     spec = tf.TensorSpec((batch_size,) + twin.image_shape, tf.float32, name=INPUT_NAME)
-    function = tf.function(lambda images: twin(images, training=False), autograph=False)
+    function = tf.function(lambda images: tf.cast(twin(images, training=False), tf.float32),
+                           autograph=False)
     proto, _ = tf2onnx.convert.from_function(
         function, input_signature=(spec,), opset=opset or DEFAULT_OPSET)
+    _pad_values_in_float32(proto)
+    if optimize:
+        proto = _optimized(proto, twin)
     onnx.checker.check_model(proto)
-    _verify(proto, twin, batch_size or 2, seed)
+    _verify(proto, _reference_twin(model), batch_size or 2, seed, TOLERANCES[dtype])
     with atomic_output(path) as temporary:
         temporary.write_bytes(proto.SerializeToString())
     return path
 
 
-def _verify(proto, model, batch, seed):
+def _optimized(proto, twin):
+    from cct_fast import onnx_fusion
+
+    _require("onnxruntime")
+    proto, skipped = onnx_fusion.fuse_encoder(proto, twin)
+    if skipped:
+        warnings.warn(f"Left unfused (their graph was not one input to one output): "
+                      f"{', '.join(skipped)}.", stacklevel=3)
+    return onnx_fusion.apply_transformer_fusions(proto, twin)
+
+
+def _pad_values_in_float32(proto):
+    """tf2onnx runs a float16 Pad in float32 (it casts the input) but keeps the pad value in
+    float16, which ONNX Runtime refuses; give such a Pad a float32 copy of its value."""
+    from onnx import TensorProto, numpy_helper
+
+    initializers = {tensor.name: tensor for tensor in proto.graph.initializer}
+    replaced = set()
+    for node in proto.graph.node:
+        value = initializers.get(node.input[2]) if node.op_type == "Pad" and len(
+            node.input) > 2 else None
+        if value is None or value.data_type != TensorProto.FLOAT16:
+            continue
+        name = f"{value.name}/float32"
+        if name not in initializers:
+            copy = numpy_helper.from_array(numpy_helper.to_array(value).astype(np.float32), name)
+            proto.graph.initializer.append(copy)
+            initializers[name] = copy
+        node.input[2] = name
+        replaced.add(value.name)
+    still_used = {name for node in proto.graph.node for name in node.input}
+    for tensor in [initializers[name] for name in replaced - still_used]:
+        proto.graph.initializer.remove(tensor)
+
+
+def _verify(proto, model, batch, seed, tolerance):
     ort = _require("onnxruntime")
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     side = model.config.img_size
@@ -74,10 +131,10 @@ def _verify(proto, model, batch, seed):
     expected = np.asarray(model(images))
     actual = session.run(None, {INPUT_NAME: images})[0]
     error = np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12)
-    if actual.shape != expected.shape or not error <= FP32_TOLERANCE:
+    if actual.shape != expected.shape or not error <= tolerance:
         raise ExportError(
             f"The exported graph does not reproduce {model.name}: ONNX Runtime gives "
-            f"{actual.shape} with relative error {error:.2e} (allowed {FP32_TOLERANCE})."
+            f"{actual.shape} with relative error {error:.2e} (allowed {tolerance})."
         )
 
 

@@ -6,7 +6,7 @@ import pytest
 import cct_fast
 from cct_fast import export
 from cct_fast.cli import main as cli
-from helpers import relative_error
+from helpers import randomize, relative_error
 
 pytest.importorskip("tf2onnx")
 pytest.importorskip("onnxruntime")
@@ -58,6 +58,75 @@ def test_graph_uses_standard_onnx_operators_only(exported):
     assert graph.input[0].name == "images"
 
 
+FUSED_VARIANTS = [
+    ("cct_2_3x2_32", {}),
+    ("cvt_2_4_32", {}),
+    ("vit_2_4_32", {}),
+    ("cct_2_3x2_32_sine", {"include_top": False}),
+]
+
+
+def _operator_counts(path):
+    import onnx
+
+    counts = {}
+    for node in onnx.load(path).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("name, overrides", FUSED_VARIANTS)
+def test_optimized_export_runs_each_layer_as_one_fused_operator(name, overrides, tmp_path, rng):
+    model = randomize(cct_fast.create_model(name, **overrides), rng)
+    path = export.to_onnx(model, tmp_path / "m.onnx", optimize=True)
+    counts, blocks = _operator_counts(path), model.config.num_layers
+    assert counts["Attention"] == counts["BiasGelu"] == blocks
+    # Every LayerNorm but the first absorbs the residual Add before it.
+    assert counts["SkipLayerNormalization"] == 2 * blocks
+    assert not {"Erf", "Sqrt", "GlobalAveragePool", "Split"} & set(counts)
+    predictor = _cpu(path)
+    for batch in (1, 5):
+        images = rng.standard_normal((batch, 32, 32, 3)).astype("float32")
+        assert relative_error(predictor.predict(images), model(images)) <= 1e-4
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_float16_export_loads_and_stays_close(optimize, tmp_path, rng):
+    import onnx
+
+    model = randomize(cct_fast.create_model("cct_2_3x2_32"), rng)
+    path = export.to_onnx(model, tmp_path / "m.onnx", dtype="float16", optimize=optimize)
+    graph = onnx.load(path).graph
+    dtypes = {t.name: t.data_type for t in graph.initializer if len(t.dims) == 2}
+    qkv = [dtype for name, dtype in dtypes.items() if "qkv" in name]
+    head = [dtype for name, dtype in dtypes.items() if "/head" in name]
+    assert qkv and set(qkv) == {onnx.TensorProto.FLOAT16}
+    assert head == [onnx.TensorProto.FLOAT]  # the head stays float32, as under mixed_float16
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    images = rng.standard_normal((4, 32, 32, 3)).astype("float32")
+    logits = _cpu(path).predict(images)
+    assert logits.dtype == np.float32
+    assert relative_error(logits, model(images)) <= 1e-2
+
+
+def test_layers_missing_from_the_graph_are_left_alone(exported):
+    import onnx
+
+    from cct_fast.onnx_fusion import fuse_encoder
+
+    proto = onnx.load(exported[1])
+    other = cct_fast.CCT.from_config({**exported[0].get_config(), "name": "another_model"})
+    fused, skipped = fuse_encoder(proto, other)
+    assert len(skipped) == 6 * 2 + 1 and skipped[0] == "another_model/block_0/pre_norm"
+    assert "Attention" not in {node.op_type for node in fused.graph.node}
+
+
+def test_unknown_dtype(tmp_path):
+    with pytest.raises(ValueError, match=r"dtype must be one of \['float16', 'float32'\]; got 'bfloat16'"):
+        export.to_onnx(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "m.onnx", dtype="bfloat16")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_default_providers_fall_back_to_the_cpu_with_one_warning(exported, rng):
     with pytest.warns(UserWarning, match="CUDAExecutionProvider is not available"):
         predictor = export.load_onnx(exported[1])
@@ -94,7 +163,7 @@ def test_a_file_that_is_not_onnx(tmp_path):
 
 
 def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "FP32_TOLERANCE", -1.0)  # no graph can pass
+    monkeypatch.setitem(export.TOLERANCES, "float32", -1.0)  # no graph can pass
     with pytest.raises(export.ExportError, match="does not reproduce"):
         export.to_onnx(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
@@ -107,6 +176,13 @@ def test_cli_export_from_a_keras_file(tmp_path, rng):
     assert cli(["export", str(tmp_path / "m.keras"), "-o", str(output)]) == 0
     images = rng.standard_normal((2, 32, 32, 3)).astype("float32")
     assert relative_error(_cpu(output).predict(images), model(images)) <= 1e-4
+
+
+def test_cli_fp16_optimized_export(tmp_path, rng, capsys):
+    output = tmp_path / "m.onnx"
+    assert cli(["export", "cct_2_3x2_32", "-o", str(output), "--fp16", "--optimize"]) == 0
+    assert "(float16, fused)" in capsys.readouterr().out
+    assert _operator_counts(output)["Attention"] == 2
 
 
 def test_cli_export_error_is_reported(tmp_path, capsys):

@@ -10,10 +10,15 @@ from cct_fast.layers.attention import MultiHeadSelfAttention, torch_linear
 from cct_fast.layers.drop_path import DropPath
 
 
+GELU_SCOPE = "gelu"
+
+
 def gelu(x):
     """Exact GELU written with erf, as PyTorch's ``F.gelu``. Keras' ``ops.gelu`` lowers to
-    ``erfc``, which ONNX has no operator for, so a model using it could not be exported."""
-    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+    ``erfc``, which ONNX has no operator for, so a model using it could not be exported.
+    The name scope lets :mod:`cct_fast.onnx_fusion` find it in an exported graph."""
+    with tf.name_scope(GELU_SCOPE):
+        return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
 
 
 def layer_norm(name):
