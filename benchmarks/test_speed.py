@@ -58,18 +58,22 @@ def test_inference_official_pytorch(record, smoke, name, batch, precision):
            "official PyTorch", len(images), 2 * macs_per_image(config))
 
 
+ONNX_GRAPHS = {"plain": False, "fused": True}
+
+
+@pytest.mark.parametrize("graph", list(ONNX_GRAPHS))
 @pytest.mark.parametrize("name, batch", INFERENCE)
-def test_inference_onnxruntime(record, smoke, name, batch, tmp_path):
+def test_inference_onnxruntime(record, smoke, name, batch, graph, tmp_path):
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
     from cct_fast.export import load_onnx, to_onnx
 
     model = cct_fast.create_model(name)
-    path = to_onnx(model, tmp_path / f"{name}.onnx")
+    path = to_onnx(model, tmp_path / f"{name}.onnx", optimize=ONNX_GRAPHS[graph])
     predictor = load_onnx(path, providers=["CPUExecutionProvider"])
     images, _ = random_batch(model.config, _batch(smoke, batch))
     record(lambda: predictor.predict(images), f"inference {name} batch {batch} fp32",
-           "ONNX Runtime (CPU, tf2onnx export)", len(images), 2 * macs_per_image(model.config))
+           f"ONNX Runtime (CPU, {graph} graph)", len(images), 2 * macs_per_image(model.config))
 
 
 TRAIN_NAME, TRAIN_BATCH = "cct_7_3x1_32", 64
