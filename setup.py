@@ -15,6 +15,8 @@ setup(
         "keras>=3.3",
         "numpy",
         "ml_dtypes",
+        "scikit-learn",  # the embedded digits dataset
+        "matplotlib",  # training curves
     ],
     extras_require={
         # Reading legacy (pre-1.6) checkpoints; the zip-format reader needs no torch.

@@ -1,0 +1,145 @@
+"""Image classification datasets as uint8 NHWC arrays or image files, with their statistics.
+
+``digits`` (scikit-learn's 1,797 8x8 handwritten digits) ships with scikit-learn, so training
+works offline out of the box; ``cifar10``/``cifar100`` are fetched by Keras on first use;
+``folder:PATH`` reads ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` (or ``val``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+DIGITS_SIDE = 32
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0  # the split is fixed, so accuracies are comparable between runs
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# Per-channel mean and std of the training images, as the official configs use.
+CIFAR_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be found, fetched or read."""
+
+
+@dataclasses.dataclass
+class Split:
+    """Images as a uint8 (N, H, W, 3) array, or as file paths decoded on the fly."""
+
+    images: np.ndarray | list[str]
+    labels: np.ndarray
+
+    def __len__(self):
+        return len(self.labels)
+
+
+@dataclasses.dataclass
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    class_names: list[str]
+    mean: tuple[float, float, float]  # of images scaled to [0, 1]
+    std: tuple[float, float, float]
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+def load_dataset(spec: str) -> Dataset:
+    """``"digits"``, ``"cifar10"``, ``"cifar100"`` or ``"folder:PATH"``."""
+    if spec == "digits":
+        return _digits()
+    if spec in CIFAR_STATS:
+        return _cifar(spec)
+    if spec.startswith("folder:"):
+        return _folder(Path(spec.removeprefix("folder:")))
+    raise DatasetError(
+        f"Unknown dataset {spec!r}: expected 'digits', 'cifar10', 'cifar100' or 'folder:PATH'."
+    )
+
+
+def _statistics(images):
+    scaled = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return tuple(scaled.mean(0).round(4)), tuple(scaled.std(0).round(4))
+
+
+def _digits():
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    # 0..16 grey levels -> 0..255, bilinear up to 32x32, grey -> RGB.
+    small = (digits.images * (255.0 / 16.0))[..., None].astype(np.float32)
+    large = tf.image.resize(small, (DIGITS_SIDE, DIGITS_SIDE), method="bilinear").numpy()
+    images = np.repeat(np.clip(np.round(large), 0, 255).astype(np.uint8), 3, axis=-1)
+    train_x, test_x, train_y, test_y = train_test_split(
+        images, digits.target.astype(np.int32), test_size=DIGITS_TEST_FRACTION,
+        random_state=DIGITS_SPLIT_SEED, stratify=digits.target)
+    mean, std = _statistics(train_x)
+    return Dataset("digits", Split(train_x, train_y), Split(test_x, test_y),
+                   [str(d) for d in range(10)], mean, std)
+
+
+def _cifar(name):
+    import keras
+
+    module = getattr(keras.datasets, name)
+    try:
+        (train_x, train_y), (test_x, test_y) = module.load_data()
+    except Exception as error:  # network errors come as many types
+        raise DatasetError(
+            f"Could not fetch {name} ({type(error).__name__}: {error}). Keras downloads it on "
+            f"first use into ~/.keras/datasets; on an offline machine copy it there, or train on "
+            f"'digits' or 'folder:PATH'."
+        ) from None
+    mean, std = CIFAR_STATS[name]
+    classes = [str(i) for i in range(int(train_y.max()) + 1)]
+    return Dataset(name, Split(train_x, train_y.reshape(-1).astype(np.int32)),
+                   Split(test_x, test_y.reshape(-1).astype(np.int32)), classes, mean, std)
+
+
+def _folder(root):
+    if not root.is_dir():
+        raise DatasetError(f"Image folder {root} does not exist.")
+    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise DatasetError(
+            f"Expected {root}/train/<class>/<images> and {root}/test (or val)/<class>/<images>."
+        )
+    class_names = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if not class_names:
+        raise DatasetError(f"{root}/train holds no class folders.")
+    train, test = _files(root / "train", class_names), _files(test_dir, class_names)
+    mean, std = _folder_statistics(train)
+    return Dataset(f"folder:{root}", train, test, class_names, mean, std)
+
+
+def _files(directory, class_names):
+    paths, labels = [], []
+    for label, name in enumerate(class_names):
+        files = sorted(p for p in (directory / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths += [str(p) for p in files]
+        labels += [label] * len(files)
+    if not paths:
+        raise DatasetError(f"No images ({', '.join(IMAGE_SUFFIXES)}) under {directory}.")
+    return Split(paths, np.asarray(labels, np.int32))
+
+
+def _folder_statistics(split, sample=500):
+    """Channel statistics from up to ``sample`` evenly spaced training images."""
+    import tensorflow as tf
+
+    chosen = split.images[:: max(1, len(split) // sample)]
+    pixels = np.concatenate([
+        tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False)
+        .numpy().reshape(-1, 3) for p in chosen
+    ])
+    return _statistics(pixels)

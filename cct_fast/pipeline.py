@@ -1,0 +1,141 @@
+"""tf.data input pipelines for training and evaluation, built from the recipe.
+
+Training, per image: random resized crop (``crop_scale``, ``crop_ratio``) and horizontal flip;
+per batch: RandAugment, normalisation by the dataset's mean and std, label-smoothed one-hot
+targets, then MixUp or CutMix (CutMix with probability ``mixup_switch_prob``) until
+``mixup_off_epoch``.
+
+Every random choice of epoch ``e`` comes from ``(recipe.seed, e)``: the order from a seeded
+permutation, the per-image crops and flips from stateless ops keyed by the image's place in
+the epoch, and the batch-level Keras layers from generators built for the epoch and run in
+order. So an epoch sees the same images the same way whether or not the run was resumed
+before it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def epoch_seed(recipe, epoch, stream):
+    """A distinct integer seed for each (run seed, epoch, stream)."""
+    return int(np.random.default_rng([recipe.seed, epoch, stream]).integers(2**31 - 1))
+
+
+def _decoder(side):
+    """Map function turning a path (or a uint8 image) into a float32 image of ``side`` pixels."""
+
+    def decode(image):
+        if image.dtype == tf.string:
+            image = tf.io.decode_image(tf.io.read_file(image), channels=3,
+                                       expand_animations=False)
+        image = tf.cast(image, tf.float32)
+        if image.shape[0] == side and image.shape[1] == side:
+            return image
+        return tf.image.resize(image, (side, side))
+
+    return decode
+
+
+def _source(split, order=None):
+    images, labels = split.images, split.labels
+    if order is not None:
+        images = [images[i] for i in order] if isinstance(images, list) else images[order]
+        labels = labels[order]
+    return tf.data.Dataset.from_tensor_slices((images, labels))
+
+
+def evaluation_batches(split, dataset, side, batch_size):
+    """Test images resized to ``side``, normalised, with integer labels; in file order."""
+    mean, std = _scale(dataset)
+    decode = _decoder(side)
+    return (_source(split)
+            .map(lambda x, y: ((decode(x) - mean) / std, y), num_parallel_calls=AUTOTUNE)
+            .batch(batch_size).prefetch(AUTOTUNE))
+
+
+def training_batches(split, dataset, recipe, side, epoch):
+    """The batches of one training epoch: (normalised float32 images, soft targets)."""
+    order = np.random.default_rng(epoch_seed(recipe, epoch, 0)).permutation(len(split))
+    decode = _decoder(side)
+    crop_seed = epoch_seed(recipe, epoch, 1)
+
+    def per_image(index, example):
+        image, label = example
+        seed = tf.stack([tf.constant(crop_seed, tf.int64), index])
+        image = _random_resized_crop(decode(image), side, recipe, seed)
+        return image, label
+
+    batches = (_source(split, order).enumerate()
+               .map(per_image, num_parallel_calls=AUTOTUNE)
+               .batch(recipe.batch_size, drop_remainder=len(split) >= recipe.batch_size))
+    # The Keras layers draw from stateful generators: run them in order (batch-wise, so one
+    # call per batch), which keeps the draws of an epoch the same in every run.
+    return batches.map(_batch_augmentation(dataset, recipe, epoch)).prefetch(AUTOTUNE)
+
+
+def _random_resized_crop(image, side, recipe, seed):
+    """torchvision's RandomResizedCrop (area in ``crop_scale``, aspect ratio in
+    ``crop_ratio``, bilinear back to ``side``) and a horizontal flip with probability
+    ``hflip``, from stateless ops."""
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), tf.zeros((1, 0, 4)), seed=seed, min_object_covered=0.0,
+        aspect_ratio_range=recipe.crop_ratio, area_range=recipe.crop_scale,
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    image = tf.ensure_shape(tf.image.resize(tf.slice(image, begin, size), (side, side)),
+                            (side, side, 3))
+    flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+    flip = tf.random.stateless_uniform((), flip_seed) < recipe.hflip
+    return tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
+
+
+def _scale(dataset):
+    mean = tf.constant(dataset.mean, tf.float32) * 255.0
+    std = tf.constant(dataset.std, tf.float32) * 255.0
+    return mean, std
+
+
+def _batch_augmentation(dataset, recipe, epoch):
+    import keras
+
+    mean, std = _scale(dataset)
+    classes = dataset.num_classes
+    smoothing = recipe.label_smoothing
+    randaugment = None
+    if recipe.randaugment_ops:
+        spread = recipe.randaugment_magnitude_std / 10
+        centre = recipe.randaugment_magnitude / 10
+        # timm samples the magnitude from N(m, mstd); Keras from a range: m +- mstd.
+        randaugment = keras.layers.RandAugment(
+            value_range=(0, 255), num_ops=recipe.randaugment_ops,
+            factor=(max(0.0, centre - spread), min(1.0, centre + spread)),
+            seed=epoch_seed(recipe, epoch, 2))
+    mixing = epoch < recipe.mixup_off_epoch and (recipe.mixup_alpha or recipe.cutmix_alpha)
+    mixup = cutmix = None
+    if mixing and recipe.mixup_alpha:
+        mixup = keras.layers.MixUp(alpha=recipe.mixup_alpha, seed=epoch_seed(recipe, epoch, 3))
+    if mixing and recipe.cutmix_alpha:
+        cutmix = keras.layers.CutMix(factor=(recipe.cutmix_alpha, recipe.cutmix_alpha),
+                                     seed=epoch_seed(recipe, epoch, 4))
+    switch = tf.random.Generator.from_seed(epoch_seed(recipe, epoch, 5))
+
+    def augment(images, labels):
+        if randaugment is not None:
+            images = randaugment(images, training=True)
+        images = (tf.cast(images, tf.float32) - mean) / std
+        targets = tf.one_hot(labels, classes) * (1.0 - smoothing) + smoothing / classes
+        if mixup is not None or cutmix is not None:
+            data = {"images": images, "labels": targets}
+            if mixup is None or cutmix is None:
+                data = (mixup or cutmix)(data, training=True)
+            else:
+                data = tf.cond(switch.uniform(()) < recipe.mixup_switch_prob,
+                               lambda: cutmix(data, training=True),
+                               lambda: mixup(data, training=True))
+            images, targets = data["images"], data["labels"]
+        return images, targets
+
+    return augment
