@@ -51,6 +51,39 @@ def _describe(args):
           f"{model.count_params():,} parameters; logits of a random batch: {logits.shape}.")
 
 
+def _train(args):
+    import time
+
+    from cct_fast import train
+
+    out = args.out
+    if out is None:
+        if args.resume:
+            raise ValueError("--resume needs the run folder: --out RUN_DIR.")
+        model = args.model or "cct_7_3x1_32"
+        dataset = (args.dataset or "cifar10").replace(":", "_").replace("/", "_")
+        out = f"runs/{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        run = train.fit(out=out, resume=args.resume, recipe_file=args.recipe, model=args.model,
+                        dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+                        precision=args.precision, jit_compile=args.jit)
+    except KeyboardInterrupt:
+        return 130
+    best = max(run.history, key=lambda row: row["test_accuracy"])
+    print(f"{run.recipe.model} on {run.recipe.dataset}: best test accuracy "
+          f"{best['test_accuracy']:.4f} (epoch {best['epoch']}), last "
+          f"{run.history[-1]['test_accuracy']:.4f}, {sum(r['seconds'] for r in run.history):.0f} s "
+          f"of training; run folder {run.folder}")
+    return 0
+
+
+def _evaluate(args):
+    from cct_fast import train
+
+    result = train.evaluate(args.source, args.dataset, model=args.model)
+    print(f"test accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+
+
 def _models(args):
     import cct_fast
 
@@ -87,6 +120,27 @@ def build_parser():
     describe.add_argument("model", nargs="?", default="cct_7_3x1_32")
     describe.set_defaults(run=_describe)
 
+    train = commands.add_parser("train", help="train with the official recipe (resumable)")
+    train.add_argument("--model", help="official model name (default cct_7_3x1_32)")
+    train.add_argument("--dataset", help="digits, cifar10, cifar100 or folder:PATH "
+                                         "(default cifar10)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--jit", dest="jit", action="store_true", default=None,
+                       help="compile the train step with XLA")
+    train.add_argument("--no-jit", dest="jit", action="store_false")
+    train.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    train.add_argument("--recipe", help="JSON or YAML file overriding recipe settings")
+    train.add_argument("--out", help="run folder (default runs/MODEL-DATASET-TIME)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="test accuracy of a run or weights file")
+    evaluate.add_argument("source", help="run folder (its best weights) or a weights file")
+    evaluate.add_argument("--dataset", required=True)
+    evaluate.add_argument("--model", help="model name, for a weights file")
+    evaluate.set_defaults(run=_evaluate)
+
     models = commands.add_parser("models", help="list the official model names")
     models.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'cct_7*'")
     models.set_defaults(run=_models)
@@ -98,13 +152,14 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from cct_fast.checkpoint import CheckpointError
     from cct_fast.export import ExportError
+    from cct_fast.train import RunError
 
     try:
-        args.run(args)
-    except (CheckpointError, ExportError, FileNotFoundError, ValueError, TypeError) as error:
+        return args.run(args) or 0
+    except (CheckpointError, ExportError, RunError, FileNotFoundError, ValueError,
+            TypeError) as error:
         print(f"cct-fast {args.command}: error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

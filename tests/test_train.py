@@ -1,0 +1,203 @@
+"""Training runs, the recipe, the datasets and the input pipeline."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cct_fast import data, pipeline, train
+from cct_fast.cli import main as cli
+from cct_fast.recipe import Recipe, RecipeError, make_recipe
+
+# A short digits run that learns within seconds (batch 32, 1 warm-up epoch, higher peak lr).
+QUICK = dict(model="cct_2_3x2_32", dataset="digits", train_images=800, batch_size=32,
+             warmup_epochs=1, lr=4e-3)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load_dataset("digits")
+
+
+def test_default_recipe_is_the_official_cifar_one():
+    recipe = make_recipe()
+    assert (recipe.epochs, recipe.batch_size, recipe.learning_rate) == (300, 128, 5.5e-4)
+    assert (recipe.weight_decay, recipe.warmup_epochs, recipe.warmup_lr, recipe.min_lr) == (
+        0.06, 10, 1e-5, 1e-5)
+    assert (recipe.mixup_alpha, recipe.cutmix_alpha, recipe.mixup_switch_prob) == (0.8, 1.0, 0.5)
+    assert recipe.mixup_off_epoch == 175 and recipe.label_smoothing == 0.1
+    assert (recipe.randaugment_magnitude, recipe.randaugment_magnitude_std) == (9, 0.5)
+    assert recipe.crop_scale == (0.8, 1.0) and recipe.hflip == 0.5
+    assert make_recipe(batch_size=64).learning_rate == pytest.approx(2.75e-4)  # linear scaling
+
+
+def test_recipe_file_overrides_dataset_defaults_and_flags_override_the_file(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"lr": 1e-3, "epochs": 5, "crop_scale": [0.5, 1.0]}))
+    recipe = make_recipe(path, dataset="digits", epochs=3)
+    assert (recipe.lr, recipe.epochs, recipe.crop_scale) == (1e-3, 3, (0.5, 1.0))
+    assert recipe.hflip == 0.0 and recipe.mixup_alpha == 0.0  # digits defaults
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"learning_rate_peak": 1}', r"Unknown recipe setting\(s\) \['learning_rate_peak'\]"),
+    ('{"epochs": "many"}', r"epochs='many'.*expected an integer"),
+    ('{"crop_scale": 0.8}', "crop_scale=0.8.*expected a pair of numbers"),
+    ('{"precision": "float64"}', "precision must be one of"),
+    ('{"epochs": 3', "is not valid JSON"),
+    ("[1, 2]", "must hold a mapping"),
+])
+def test_bad_recipe_files_are_refused_and_no_run_is_started(content, message, tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(content)
+    with pytest.raises(RecipeError, match=message):
+        train.fit(out=tmp_path / "run", recipe_file=path, dataset="digits")
+    assert not (tmp_path / "run").exists()
+
+
+def test_digits_is_a_fixed_stratified_split_of_32px_rgb(digits):
+    assert digits.train.images.shape == (1437, 32, 32, 3)
+    assert digits.test.images.shape == (360, 32, 32, 3)
+    assert digits.train.images.dtype == np.uint8 and digits.num_classes == 10
+    assert np.array_equal(np.bincount(digits.test.labels), [36] * 7 + [35, 35, 36]) or \
+        abs(np.bincount(digits.test.labels) - 36).max() <= 1
+    again = data.load_dataset("digits")
+    assert np.array_equal(again.test.labels, digits.test.labels)
+    assert 0.05 < digits.mean[0] < 0.5 and 0.1 < digits.std[0] < 0.5
+
+
+def test_image_folder_dataset(tmp_path, rng):
+    for split, count in (("train", 3), ("val", 2)):
+        for name in ("cat", "dog"):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+                (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    dataset = data.load_dataset(f"folder:{tmp_path}")
+    assert dataset.class_names == ["cat", "dog"] and len(dataset.train) == 6
+    assert list(dataset.test.labels) == [0, 0, 1, 1]
+    recipe = make_recipe(dataset=f"folder:{tmp_path}", batch_size=4)
+    images, targets = next(iter(pipeline.training_batches(dataset.train, dataset, recipe, 32, 0)))
+    assert images.shape == (4, 32, 32, 3) and targets.shape == (4, 2)
+
+
+def test_missing_datasets_give_clear_errors(tmp_path):
+    with pytest.raises(data.DatasetError, match="Unknown dataset 'mnist'"):
+        data.load_dataset("mnist")
+    with pytest.raises(data.DatasetError, match="train/<class>/<images>"):
+        data.load_dataset(f"folder:{tmp_path}")
+
+
+def _epoch(digits, recipe, epoch):
+    split = data.Split(digits.train.images[:128], digits.train.labels[:128])
+    return [tuple(t.numpy() for t in batch)
+            for batch in pipeline.training_batches(split, digits, recipe, 32, epoch)]
+
+
+def test_each_epoch_draws_the_same_augmentations_in_every_run(digits):
+    recipe = make_recipe(dataset="cifar10", batch_size=32)  # full recipe: RandAugment, MixUp ...
+    first, again, other = (_epoch(digits, recipe, e) for e in (3, 3, 4))
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+               for a, b in zip(first, again))
+    assert not np.allclose(first[0][0], other[0][0])
+    images, targets = first[0]
+    assert images.shape == (32, 32, 32, 3) and np.isfinite(images).all()
+    np.testing.assert_allclose(targets.sum(1), 1.0, rtol=1e-5)
+    assert targets.max() < 0.91  # mixed and smoothed, never a pure one-hot
+
+
+def test_mixup_and_cutmix_stop_at_mixup_off_epoch(digits):
+    recipe = make_recipe(dataset="cifar10", batch_size=32, mixup_off_epoch=1)
+    mixed, plain = _epoch(digits, recipe, 0), _epoch(digits, recipe, 1)
+    smoothed = {0.01, 0.91}  # label smoothing 0.1 over 10 classes
+    assert set(np.round(plain[0][1].astype(float), 6).ravel()) == smoothed
+    assert set(np.round(mixed[0][1].astype(float), 6).ravel()) != smoothed
+
+
+def test_optimizer_follows_the_recipe():
+    recipe = make_recipe(model="cct_2_3x2_32", dataset="digits", epochs=10, warmup_epochs=2)
+    model = train.build_model(recipe, 10)
+    optimizer = train.build_optimizer(model, recipe, steps_per_epoch=5)
+    schedule = optimizer._learning_rate
+    assert float(schedule(0)) == pytest.approx(recipe.warmup_lr)
+    assert float(schedule(10)) == pytest.approx(recipe.learning_rate)
+    assert float(schedule(50)) == pytest.approx(recipe.min_lr, rel=1e-3)
+    decayed = {v.path for v in model.trainable_variables if optimizer._use_weight_decay(v)}
+    assert "cct_2_3x2_32/block_0/linear1/kernel" in decayed
+    assert not any(p.endswith(("bias", "gamma", "beta")) or "positional" in p for p in decayed)
+
+
+def test_a_short_digits_run_learns_and_writes_its_files(tmp_path):
+    run = train.fit(out=tmp_path / "run", epochs=6, verbose=0, **QUICK)
+    assert run.best_accuracy >= 0.4  # chance is 0.1
+    for name in ("recipe.json", "checkpoint.npz", "best.weights.h5", "last.weights.h5",
+                 "metrics.csv", "curves.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,learning_rate") and len(rows) == 7
+    best = train.evaluate(tmp_path / "run", "digits")
+    assert best["accuracy"] == pytest.approx(run.best_accuracy)
+
+
+def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch):
+    settings = dict(QUICK, train_images=192, epochs=3, verbose=0)
+    whole = train.fit(out=tmp_path / "whole", **settings)
+
+    original = train.Run._reseed
+
+    def interrupted_at_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        original(self, epoch)
+
+    monkeypatch.setattr(train.Run, "_reseed", interrupted_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(out=tmp_path / "split", **settings)
+    monkeypatch.undo()
+    resumed = train.fit(out=tmp_path / "split", resume=True, verbose=0)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    for a, b in zip(whole.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_resume_refuses_other_settings_and_corrupt_checkpoints(tmp_path):
+    folder = tmp_path / "run"
+    train.fit(out=folder, epochs=1, verbose=0, **dict(QUICK, train_images=64))
+    with pytest.raises(train.RunError, match="started with other settings \\(epochs\\)"):
+        train.fit(out=folder, resume=True, epochs=5, verbose=0)
+    with pytest.raises(train.RunError, match="already holds a run"):
+        train.fit(out=folder, epochs=1, verbose=0, **dict(QUICK, train_images=64))
+    (folder / "checkpoint.npz").write_bytes(b"garbage")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(train.RunError, match="not a readable cct-fast run checkpoint"):
+        train.fit(out=folder, resume=True, verbose=0)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    with pytest.raises(train.RunError, match="Nothing to resume"):
+        train.fit(out=tmp_path / "empty", resume=True)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    recipe = Recipe(model="cct_2_3x2_32", dataset="digits")
+    model = train.build_model(recipe, 10)
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    train.save_checkpoint(tmp_path / "c.npz", model, recipe, [])
+    other = Recipe(model="cct_4_3x2_32", dataset="digits")
+    with pytest.raises(train.RunError, match="written by another recipe"):
+        train.load_checkpoint(tmp_path / "c.npz", model, other)
+
+
+def test_cli_train_and_evaluate(tmp_path, capsys):
+    recipe = tmp_path / "quick.json"
+    recipe.write_text(json.dumps(dict(QUICK, train_images=64)))
+    out = tmp_path / "run"
+    assert cli(["train", "--dataset", "digits", "--epochs", "1", "--recipe", str(recipe),
+                "--out", str(out)]) == 0
+    assert "best test accuracy" in capsys.readouterr().out
+    assert cli(["evaluate", str(out), "--dataset", "digits"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert cli(["evaluate", str(out / "best.weights.h5"), "--dataset", "digits"]) == 2
+    assert "say which model" in capsys.readouterr().err
+    assert cli(["train", "--resume"]) == 2
