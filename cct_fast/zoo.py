@@ -88,7 +88,8 @@ def create_model(name: str, *, num_classes: int | None = None, img_size: int | N
     """Build an official model by name, optionally loading weights.
 
     ``weights`` is a path to an official PyTorch checkpoint (``.pth``/``.pt``) or Keras weights
-    (``.weights.h5``/``.keras``). A checkpoint made for another ``img_size`` has its learnable
+    (``.weights.h5``/``.keras``), or ``"official"`` for the official pretrained checkpoint of
+    ``name`` (downloaded once; see :mod:`cct_fast.pretrained`). A checkpoint made for another ``img_size`` has its learnable
     positional embedding resized; one with another class count leaves the head freshly
     initialised, with a warning. ``overrides`` are any other :class:`CCT` arguments.
     """
@@ -100,6 +101,10 @@ def create_model(name: str, *, num_classes: int | None = None, img_size: int | N
     arguments.setdefault("name", name)
     model = CCT(**arguments, include_top=include_top, classifier_activation=classifier_activation,
                 jit_compile=jit_compile)
+    if weights == "official":
+        from cct_fast.pretrained import official_weights
+
+        weights = official_weights(name)
     if weights is not None:
         from cct_fast.weights import load_weights
 
