@@ -52,19 +52,10 @@ def _describe(args):
 
 
 def _train(args):
-    import time
-
     from cct_fast import train
 
-    out = args.out
-    if out is None:
-        if args.resume:
-            raise ValueError("--resume needs the run folder: --out RUN_DIR.")
-        model = args.model or "cct_7_3x1_32"
-        dataset = (args.dataset or "cifar10").replace(":", "_").replace("/", "_")
-        out = f"runs/{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        run = train.fit(out=out, resume=args.resume, recipe_file=args.recipe, model=args.model,
+        run = train.fit(out=args.out, resume=args.resume, recipe_file=args.recipe, model=args.model,
                         dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                         precision=args.precision, jit_compile=args.jit)
     except KeyboardInterrupt:

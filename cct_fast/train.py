@@ -36,8 +36,13 @@ class RunError(RuntimeError):
 def fit(*, out=None, resume=False, recipe_file=None, verbose=1, **settings):
     """Train as the recipe says (``settings`` are recipe fields: ``model``, ``dataset``,
     ``epochs``, ``batch_size``, ``precision``, ...). Returns a :class:`Run`."""
-    out = Path(out or f"runs/{settings.get('model', Recipe.model)}-"
-                      f"{settings.get('dataset', Recipe.dataset).replace(':', '_').replace('/', '_')}")
+    if out is None:
+        if resume:
+            raise RunError("Resuming needs the run folder (--out RUN_DIR).")
+        dataset = settings.get("dataset") or Recipe.dataset
+        out = (f"runs/{settings.get('model') or Recipe.model}-"
+               f"{dataset.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(out)
     if resume:
         recipe = _resumed_recipe(out, recipe_file, settings)
     else:
