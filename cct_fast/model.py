@@ -1,5 +1,7 @@
 """The Compact Transformer model: CCT, CVT and ViT-Lite from one :class:`CCTConfig`."""
 
+import contextlib
+
 import keras
 from keras import ops
 
@@ -15,6 +17,18 @@ from cct_fast.layers import (
     TransformerEncoderLayer,
 )
 from cct_fast.layers.encoder import layer_norm
+
+
+@contextlib.contextmanager
+def dtype_policy(policy):
+    """Build layers under ``policy`` (e.g. ``"mixed_float16"``): Keras gives sublayers the
+    global policy, not their parent's, so a model takes its precision from the global one."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 @keras.saving.register_keras_serializable(package="cct_fast")

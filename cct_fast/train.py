@@ -14,6 +14,7 @@ where an uninterrupted one would.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import time
@@ -105,8 +106,8 @@ class Run:
             batches = training_batches(self.train_split, self.dataset, self.recipe, self.side,
                                        epoch)
             try:
-                result = self.model.fit(batches, initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
-                                        verbose=self.verbose)
+                result = self.model.fit(batches, initial_epoch=epoch, epochs=epoch + 1,
+                                        shuffle=False, verbose=self.verbose)
             except KeyboardInterrupt:
                 self._save_interrupted(epoch)
                 raise
@@ -165,17 +166,12 @@ class Run:
 
 
 def build_model(recipe, num_classes):
-    import keras
-
     import cct_fast
+    from cct_fast.model import dtype_policy
 
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(recipe.precision)
-    try:
+    with dtype_policy(recipe.precision):
         return cct_fast.create_model(recipe.model, num_classes=num_classes,
                                      jit_compile=recipe.jit_compile)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def build_optimizer(model, recipe, steps_per_epoch):
@@ -225,8 +221,7 @@ def evaluate(source, dataset, model=None, batch_size=256):
     if source.is_dir():
         recipe = make_recipe(None, **read_recipe_file(source / RECIPE))
         weights = source / "best.weights.h5"
-        model = build_model(Recipe(**{**recipe.to_dict(), "jit_compile": False}),
-                            data.num_classes)
+        model = build_model(dataclasses.replace(recipe, jit_compile=False), data.num_classes)
     else:
         if model is None:
             raise RunError(f"{source} is a weights file: say which model it holds (--model).")

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import cct_fast
 import cct_fast.fused
+from cct_fast.model import dtype_policy
 from helpers import random_images, randomize, relative_error
 
 VARIANTS = ["cct_7_3x1_32", "cct_2_3x2_32_sine", "cvt_4_4_32", "vit_2_4_32"]
@@ -57,11 +58,8 @@ def test_fused_gradients_match_the_reference(name, rng):
 def test_mixed_precision_stays_close_to_float32(policy, implementation, rng):
     exact = randomize(cct_fast.create_model("cct_2_3x2_32", implementation="reference"), rng)
     images = random_images(rng, exact, batch=4)
-    keras.mixed_precision.set_global_policy(policy)
-    try:
+    with dtype_policy(policy):
         mixed = cct_fast.create_model("cct_2_3x2_32", implementation=implementation)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     mixed.set_weights(exact.get_weights())
     compute_dtype = policy.removeprefix("mixed_")
     assert mixed.blocks[0].self_attn.qkv.compute_dtype == compute_dtype
