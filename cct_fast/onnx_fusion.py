@@ -81,7 +81,7 @@ class _Graph:
         )
         nodes = self.graph.node
         inside = [i for i, node in enumerate(nodes) if pattern.match(node.name)]
-        inputs, outputs = self._boundary([nodes[i] for i in inside])
+        inputs, outputs = self._boundary(inside)
         if len(inputs) != 1 or len(outputs) != 1:
             self.skipped.append(keras_path)
             return
@@ -92,7 +92,10 @@ class _Graph:
         for offset, node in enumerate(replacement):
             nodes.insert(first + offset, node)
 
-    def _boundary(self, scope):
+    def _boundary(self, inside):
+        """The tensors the nodes at indices ``inside`` take from, and give to, the rest."""
+        nodes = self.graph.node
+        scope = [nodes[i] for i in inside]
         produced = {name for node in scope for name in node.output}
         inputs = []
         for node in scope:
@@ -100,8 +103,8 @@ class _Graph:
                 if name and name not in produced and name not in self.initializers \
                         and name not in inputs:
                     inputs.append(name)
-        members = {id(node) for node in scope}
-        used_outside = {name for node in self.graph.node if id(node) not in members
+        members = set(inside)  # by index: protobuf may wrap one node in several objects
+        used_outside = {name for i, node in enumerate(nodes) if i not in members
                         for name in node.input}
         used_outside |= {output.name for output in self.graph.output}
         outputs = [name for node in scope for name in node.output if name in used_outside]
