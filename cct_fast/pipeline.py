@@ -113,7 +113,7 @@ def _batch_augmentation(dataset, recipe, epoch):
             value_range=(0, 255), num_ops=recipe.randaugment_ops,
             factor=(max(0.0, centre - spread), min(1.0, centre + spread)),
             seed=epoch_seed(recipe, epoch, 2))
-    mixing = epoch < recipe.mixup_off_epoch and (recipe.mixup_alpha or recipe.cutmix_alpha)
+    mixing = epoch < recipe.mixup_off_epoch
     mixup = cutmix = None
     if mixing and recipe.mixup_alpha:
         mixup = keras.layers.MixUp(alpha=recipe.mixup_alpha, seed=epoch_seed(recipe, epoch, 3))
