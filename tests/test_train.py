@@ -116,6 +116,16 @@ def test_mixup_and_cutmix_stop_at_mixup_off_epoch(digits):
     assert set(np.round(mixed[0][1].astype(float), 6).ravel()) != smoothed
 
 
+def test_pipelines_keep_the_autotuner_off(digits):
+    """With the autotuner on, Keras waited for its thread at the end of every epoch."""
+    training = pipeline.training_batches(digits.train, digits, make_recipe(dataset="digits"),
+                                         32, 0)
+    evaluation = pipeline.evaluation_batches(digits.test, digits, 32, 64)
+    assert training.options().autotune.enabled is False
+    assert evaluation.options().autotune.enabled is False
+    assert len(list(training)) == 1437 // 64 and len(list(evaluation)) == 6  # 360 images
+
+
 def test_optimizer_follows_the_recipe():
     recipe = make_recipe(model="cct_2_3x2_32", dataset="digits", epochs=10, warmup_epochs=2)
     model = train.build_model(recipe, 10)
