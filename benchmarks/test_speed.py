@@ -1,8 +1,9 @@
 """Speed of the reference, fused and official implementations, in one run.
 
 Groups: inference of CCT-7/3x1 (batch 64) and CCT-14/7x2 at 224 px (batch 8) in float32 (with
-ONNX Runtime) and mixed bfloat16; the CCT-7/3x1 training step (batch 64); the GEMM ceiling. In the
-default (smoke) run every row runs once at batch 2.
+ONNX Runtime) and mixed bfloat16; the CCT-7/3x1 training step (batch 64); CCT-7/3x1 training
+through the full CIFAR-10 augmentation pipeline against the bare step (batch 128); the GEMM
+ceiling. In the default (smoke) run every row runs once at batch 2.
 """
 
 import pytest
@@ -11,7 +12,8 @@ import tensorflow as tf
 import cct_fast
 import official_torch
 from cct_fast.torch_reference import official_module
-from workloads import inference_functions, macs_per_image, random_batch, train_step_functions
+from workloads import (inference_functions, macs_per_image, random_batch,
+                       train_step_functions, training_epoch_functions)
 
 INFERENCE = [("cct_7_3x1_32", 64), ("cct_14_7x2_224", 8)]
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
@@ -105,6 +107,24 @@ def test_train_step_official_pytorch(record, smoke):
     step = official_torch.train_step_function(config)
     record(lambda: step(images, labels), f"train step {TRAIN_NAME} batch {TRAIN_BATCH} fp32",
            "official PyTorch", len(images), 6 * macs_per_image(config))
+
+
+EPOCH_STEPS = 4
+
+
+@pytest.mark.parametrize("row", ["bare train step (augmented batches in memory)",
+                                 "full augmentation pipeline (as `cct-fast train`)"])
+def test_training_with_input_pipeline(record, smoke, row, tmp_path_factory):
+    """The input pipeline must keep up with training: both rows run ``model.fit`` over
+    ``EPOCH_STEPS`` batches of 128 with the CIFAR-10 recipe."""
+    batch = _batch(smoke, 128)
+    if "epoch" not in _cache:
+        _cache.clear()
+        _cache["epoch"] = training_epoch_functions(TRAIN_NAME, batch, EPOCH_STEPS,
+                                                   tmp_path_factory.mktemp("run"))
+    config = cct_fast.create_model(TRAIN_NAME).config
+    record(_cache["epoch"][row], f"training {TRAIN_NAME} batch {batch} fp32, CIFAR-10 recipe",
+           row, batch * EPOCH_STEPS, 6 * macs_per_image(config))
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -72,6 +72,35 @@ def train_step_functions(name, batch):
     return functions
 
 
+def training_epoch_functions(name, batch, steps, folder, seed=0):
+    """Row name -> a function that trains ``steps`` steps of ``batch`` images with
+    ``model.fit``, as ``cct-fast train`` does with the CIFAR-10 recipe: through the full
+    augmentation pipeline (random resized crop, flip, RandAugment, MixUp/CutMix, label
+    smoothing) from synthetic uint8 images, or from that pipeline's batches already in memory
+    (the bare train step). Both rows train the same model with the same compiled step."""
+    from cct_fast.data import CIFAR_STATS, Dataset, Split
+    from cct_fast.recipe import make_recipe
+    from cct_fast.train import Run
+
+    recipe = make_recipe(model=name, dataset="cifar10", batch_size=batch)
+    rng = np.random.default_rng(seed)
+    count = batch * steps
+    split = Split(rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8),
+                  rng.integers(0, 10, count))
+    mean, std = CIFAR_STATS["cifar10"]
+    synthetic = Dataset("synthetic cifar10", split, split, [str(i) for i in range(10)], mean, std)
+    run = Run(folder, recipe, verbose=0, dataset=synthetic)
+    in_memory = run.epoch_batches(0).cache()
+    for _ in in_memory:  # fill the cache
+        pass
+
+    def train(batches):
+        return lambda: run.model.fit(batches, epochs=1, shuffle=False, verbose=0)
+
+    return {"bare train step (augmented batches in memory)": train(in_memory),
+            "full augmentation pipeline (as `cct-fast train`)": train(run.epoch_batches(0))}
+
+
 def random_batch(config, batch, seed=0):
     rng = np.random.default_rng(seed)
     images = rng.standard_normal((batch, config.img_size, config.img_size, 3)).astype("float32")

@@ -69,13 +69,16 @@ def _resumed_recipe(out, recipe_file, settings):
 
 
 class Run:
-    def __init__(self, folder, recipe, verbose=1):
+    """One training run of ``recipe`` into ``folder``. ``dataset`` (a :class:`cct_fast.data.Dataset`)
+    replaces the one the recipe names: arrays already in memory, or synthetic data."""
+
+    def __init__(self, folder, recipe, verbose=1, dataset=None):
         import keras
 
         from cct_fast.data import load_dataset
 
         self.folder, self.recipe, self.verbose = Path(folder), recipe, verbose
-        self.dataset = load_dataset(recipe.dataset)
+        self.dataset = dataset if dataset is not None else load_dataset(recipe.dataset)
         keras.utils.set_random_seed(recipe.seed)
         self.model = build_model(recipe, self.dataset.num_classes)
         self.side = self.model.config.img_size
@@ -93,8 +96,6 @@ class Run:
         self.history = []
 
     def train(self):
-        from cct_fast.pipeline import training_batches
-
         self.folder.mkdir(parents=True, exist_ok=True)
         if (self.folder / CHECKPOINT).exists():
             self._restore()
@@ -103,10 +104,8 @@ class Run:
         for epoch in range(len(self.history), self.recipe.epochs):
             started = time.perf_counter()
             self._reseed(epoch)
-            batches = training_batches(self.train_split, self.dataset, self.recipe, self.side,
-                                       epoch)
             try:
-                result = self.model.fit(batches, initial_epoch=epoch, epochs=epoch + 1,
+                result = self.model.fit(self.epoch_batches(epoch), initial_epoch=epoch, epochs=epoch + 1,
                                         shuffle=False, verbose=self.verbose)
             except KeyboardInterrupt:
                 self._save_interrupted(epoch)
@@ -124,6 +123,12 @@ class Run:
                 print(f"epoch {epoch + 1}/{self.recipe.epochs}: test accuracy "
                       f"{test['accuracy']:.4f}, loss {test['loss']:.4f}")
         return self
+
+    def epoch_batches(self, epoch):
+        """The augmented training batches of ``epoch``."""
+        from cct_fast.pipeline import training_batches
+
+        return training_batches(self.train_split, self.dataset, self.recipe, self.side, epoch)
 
     def evaluate(self):
         return evaluate_model(self.model, self.dataset, self.recipe.batch_size)
