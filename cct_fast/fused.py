@@ -30,11 +30,13 @@ except ImportError:  # pragma: no cover - a TensorFlow without it
 
 
 LAYER_NORM_EPSILON = 1e-5
-IMPLEMENTATIONS = ("fused", "reference")
+IMPLEMENTATIONS = ("fused", "reference", "custom", "auto")
 
 
 def check_implementation(implementation):
-    """The layers and the model run this module (``"fused"``) or one Keras op per step."""
+    """The layers and the model run this module (``"fused"``), one Keras op per step
+    (``"reference"``), or this module with the attention and pooling of the custom ops where
+    they can run (``"custom"``; ``"auto"`` where they are measured faster: :mod:`cct_fast.kernels`)."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
             f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}."

@@ -149,7 +149,7 @@ class CCT(keras.Model):
         x = self.embedding_dropout(x, training=training)
         for block in self.blocks:
             x = block(x, training=training)
-        if self.implementation == "fused":
+        if self.implementation != "reference":
             x = fused.layer_norm(x, self.norm.gamma, self.norm.beta)
         else:
             x = self.norm(x)

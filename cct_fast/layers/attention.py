@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from cct_fast import fused
+from cct_fast import fused, kernels
 from cct_fast.layers.initializers import TorchTruncatedNormal
 
 
@@ -48,7 +48,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.proj.build(input_shape)
 
     def call(self, x, training=False):
-        if self.implementation == "fused":
+        if self.implementation != "reference":
             return self._call_fused(x, training)
         dim = x.shape[-1]
         head_dim = dim // self.num_heads
@@ -63,12 +63,18 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     def _call_fused(self, x, training):
         dim = x.shape[-1]
+        scale = (dim // self.num_heads) ** -0.5
         qkv = fused.linear(tf.reshape(x, (-1, dim)), self.qkv.kernel)
-        q, k, v = fused.split_heads(qkv, tf.shape(x)[1], self.num_heads,
-                                    (dim // self.num_heads) ** -0.5)
-        weights = self.attention_drop(fused.attention_weights(q, k), training=training)
-        out = fused.linear(fused.merge_heads(tf.matmul(weights, v)), self.proj.kernel,
-                           self.proj.bias)
+        dropout = bool(training) and self.attention_dropout > 0
+        if kernels.runs_custom(self.implementation, qkv.dtype, attention_dropout=dropout):
+            packed = tf.reshape(qkv, (tf.shape(x)[0], tf.shape(x)[1], 3 * dim))
+            attended = tf.reshape(kernels.fused_attention(packed, self.num_heads, scale),
+                                  (-1, dim))
+        else:
+            q, k, v = fused.split_heads(qkv, tf.shape(x)[1], self.num_heads, scale)
+            weights = self.attention_drop(fused.attention_weights(q, k), training=training)
+            attended = fused.merge_heads(tf.matmul(weights, v))
+        out = fused.linear(attended, self.proj.kernel, self.proj.bias)
         return self.projection_drop(tf.reshape(out, tf.shape(x)), training=training)
 
     def get_config(self):

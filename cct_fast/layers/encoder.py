@@ -67,7 +67,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
         self.linear2.build(tuple(input_shape[:-1]) + (self.feedforward_dim,))
 
     def call(self, x, training=False):
-        if self.implementation == "fused":
+        if self.implementation != "reference":
             return self._call_fused(x, training)
         attended = self.self_attn(self.pre_norm(x), training=training)
         x = self.norm1(x + self.drop_path(attended, training=training))

@@ -4,9 +4,10 @@ import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
-from cct_fast import fused
+from cct_fast import fused, kernels
 from cct_fast.layers.attention import torch_linear
 
 
@@ -28,7 +29,11 @@ class SequencePooling(keras.layers.Layer):
         self.attention_pool.build(input_shape)
 
     def call(self, tokens):
-        if self.implementation == "fused":
+        if kernels.runs_custom(self.implementation):
+            return kernels.sequence_pool(tf.cast(tokens, tf.float32),
+                                         self.attention_pool.kernel[:, 0],
+                                         self.attention_pool.bias[0])
+        if self.implementation != "reference":
             return fused.sequence_pool(tokens, self.attention_pool.kernel,
                                        self.attention_pool.bias)
         weights = ops.softmax(self.attention_pool(tokens), axis=1)

@@ -1,0 +1,203 @@
+"""The custom ops (kernels/): forward and gradients against the reference attention and
+pooling, odd shapes, numeric gradients, bad input, and the fallbacks of implementation="custom".
+
+The README's test command builds the library (CCT_FAST_BUILD_KERNELS=1), so CI runs these; a
+checkout without it skips them with the reason.
+"""
+
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cct_fast
+from cct_fast import fused, kernels
+
+pytestmark = pytest.mark.skipif(kernels.ops() is None, reason=str(kernels.unavailable_reason()))
+
+
+def reference_attention(qkv, num_heads, scale):
+    """The reference model's attention on a packed (batch, tokens, 3 * width) tensor."""
+    batch, tokens, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    parts = tf.reshape(qkv, (batch, tokens, 3, num_heads, width // num_heads))
+    q, k, v = tf.unstack(tf.transpose(parts, (2, 0, 3, 1, 4)))
+    weights = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) * scale)
+    return tf.reshape(tf.transpose(tf.matmul(weights, v), (0, 2, 1, 3)), (batch, tokens, width))
+
+
+def relative_error(actual, expected):
+    actual, expected = (tf.cast(x, tf.float64) for x in (actual, expected))
+    # A gradient that is exactly zero (one token: the pooling kernel's) must come out zero.
+    return float(tf.norm(actual - expected) / max(float(tf.norm(expected)), 1e-30))
+
+
+def value_and_gradient(function, x, cotangent):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = function(x)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * cotangent)
+    return y, tape.gradient(loss, x)
+
+
+@pytest.mark.parametrize("batch, tokens, heads, head_dim", [
+    (2, 256, 4, 64),   # CCT-7/3x1
+    (3, 1, 2, 32),     # one token
+    (2, 37, 3, 128),   # tokens not a multiple of any tile
+    (2, 65, 2, 20),    # head_dim not a multiple of the vector width
+    (1, 259, 1, 64),
+])
+def test_attention_matches_the_reference_forward_and_backward(batch, tokens, heads, head_dim,
+                                                              rng):
+    qkv = tf.constant(rng.standard_normal((batch, tokens, 3 * heads * head_dim)), tf.float32)
+    cotangent = tf.constant(rng.standard_normal((batch, tokens, heads * head_dim)), tf.float32)
+    scale = head_dim**-0.5
+    out, grad = value_and_gradient(lambda x: kernels.fused_attention(x, heads, scale), qkv,
+                                   cotangent)
+    expected, expected_grad = value_and_gradient(
+        lambda x: reference_attention(x, heads, scale), qkv, cotangent)
+    assert relative_error(out, expected) <= 1e-5
+    assert relative_error(grad, expected_grad) <= 1e-5
+
+
+def test_bfloat16_attention_is_the_reference_within_bfloat16_rounding(rng):
+    qkv = tf.cast(tf.constant(rng.standard_normal((2, 50, 3 * 128)), tf.float32), tf.bfloat16)
+    cotangent = tf.constant(rng.standard_normal((2, 50, 128)), tf.float32)
+    out, grad = value_and_gradient(lambda x: kernels.fused_attention(x, 2, 0.125), qkv,
+                                   cotangent)
+    expected, expected_grad = value_and_gradient(
+        lambda x: reference_attention(tf.cast(x, tf.float32), 2, 0.125), qkv, cotangent)
+    assert out.dtype == tf.bfloat16 and grad.dtype == tf.bfloat16
+    assert relative_error(out, expected) <= 1e-2
+    assert relative_error(grad, expected_grad) <= 2e-2
+
+
+def test_attention_gradient_is_the_numeric_one(rng):
+    qkv = tf.constant(rng.standard_normal((1, 5, 3 * 2 * 8)) * 0.5, tf.float64)
+    theoretical, numeric = tf.test.compute_gradient(
+        lambda x: tf.cast(kernels.fused_attention(tf.cast(x, tf.float32), 2, 0.35), tf.float64),
+        [qkv], delta=1e-2)
+    np.testing.assert_allclose(theoretical[0], numeric[0], atol=2e-3)
+
+
+@pytest.mark.parametrize("batch, tokens, dim", [(4, 64, 256), (3, 1, 32), (2, 37, 20)])
+def test_sequence_pool_matches_the_fused_path(batch, tokens, dim, rng):
+    x = tf.constant(rng.standard_normal((batch, tokens, dim)), tf.float32)
+    kernel = tf.constant(rng.standard_normal((dim, 1)) * 0.1, tf.float32)
+    bias = tf.constant([0.3], tf.float32)
+    cotangent = tf.constant(rng.standard_normal((batch, dim)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, kernel])
+        out = kernels.sequence_pool(x, kernel[:, 0], bias[0])
+        expected = fused.sequence_pool(x, kernel, bias)
+        loss, expected_loss = (tf.reduce_sum(y * cotangent) for y in (out, expected))
+    assert relative_error(out, expected) <= 1e-5
+    for grad, expected_grad in zip(tape.gradient(loss, [x, kernel]),
+                                   tape.gradient(expected_loss, [x, kernel])):
+        assert relative_error(grad, expected_grad) <= 1e-5
+
+
+def test_sequence_pool_gradient_is_the_numeric_one(rng):
+    x = tf.constant(rng.standard_normal((2, 6, 5)), tf.float64)
+    kernel = tf.constant(rng.standard_normal(5), tf.float64)
+
+    def pool(x, kernel):
+        return tf.cast(kernels.sequence_pool(tf.cast(x, tf.float32), tf.cast(kernel, tf.float32),
+                                             tf.constant(0.1)), tf.float64)
+
+    theoretical, numeric = tf.test.compute_gradient(pool, [x, kernel], delta=1e-2)
+    for t, n in zip(theoretical, numeric):
+        np.testing.assert_allclose(t, n, atol=2e-3)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: kernels.fused_attention(tf.zeros((2, 12)), 2, 1.0), "rank 3|qkv must be"),
+    (lambda: kernels.fused_attention(tf.zeros((2, 4, 10)), 2, 1.0), "divis|multiple of 3"),
+    (lambda: kernels.fused_attention(tf.zeros((2, 0, 12)), 2, 1.0), "at least one token"),
+    (lambda: kernels.sequence_pool(tf.zeros((2, 3, 4)), tf.zeros(5), tf.constant(0.0)),
+     "kernel|Dimensions must be equal"),
+    (lambda: kernels.sequence_pool(tf.zeros((2, 3)), tf.zeros(3), tf.constant(0.0)),
+     "rank 3|tokens must be"),
+])
+def test_bad_input_is_a_tensorflow_error(call, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        call()
+
+
+def test_wrong_dtype_is_refused():
+    with pytest.raises((TypeError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError),
+                       match="float16|half|DataType"):
+        kernels.fused_attention(tf.zeros((1, 4, 12), tf.float16), 2, 1.0)
+
+
+@pytest.mark.parametrize("name", ["cct_7_3x1_32", "cvt_7_4_32", "vit_7_4_32"])
+def test_custom_models_match_the_reference(name, rng):
+    reference = cct_fast.create_model(name, implementation="reference")
+    custom = cct_fast.create_model(name, implementation="custom")
+    custom.set_weights(reference.get_weights())
+    images = rng.standard_normal((3, 32, 32, 3)).astype("float32")
+
+    def logits_and_gradients(model):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=False)
+            loss = tf.reduce_sum(logits**2)
+        return logits, tape.gradient(loss, model.trainable_variables)
+
+    logits, grads = logits_and_gradients(custom)
+    expected, expected_grads = logits_and_gradients(reference)
+    assert relative_error(logits, expected) <= 1e-5
+    flat = tf.concat([tf.reshape(g, [-1]) for g in grads], 0)
+    expected_flat = tf.concat([tf.reshape(g, [-1]) for g in expected_grads], 0)
+    assert relative_error(flat, expected_flat) <= 1e-5
+
+
+def _op_types(function, *args):
+    graph = tf.function(function).get_concrete_function(*args).graph
+    return {op.type for op in graph.get_operations()}
+
+
+def test_custom_models_run_the_ops_and_fall_back_where_they_cannot(monkeypatch):
+    model = cct_fast.create_model("cct_2_3x2_32", implementation="custom")
+    spec = tf.TensorSpec((2, 32, 32, 3), tf.float32)
+    assert {"CctFusedAttention", "CctSequencePool"} <= _op_types(
+        lambda x: model(x, training=False), spec)
+    monkeypatch.setattr(kernels, "_explained", set())
+    with pytest.warns(RuntimeWarning, match="no dropout"):
+        types = _op_types(lambda x: model(x, training=True), spec)
+    assert "CctFusedAttention" not in types and "CctSequencePool" in types
+    with pytest.warns(RuntimeWarning, match="XLA"):
+        xla = tf.function(lambda x: model(x, training=False), jit_compile=True)
+        logits = xla(tf.zeros((2, 32, 32, 3)))
+    np.testing.assert_allclose(logits, model(tf.zeros((2, 32, 32, 3))), rtol=1e-4, atol=1e-5)
+
+
+def test_auto_takes_the_fused_path_where_it_was_measured_faster():
+    model = cct_fast.create_model("cct_2_3x2_32", implementation="auto")
+    spec = tf.TensorSpec((2, 32, 32, 3), tf.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto says nothing
+        types = _op_types(lambda x: model(x, training=False), spec)
+    uses_custom = kernels.AUTO_PREFERS_CUSTOM["CPU"]
+    assert ("CctFusedAttention" in types) == uses_custom
+
+
+def test_a_missing_library_gives_the_fused_path_and_one_message(monkeypatch, tmp_path):
+    monkeypatch.setattr(kernels, "LIBRARY", tmp_path / "libcct_fast_ops.so")
+    monkeypatch.setattr(kernels, "_explained", set())
+    kernels._loaded.cache_clear()
+    try:
+        model = cct_fast.create_model("cct_2_3x2_32", implementation="custom")
+        with pytest.warns(RuntimeWarning, match="not built.*CCT_FAST_BUILD_KERNELS=1") as record:
+            model(tf.zeros((1, 32, 32, 3)))
+            model(tf.zeros((1, 32, 32, 3)))
+        assert len([w for w in record if "custom ops" in str(w.message)]) == 1
+    finally:
+        kernels._loaded.cache_clear()  # the next test loads the real library again
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no CUDA compiler on this machine")
+def test_the_build_compiled_the_cuda_kernels_where_nvcc_exists():
+    """CI has nvcc but no GPU: the CUDA sources must still compile into the library."""
+    assert kernels.has_cuda_kernels()
+    assert kernels.LIBRARY.with_name("libcct_fast_cuda_harness.so").exists()
