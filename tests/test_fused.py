@@ -115,5 +115,6 @@ def test_bfloat16_attention_softmax_is_float32_softmax_rounded_once(rng):
 
 
 def test_unknown_implementation():
-    with pytest.raises(ValueError, match=r"implementation must be one of \('fused', 'reference'\)"):
+    with pytest.raises(ValueError, match=r"implementation must be one of \('fused', 'reference', "
+                                         r"'custom', 'auto'\)"):
         cct_fast.create_model("cct_2_3x2_32", implementation="cuda")
