@@ -2,17 +2,17 @@
 // (CMake builds this file with -mavx512f..., -mavx2 -mfma and no flags, each into its own
 // namespace CCT_ISA; dispatch.cc picks one at run time).
 //
-// Attention works on one (batch, head) at a time: K and V of that head are packed into
-// contiguous, zero-padded panels, then R query rows at a time get their scores against all
-// keys (an R x tokens tile that stays in cache), an exact softmax, and the weighted sum of V.
-// The full tokens x tokens score matrix never exists. The backward recomputes the probabilities
-// from the saved log-sum-exp (as FlashAttention does) and accumulates dK and dV per head, so
-// threads never write the same memory. With AVX512_BF16, bfloat16 scores and weighted sums use
-// vdpbf16ps (bf16 pairs, float32 accumulation).
+// Attention works on one (batch, head) at a time, a block of queries after another: the
+// block's scores against all keys (a tokens x block tile that stays in cache), an exact
+// softmax, and the weighted sum of V. The full tokens x tokens score matrix never exists. The
+// backward recomputes the probabilities from the saved log-sum-exp (as FlashAttention does) and
+// accumulates dK and dV per head, so threads never write the same memory. With AVX512_BF16,
+// bfloat16 scores and weighted sums use vdpbf16ps (bf16 pairs, float32 accumulation).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kernels.h"
@@ -93,38 +93,49 @@ inline void FromFloat(float x, uint16_t* out) {  // round to nearest even, as Ei
   *out = static_cast<uint16_t>(bits >> 16);
 }
 
-// out[r][col0 + i] (+)= sum_k a[r * lda + k] * b[k * ldb + col0 + i] for r < R, i < C * W.
-template <int C>
-void RowsTimesPanel(const float* a, int64_t lda, int64_t depth, const float* b, int64_t ldb,
-                    int64_t col0, float* out, int64_t ldo, bool accumulate) {
-  vf acc[R][C];
-  for (int r = 0; r < R; ++r)
+// out[r][col0 + i] (+)= sum_k a[r * a_row + k * a_depth] * b[k * ldb + col0 + i]
+// for r < ROWS, i < C * W: ROWS x C accumulators stay in registers.
+template <int ROWS, int C>
+void RowsTimesPanel(const float* a, int64_t a_row, int64_t a_depth, int64_t depth, const float* b,
+                    int64_t ldb, int64_t col0, float* out, int64_t ldo, bool accumulate) {
+  vf acc[ROWS][C];
+  for (int r = 0; r < ROWS; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = accumulate ? Load(out + r * ldo + col0 + c * W) : vf{};
   for (int64_t k = 0; k < depth; ++k) {
     vf panel[C];
     for (int c = 0; c < C; ++c) panel[c] = Load(b + k * ldb + col0 + c * W);
-    for (int r = 0; r < R; ++r) {
-      const vf scalar = Splat(a[r * lda + k]);
+    const float* column = a + k * a_depth;
+    for (int r = 0; r < ROWS; ++r) {
+      const vf scalar = Splat(column[r * a_row]);
       for (int c = 0; c < C; ++c) acc[r][c] += scalar * panel[c];
     }
   }
-  for (int r = 0; r < R; ++r)
+  for (int r = 0; r < ROWS; ++r)
     for (int c = 0; c < C; ++c) Store(out + r * ldo + col0 + c * W, acc[r][c]);
 }
 
-// R rows of a (R x depth) times b (depth x cols), cols a multiple of W.
-void RowsTimes(const float* a, int64_t lda, int64_t depth, const float* b, int64_t ldb,
-               int64_t cols, float* out, int64_t ldo, bool accumulate = false) {
+template <int ROWS>
+void PanelsOfRows(const float* a, int64_t a_row, int64_t a_depth, int64_t depth, const float* b,
+                  int64_t ldb, int64_t cols, float* out, int64_t ldo, bool accumulate) {
   int64_t col = 0;
   for (; col + COLS * W <= cols; col += COLS * W)
-    RowsTimesPanel<COLS>(a, lda, depth, b, ldb, col, out, ldo, accumulate);
-  for (; col < cols; col += W) RowsTimesPanel<1>(a, lda, depth, b, ldb, col, out, ldo, accumulate);
+    RowsTimesPanel<ROWS, COLS>(a, a_row, a_depth, depth, b, ldb, col, out, ldo, accumulate);
+  for (; col < cols; col += W)
+    RowsTimesPanel<ROWS, 1>(a, a_row, a_depth, depth, b, ldb, col, out, ldo, accumulate);
 }
 
-// rows x cols -> cols x rows.
-void Transpose(const float* in, int64_t rows, int64_t cols, float* out) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) out[c * rows + r] = in[r * cols + c];
+// out (rows x cols) (+)= A (rows x depth, element (r, k) at a[r * a_row + k * a_depth]) times
+// b (depth x cols); cols a multiple of W.
+void Product(const float* a, int64_t a_row, int64_t a_depth, int64_t rows, int64_t depth,
+             const float* b, int64_t ldb, int64_t cols, float* out, int64_t ldo,
+             bool accumulate = false) {
+  int64_t r = 0;
+  for (; r + R <= rows; r += R)
+    PanelsOfRows<R>(a + r * a_row, a_row, a_depth, depth, b, ldb, cols, out + r * ldo, ldo,
+                    accumulate);
+  for (; r < rows; ++r)
+    PanelsOfRows<1>(a + r * a_row, a_row, a_depth, depth, b, ldb, cols, out + r * ldo, ldo,
+                    accumulate);
 }
 
 // The geometry of one head's panels: keys padded to a whole number of micro-kernel panels,
@@ -146,32 +157,102 @@ struct Head {
   int64_t keys, dim, row_stride;
 };
 
-// part of (b, h) as a (keys x dim) row-major panel, or its (dim x keys) transpose.
-template <typename T>
-void PackRows(const T* qkv, const Head& g, int64_t b, int64_t h, int part, float* panel) {
-  std::fill(panel, panel + g.keys * g.dim, 0.0f);
-  for (int64_t j = 0; j < g.shape.tokens; ++j) {
-    const T* src = qkv + g.Offset(b, h, j, part);
-    for (int64_t d = 0; d < g.shape.head_dim; ++d) panel[j * g.dim + d] = ToFloat(src[d]);
+struct Scratch {
+  std::vector<float> keys, values, rows, rows2, scores, scores2, grad_k, grad_v, out_rows;
+  static Scratch& ForThread() {
+    thread_local Scratch scratch;
+    return scratch;
+  }
+};
+
+// The forward of one head, float32. q, k, v: (tokens x head_dim) with row stride `stride`
+// (straight into qkv, no copy); out rows of head_dim with stride `out_stride`.
+//
+// QB queries at a time: S^T = K Q^T (tokens x QB, keys down, queries across) comes from rows of
+// K times a small packed Q^T panel, so the softmax over keys is a column-wise pass over whole
+// vectors, and O = P V reads P^T by columns and V rows straight from qkv.
+constexpr int QB = COLS * W;
+
+void ForwardHead(const float* q, const float* k, const float* v, int64_t stride, int64_t tokens,
+                 int64_t head_dim, float scale, float* out, int64_t out_stride, float* lse) {
+  Scratch& m = Scratch::ForThread();
+  const int64_t dim = RoundUp(head_dim, W);
+  m.rows.resize(dim * QB);  // Q^T panel
+  m.scores.resize(tokens * QB);
+  m.out_rows.resize(QB * dim);
+  const float* values = v;
+  int64_t value_stride = stride;
+  if (dim != head_dim) {  // V rows are loaded as whole vectors: pad them
+    m.values.assign(tokens * dim, 0.0f);
+    for (int64_t j = 0; j < tokens; ++j)
+      std::memcpy(&m.values[j * dim], v + j * stride, head_dim * sizeof(float));
+    values = m.values.data();
+    value_stride = dim;
+  }
+  float* qt = m.rows.data();
+  float* st = m.scores.data();
+  for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
+    const int64_t count = std::min<int64_t>(QB, tokens - i0);
+    std::fill(qt, qt + dim * QB, 0.0f);
+    for (int64_t i = 0; i < count; ++i)
+      for (int64_t d = 0; d < head_dim; ++d) qt[d * QB + i] = q[(i0 + i) * stride + d] * scale;
+    Product(k, stride, 1, tokens, head_dim, qt, QB, QB, st, QB);
+    float inverse[QB];  // 1 / softmax denominators
+    for (int c = 0; c < COLS; ++c) {
+      vf max = Load(st + c * W);
+      for (int64_t j = 1; j < tokens; ++j) {
+        const vf s = Load(st + j * QB + c * W);
+        max = s > max ? s : max;
+      }
+      vf sum = vf{};
+      for (int64_t j = 0; j < tokens; ++j) {
+        const vf p = Exp(Load(st + j * QB + c * W) - max);
+        Store(st + j * QB + c * W, p);
+        sum += p;
+      }
+      for (int i = 0; i < W && c * W + i < count; ++i) {
+        lse[i0 + c * W + i] = max[i] + std::log(sum[i]);
+        inverse[c * W + i] = 1.0f / sum[i];
+      }
+    }
+    Product(st, 1, QB, RoundUp(count, R), tokens, values, value_stride, dim, m.out_rows.data(),
+            dim);
+    for (int64_t i = 0; i < count; ++i) {
+      for (int64_t d = 0; d < head_dim; ++d)
+        out[(i0 + i) * out_stride + d] = m.out_rows[i * dim + d] * inverse[i];
+    }
   }
 }
+
 template <typename T>
-void PackColumns(const T* qkv, const Head& g, int64_t b, int64_t h, int part, float* panel) {
-  std::fill(panel, panel + g.keys * g.dim, 0.0f);
-  for (int64_t j = 0; j < g.shape.tokens; ++j) {
-    const T* src = qkv + g.Offset(b, h, j, part);
-    for (int64_t d = 0; d < g.shape.head_dim; ++d) panel[d * g.keys + j] = ToFloat(src[d]);
+void AttentionForwardHead(const T* qkv, T* out, float* logsumexp, const Head& g, int64_t b,
+                          int64_t h) {
+  float* lse = logsumexp + (b * g.shape.heads + h) * g.shape.tokens;
+  const int64_t hd = g.shape.head_dim, tokens = g.shape.tokens;
+  if constexpr (std::is_same_v<T, float>) {
+    ForwardHead(qkv + g.Offset(b, h, 0, 0), qkv + g.Offset(b, h, 0, 1), qkv + g.Offset(b, h, 0, 2),
+                g.row_stride, tokens, hd, g.shape.scale, out + g.OutOffset(b, h, 0),
+                g.shape.heads * hd, lse);
+  } else {  // bfloat16 without vdpbf16ps: through float copies of the head
+    thread_local std::vector<float> head, result;
+    head.resize(tokens * 3 * hd);
+    result.resize(tokens * hd);
+    for (int64_t j = 0; j < tokens; ++j)
+      for (int part = 0; part < 3; ++part)
+        for (int64_t d = 0; d < hd; ++d)
+          head[(j * 3 + part) * hd + d] = ToFloat(qkv[g.Offset(b, h, j, part) + d]);
+    ForwardHead(head.data(), head.data() + hd, head.data() + 2 * hd, 3 * hd, tokens, hd,
+                g.shape.scale, result.data(), hd, lse);
+    for (int64_t j = 0; j < tokens; ++j)
+      for (int64_t d = 0; d < hd; ++d) FromFloat(result[j * hd + d], out + g.OutOffset(b, h, j) + d);
   }
 }
-// R rows starting at token i0 of a (tokens, heads, head_dim)-strided tensor into R x dim.
-template <typename T>
-void PackQueryRows(const T* base, int64_t stride, const Head& g, int64_t i0, float* rows) {
-  std::fill(rows, rows + R * g.dim, 0.0f);
-  for (int r = 0; r < R && i0 + r < g.shape.tokens; ++r) {
-    const T* src = base + (i0 + r) * stride;
-    for (int64_t d = 0; d < g.shape.head_dim; ++d) rows[r * g.dim + d] = ToFloat(src[d]);
-  }
-}
+
+#if defined(__AVX512BF16__)
+// bfloat16 inputs on AVX512_BF16: both products as vdpbf16ps over bf16 pairs.
+// Panels interleave pairs along the reduction axis: element (k, col) of a (depth x cols) panel
+// sits at ((k / 2) * cols + col) * 2 + k % 2, so one 512-bit load holds 16 columns x 2 k's.
+constexpr int BW = 16;  // float lanes per vdpbf16ps
 
 // Scaled scores (R x keys) -> probabilities in place; padding keys get 0. Returns log-sum-exps.
 void Softmax(float* scores, const Head& g, float* row_logsumexp) {
@@ -202,48 +283,6 @@ void Softmax(float* scores, const Head& g, float* row_logsumexp) {
     row_logsumexp[r] = max + std::log(total);
   }
 }
-
-struct Scratch {
-  std::vector<float> keys, values, rows, rows2, scores, scores2, transposed, grad_k, grad_v,
-      out_rows;
-  static Scratch& ForThread() {
-    thread_local Scratch scratch;
-    return scratch;
-  }
-};
-
-template <typename T>
-void AttentionForwardHead(const T* qkv, T* out, float* logsumexp, const Head& g, int64_t b,
-                          int64_t h) {
-  Scratch& m = Scratch::ForThread();
-  m.keys.resize(g.keys * g.dim);
-  m.values.resize(g.keys * g.dim);
-  m.rows.resize(R * g.dim);
-  m.scores.resize(R * g.keys);
-  m.out_rows.resize(R * g.dim);
-  PackColumns(qkv, g, b, h, 1, m.keys.data());  // K^T: dim x keys
-  PackRows(qkv, g, b, h, 2, m.values.data());   // V: keys x dim
-  float row_lse[R];
-  for (int64_t i0 = 0; i0 < g.shape.tokens; i0 += R) {
-    PackQueryRows(qkv + g.Offset(b, h, 0, 0), g.row_stride, g, i0, m.rows.data());
-    RowsTimes(m.rows.data(), g.dim, g.dim, m.keys.data(), g.keys, g.keys, m.scores.data(),
-              g.keys);
-    Softmax(m.scores.data(), g, row_lse);
-    RowsTimes(m.scores.data(), g.keys, g.shape.tokens, m.values.data(), g.dim, g.dim,
-              m.out_rows.data(), g.dim);
-    for (int r = 0; r < R && i0 + r < g.shape.tokens; ++r) {
-      T* dst = out + g.OutOffset(b, h, i0 + r);
-      for (int64_t d = 0; d < g.shape.head_dim; ++d) FromFloat(m.out_rows[r * g.dim + d], dst + d);
-      logsumexp[(b * g.shape.heads + h) * g.shape.tokens + i0 + r] = row_lse[r];
-    }
-  }
-}
-
-#if defined(__AVX512BF16__)
-// bfloat16 inputs on AVX512_BF16: both products as vdpbf16ps over bf16 pairs.
-// Panels interleave pairs along the reduction axis: element (k, col) of a (depth x cols) panel
-// sits at ((k / 2) * cols + col) * 2 + k % 2, so one 512-bit load holds 16 columns x 2 k's.
-constexpr int BW = 16;  // float lanes per vdpbf16ps
 
 struct BfScratch {
   std::vector<uint16_t> keys, values, rows, probabilities;
@@ -327,77 +366,111 @@ void AttentionForwardHeadBf16(const uint16_t* qkv, uint16_t* out, float* logsume
 }
 #endif
 
+// The backward of one head, float32, FlashAttention's way: probabilities recomputed from the
+// saved log-sum-exp, QB queries at a time, dK and dV accumulated for the whole head.
+// q, k, v and grad_out rows have strides `stride` and `out_stride`; out likewise.
+void BackwardHead(const float* q, const float* k, const float* v, int64_t stride, const float* out,
+                  const float* grad_out, int64_t out_stride, const float* lse, int64_t tokens,
+                  int64_t head_dim, float scale, float* grad_q, float* grad_k, float* grad_v,
+                  int64_t grad_stride) {
+  Scratch& m = Scratch::ForThread();
+  const int64_t dim = RoundUp(head_dim, W);
+  m.rows.resize(2 * dim * QB);         // Q^T * scale, dO^T
+  m.rows2.resize(2 * QB * dim);        // Q rows, dO rows
+  m.scores.resize(tokens * QB);        // P^T
+  m.scores2.resize(tokens * QB);       // dP^T, then dS^T
+  m.grad_k.assign(tokens * dim, 0.0f);
+  m.grad_v.assign(tokens * dim, 0.0f);
+  m.out_rows.resize(QB * dim);         // dQ rows
+  const float* keys = k;
+  int64_t key_stride = stride;
+  if (dim != head_dim) {  // K rows are loaded as whole vectors for dQ: pad them
+    m.keys.assign(tokens * dim, 0.0f);
+    for (int64_t j = 0; j < tokens; ++j)
+      std::memcpy(&m.keys[j * dim], k + j * stride, head_dim * sizeof(float));
+    keys = m.keys.data();
+    key_stride = dim;
+  }
+  float* qt = m.rows.data();
+  float* dot = m.rows.data() + dim * QB;
+  float* q_rows = m.rows2.data();
+  float* do_rows = m.rows2.data() + QB * dim;
+  float* pt = m.scores.data();
+  float* dst = m.scores2.data();
+  for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
+    const int64_t count = std::min<int64_t>(QB, tokens - i0);
+    std::fill(m.rows.begin(), m.rows.end(), 0.0f);
+    std::fill(m.rows2.begin(), m.rows2.end(), 0.0f);
+    alignas(64) float query_lse[QB] = {}, delta[QB] = {};
+    for (int64_t i = 0; i < count; ++i) {
+      const float* qi = q + (i0 + i) * stride;
+      const float* gi = grad_out + (i0 + i) * out_stride;
+      const float* oi = out + (i0 + i) * out_stride;
+      for (int64_t d = 0; d < head_dim; ++d) {
+        qt[d * QB + i] = qi[d] * scale;
+        dot[d * QB + i] = gi[d];
+        q_rows[i * dim + d] = qi[d];
+        do_rows[i * dim + d] = gi[d];
+        delta[i] += gi[d] * oi[d];
+      }
+      query_lse[i] = lse[i0 + i];
+    }
+    Product(k, stride, 1, tokens, head_dim, qt, QB, QB, pt, QB);    // S^T
+    Product(v, stride, 1, tokens, head_dim, dot, QB, QB, dst, QB);  // dP^T
+    for (int64_t j = 0; j < tokens; ++j) {
+      for (int c = 0; c < COLS; ++c) {
+        const vf p = Exp(Load(pt + j * QB + c * W) - Load(query_lse + c * W));
+        const vf ds = p * (Load(dst + j * QB + c * W) - Load(delta + c * W)) * scale;
+        Store(pt + j * QB + c * W, p);
+        Store(dst + j * QB + c * W, ds);
+      }
+      for (int64_t i = count; i < QB; ++i) pt[j * QB + i] = dst[j * QB + i] = 0.0f;
+    }
+    // dQ = dS K; dV += P^T dO; dK += dS^T Q.
+    Product(dst, 1, QB, RoundUp(count, R), tokens, keys, key_stride, dim, m.out_rows.data(), dim);
+    for (int64_t i = 0; i < count; ++i)
+      std::memcpy(grad_q + (i0 + i) * grad_stride, &m.out_rows[i * dim], head_dim * sizeof(float));
+    Product(pt, QB, 1, tokens, QB, do_rows, dim, dim, m.grad_v.data(), dim, true);
+    Product(dst, QB, 1, tokens, QB, q_rows, dim, dim, m.grad_k.data(), dim, true);
+  }
+  for (int64_t j = 0; j < tokens; ++j) {
+    std::memcpy(grad_k + j * grad_stride, &m.grad_k[j * dim], head_dim * sizeof(float));
+    std::memcpy(grad_v + j * grad_stride, &m.grad_v[j * dim], head_dim * sizeof(float));
+  }
+}
+
 template <typename T>
 void AttentionBackwardHead(const T* qkv, const T* out, const float* logsumexp, const T* grad_out,
                            T* grad_qkv, const Head& g, int64_t b, int64_t h) {
-  Scratch& m = Scratch::ForThread();
-  const int64_t panel = g.keys * g.dim;
-  m.keys.resize(2 * panel);    // K (keys x dim), then K^T
-  m.values.resize(panel);      // V^T (dim x keys)
-  m.grad_k.assign(panel, 0.0f);
-  m.grad_v.assign(panel, 0.0f);
-  m.rows.resize(2 * R * g.dim);  // Q rows, then dO rows
-  m.scores.resize(R * g.keys);   // P
-  m.scores2.resize(R * g.keys);  // dP, then dS
-  m.transposed.resize(g.keys * R);
-  m.out_rows.resize(R * g.dim);  // O rows, then dQ rows
-  float* k_rows = m.keys.data();
-  float* k_columns = m.keys.data() + panel;
-  PackRows(qkv, g, b, h, 1, k_rows);
-  PackColumns(qkv, g, b, h, 1, k_columns);
-  PackColumns(qkv, g, b, h, 2, m.values.data());
-  float* q = m.rows.data();
-  float* d_out = m.rows.data() + R * g.dim;
   const float* lse = logsumexp + (b * g.shape.heads + h) * g.shape.tokens;
-  const int64_t out_stride = g.shape.heads * g.shape.head_dim;
-  for (int64_t i0 = 0; i0 < g.shape.tokens; i0 += R) {
-    const int rows = static_cast<int>(std::min<int64_t>(R, g.shape.tokens - i0));
-    PackQueryRows(qkv + g.Offset(b, h, 0, 0), g.row_stride, g, i0, q);
-    PackQueryRows(grad_out + g.OutOffset(b, h, 0), out_stride, g, i0, d_out);
-    PackQueryRows(out + g.OutOffset(b, h, 0), out_stride, g, i0, m.out_rows.data());
-    float delta[R] = {};  // rowsum(dO * O)
-    for (int r = 0; r < rows; ++r)
-      for (int64_t d = 0; d < g.shape.head_dim; ++d)
-        delta[r] += d_out[r * g.dim + d] * m.out_rows[r * g.dim + d];
-    RowsTimes(q, g.dim, g.dim, k_columns, g.keys, g.keys, m.scores.data(), g.keys);
-    RowsTimes(d_out, g.dim, g.dim, m.values.data(), g.keys, g.keys, m.scores2.data(), g.keys);
-    for (int r = 0; r < R; ++r) {
-      float* p = m.scores.data() + r * g.keys;
-      float* ds = m.scores2.data() + r * g.keys;
-      if (r >= rows) {
-        std::fill(p, p + g.keys, 0.0f);
-        std::fill(ds, ds + g.keys, 0.0f);
-        continue;
-      }
-      for (int64_t j = 0; j < g.keys; ++j) {
-        const float prob = j < g.shape.tokens ? std::exp(p[j] * g.shape.scale - lse[i0 + r]) : 0.0f;
-        p[j] = prob;
-        ds[j] = prob * (ds[j] - delta[r]) * g.shape.scale;
+  const int64_t hd = g.shape.head_dim, tokens = g.shape.tokens, out_stride = g.shape.heads * hd;
+  if constexpr (std::is_same_v<T, float>) {
+    BackwardHead(qkv + g.Offset(b, h, 0, 0), qkv + g.Offset(b, h, 0, 1),
+                 qkv + g.Offset(b, h, 0, 2), g.row_stride, out + g.OutOffset(b, h, 0),
+                 grad_out + g.OutOffset(b, h, 0), out_stride, lse, tokens, hd, g.shape.scale,
+                 grad_qkv + g.Offset(b, h, 0, 0), grad_qkv + g.Offset(b, h, 0, 1),
+                 grad_qkv + g.Offset(b, h, 0, 2), g.row_stride);
+  } else {  // bfloat16: through float copies of the head
+    thread_local std::vector<float> head, rows, grads;
+    head.resize(tokens * 3 * hd);
+    rows.resize(tokens * 2 * hd);  // out, grad_out
+    grads.resize(tokens * 3 * hd);
+    for (int64_t j = 0; j < tokens; ++j) {
+      for (int part = 0; part < 3; ++part)
+        for (int64_t d = 0; d < hd; ++d)
+          head[(j * 3 + part) * hd + d] = ToFloat(qkv[g.Offset(b, h, j, part) + d]);
+      for (int64_t d = 0; d < hd; ++d) {
+        rows[j * 2 * hd + d] = ToFloat(out[g.OutOffset(b, h, j) + d]);
+        rows[j * 2 * hd + hd + d] = ToFloat(grad_out[g.OutOffset(b, h, j) + d]);
       }
     }
-    // dQ = dS K; dV += P^T dO; dK += dS^T Q.
-    RowsTimes(m.scores2.data(), g.keys, g.shape.tokens, k_rows, g.dim, g.dim, m.out_rows.data(),
-              g.dim);
-    for (int r = 0; r < rows; ++r) {
-      T* dst = grad_qkv + g.Offset(b, h, i0 + r, 0);
-      for (int64_t d = 0; d < g.shape.head_dim; ++d) FromFloat(m.out_rows[r * g.dim + d], dst + d);
-    }
-    Transpose(m.scores.data(), R, g.keys, m.transposed.data());
-    for (int64_t j = 0; j < g.keys; j += R)
-      RowsTimes(m.transposed.data() + j * R, R, R, d_out, g.dim, g.dim, m.grad_v.data() + j * g.dim,
-                g.dim, true);
-    Transpose(m.scores2.data(), R, g.keys, m.transposed.data());
-    for (int64_t j = 0; j < g.keys; j += R)
-      RowsTimes(m.transposed.data() + j * R, R, R, q, g.dim, g.dim, m.grad_k.data() + j * g.dim,
-                g.dim, true);
-  }
-  for (int64_t j = 0; j < g.shape.tokens; ++j) {
-    T* dk = grad_qkv + g.Offset(b, h, j, 1);
-    T* dv = grad_qkv + g.Offset(b, h, j, 2);
-    for (int64_t d = 0; d < g.shape.head_dim; ++d) {
-      FromFloat(m.grad_k[j * g.dim + d], dk + d);
-      FromFloat(m.grad_v[j * g.dim + d], dv + d);
-    }
+    BackwardHead(head.data(), head.data() + hd, head.data() + 2 * hd, 3 * hd, rows.data(),
+                 rows.data() + hd, 2 * hd, lse, tokens, hd, g.shape.scale, grads.data(),
+                 grads.data() + hd, grads.data() + 2 * hd, 3 * hd);
+    for (int64_t j = 0; j < tokens; ++j)
+      for (int part = 0; part < 3; ++part)
+        for (int64_t d = 0; d < hd; ++d)
+          FromFloat(grads[(j * 3 + part) * hd + d], grad_qkv + g.Offset(b, h, j, part) + d);
   }
 }
 

@@ -1,0 +1,188 @@
+"""Checks and times the CUDA kernels on a GPU machine without TensorFlow.
+
+    python kernels/harness/check_cuda.py                 # compiles kernels/cuda with nvcc first
+    python kernels/harness/check_cuda.py --library cct_fast/libcct_fast_cuda_harness.so
+
+Needs PyTorch with CUDA. The kernels are called through their C launchers (the same functions
+the TensorFlow ops call) on PyTorch's stream and compared with a float64 reference attention and
+pooling on the same device: forward, log-sum-exp and gradients, on CCT shapes and odd ones.
+Then the forward is timed against ``torch.nn.functional.scaled_dot_product_attention`` on CCT
+shapes (sequence 256, head_dim 64, 4 heads, batch 64 and 128). Exits 1 if any check fails.
+"""
+
+import argparse
+import ctypes
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCES = Path(__file__).resolve().parents[1] / "cuda"
+TOLERANCE = 1e-5  # relative, float32 against float64
+CHECK_SHAPES = [(2, 256, 4, 64), (3, 1, 2, 32), (2, 37, 3, 128), (2, 65, 2, 16), (1, 259, 1, 64)]
+TIMING_SHAPES = [(64, 256, 4, 64), (128, 256, 4, 64)]
+
+
+def compile_library(directory):
+    capability = "".join(map(str, torch.cuda.get_device_capability()))
+    path = Path(directory) / "libcct_fast_cuda_harness.so"
+    subprocess.run(["nvcc", "-O3", "-shared", "-Xcompiler", "-fPIC", f"-arch=sm_{capability}",
+                    "-I", str(SOURCES), str(SOURCES / "attention.cu"), str(SOURCES / "pooling.cu"),
+                    "-o", str(path)], check=True)
+    return path
+
+
+def load(path):
+    library = ctypes.CDLL(str(path))
+    i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+    library.cct_cuda_attention_forward.argtypes = [ptr] * 3 + [i64] * 4 + [f32, ptr]
+    library.cct_cuda_attention_backward.argtypes = [ptr] * 6 + [i64] * 4 + [f32, ptr]
+    library.cct_cuda_sequence_pool_forward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr]
+    library.cct_cuda_sequence_pool_backward.argtypes = [ptr] * 8 + [i64] * 3 + [ptr]
+    library.cct_cuda_error_string.restype = ctypes.c_char_p
+    return library
+
+
+def stream():
+    return ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+
+
+def checked(library, code):
+    if code != 0:
+        raise RuntimeError(library.cct_cuda_error_string(code).decode())
+
+
+def attention(library, qkv, heads, scale):
+    batch, tokens, width = qkv.shape
+    head_dim = width // (3 * heads)
+    out = torch.empty(batch, tokens, heads * head_dim, device=qkv.device)
+    lse = torch.empty(batch, heads, tokens, device=qkv.device)
+    checked(library, library.cct_cuda_attention_forward(
+        qkv.data_ptr(), out.data_ptr(), lse.data_ptr(), batch, tokens, heads, head_dim, scale,
+        stream()))
+    return out, lse
+
+
+def attention_backward(library, qkv, out, lse, grad_out, heads, scale):
+    batch, tokens, width = qkv.shape
+    grad = torch.empty_like(qkv)
+    delta = torch.empty_like(lse)
+    checked(library, library.cct_cuda_attention_backward(
+        qkv.data_ptr(), out.data_ptr(), lse.data_ptr(), grad_out.data_ptr(), grad.data_ptr(),
+        delta.data_ptr(), batch, tokens, heads, width // (3 * heads), scale, stream()))
+    return grad
+
+
+def reference_attention(qkv, heads, scale):
+    batch, tokens, width = qkv.shape
+    q, k, v = qkv.view(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    scores = q @ k.transpose(-1, -2) * scale
+    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, tokens, -1)
+    return out, scores.logsumexp(-1)
+
+
+def relative(actual, expected):
+    return float((actual.double() - expected).norm() / expected.norm().clamp_min(1e-30))
+
+
+def check_attention(library):
+    failures = []
+    for batch, tokens, heads, head_dim in CHECK_SHAPES:
+        qkv = torch.randn(batch, tokens, 3 * heads * head_dim, device="cuda")
+        grad_out = torch.randn(batch, tokens, heads * head_dim, device="cuda")
+        scale = head_dim**-0.5
+        out, lse = attention(library, qkv, heads, scale)
+        grad = attention_backward(library, qkv, out, lse, grad_out, heads, scale)
+        exact = qkv.double().requires_grad_()
+        expected, expected_lse = reference_attention(exact, heads, scale)
+        (expected * grad_out.double()).sum().backward()
+        errors = {"output": relative(out, expected.detach()),
+                  "logsumexp": relative(lse, expected_lse.detach()),
+                  "grad_qkv": relative(grad, exact.grad)}
+        shape = f"attention batch {batch} tokens {tokens} heads {heads} head_dim {head_dim}"
+        print(shape, " ".join(f"{k} {v:.1e}" for k, v in errors.items()))
+        failures += [f"{shape}: {k} {v:.1e}" for k, v in errors.items() if v > TOLERANCE]
+    return failures
+
+
+def check_pooling(library):
+    failures = []
+    for batch, tokens, dim in [(4, 64, 256), (3, 1, 32), (2, 37, 20)]:
+        x = torch.randn(batch, tokens, dim, device="cuda")
+        kernel = torch.randn(dim, device="cuda") * 0.1
+        bias = torch.tensor(0.3, device="cuda")
+        grad_out = torch.randn(batch, dim, device="cuda")
+        out = torch.empty(batch, dim, device="cuda")
+        weights = torch.empty(batch, tokens, device="cuda")
+        checked(library, library.cct_cuda_sequence_pool_forward(
+            x.data_ptr(), kernel.data_ptr(), bias.data_ptr(), out.data_ptr(), weights.data_ptr(),
+            batch, tokens, dim, stream()))
+        grad_x, grad_kernel = torch.empty_like(x), torch.empty_like(kernel)
+        grad_bias, score_grads = torch.empty((), device="cuda"), torch.empty_like(weights)
+        checked(library, library.cct_cuda_sequence_pool_backward(
+            x.data_ptr(), kernel.data_ptr(), weights.data_ptr(), grad_out.data_ptr(),
+            grad_x.data_ptr(), grad_kernel.data_ptr(), grad_bias.data_ptr(),
+            score_grads.data_ptr(), batch, tokens, dim, stream()))
+        exact_x, exact_kernel = x.double().requires_grad_(), kernel.double().requires_grad_()
+        probabilities = (exact_x @ exact_kernel + 0.3).softmax(1)
+        expected = (probabilities.unsqueeze(-1) * exact_x).sum(1)
+        (expected * grad_out.double()).sum().backward()
+        errors = {"output": relative(out, expected.detach()),
+                  "grad_tokens": relative(grad_x, exact_x.grad),
+                  "grad_kernel": relative(grad_kernel, exact_kernel.grad)}
+        shape = f"pooling batch {batch} tokens {tokens} dim {dim}"
+        print(shape, " ".join(f"{k} {v:.1e}" for k, v in errors.items()))
+        failures += [f"{shape}: {k} {v:.1e}" for k, v in errors.items() if v > TOLERANCE]
+    return failures
+
+
+def milliseconds(function, repeats=50):
+    for _ in range(5):
+        function()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        function()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / repeats
+
+
+def time_attention(library):
+    for batch, tokens, heads, head_dim in TIMING_SHAPES:
+        qkv = torch.randn(batch, tokens, 3 * heads * head_dim, device="cuda")
+        q, k, v = qkv.view(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        ours = milliseconds(lambda: attention(library, qkv, heads, head_dim**-0.5))
+        sdpa = {str(dtype).removeprefix("torch."): milliseconds(
+            lambda dtype=dtype: torch.nn.functional.scaled_dot_product_attention(
+                q.to(dtype), k.to(dtype), v.to(dtype)))
+            for dtype in (torch.float32, torch.float16)}
+        print(f"forward batch {batch} tokens {tokens} heads {heads} head_dim {head_dim}: "
+              f"cct_fast float32 {ours:.3f} ms; scaled_dot_product_attention "
+              + ", ".join(f"{name} {ms:.3f} ms ({ms / ours:.0%} of ours)"
+                          for name, ms in sdpa.items()))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--library", type=Path, help="a built libcct_fast_cuda_harness.so")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("No CUDA device: this harness checks the kernels on a GPU.")
+    torch.manual_seed(0)
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    with tempfile.TemporaryDirectory() as directory:
+        library = load(args.library or compile_library(directory))
+        failures = check_attention(library) + check_pooling(library)
+        time_attention(library)
+    if failures:
+        print("FAILED:\n  " + "\n  ".join(failures))
+        sys.exit(1)
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
