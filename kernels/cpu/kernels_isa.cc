@@ -138,14 +138,10 @@ void Product(const float* a, int64_t a_row, int64_t a_depth, int64_t rows, int64
                     accumulate);
 }
 
-// The geometry of one head's panels: keys padded to a whole number of micro-kernel panels,
-// head_dim to whole vectors. Padding is zero, so it adds nothing to any sum.
+// Where one head's rows sit in qkv and out.
 struct Head {
   explicit Head(const AttentionShape& s)
-      : shape(s),
-        keys(RoundUp(s.tokens, COLS * W)),
-        dim(RoundUp(s.head_dim, W)),
-        row_stride(3 * s.heads * s.head_dim) {}
+      : shape(s), row_stride(3 * s.heads * s.head_dim) {}
   // Element (token, part, dim) of head `h` in batch `b`; part 0, 1, 2 = q, k, v.
   int64_t Offset(int64_t b, int64_t h, int64_t token, int part) const {
     return (b * shape.tokens + token) * row_stride + (part * shape.heads + h) * shape.head_dim;
@@ -154,7 +150,7 @@ struct Head {
     return ((b * shape.tokens + token) * shape.heads + h) * shape.head_dim;
   }
   AttentionShape shape;
-  int64_t keys, dim, row_stride;
+  int64_t row_stride;
 };
 
 struct Scratch {
@@ -249,43 +245,61 @@ void AttentionForwardHead(const T* qkv, T* out, float* logsumexp, const Head& g,
 }
 
 #if defined(__AVX512BF16__)
-// bfloat16 inputs on AVX512_BF16: both products as vdpbf16ps over bf16 pairs.
-// Panels interleave pairs along the reduction axis: element (k, col) of a (depth x cols) panel
-// sits at ((k / 2) * cols + col) * 2 + k % 2, so one 512-bit load holds 16 columns x 2 k's.
+// bfloat16 on AVX512_BF16: the float32 forward's structure with both products as vdpbf16ps,
+// which multiplies bf16 pairs along the reduction axis and accumulates in float32. Right-hand
+// panels interleave those pairs: element (k, col) of a (depth x cols) panel sits at
+// ((k / 2) * cols + col) * 2 + k % 2, so one 512-bit load holds 16 columns x 2 k's. Left-hand
+// pairs are broadcast: K rows hold them already (consecutive head dims); P is written so.
 constexpr int BW = 16;  // float lanes per vdpbf16ps
 
-// Scaled scores (R x keys) -> probabilities in place; padding keys get 0. Returns log-sum-exps.
-void Softmax(float* scores, const Head& g, float* row_logsumexp) {
-  const int64_t n = g.shape.tokens;
-  for (int r = 0; r < R; ++r) {
-    float* s = scores + r * g.keys;
-    float max = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < n; ++j) {
-      s[j] *= g.shape.scale;
-      max = std::max(max, s[j]);
+inline int64_t Interleaved(int64_t k, int64_t col, int64_t cols) {
+  return ((k / 2) * cols + col) * 2 + (k & 1);
+}
+
+// out[r][col0 + i] = sum_k a(r, k) b(k, col0 + i) for r < R, i < C * 16; the pair
+// (a(r, k), a(r, k + 1)) is at a + r * a_row + (k / 2) * a_pair; depth even.
+template <int ROWS, int C>
+void BfPanel(const uint16_t* a, int64_t a_row, int64_t a_pair, int64_t depth, const uint16_t* b,
+             int64_t cols, int64_t col0, float* out, int64_t ldo) {
+  __m512 acc[ROWS][C];
+  for (int r = 0; r < ROWS; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < depth; k += 2) {
+    __m512bh panel[C];
+    for (int c = 0; c < C; ++c)
+      panel[c] = (__m512bh)_mm512_loadu_si512(b + ((k / 2) * cols + col0 + c * BW) * 2);
+    const uint16_t* pairs = a + (k / 2) * a_pair;
+    for (int r = 0; r < ROWS; ++r) {
+      uint32_t pair;
+      std::memcpy(&pair, pairs + r * a_row, sizeof pair);
+      const __m512bh scalar = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], scalar, panel[c]);
     }
-    vf sum = vf{};
-    int64_t j = 0;
-    for (; j + W <= n; j += W) {
-      const vf p = Exp(Load(s + j) - max);
-      Store(s + j, p);
-      sum += p;
-    }
-    float total = 0.0f;
-    for (int i = 0; i < W; ++i) total += sum[i];
-    for (; j < n; ++j) {
-      s[j] = std::exp(s[j] - max);
-      total += s[j];
-    }
-    std::fill(s + n, s + g.keys, 0.0f);
-    const float inverse = 1.0f / total;
-    for (int64_t k = 0; k < n; ++k) s[k] *= inverse;
-    row_logsumexp[r] = max + std::log(total);
   }
+  for (int r = 0; r < ROWS; ++r)
+    for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + r * ldo + col0 + c * BW, acc[r][c]);
+}
+
+template <int ROWS>
+void BfPanels(const uint16_t* a, int64_t a_row, int64_t a_pair, int64_t depth, const uint16_t* b,
+              int64_t cols, float* out, int64_t ldo) {
+  int64_t col = 0;
+  for (; col + 4 * BW <= cols; col += 4 * BW)
+    BfPanel<ROWS, 4>(a, a_row, a_pair, depth, b, cols, col, out, ldo);
+  for (; col < cols; col += BW) BfPanel<ROWS, 1>(a, a_row, a_pair, depth, b, cols, col, out, ldo);
+}
+
+// out (rows x cols) = A (rows x depth, pairs as BfPanel) times the interleaved b (depth x cols).
+void BfProduct(const uint16_t* a, int64_t a_row, int64_t a_pair, int64_t rows, int64_t depth,
+               const uint16_t* b, int64_t cols, float* out, int64_t ldo) {
+  int64_t r = 0;
+  for (; r + R <= rows; r += R)
+    BfPanels<R>(a + r * a_row, a_row, a_pair, depth, b, cols, out + r * ldo, ldo);
+  for (; r < rows; ++r) BfPanels<1>(a + r * a_row, a_row, a_pair, depth, b, cols, out + r * ldo, ldo);
 }
 
 struct BfScratch {
-  std::vector<uint16_t> keys, values, rows, probabilities;
+  std::vector<uint16_t> queries, values, probabilities;
   std::vector<float> scores, out_rows;
   static BfScratch& ForThread() {
     thread_local BfScratch scratch;
@@ -293,75 +307,66 @@ struct BfScratch {
   }
 };
 
-// out[r][col0 + i] = sum_k a(r, k) b(k, col0 + i); a as R rows of `depth` bf16 (depth even),
-// b pair-interleaved (depth x cols).
-template <int C>
-void BfRowsTimesPanel(const uint16_t* a, int64_t lda, int64_t depth, const uint16_t* b,
-                      int64_t cols, int64_t col0, float* out, int64_t ldo) {
-  __m512 acc[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < depth; k += 2) {
-    __m512bh panel[C];
-    for (int c = 0; c < C; ++c)
-      panel[c] = (__m512bh)_mm512_loadu_si512(b + ((k / 2) * cols + col0 + c * BW) * 2);
-    for (int r = 0; r < R; ++r) {
-      uint32_t pair;
-      std::memcpy(&pair, a + r * lda + k, sizeof pair);
-      const __m512bh scalar = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], scalar, panel[c]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + r * ldo + col0 + c * BW, acc[r][c]);
-}
-
-void BfRowsTimes(const uint16_t* a, int64_t lda, int64_t depth, const uint16_t* b, int64_t cols,
-                 float* out, int64_t ldo) {
-  int64_t col = 0;
-  for (; col + 4 * BW <= cols; col += 4 * BW)
-    BfRowsTimesPanel<4>(a, lda, depth, b, cols, col, out, ldo);
-  for (; col < cols; col += BW) BfRowsTimesPanel<1>(a, lda, depth, b, cols, col, out, ldo);
-}
-
-inline int64_t Interleaved(int64_t k, int64_t col, int64_t cols) {
-  return ((k / 2) * cols + col) * 2 + (k & 1);
-}
-
-void AttentionForwardHeadBf16(const uint16_t* qkv, uint16_t* out, float* logsumexp, const Head& g,
-                              int64_t b, int64_t h) {
+// For an even head_dim (the pairs of K rows must not cross heads).
+void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const Head& g, int64_t b,
+                   int64_t h) {
   BfScratch& m = BfScratch::ForThread();
-  const int64_t dim = RoundUp(g.shape.head_dim, BW);  // even, whole vectors
-  const int64_t keys = g.keys;                        // a multiple of 64
-  m.keys.assign(dim * keys, 0);                       // K^T: (dim x keys), pairs along dim
-  m.values.assign(keys * dim, 0);                     // V: (keys x dim), pairs along keys
-  for (int64_t j = 0; j < g.shape.tokens; ++j) {
-    const uint16_t* k = qkv + g.Offset(b, h, j, 1);
+  const int64_t tokens = g.shape.tokens, hd = g.shape.head_dim;
+  const int64_t dim = RoundUp(hd, BW), pairs = RoundUp(tokens, 2);
+  m.values.assign(pairs * dim, 0);  // V interleaved along keys
+  for (int64_t j = 0; j < tokens; ++j) {
     const uint16_t* v = qkv + g.Offset(b, h, j, 2);
-    for (int64_t d = 0; d < g.shape.head_dim; ++d) {
-      m.keys[Interleaved(d, j, keys)] = k[d];
-      m.values[Interleaved(j, d, dim)] = v[d];
-    }
+    for (int64_t d = 0; d < hd; ++d) m.values[Interleaved(j, d, dim)] = v[d];
   }
-  m.rows.resize(R * dim);
-  m.scores.resize(R * keys);
-  m.probabilities.resize(R * keys);
-  m.out_rows.resize(R * dim);
-  float row_lse[R];
-  for (int64_t i0 = 0; i0 < g.shape.tokens; i0 += R) {
-    std::fill(m.rows.begin(), m.rows.end(), 0);
-    for (int r = 0; r < R && i0 + r < g.shape.tokens; ++r)
-      std::memcpy(&m.rows[r * dim], qkv + g.Offset(b, h, i0 + r, 0),
-                  g.shape.head_dim * sizeof(uint16_t));
-    BfRowsTimes(m.rows.data(), dim, dim, m.keys.data(), keys, m.scores.data(), keys);
-    Softmax(m.scores.data(), g, row_lse);
-    for (int64_t i = 0; i < R * keys; ++i) FromFloat(m.scores[i], &m.probabilities[i]);
-    BfRowsTimes(m.probabilities.data(), keys, keys, m.values.data(), dim, m.out_rows.data(), dim);
-    for (int r = 0; r < R && i0 + r < g.shape.tokens; ++r) {
-      uint16_t* dst = out + g.OutOffset(b, h, i0 + r);
-      for (int64_t d = 0; d < g.shape.head_dim; ++d) FromFloat(m.out_rows[r * dim + d], dst + d);
-      logsumexp[(b * g.shape.heads + h) * g.shape.tokens + i0 + r] = row_lse[r];
+  m.queries.resize(hd * QB);
+  m.scores.resize(tokens * QB);
+  m.probabilities.resize(pairs * QB);
+  m.out_rows.resize(QB * dim);
+  float* lse = logsumexp + (b * g.shape.heads + h) * tokens;
+  const __m512i interleave = _mm512_set_epi16(
+      31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+      23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const vf zero = vf{};
+  for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
+    const int64_t count = std::min<int64_t>(QB, tokens - i0);
+    std::fill(m.queries.begin(), m.queries.end(), 0);
+    for (int64_t i = 0; i < count; ++i) {
+      const uint16_t* q = qkv + g.Offset(b, h, i0 + i, 0);
+      for (int64_t d = 0; d < hd; ++d) m.queries[Interleaved(d, i, QB)] = q[d];
     }
+    float* st = m.scores.data();
+    BfProduct(qkv + g.Offset(b, h, 0, 1), g.row_stride, 2, tokens, hd, m.queries.data(), QB, st,
+              QB);
+    float inverse[QB];
+    for (int c = 0; c < COLS; ++c) {
+      vf max = Load(st + c * W) * g.shape.scale;
+      for (int64_t j = 1; j < tokens; ++j) {
+        const vf s = Load(st + j * QB + c * W) * g.shape.scale;
+        max = s > max ? s : max;
+      }
+      vf sum = vf{};
+      for (int64_t j = 0; j < pairs; j += 2) {
+        const vf p0 = Exp(Load(st + j * QB + c * W) * g.shape.scale - max);
+        const vf p1 = j + 1 < tokens ? Exp(Load(st + (j + 1) * QB + c * W) * g.shape.scale - max)
+                                     : zero;
+        sum += p0 + p1;
+        __m512 low, high;
+        std::memcpy(&low, &p0, sizeof low);
+        std::memcpy(&high, &p1, sizeof high);
+        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(high, low);  // p0 in 0..15, p1 above
+        _mm512_storeu_si512(&m.probabilities[((j / 2) * QB + c * W) * 2],
+                            _mm512_permutexvar_epi16(interleave, both));
+      }
+      for (int i = 0; i < W && c * W + i < count; ++i) {
+        lse[i0 + c * W + i] = max[i] + std::log(sum[i]);
+        inverse[c * W + i] = 1.0f / sum[i];
+      }
+    }
+    BfProduct(m.probabilities.data(), 2, 2 * QB, count, pairs, m.values.data(), dim,
+              m.out_rows.data(), dim);
+    for (int64_t i = 0; i < count; ++i)
+      for (int64_t d = 0; d < hd; ++d)
+        FromFloat(m.out_rows[i * dim + d] * inverse[i], out + g.OutOffset(b, h, i0 + i) + d);
   }
 }
 #endif
@@ -501,10 +506,9 @@ void AttentionForward(const uint16_t* qkv, uint16_t* out, float* logsumexp,
   const Head g(shape);
   ForEachHead(shape, parallel_for, HeadCost(shape), [&](int64_t b, int64_t h) {
 #if defined(__AVX512BF16__)
-    AttentionForwardHeadBf16(qkv, out, logsumexp, g, b, h);
-#else
-    AttentionForwardHead(qkv, out, logsumexp, g, b, h);
+    if (g.shape.head_dim % 2 == 0) return BfForwardHead(qkv, out, logsumexp, g, b, h);
 #endif
+    AttentionForwardHead(qkv, out, logsumexp, g, b, h);
   });
 }
 
