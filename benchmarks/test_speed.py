@@ -1,9 +1,10 @@
 """Speed of the reference, fused and official implementations, in one run.
 
 Groups: inference of CCT-7/3x1 (batch 64) and CCT-14/7x2 at 224 px (batch 8) in float32 (with
-ONNX Runtime) and mixed bfloat16; the CCT-7/3x1 training step (batch 64); CCT-7/3x1 training
-through the full CIFAR-10 augmentation pipeline against the bare step (batch 128); the GEMM
-ceiling. In the default (smoke) run every row runs once at batch 2.
+ONNX Runtime) and mixed bfloat16, with the custom ops where they are built; the CCT-7/3x1
+training step (batch 64); CCT-7/3x1 training through the full CIFAR-10 augmentation pipeline
+against the bare step (batch 128); the GEMM ceiling. In the default (smoke) run every row runs
+once at batch 2.
 """
 
 import pytest
@@ -11,8 +12,9 @@ import tensorflow as tf
 
 import cct_fast
 import official_torch
+from cct_fast import kernels
 from cct_fast.torch_reference import official_module
-from workloads import (inference_functions, macs_per_image, random_batch,
+from workloads import (CUSTOM_ROW, inference_functions, macs_per_image, random_batch,
                        train_step_functions, training_epoch_functions)
 
 INFERENCE = [("cct_7_3x1_32", 64), ("cct_14_7x2_224", 8)]
@@ -35,12 +37,15 @@ def _inference_rows(name, precision):
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("name, batch", INFERENCE)
 @pytest.mark.parametrize("row", ["reference", "reference under XLA", "fused",
-                                 "fused under XLA (CCT(jit_compile=True))"])
+                                 "fused under XLA (CCT(jit_compile=True))", CUSTOM_ROW])
 def test_inference(record, smoke, name, batch, precision, row):
     config = cct_fast.create_model(name).config
     images, _ = random_batch(config, _batch(smoke, batch))
     images = tf.constant(images)
-    function = _inference_rows(name, precision)[row]
+    rows = _inference_rows(name, precision)
+    if row not in rows:
+        pytest.skip(f"custom ops: {kernels.unavailable_reason()}")
+    function = rows[row]
     record(lambda: function(images), f"inference {name} batch {batch} {precision}", row,
            len(images), 2 * macs_per_image(config))
 

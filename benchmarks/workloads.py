@@ -1,12 +1,11 @@
 """What the benchmarks run: models in each implementation and precision, and their cost."""
 
-import contextlib
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 import cct_fast
+from cct_fast.model import dtype_policy
 
 
 def macs_per_image(config) -> int:
@@ -23,39 +22,39 @@ def macs_per_image(config) -> int:
     return macs + config.num_layers * tokens * per_token + tokens * dim + dim * config.num_classes
 
 
-@contextlib.contextmanager
-def dtype_policy(name):
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
-def keras_models(name, policy):
-    """Reference and fused models of ``name`` under ``policy``, holding the same weights."""
+def keras_models(name, policy, implementations=("reference", "fused")):
+    """Models of ``name`` under ``policy`` in each implementation, holding the same weights."""
     with dtype_policy(policy):
-        reference = cct_fast.create_model(name, implementation="reference")
-        fused = cct_fast.create_model(name, implementation="fused")
-    fused.set_weights(reference.get_weights())
-    return reference, fused
+        models = [cct_fast.create_model(name, implementation=i) for i in implementations]
+    for model in models[1:]:
+        model.set_weights(models[0].get_weights())
+    return models
+
+
+CUSTOM_ROW = "custom ops (implementation=\"custom\")"
 
 
 def inference_functions(name, policy):
-    """Row name -> a function of a batch that returns materialised logits."""
-    reference, fused = keras_models(name, policy)
+    """Row name -> a function of a batch that returns materialised logits. The custom-ops row
+    is there only where the library is built."""
+    from cct_fast import kernels
+
+    implementations = ("reference", "fused") + (("custom",) if kernels.ops() else ())
+    reference, fused, *custom = keras_models(name, policy, implementations)
 
     def compiled(model, jit):
         function = tf.function(lambda x: model(x, training=False), jit_compile=jit)
         return lambda x: function(x).numpy()
 
-    return {
+    rows = {
         "reference": compiled(reference, False),
         "reference under XLA": compiled(reference, True),
         "fused": compiled(fused, False),
         "fused under XLA (CCT(jit_compile=True))": compiled(fused, True),
     }
+    if custom:
+        rows[CUSTOM_ROW] = compiled(custom[0], False)
+    return rows
 
 
 def train_step_functions(name, batch):
