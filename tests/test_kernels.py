@@ -201,3 +201,15 @@ def test_the_build_compiled_the_cuda_kernels_where_nvcc_exists():
     """CI has nvcc but no GPU: the CUDA sources must still compile into the library."""
     assert kernels.has_cuda_kernels()
     assert kernels.LIBRARY.with_name("libcct_fast_cuda_harness.so").exists()
+
+
+def test_onnx_exports_of_custom_models_hold_no_custom_op(tmp_path):
+    pytest.importorskip("tf2onnx")
+    import onnx
+
+    from cct_fast.export import to_onnx
+
+    model = cct_fast.create_model("cct_2_3x2_32", implementation="custom")
+    path = to_onnx(model, tmp_path / "model.onnx")
+    op_types = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "MatMul" in op_types and not any(t.startswith("Cct") for t in op_types)
