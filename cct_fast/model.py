@@ -45,8 +45,10 @@ class CCT(keras.Model):
       ``(batch, embedding_dim)``;
     - ``jit_compile=True`` makes ``compile`` (and ``predict`` before any compile) use XLA;
     - ``implementation="fused"`` (default) runs the fast path of :mod:`cct_fast.fused`;
-      ``"reference"`` runs one Keras op per step. Both hold the same weights, so a model can be
-      rebuilt in the other implementation and given the same weights without conversion.
+      ``"reference"`` runs one Keras op per step; ``"custom"`` and ``"auto"`` the fused path
+      with the custom ops of :mod:`cct_fast.kernels` where they can run. All hold the same
+      weights, so a model can be rebuilt in another implementation and given the same weights
+      without conversion.
     - Under a mixed precision policy (``mixed_bfloat16``, ``mixed_float16``) LayerNorm,
       softmax, sequence pooling and the head run in float32; the logits are float32.
     """

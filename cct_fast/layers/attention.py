@@ -23,7 +23,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     Dropout on the attention probabilities (``attention_dropout``) and after the output
     projection (``projection_dropout``), both active in training only. The softmax runs in
     float32 under mixed precision. ``implementation="reference"`` is one Keras op per step;
-    ``"fused"`` (see :mod:`cct_fast.fused`) computes the same with the same weights.
+    ``"fused"`` (see :mod:`cct_fast.fused`) computes the same with the same weights;
+    ``"custom"``/``"auto"`` use the fused attention op of :mod:`cct_fast.kernels` there.
     """
 
     def __init__(self, num_heads, attention_dropout=0.1, projection_dropout=0.0,
