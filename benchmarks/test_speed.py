@@ -2,9 +2,9 @@
 
 Groups: inference of CCT-7/3x1 (batch 64) and CCT-14/7x2 at 224 px (batch 8) in float32 (with
 ONNX Runtime) and mixed bfloat16, with the custom ops where they are built; the CCT-7/3x1
-training step (batch 64); CCT-7/3x1 training through the full CIFAR-10 augmentation pipeline
-against the bare step (batch 128); the GEMM ceiling. In the default (smoke) run every row runs
-once at batch 2.
+training step (batch 64); one layer's attention alone, fused path against the custom op;
+CCT-7/3x1 training through the full CIFAR-10 augmentation pipeline against the bare step
+(batch 128); the GEMM ceiling. In the default (smoke) run every row runs once at batch 2.
 """
 
 import pytest
@@ -14,8 +14,8 @@ import cct_fast
 import official_torch
 from cct_fast import kernels
 from cct_fast.torch_reference import official_module
-from workloads import (CUSTOM_ROW, inference_functions, macs_per_image, random_batch,
-                       train_step_functions, training_epoch_functions)
+from workloads import (CUSTOM_ROW, attention_functions, inference_functions, macs_per_image,
+                       random_batch, train_step_functions, training_epoch_functions)
 
 INFERENCE = [("cct_7_3x1_32", 64), ("cct_14_7x2_224", 8)]
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
@@ -81,6 +81,34 @@ def test_inference_onnxruntime(record, smoke, name, batch, graph, tmp_path):
     images, _ = random_batch(model.config, _batch(smoke, batch))
     record(lambda: predictor.predict(images), f"inference {name} batch {batch} fp32",
            f"ONNX Runtime (CPU, {graph} graph)", len(images), 2 * macs_per_image(model.config))
+
+
+ATTENTION_SHAPE = dict(batch=64, tokens=256, heads=4, head_dim=64)  # one CCT-7/3x1 layer
+
+
+@pytest.mark.parametrize("precision", list(PRECISIONS))
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("implementation", ["fused path", "custom op"])
+def test_attention(record, smoke, implementation, backward, precision):
+    """The attention of one CCT-7/3x1 layer alone: what the custom op replaces."""
+    if implementation == "custom op" and kernels.ops() is None:
+        pytest.skip(f"custom ops: {kernels.unavailable_reason()}")
+    shape = dict(ATTENTION_SHAPE, batch=_batch(smoke, ATTENTION_SHAPE["batch"]))
+    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
+    key = ("attention", precision)
+    if key not in _cache:
+        _cache.clear()
+        _cache[key] = attention_functions(dtype=dtype, **shape)
+    width = shape["heads"] * shape["head_dim"]
+    qkv = tf.cast(tf.random.stateless_normal((shape["batch"] * shape["tokens"], 3 * width),
+                                             (0, 0)), dtype)
+    row = implementation + (", forward + backward" if backward else "")
+    # Forward: q k^T and p v, 2 * tokens^2 * width multiply-adds each; backward: 4 more.
+    flops = (12 if backward else 4) * shape["tokens"] ** 2 * width
+    group = (f"attention of one layer, {shape['batch']}x{shape['tokens']} tokens, "
+             f"{shape['heads']} heads of {shape['head_dim']}, {precision}"
+             + (", forward + backward" if backward else ""))
+    record(lambda: _cache[key][row](qkv), group, implementation, shape["batch"], flops)
 
 
 TRAIN_NAME, TRAIN_BATCH = "cct_7_3x1_32", 64

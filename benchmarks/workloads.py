@@ -57,6 +57,38 @@ def inference_functions(name, policy):
     return rows
 
 
+def attention_functions(batch, tokens, heads, head_dim, dtype):
+    """Row name -> a function of a packed qkv (batch * tokens, 3 * width) tensor running the
+    attention of one layer, forward or forward and backward: the fused path's steps (split
+    heads, scores, softmax, weighted sum, merge heads) or the custom op."""
+    from cct_fast import fused, kernels
+
+    scale = head_dim**-0.5
+
+    def fused_path(qkv):
+        q, k, v = fused.split_heads(qkv, tokens, heads, scale)
+        return fused.merge_heads(tf.matmul(fused.attention_weights(q, k), v))
+
+    def custom_op(qkv):
+        packed = tf.reshape(qkv, (batch, tokens, -1))
+        return tf.reshape(kernels.fused_attention(packed, heads, scale), (batch * tokens, -1))
+
+    def with_backward(function):
+        def run(qkv):
+            with tf.GradientTape() as tape:
+                tape.watch(qkv)
+                out = function(qkv)
+            return tape.gradient(out, qkv, output_gradients=tf.ones_like(out))
+        return run
+
+    rows = {}
+    for name, function in (("fused path", fused_path), ("custom op", custom_op)):
+        for suffix, step in (("", function), (", forward + backward", with_backward(function))):
+            compiled = tf.function(step)
+            rows[name + suffix] = lambda x, compiled=compiled: compiled(x).numpy()
+    return rows
+
+
 def train_step_functions(name, batch):
     """Row name -> a function of (images, labels) running one AdamW step."""
     functions = {}
