@@ -28,7 +28,9 @@ import tensorflow as tf
 
 LIBRARY = Path(__file__).with_name("libcct_fast_ops.so")
 BUILD_HINT = "build it with `CCT_FAST_BUILD_KERNELS=1 pip install -e .` (needs cmake and g++)"
-# Device type -> whether "auto" takes the custom ops there, from benchmarks/RESULTS.md.
+# Device type -> whether "auto" takes the custom ops there: only where they beat the fused
+# path by 1.3x on a whole model (benchmarks/RESULTS.md: 1.00-1.15x on the 2-core AVX-512 CPU;
+# not measured on a GPU).
 AUTO_PREFERS_CUSTOM = {"CPU": False, "GPU": False}
 KERNEL_DTYPES = {"CPU": ("float32", "bfloat16"), "GPU": ("float32",)}
 _explained = set()
