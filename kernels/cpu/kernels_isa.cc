@@ -161,6 +161,20 @@ struct Scratch {
   }
 };
 
+// Rows of head_dim floats (stride *stride) as right-hand panel rows, which are loaded as whole
+// vectors: the rows themselves where head_dim is a multiple of W, else zero-padded copies in
+// `padded` (and *stride becomes the padded width).
+const float* WholeVectorRows(const float* rows, int64_t tokens, int64_t head_dim, int64_t* stride,
+                             std::vector<float>& padded) {
+  const int64_t dim = RoundUp(head_dim, W);
+  if (dim == head_dim) return rows;
+  padded.assign(tokens * dim, 0.0f);
+  for (int64_t j = 0; j < tokens; ++j)
+    std::memcpy(&padded[j * dim], rows + j * *stride, head_dim * sizeof(float));
+  *stride = dim;
+  return padded.data();
+}
+
 // The forward of one head, float32. q, k, v: (tokens x head_dim) with row stride `stride`
 // (straight into qkv, no copy); out rows of head_dim with stride `out_stride`.
 //
@@ -176,15 +190,8 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
   m.rows.resize(dim * QB);  // Q^T panel
   m.scores.resize(tokens * QB);
   m.out_rows.resize(QB * dim);
-  const float* values = v;
   int64_t value_stride = stride;
-  if (dim != head_dim) {  // V rows are loaded as whole vectors: pad them
-    m.values.assign(tokens * dim, 0.0f);
-    for (int64_t j = 0; j < tokens; ++j)
-      std::memcpy(&m.values[j * dim], v + j * stride, head_dim * sizeof(float));
-    values = m.values.data();
-    value_stride = dim;
-  }
+  const float* values = WholeVectorRows(v, tokens, head_dim, &value_stride, m.values);
   float* qt = m.rows.data();
   float* st = m.scores.data();
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
@@ -387,15 +394,8 @@ void BackwardHead(const float* q, const float* k, const float* v, int64_t stride
   m.grad_k.assign(tokens * dim, 0.0f);
   m.grad_v.assign(tokens * dim, 0.0f);
   m.out_rows.resize(QB * dim);         // dQ rows
-  const float* keys = k;
   int64_t key_stride = stride;
-  if (dim != head_dim) {  // K rows are loaded as whole vectors for dQ: pad them
-    m.keys.assign(tokens * dim, 0.0f);
-    for (int64_t j = 0; j < tokens; ++j)
-      std::memcpy(&m.keys[j * dim], k + j * stride, head_dim * sizeof(float));
-    keys = m.keys.data();
-    key_stride = dim;
-  }
+  const float* keys = WholeVectorRows(k, tokens, head_dim, &key_stride, m.keys);
   float* qt = m.rows.data();
   float* dot = m.rows.data() + dim * QB;
   float* q_rows = m.rows2.data();

@@ -36,6 +36,17 @@ __device__ void LoadTile(const float* qkv, const Geometry& g, int64_t b, int64_t
   }
 }
 
+// The next tile of keys and values, once every thread is done with the previous one.
+template <int D>
+__device__ int LoadKeysAndValues(const float* qkv, const Geometry& g, int64_t b, int64_t h,
+                                 int64_t key0, float (*keys)[D], float (*values)[D]) {
+  __syncthreads();
+  LoadTile<D>(qkv, g, b, h, 1, key0, keys);
+  LoadTile<D>(qkv, g, b, h, 2, key0, values);
+  __syncthreads();
+  return TileRows(g.tokens - key0);
+}
+
 template <int D>
 __global__ void __launch_bounds__(kBlock) ForwardKernel(const float* __restrict__ qkv,
                                                         float* __restrict__ out,
@@ -53,11 +64,7 @@ __global__ void __launch_bounds__(kBlock) ForwardKernel(const float* __restrict_
   }
   float max = -INFINITY, sum = 0.0f;
   for (int64_t key0 = 0; key0 < g.tokens; key0 += kTile) {
-    __syncthreads();
-    LoadTile<D>(qkv, g, b, h, 1, key0, keys);
-    LoadTile<D>(qkv, g, b, h, 2, key0, values);
-    __syncthreads();
-    const int count = TileRows(g.tokens - key0);
+    const int count = LoadKeysAndValues<D>(qkv, g, b, h, key0, keys, values);
     for (int j = 0; j < count; ++j) {
       float s = 0.0f;
 #pragma unroll
@@ -170,11 +177,7 @@ __global__ void __launch_bounds__(kBlock) QueryGradKernel(
     dq[d] = 0.0f;
   }
   for (int64_t key0 = 0; key0 < g.tokens; key0 += kTile) {
-    __syncthreads();
-    LoadTile<D>(qkv, g, b, h, 1, key0, keys);
-    LoadTile<D>(qkv, g, b, h, 2, key0, values);
-    __syncthreads();
-    const int count = TileRows(g.tokens - key0);
+    const int count = LoadKeysAndValues<D>(qkv, g, b, h, key0, keys, values);
     for (int j = 0; j < count; ++j) {
       float s = 0.0f, dp = 0.0f;
 #pragma unroll

@@ -1,10 +1,11 @@
 // TensorFlow ops of cct_fast: fused attention over a packed qkv tensor and sequence pooling,
 // each with its gradient op, and their CPU kernels. Shapes are checked twice: at graph
-// construction (shape functions) and on the tensors that arrive (OP_REQUIRES), so bad input is
-// a TensorFlow error, never a crash.
+// construction (shape functions) and on the tensors that arrive (checks.h), so bad input is a
+// TensorFlow error, never a crash.
 #include <cstdint>
 #include <functional>
 
+#include "op_inputs.h"
 #include "kernels.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -115,28 +116,6 @@ cct_kernels::ParallelFor CpuParallelFor(OpKernelContext* context) {
   };
 }
 
-// The same checks as the shape function, on the tensors that arrived.
-absl::Status CheckAttentionInput(const Tensor& qkv, int num_heads, float scale,
-                                 cct_kernels::AttentionShape* shape) {
-  if (qkv.dims() != 3) {
-    return errors::InvalidArgument(
-        "qkv must be (batch, tokens, 3 * num_heads * head_dim), got shape ",
-        qkv.shape().DebugString());
-  }
-  const int64_t width = qkv.dim_size(2);
-  if (width == 0 || width % (3 * num_heads) != 0) {
-    return errors::InvalidArgument("qkv's last dimension (", width,
-                                   ") must be a positive multiple of 3 * num_heads = ",
-                                   3 * num_heads);
-  }
-  if (qkv.dim_size(1) == 0) {
-    return errors::InvalidArgument("qkv must hold at least one token, got shape ",
-                                   qkv.shape().DebugString());
-  }
-  *shape = {qkv.dim_size(0), qkv.dim_size(1), num_heads, width / (3 * num_heads), scale};
-  return absl::OkStatus();
-}
-
 template <typename T>
 struct Bits {
   using type = float;
@@ -155,40 +134,30 @@ typename Bits<T>::type* Raw(Tensor* t) {
 }
 
 template <typename T>
-class FusedAttentionOp : public OpKernel {
+class FusedAttentionOp : public AttentionKernel {
  public:
-  explicit FusedAttentionOp(OpKernelConstruction* context) : OpKernel(context) {
-    OP_REQUIRES_OK(context, context->GetAttr("num_heads", &num_heads_));
-    OP_REQUIRES_OK(context, context->GetAttr("scale", &scale_));
-  }
+  using AttentionKernel::AttentionKernel;
 
   void Compute(OpKernelContext* context) override {
     const Tensor& qkv = context->input(0);
     cct_kernels::AttentionShape shape;
-    OP_REQUIRES_OK(context, CheckAttentionInput(qkv, num_heads_, scale_, &shape));
-    Tensor* out = nullptr;
-    Tensor* lse = nullptr;
+    OP_REQUIRES_OK(context, CheckInputs(context, &shape));
+    Tensor *out = nullptr, *lse = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(
-                                0, {shape.batch, shape.tokens, num_heads_ * shape.head_dim}, &out));
+                                0, {shape.batch, shape.tokens, shape.heads * shape.head_dim},
+                                &out));
     OP_REQUIRES_OK(context,
-                   context->allocate_output(1, {shape.batch, num_heads_, shape.tokens}, &lse));
+                   context->allocate_output(1, {shape.batch, shape.heads, shape.tokens}, &lse));
     if (shape.batch == 0) return;
     cct_kernels::AttentionForward(Raw<T>(qkv), Raw<T>(out), lse->flat<float>().data(), shape,
                                   CpuParallelFor(context));
   }
-
- private:
-  int num_heads_;
-  float scale_;
 };
 
 template <typename T>
-class FusedAttentionGradOp : public OpKernel {
+class FusedAttentionGradOp : public AttentionKernel {
  public:
-  explicit FusedAttentionGradOp(OpKernelConstruction* context) : OpKernel(context) {
-    OP_REQUIRES_OK(context, context->GetAttr("num_heads", &num_heads_));
-    OP_REQUIRES_OK(context, context->GetAttr("scale", &scale_));
-  }
+  using AttentionKernel::AttentionKernel;
 
   void Compute(OpKernelContext* context) override {
     const Tensor& qkv = context->input(0);
@@ -196,16 +165,7 @@ class FusedAttentionGradOp : public OpKernel {
     const Tensor& lse = context->input(2);
     const Tensor& grad_out = context->input(3);
     cct_kernels::AttentionShape shape;
-    OP_REQUIRES_OK(context, CheckAttentionInput(qkv, num_heads_, scale_, &shape));
-    const TensorShape out_shape({shape.batch, shape.tokens, num_heads_ * shape.head_dim});
-    OP_REQUIRES(context, out.shape() == out_shape && grad_out.shape() == out_shape,
-                errors::InvalidArgument("output and grad_output must be ", out_shape.DebugString(),
-                                        ", got ", out.shape().DebugString(), " and ",
-                                        grad_out.shape().DebugString()));
-    const TensorShape lse_shape({shape.batch, num_heads_, shape.tokens});
-    OP_REQUIRES(context, lse.shape() == lse_shape,
-                errors::InvalidArgument("logsumexp must be ", lse_shape.DebugString(), ", got ",
-                                        lse.shape().DebugString()));
+    OP_REQUIRES_OK(context, CheckInputs(context, &shape));
     Tensor* grad_qkv = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, qkv.shape(), &grad_qkv));
     if (shape.batch == 0) return;
@@ -213,25 +173,7 @@ class FusedAttentionGradOp : public OpKernel {
                                    Raw<T>(grad_out), Raw<T>(grad_qkv), shape,
                                    CpuParallelFor(context));
   }
-
- private:
-  int num_heads_;
-  float scale_;
 };
-
-absl::Status CheckPoolInput(const Tensor& tokens, const Tensor& kernel,
-                            cct_kernels::PoolShape* shape) {
-  if (tokens.dims() != 3 || tokens.dim_size(1) == 0) {
-    return errors::InvalidArgument("tokens must be (batch, tokens >= 1, dim), got shape ",
-                                   tokens.shape().DebugString());
-  }
-  if (kernel.dims() != 1 || kernel.dim_size(0) != tokens.dim_size(2)) {
-    return errors::InvalidArgument("kernel must be (", tokens.dim_size(2), ",), got shape ",
-                                   kernel.shape().DebugString());
-  }
-  *shape = {tokens.dim_size(0), tokens.dim_size(1), tokens.dim_size(2)};
-  return absl::OkStatus();
-}
 
 class SequencePoolOp : public OpKernel {
  public:
@@ -242,10 +184,8 @@ class SequencePoolOp : public OpKernel {
     const Tensor& kernel = context->input(1);
     const Tensor& bias = context->input(2);
     cct_kernels::PoolShape shape;
-    OP_REQUIRES_OK(context, CheckPoolInput(tokens, kernel, &shape));
-    OP_REQUIRES(context, TensorShapeUtils::IsScalar(bias.shape()),
-                errors::InvalidArgument("bias must be a scalar, got shape ",
-                                        bias.shape().DebugString()));
+    OP_REQUIRES_OK(context, cct_checks::PoolInput(tokens, kernel, &shape));
+    OP_REQUIRES_OK(context, cct_checks::PoolBias(bias));
     Tensor *out = nullptr, *weights = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, {shape.batch, shape.dim}, &out));
     OP_REQUIRES_OK(context, context->allocate_output(1, {shape.batch, shape.tokens}, &weights));
@@ -267,14 +207,8 @@ class SequencePoolGradOp : public OpKernel {
     const Tensor& weights = context->input(2);
     const Tensor& grad_out = context->input(3);
     cct_kernels::PoolShape shape;
-    OP_REQUIRES_OK(context, CheckPoolInput(tokens, kernel, &shape));
-    OP_REQUIRES(context,
-                weights.shape() == TensorShape({shape.batch, shape.tokens}) &&
-                    grad_out.shape() == TensorShape({shape.batch, shape.dim}),
-                errors::InvalidArgument("weights and grad_output must be (batch, tokens) and "
-                                        "(batch, dim), got ",
-                                        weights.shape().DebugString(), " and ",
-                                        grad_out.shape().DebugString()));
+    OP_REQUIRES_OK(context, cct_checks::PoolInput(tokens, kernel, &shape));
+    OP_REQUIRES_OK(context, cct_checks::PoolGradInputs(weights, grad_out, shape));
     Tensor *grad_tokens = nullptr, *grad_kernel = nullptr, *grad_bias = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, tokens.shape(), &grad_tokens));
     OP_REQUIRES_OK(context, context->allocate_output(1, kernel.shape(), &grad_kernel));
