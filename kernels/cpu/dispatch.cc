@@ -3,19 +3,19 @@
 
 namespace cct_kernels {
 
-#define CCT_DECLARE_ISA(ns)                                                                     \
-  namespace ns {                                                                                \
+#define CCT_DECLARE_ISA(ns)                                                                       \
+  namespace ns {                                                                                  \
   void AttentionForward(const float*, float*, float*, const AttentionShape&, const ParallelFor&); \
-  void AttentionForward(const uint16_t*, uint16_t*, float*, const AttentionShape&,              \
-                        const ParallelFor&);                                                    \
-  void AttentionBackward(const float*, const float*, const float*, const float*, float*,        \
-                         const AttentionShape&, const ParallelFor&);                            \
-  void AttentionBackward(const uint16_t*, const uint16_t*, const float*, const uint16_t*,       \
-                         uint16_t*, const AttentionShape&, const ParallelFor&);                 \
-  void SequencePoolForward(const float*, const float*, float, float*, float*, const PoolShape&, \
-                           const ParallelFor&);                                                 \
-  void SequencePoolBackward(const float*, const float*, const float*, const float*, float*,     \
-                            float*, float*, const PoolShape&, const ParallelFor&);              \
+  void AttentionForward(const uint16_t*, uint16_t*, float*, const AttentionShape&,                \
+                        const ParallelFor&);                                                      \
+  void AttentionBackward(const float*, const float*, const float*, const float*, float*,          \
+                         const AttentionShape&, const ParallelFor&);                              \
+  void AttentionBackward(const uint16_t*, const uint16_t*, const float*, const uint16_t*,         \
+                         uint16_t*, const AttentionShape&, const ParallelFor&);                   \
+  void SequencePoolForward(const float*, const float*, float, float*, float*, const PoolShape&,   \
+                           const ParallelFor&);                                                   \
+  void SequencePoolBackward(const float*, const float*, const float*, const float*, float*,       \
+                            float*, float*, const PoolShape&, const ParallelFor&);                \
   }
 CCT_DECLARE_ISA(avx512_bf16)
 CCT_DECLARE_ISA(avx512)
@@ -44,20 +44,28 @@ Isa Selected() {
 
 }  // namespace
 
-#define CCT_DISPATCH(function, ...)                                          \
-  switch (Selected()) {                                                      \
-    case Isa::kAvx512Bf16: return avx512_bf16::function(__VA_ARGS__);        \
-    case Isa::kAvx512: return avx512::function(__VA_ARGS__);                 \
-    case Isa::kAvx2: return avx2::function(__VA_ARGS__);                     \
-    case Isa::kBaseline: return baseline::function(__VA_ARGS__);             \
+#define CCT_DISPATCH(function, ...)              \
+  switch (Selected()) {                          \
+    case Isa::kAvx512Bf16:                       \
+      return avx512_bf16::function(__VA_ARGS__); \
+    case Isa::kAvx512:                           \
+      return avx512::function(__VA_ARGS__);      \
+    case Isa::kAvx2:                             \
+      return avx2::function(__VA_ARGS__);        \
+    case Isa::kBaseline:                         \
+      return baseline::function(__VA_ARGS__);    \
   }
 
 const char* KernelIsa() {
   switch (Selected()) {
-    case Isa::kAvx512Bf16: return "avx512_bf16";
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kBaseline: return "baseline";
+    case Isa::kAvx512Bf16:
+      return "avx512_bf16";
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kBaseline:
+      return "baseline";
   }
   return "baseline";
 }

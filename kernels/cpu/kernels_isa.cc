@@ -72,7 +72,9 @@ inline vf Exp(vf x) {
   return y * power;
 }
 
-inline int64_t RoundUp(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+inline int64_t RoundUp(int64_t n, int64_t multiple) {
+  return (n + multiple - 1) / multiple * multiple;
+}
 
 inline float ToFloat(float x) { return x; }
 inline float ToFloat(uint16_t x) {
@@ -140,8 +142,7 @@ void Product(const float* a, int64_t a_row, int64_t a_depth, int64_t rows, int64
 
 // Where one head's rows sit in qkv and out.
 struct Head {
-  explicit Head(const AttentionShape& s)
-      : shape(s), row_stride(3 * s.heads * s.head_dim) {}
+  explicit Head(const AttentionShape& s) : shape(s), row_stride(3 * s.heads * s.head_dim) {}
   // Element (token, part, dim) of head `h` in batch `b`; part 0, 1, 2 = q, k, v.
   int64_t Offset(int64_t b, int64_t h, int64_t token, int part) const {
     return (b * shape.tokens + token) * row_stride + (part * shape.heads + h) * shape.head_dim;
@@ -247,7 +248,8 @@ void AttentionForwardHead(const T* qkv, T* out, float* logsumexp, const Head& g,
     ForwardHead(head.data(), head.data() + hd, head.data() + 2 * hd, 3 * hd, tokens, hd,
                 g.shape.scale, result.data(), hd, lse);
     for (int64_t j = 0; j < tokens; ++j)
-      for (int64_t d = 0; d < hd; ++d) FromFloat(result[j * hd + d], out + g.OutOffset(b, h, j) + d);
+      for (int64_t d = 0; d < hd; ++d)
+        FromFloat(result[j * hd + d], out + g.OutOffset(b, h, j) + d);
   }
 }
 
@@ -302,7 +304,8 @@ void BfProduct(const uint16_t* a, int64_t a_row, int64_t a_pair, int64_t rows, i
   int64_t r = 0;
   for (; r + R <= rows; r += R)
     BfPanels<R>(a + r * a_row, a_row, a_pair, depth, b, cols, out + r * ldo, ldo);
-  for (; r < rows; ++r) BfPanels<1>(a + r * a_row, a_row, a_pair, depth, b, cols, out + r * ldo, ldo);
+  for (; r < rows; ++r)
+    BfPanels<1>(a + r * a_row, a_row, a_pair, depth, b, cols, out + r * ldo, ldo);
 }
 
 struct BfScratch {
@@ -330,9 +333,9 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
   m.probabilities.resize(pairs * QB);
   m.out_rows.resize(QB * dim);
   float* lse = logsumexp + (b * g.shape.heads + h) * tokens;
-  const __m512i interleave = _mm512_set_epi16(
-      31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-      23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i interleave =
+      _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                       21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   const vf zero = vf{};
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
     const int64_t count = std::min<int64_t>(QB, tokens - i0);
@@ -354,8 +357,8 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
       vf sum = vf{};
       for (int64_t j = 0; j < pairs; j += 2) {
         const vf p0 = Exp(Load(st + j * QB + c * W) * g.shape.scale - max);
-        const vf p1 = j + 1 < tokens ? Exp(Load(st + (j + 1) * QB + c * W) * g.shape.scale - max)
-                                     : zero;
+        const vf p1 =
+            j + 1 < tokens ? Exp(Load(st + (j + 1) * QB + c * W) * g.shape.scale - max) : zero;
         sum += p0 + p1;
         __m512 low, high;
         std::memcpy(&low, &p0, sizeof low);
@@ -387,13 +390,13 @@ void BackwardHead(const float* q, const float* k, const float* v, int64_t stride
                   int64_t grad_stride) {
   Scratch& m = Scratch::ForThread();
   const int64_t dim = RoundUp(head_dim, W);
-  m.rows.resize(2 * dim * QB);         // Q^T * scale, dO^T
-  m.rows2.resize(2 * QB * dim);        // Q rows, dO rows
-  m.scores.resize(tokens * QB);        // P^T
-  m.scores2.resize(tokens * QB);       // dP^T, then dS^T
+  m.rows.resize(2 * dim * QB);    // Q^T * scale, dO^T
+  m.rows2.resize(2 * QB * dim);   // Q rows, dO rows
+  m.scores.resize(tokens * QB);   // P^T
+  m.scores2.resize(tokens * QB);  // dP^T, then dS^T
   m.grad_k.assign(tokens * dim, 0.0f);
   m.grad_v.assign(tokens * dim, 0.0f);
-  m.out_rows.resize(QB * dim);         // dQ rows
+  m.out_rows.resize(QB * dim);  // dQ rows
   int64_t key_stride = stride;
   const float* keys = WholeVectorRows(k, tokens, head_dim, &key_stride, m.keys);
   float* qt = m.rows.data();
@@ -450,11 +453,10 @@ void AttentionBackwardHead(const T* qkv, const T* out, const float* logsumexp, c
   const float* lse = logsumexp + (b * g.shape.heads + h) * g.shape.tokens;
   const int64_t hd = g.shape.head_dim, tokens = g.shape.tokens, out_stride = g.shape.heads * hd;
   if constexpr (std::is_same_v<T, float>) {
-    BackwardHead(qkv + g.Offset(b, h, 0, 0), qkv + g.Offset(b, h, 0, 1),
-                 qkv + g.Offset(b, h, 0, 2), g.row_stride, out + g.OutOffset(b, h, 0),
-                 grad_out + g.OutOffset(b, h, 0), out_stride, lse, tokens, hd, g.shape.scale,
-                 grad_qkv + g.Offset(b, h, 0, 0), grad_qkv + g.Offset(b, h, 0, 1),
-                 grad_qkv + g.Offset(b, h, 0, 2), g.row_stride);
+    BackwardHead(qkv + g.Offset(b, h, 0, 0), qkv + g.Offset(b, h, 0, 1), qkv + g.Offset(b, h, 0, 2),
+                 g.row_stride, out + g.OutOffset(b, h, 0), grad_out + g.OutOffset(b, h, 0),
+                 out_stride, lse, tokens, hd, g.shape.scale, grad_qkv + g.Offset(b, h, 0, 0),
+                 grad_qkv + g.Offset(b, h, 0, 1), grad_qkv + g.Offset(b, h, 0, 2), g.row_stride);
   } else {  // bfloat16: through float copies of the head
     thread_local std::vector<float> head, rows, grads;
     head.resize(tokens * 3 * hd);
@@ -584,7 +586,8 @@ void SequencePoolBackward(const float* tokens, const float* kernel, const float*
   parallel_for(s.dim, 2 * s.batch * s.tokens, [&](int64_t begin, int64_t end) {
     for (int64_t d = begin; d < end; ++d) {
       float sum = 0.0f;
-      for (int64_t i = 0; i < s.batch * s.tokens; ++i) sum += score_grads[i] * tokens[i * s.dim + d];
+      for (int64_t i = 0; i < s.batch * s.tokens; ++i)
+        sum += score_grads[i] * tokens[i * s.dim + d];
       grad_kernel[d] = sum;
     }
   });

@@ -48,10 +48,9 @@ __device__ int LoadKeysAndValues(const float* qkv, const Geometry& g, int64_t b,
 }
 
 template <int D>
-__global__ void __launch_bounds__(kBlock) ForwardKernel(const float* __restrict__ qkv,
-                                                        float* __restrict__ out,
-                                                        float* __restrict__ logsumexp,
-                                                        Geometry g, float scale) {
+__global__ void __launch_bounds__(kBlock)
+    ForwardKernel(const float* __restrict__ qkv, float* __restrict__ out,
+                  float* __restrict__ logsumexp, Geometry g, float scale) {
   __shared__ float keys[kTile][D];
   __shared__ float values[kTile][D];
   const int64_t b = blockIdx.z, h = blockIdx.y;
@@ -100,10 +99,10 @@ __global__ void DeltaKernel(const float* __restrict__ out, const float* __restri
 
 // One thread per key: dV = sum_i P_ij dO_i, dK = scale * sum_i dS_ij q_i.
 template <int D>
-__global__ void __launch_bounds__(kBlock) KeyGradKernel(
-    const float* __restrict__ qkv, const float* __restrict__ grad_out,
-    const float* __restrict__ logsumexp, const float* __restrict__ delta,
-    float* __restrict__ grad_qkv, Geometry g, float scale) {
+__global__ void __launch_bounds__(kBlock)
+    KeyGradKernel(const float* __restrict__ qkv, const float* __restrict__ grad_out,
+                  const float* __restrict__ logsumexp, const float* __restrict__ delta,
+                  float* __restrict__ grad_qkv, Geometry g, float scale) {
   __shared__ float queries[kTile][D];
   __shared__ float grads[kTile][D];
   __shared__ float lse[kTile], dlt[kTile];
@@ -159,10 +158,10 @@ __global__ void __launch_bounds__(kBlock) KeyGradKernel(
 
 // One thread per query: dQ = scale * sum_j dS_ij k_j.
 template <int D>
-__global__ void __launch_bounds__(kBlock) QueryGradKernel(
-    const float* __restrict__ qkv, const float* __restrict__ grad_out,
-    const float* __restrict__ logsumexp, const float* __restrict__ delta,
-    float* __restrict__ grad_qkv, Geometry g, float scale) {
+__global__ void __launch_bounds__(kBlock)
+    QueryGradKernel(const float* __restrict__ qkv, const float* __restrict__ grad_out,
+                    const float* __restrict__ logsumexp, const float* __restrict__ delta,
+                    float* __restrict__ grad_qkv, Geometry g, float scale) {
   __shared__ float keys[kTile][D];
   __shared__ float values[kTile][D];
   const int64_t b = blockIdx.z, h = blockIdx.y;
@@ -196,8 +195,8 @@ __global__ void __launch_bounds__(kBlock) QueryGradKernel(
 }
 
 template <int D>
-int Forward(const float* qkv, float* out, float* lse, int64_t batch, int64_t tokens,
-            int64_t heads, float scale, cudaStream_t stream) {
+int Forward(const float* qkv, float* out, float* lse, int64_t batch, int64_t tokens, int64_t heads,
+            float scale, cudaStream_t stream) {
   const Geometry g{tokens, heads, 3 * heads * D};
   const dim3 grid(static_cast<unsigned>((tokens + kBlock - 1) / kBlock),
                   static_cast<unsigned>(heads), static_cast<unsigned>(batch));
@@ -211,8 +210,8 @@ int Backward(const float* qkv, const float* out, const float* lse, const float* 
              float scale, cudaStream_t stream) {
   const Geometry g{tokens, heads, 3 * heads * D};
   const int64_t rows = batch * heads * tokens;
-  DeltaKernel<D><<<static_cast<unsigned>((rows + 255) / 256), 256, 0, stream>>>(
-      out, grad_out, delta, g, rows);
+  DeltaKernel<D><<<static_cast<unsigned>((rows + 255) / 256), 256, 0, stream>>>(out, grad_out,
+                                                                                delta, g, rows);
   const dim3 grid(static_cast<unsigned>((tokens + kBlock - 1) / kBlock),
                   static_cast<unsigned>(heads), static_cast<unsigned>(batch));
   KeyGradKernel<D><<<grid, kBlock, 0, stream>>>(qkv, grad_out, lse, delta, grad_qkv, g, scale);
@@ -228,11 +227,16 @@ extern "C" int cct_cuda_attention_forward(const float* qkv, float* out, float* l
   if (batch == 0 || tokens == 0) return 0;
   auto s = static_cast<cudaStream_t>(stream);
   switch (head_dim) {
-    case 16: return Forward<16>(qkv, out, logsumexp, batch, tokens, heads, scale, s);
-    case 32: return Forward<32>(qkv, out, logsumexp, batch, tokens, heads, scale, s);
-    case 64: return Forward<64>(qkv, out, logsumexp, batch, tokens, heads, scale, s);
-    case 128: return Forward<128>(qkv, out, logsumexp, batch, tokens, heads, scale, s);
-    default: return CCT_CUDA_UNSUPPORTED;
+    case 16:
+      return Forward<16>(qkv, out, logsumexp, batch, tokens, heads, scale, s);
+    case 32:
+      return Forward<32>(qkv, out, logsumexp, batch, tokens, heads, scale, s);
+    case 64:
+      return Forward<64>(qkv, out, logsumexp, batch, tokens, heads, scale, s);
+    case 128:
+      return Forward<128>(qkv, out, logsumexp, batch, tokens, heads, scale, s);
+    default:
+      return CCT_CUDA_UNSUPPORTED;
   }
 }
 
@@ -256,7 +260,8 @@ extern "C" int cct_cuda_attention_backward(const float* qkv, const float* out,
     case 128:
       return Backward<128>(qkv, out, logsumexp, grad_out, grad_qkv, delta, batch, tokens, heads,
                            scale, s);
-    default: return CCT_CUDA_UNSUPPORTED;
+    default:
+      return CCT_CUDA_UNSUPPORTED;
   }
 }
 

@@ -20,16 +20,15 @@ __device__ float BlockReduce(float value) {
   if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = value;
   __syncthreads();
   value = partial[0];
-  for (int w = 1; w < kThreads / 32; ++w) value = kMax ? fmaxf(value, partial[w]) : value + partial[w];
+  for (int w = 1; w < kThreads / 32; ++w)
+    value = kMax ? fmaxf(value, partial[w]) : value + partial[w];
   return value;
 }
 
-__global__ void __launch_bounds__(kThreads) PoolForward(const float* __restrict__ tokens,
-                                                         const float* __restrict__ kernel,
-                                                         const float* __restrict__ bias,
-                                                         float* __restrict__ out,
-                                                         float* __restrict__ weights,
-                                                         int64_t count, int64_t dim) {
+__global__ void __launch_bounds__(kThreads)
+    PoolForward(const float* __restrict__ tokens, const float* __restrict__ kernel,
+                const float* __restrict__ bias, float* __restrict__ out,
+                float* __restrict__ weights, int64_t count, int64_t dim) {
   const int64_t b = blockIdx.x;
   const float* t = tokens + b * count * dim;
   float* w = weights + b * count;
@@ -55,11 +54,11 @@ __global__ void __launch_bounds__(kThreads) PoolForward(const float* __restrict_
 }
 
 // dscore_n = w_n (g . t_n - sum_m w_m g . t_m); dt_n = w_n g + dscore_n kernel.
-__global__ void __launch_bounds__(kThreads) PoolBackward(
-    const float* __restrict__ tokens, const float* __restrict__ kernel,
-    const float* __restrict__ weights, const float* __restrict__ grad_out,
-    float* __restrict__ grad_tokens, float* __restrict__ score_grads, int64_t count,
-    int64_t dim) {
+__global__ void __launch_bounds__(kThreads)
+    PoolBackward(const float* __restrict__ tokens, const float* __restrict__ kernel,
+                 const float* __restrict__ weights, const float* __restrict__ grad_out,
+                 float* __restrict__ grad_tokens, float* __restrict__ score_grads, int64_t count,
+                 int64_t dim) {
   const int64_t b = blockIdx.x;
   const float* t = tokens + b * count * dim;
   const float* w = weights + b * count;
@@ -82,12 +81,14 @@ __global__ void __launch_bounds__(kThreads) PoolBackward(
 }
 
 // grad_kernel[d] = sum over (batch, token) of dscore * t[..., d]; block 0 also sums grad_bias.
-__global__ void __launch_bounds__(kThreads) PoolParameterGrads(
-    const float* __restrict__ tokens, const float* __restrict__ score_grads,
-    float* __restrict__ grad_kernel, float* __restrict__ grad_bias, int64_t rows, int64_t dim) {
+__global__ void __launch_bounds__(kThreads)
+    PoolParameterGrads(const float* __restrict__ tokens, const float* __restrict__ score_grads,
+                       float* __restrict__ grad_kernel, float* __restrict__ grad_bias, int64_t rows,
+                       int64_t dim) {
   const int64_t d = blockIdx.x;
   float sum = 0.0f;
-  for (int64_t i = threadIdx.x; i < rows; i += kThreads) sum += score_grads[i] * tokens[i * dim + d];
+  for (int64_t i = threadIdx.x; i < rows; i += kThreads)
+    sum += score_grads[i] * tokens[i * dim + d];
   sum = BlockReduce<false>(sum);
   if (threadIdx.x == 0) grad_kernel[d] = sum;
   if (d != 0) return;
@@ -112,9 +113,8 @@ extern "C" int cct_cuda_sequence_pool_forward(const float* tokens, const float* 
 extern "C" int cct_cuda_sequence_pool_backward(const float* tokens, const float* kernel,
                                                const float* weights, const float* grad_out,
                                                float* grad_tokens, float* grad_kernel,
-                                               float* grad_bias, float* score_grads,
-                                               int64_t batch, int64_t count, int64_t dim,
-                                               void* stream) {
+                                               float* grad_bias, float* score_grads, int64_t batch,
+                                               int64_t count, int64_t dim, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   if (batch > 0) {
     PoolBackward<<<static_cast<unsigned>(batch), kThreads, 0, s>>>(

@@ -18,9 +18,9 @@ inline absl::Status AttentionInput(const Tensor& qkv, int num_heads, float scale
   }
   const int64_t width = qkv.dim_size(2);
   if (width == 0 || width % (3 * num_heads) != 0) {
-    return errors::InvalidArgument("qkv's last dimension (", width,
-                                   ") must be a positive multiple of 3 * num_heads = ",
-                                   3 * num_heads);
+    return errors::InvalidArgument(
+        "qkv's last dimension (", width,
+        ") must be a positive multiple of 3 * num_heads = ", 3 * num_heads);
   }
   if (qkv.dim_size(1) == 0) {
     return errors::InvalidArgument("qkv must hold at least one token, got shape ",
@@ -94,8 +94,8 @@ class AttentionKernel : public OpKernel {
   absl::Status CheckInputs(OpKernelContext* context, cct_kernels::AttentionShape* shape) const {
     TF_RETURN_IF_ERROR(cct_checks::AttentionInput(context->input(0), num_heads_, scale_, shape));
     if (context->num_inputs() == 1) return absl::OkStatus();
-    return cct_checks::AttentionGradInputs(context->input(1), context->input(2),
-                                           context->input(3), *shape);
+    return cct_checks::AttentionGradInputs(context->input(1), context->input(2), context->input(3),
+                                           *shape);
   }
 
  private:

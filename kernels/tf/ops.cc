@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <functional>
 
-#include "op_inputs.h"
 #include "kernels.h"
+#include "op_inputs.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -143,9 +143,9 @@ class FusedAttentionOp : public AttentionKernel {
     cct_kernels::AttentionShape shape;
     OP_REQUIRES_OK(context, CheckInputs(context, &shape));
     Tensor *out = nullptr, *lse = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(
-                                0, {shape.batch, shape.tokens, shape.heads * shape.head_dim},
-                                &out));
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(
+                       0, {shape.batch, shape.tokens, shape.heads * shape.head_dim}, &out));
     OP_REQUIRES_OK(context,
                    context->allocate_output(1, {shape.batch, shape.heads, shape.tokens}, &lse));
     if (shape.batch == 0) return;
@@ -192,8 +192,7 @@ class SequencePoolOp : public OpKernel {
     if (shape.batch == 0) return;
     cct_kernels::SequencePoolForward(tokens.flat<float>().data(), kernel.flat<float>().data(),
                                      bias.scalar<float>()(), out->flat<float>().data(),
-                                     weights->flat<float>().data(), shape,
-                                     CpuParallelFor(context));
+                                     weights->flat<float>().data(), shape, CpuParallelFor(context));
   }
 };
 
@@ -221,15 +220,12 @@ class SequencePoolGradOp : public OpKernel {
   }
 };
 
-REGISTER_KERNEL_BUILDER(
-    Name("CctFusedAttention").Device(DEVICE_CPU).TypeConstraint<float>("T"),
-    FusedAttentionOp<float>);
-REGISTER_KERNEL_BUILDER(
-    Name("CctFusedAttention").Device(DEVICE_CPU).TypeConstraint<bfloat16>("T"),
-    FusedAttentionOp<bfloat16>);
-REGISTER_KERNEL_BUILDER(
-    Name("CctFusedAttentionGrad").Device(DEVICE_CPU).TypeConstraint<float>("T"),
-    FusedAttentionGradOp<float>);
+REGISTER_KERNEL_BUILDER(Name("CctFusedAttention").Device(DEVICE_CPU).TypeConstraint<float>("T"),
+                        FusedAttentionOp<float>);
+REGISTER_KERNEL_BUILDER(Name("CctFusedAttention").Device(DEVICE_CPU).TypeConstraint<bfloat16>("T"),
+                        FusedAttentionOp<bfloat16>);
+REGISTER_KERNEL_BUILDER(Name("CctFusedAttentionGrad").Device(DEVICE_CPU).TypeConstraint<float>("T"),
+                        FusedAttentionGradOp<float>);
 REGISTER_KERNEL_BUILDER(
     Name("CctFusedAttentionGrad").Device(DEVICE_CPU).TypeConstraint<bfloat16>("T"),
     FusedAttentionGradOp<bfloat16>);
@@ -240,4 +236,6 @@ REGISTER_KERNEL_BUILDER(Name("CctSequencePoolGrad").Device(DEVICE_CPU), Sequence
 }  // namespace tensorflow
 
 // For cct_fast.kernels: which instruction set the CPU kernels run with here.
-extern "C" __attribute__((visibility("default"))) const char* CctKernelIsa() { return cct_kernels::KernelIsa(); }
+extern "C" __attribute__((visibility("default"))) const char* CctKernelIsa() {
+  return cct_kernels::KernelIsa();
+}

@@ -2,8 +2,8 @@
 // when CMake finds a CUDA compiler. It includes no CUDA header: the launchers take TensorFlow's
 // stream as the void* handle StreamExecutor exposes, so the wheel's CUDA 12.5 headers and the
 // local toolkit's never meet in one translation unit.
-#include "op_inputs.h"
 #include "launchers.h"
+#include "op_inputs.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "xla/stream_executor/stream.h"
 
@@ -32,10 +32,10 @@ class FusedAttentionGpuOp : public AttentionKernel {
     OP_REQUIRES_OK(context,
                    context->allocate_output(0, {s.batch, s.tokens, s.heads * s.head_dim}, &out));
     OP_REQUIRES_OK(context, context->allocate_output(1, {s.batch, s.heads, s.tokens}, &lse));
-    OP_REQUIRES_OK(context, Launched(cct_cuda_attention_forward(
-                                qkv.flat<float>().data(), out->flat<float>().data(),
-                                lse->flat<float>().data(), s.batch, s.tokens, s.heads,
-                                s.head_dim, s.scale, Stream(context))));
+    OP_REQUIRES_OK(
+        context, Launched(cct_cuda_attention_forward(
+                     qkv.flat<float>().data(), out->flat<float>().data(), lse->flat<float>().data(),
+                     s.batch, s.tokens, s.heads, s.head_dim, s.scale, Stream(context))));
   }
 };
 
@@ -57,9 +57,8 @@ class FusedAttentionGradGpuOp : public AttentionKernel {
     OP_REQUIRES_OK(context, Launched(cct_cuda_attention_backward(
                                 qkv.flat<float>().data(), out.flat<float>().data(),
                                 lse.flat<float>().data(), grad_out.flat<float>().data(),
-                                grad_qkv->flat<float>().data(), delta.flat<float>().data(),
-                                s.batch, s.tokens, s.heads, s.head_dim, s.scale,
-                                Stream(context))));
+                                grad_qkv->flat<float>().data(), delta.flat<float>().data(), s.batch,
+                                s.tokens, s.heads, s.head_dim, s.scale, Stream(context))));
   }
 };
 
@@ -77,11 +76,11 @@ class SequencePoolGpuOp : public OpKernel {
     Tensor *out = nullptr, *weights = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, {s.batch, s.dim}, &out));
     OP_REQUIRES_OK(context, context->allocate_output(1, {s.batch, s.tokens}, &weights));
-    OP_REQUIRES_OK(context, Launched(cct_cuda_sequence_pool_forward(
-                                tokens.flat<float>().data(), kernel.flat<float>().data(),
-                                bias.flat<float>().data(), out->flat<float>().data(),
-                                weights->flat<float>().data(), s.batch, s.tokens, s.dim,
-                                Stream(context))));
+    OP_REQUIRES_OK(context,
+                   Launched(cct_cuda_sequence_pool_forward(
+                       tokens.flat<float>().data(), kernel.flat<float>().data(),
+                       bias.flat<float>().data(), out->flat<float>().data(),
+                       weights->flat<float>().data(), s.batch, s.tokens, s.dim, Stream(context))));
   }
 };
 
@@ -103,22 +102,20 @@ class SequencePoolGradGpuOp : public OpKernel {
     OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({}), &grad_bias));
     Tensor score_grads;
     OP_REQUIRES_OK(context, context->allocate_temp(DT_FLOAT, weights.shape(), &score_grads));
-    OP_REQUIRES_OK(context, Launched(cct_cuda_sequence_pool_backward(
-                                tokens.flat<float>().data(), kernel.flat<float>().data(),
-                                weights.flat<float>().data(), grad_out.flat<float>().data(),
-                                grad_tokens->flat<float>().data(),
-                                grad_kernel->flat<float>().data(), grad_bias->flat<float>().data(),
-                                score_grads.flat<float>().data(), s.batch, s.tokens, s.dim,
-                                Stream(context))));
+    OP_REQUIRES_OK(
+        context,
+        Launched(cct_cuda_sequence_pool_backward(
+            tokens.flat<float>().data(), kernel.flat<float>().data(), weights.flat<float>().data(),
+            grad_out.flat<float>().data(), grad_tokens->flat<float>().data(),
+            grad_kernel->flat<float>().data(), grad_bias->flat<float>().data(),
+            score_grads.flat<float>().data(), s.batch, s.tokens, s.dim, Stream(context))));
   }
 };
 
-REGISTER_KERNEL_BUILDER(
-    Name("CctFusedAttention").Device(DEVICE_GPU).TypeConstraint<float>("T"),
-    FusedAttentionGpuOp);
-REGISTER_KERNEL_BUILDER(
-    Name("CctFusedAttentionGrad").Device(DEVICE_GPU).TypeConstraint<float>("T"),
-    FusedAttentionGradGpuOp);
+REGISTER_KERNEL_BUILDER(Name("CctFusedAttention").Device(DEVICE_GPU).TypeConstraint<float>("T"),
+                        FusedAttentionGpuOp);
+REGISTER_KERNEL_BUILDER(Name("CctFusedAttentionGrad").Device(DEVICE_GPU).TypeConstraint<float>("T"),
+                        FusedAttentionGradGpuOp);
 REGISTER_KERNEL_BUILDER(Name("CctSequencePool").Device(DEVICE_GPU), SequencePoolGpuOp);
 REGISTER_KERNEL_BUILDER(Name("CctSequencePoolGrad").Device(DEVICE_GPU), SequencePoolGradGpuOp);
 
