@@ -5,8 +5,10 @@ The README's test command builds the library (CCT_FAST_BUILD_KERNELS=1), so CI r
 checkout without it skips them with the reason.
 """
 
+import re
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,3 +215,11 @@ def test_onnx_exports_of_custom_models_hold_no_custom_op(tmp_path):
     path = to_onnx(model, tmp_path / "model.onnx")
     op_types = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert "MatMul" in op_types and not any(t.startswith("Cct") for t in op_types)
+
+
+def test_the_cpu_kernels_use_the_widest_instructions_this_cpu_has():
+    flags = set(re.search(r"flags\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1).split())
+    expected = ("avx512_bf16" if {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"} <= flags
+                else "avx512" if {"avx512f", "avx512bw", "avx512vl"} <= flags
+                else "avx2" if {"avx2", "fma"} <= flags else "baseline")
+    assert kernels.cpu_isa() == expected
