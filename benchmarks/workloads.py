@@ -66,8 +66,7 @@ def attention_functions(batch, tokens, heads, head_dim, dtype):
     scale = head_dim**-0.5
 
     def fused_path(qkv):
-        q, k, v = fused.split_heads(qkv, tokens, heads, scale)
-        return fused.merge_heads(tf.matmul(fused.attention_weights(q, k), v))
+        return fused.attention(qkv, tokens, heads, scale)
 
     def custom_op(qkv):
         packed = tf.reshape(qkv, (batch, tokens, -1))

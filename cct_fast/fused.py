@@ -36,12 +36,18 @@ IMPLEMENTATIONS = ("fused", "reference", "custom", "auto")
 def check_implementation(implementation):
     """The layers and the model run this module (``"fused"``), one Keras op per step
     (``"reference"``), or this module with the attention and pooling of the custom ops where
-    they can run (``"custom"``; ``"auto"`` where they are measured faster: :mod:`cct_fast.kernels`)."""
+    they can run (``"custom"``; ``"auto"`` where they are measured faster; see
+    :mod:`cct_fast.kernels`)."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
             f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}."
         )
     return implementation
+
+
+def in_xla_context():
+    """Whether the graph being traced is compiled by XLA (``jit_compile=True``)."""
+    return GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _xla(function):
@@ -56,7 +62,7 @@ def _xla(function):
 
     @functools.wraps(function)
     def call(*args):
-        if GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        if in_xla_context():
             return function(*args)
         return compiled(*(tf.convert_to_tensor(arg) for arg in args))
 
@@ -95,6 +101,16 @@ def bias_gelu(x, bias):
     forward, and its gradient is one fused pass instead of the many of erf's autodiff."""
     y = tf.cast(x, tf.float32) + tf.cast(bias, tf.float32)
     return tf.cast(0.5 * y * (1.0 + tf.math.erf(y * 0.7071067811865476)), x.dtype)
+
+
+def attention(qkv, tokens, num_heads, scale, dropout=None):
+    """Multi-head attention of a packed (batch * tokens, 3 * width) qkv tensor, heads merged
+    back to (batch * tokens, width); ``dropout`` (a function) applies to the probabilities."""
+    q, k, v = split_heads(qkv, tokens, num_heads, scale)
+    weights = attention_weights(q, k)
+    if dropout is not None:
+        weights = dropout(weights)
+    return merge_heads(tf.matmul(weights, v))
 
 
 def attention_weights(q, k):

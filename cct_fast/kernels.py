@@ -26,6 +26,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from cct_fast.fused import in_xla_context
+
 LIBRARY = Path(__file__).with_name("libcct_fast_ops.so")
 BUILD_HINT = "build it with `CCT_FAST_BUILD_KERNELS=1 pip install -e .` (needs cmake and g++)"
 # Device type -> whether "auto" takes the custom ops there: only where they beat the fused
@@ -100,12 +102,6 @@ def _register_gradients(module):
                                              grad_output)
 
 
-def _in_xla():
-    from cct_fast.fused import GraphOrParentsInXlaContext
-
-    return GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-
-
 def _device_type():
     return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
 
@@ -126,7 +122,7 @@ def runs_custom(implementation, dtype=tf.float32, attention_dropout=False):
         reason = "the library was built without CUDA kernels and the model runs on a GPU"
     elif tf.as_dtype(dtype).name not in dtypes:
         reason = f"the {device} kernels take {' or '.join(dtypes)}, not {tf.as_dtype(dtype).name}"
-    elif _in_xla():
+    elif in_xla_context():
         reason = "XLA (jit_compile=True) cannot compile custom ops"
     elif attention_dropout:
         reason = "the attention kernel has no dropout (set attention_dropout=0 to train with it)"

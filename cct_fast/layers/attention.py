@@ -72,9 +72,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             attended = tf.reshape(kernels.fused_attention(packed, self.num_heads, scale),
                                   (-1, dim))
         else:
-            q, k, v = fused.split_heads(qkv, tf.shape(x)[1], self.num_heads, scale)
-            weights = self.attention_drop(fused.attention_weights(q, k), training=training)
-            attended = fused.merge_heads(tf.matmul(weights, v))
+            attended = fused.attention(
+                qkv, tf.shape(x)[1], self.num_heads, scale,
+                dropout=lambda weights: self.attention_drop(weights, training=training))
         out = fused.linear(attended, self.proj.kernel, self.proj.bias)
         return self.projection_drop(tf.reshape(out, tf.shape(x)), training=training)
 
