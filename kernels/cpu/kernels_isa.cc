@@ -228,6 +228,17 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
   }
 }
 
+// q, k, v of head h in batch b as float rows of (q | k | v), 3 * head_dim wide.
+void HeadAsFloat(const uint16_t* qkv, const Head& g, int64_t b, int64_t h,
+                 std::vector<float>& head) {
+  const int64_t hd = g.shape.head_dim;
+  head.resize(g.shape.tokens * 3 * hd);
+  for (int64_t j = 0; j < g.shape.tokens; ++j)
+    for (int part = 0; part < 3; ++part)
+      for (int64_t d = 0; d < hd; ++d)
+        head[(j * 3 + part) * hd + d] = ToFloat(qkv[g.Offset(b, h, j, part) + d]);
+}
+
 template <typename T>
 void AttentionForwardHead(const T* qkv, T* out, float* logsumexp, const Head& g, int64_t b,
                           int64_t h) {
@@ -239,12 +250,8 @@ void AttentionForwardHead(const T* qkv, T* out, float* logsumexp, const Head& g,
                 g.shape.heads * hd, lse);
   } else {  // bfloat16 without vdpbf16ps: through float copies of the head
     thread_local std::vector<float> head, result;
-    head.resize(tokens * 3 * hd);
+    HeadAsFloat(qkv, g, b, h, head);
     result.resize(tokens * hd);
-    for (int64_t j = 0; j < tokens; ++j)
-      for (int part = 0; part < 3; ++part)
-        for (int64_t d = 0; d < hd; ++d)
-          head[(j * 3 + part) * hd + d] = ToFloat(qkv[g.Offset(b, h, j, part) + d]);
     ForwardHead(head.data(), head.data() + hd, head.data() + 2 * hd, 3 * hd, tokens, hd,
                 g.shape.scale, result.data(), hd, lse);
     for (int64_t j = 0; j < tokens; ++j)
@@ -459,13 +466,10 @@ void AttentionBackwardHead(const T* qkv, const T* out, const float* logsumexp, c
                  grad_qkv + g.Offset(b, h, 0, 1), grad_qkv + g.Offset(b, h, 0, 2), g.row_stride);
   } else {  // bfloat16: through float copies of the head
     thread_local std::vector<float> head, rows, grads;
-    head.resize(tokens * 3 * hd);
+    HeadAsFloat(qkv, g, b, h, head);
     rows.resize(tokens * 2 * hd);  // out, grad_out
     grads.resize(tokens * 3 * hd);
     for (int64_t j = 0; j < tokens; ++j) {
-      for (int part = 0; part < 3; ++part)
-        for (int64_t d = 0; d < hd; ++d)
-          head[(j * 3 + part) * hd + d] = ToFloat(qkv[g.Offset(b, h, j, part) + d]);
       for (int64_t d = 0; d < hd; ++d) {
         rows[j * 2 * hd + d] = ToFloat(out[g.OutOffset(b, h, j) + d]);
         rows[j * 2 * hd + hd + d] = ToFloat(grad_out[g.OutOffset(b, h, j) + d]);
@@ -514,22 +518,29 @@ void AttentionForward(const uint16_t* qkv, uint16_t* out, float* logsumexp,
   });
 }
 
-void AttentionBackward(const float* qkv, const float* out, const float* logsumexp,
-                       const float* grad_out, float* grad_qkv, const AttentionShape& shape,
-                       const ParallelFor& parallel_for) {
+namespace {
+
+template <typename T>
+void Backward(const T* qkv, const T* out, const float* logsumexp, const T* grad_out, T* grad_qkv,
+              const AttentionShape& shape, const ParallelFor& parallel_for) {
   const Head g(shape);
   ForEachHead(shape, parallel_for, 3 * HeadCost(shape), [&](int64_t b, int64_t h) {
     AttentionBackwardHead(qkv, out, logsumexp, grad_out, grad_qkv, g, b, h);
   });
 }
 
+}  // namespace
+
+void AttentionBackward(const float* qkv, const float* out, const float* logsumexp,
+                       const float* grad_out, float* grad_qkv, const AttentionShape& shape,
+                       const ParallelFor& parallel_for) {
+  Backward(qkv, out, logsumexp, grad_out, grad_qkv, shape, parallel_for);
+}
+
 void AttentionBackward(const uint16_t* qkv, const uint16_t* out, const float* logsumexp,
                        const uint16_t* grad_out, uint16_t* grad_qkv, const AttentionShape& shape,
                        const ParallelFor& parallel_for) {
-  const Head g(shape);
-  ForEachHead(shape, parallel_for, 3 * HeadCost(shape), [&](int64_t b, int64_t h) {
-    AttentionBackwardHead(qkv, out, logsumexp, grad_out, grad_qkv, g, b, h);
-  });
+  Backward(qkv, out, logsumexp, grad_out, grad_qkv, shape, parallel_for);
 }
 
 void SequencePoolForward(const float* tokens, const float* kernel, float bias, float* out,
