@@ -16,6 +16,7 @@ import tensorflow as tf
 
 import cct_fast
 from cct_fast import fused, kernels
+from helpers import relative_error
 
 pytestmark = pytest.mark.skipif(kernels.ops() is None, reason=str(kernels.unavailable_reason()))
 
@@ -27,12 +28,6 @@ def reference_attention(qkv, num_heads, scale):
     q, k, v = tf.unstack(tf.transpose(parts, (2, 0, 3, 1, 4)))
     weights = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) * scale)
     return tf.reshape(tf.transpose(tf.matmul(weights, v), (0, 2, 1, 3)), (batch, tokens, width))
-
-
-def relative_error(actual, expected):
-    actual, expected = (tf.cast(x, tf.float64) for x in (actual, expected))
-    # A gradient that is exactly zero (one token: the pooling kernel's) must come out zero.
-    return float(tf.norm(actual - expected) / max(float(tf.norm(expected)), 1e-30))
 
 
 def value_and_gradient(function, x, cotangent):
