@@ -77,7 +77,7 @@ def test_truncated_file(tmp_path):
     torch.save({"w": torch.randn(1000)}, tmp_path / "full.pth")
     data = (tmp_path / "full.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="truncated, corrupt or not a PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="begins as a zip archive.*truncated or corrupt"):
         read_state_dict(tmp_path / "cut.pth")
 
 
@@ -102,3 +102,25 @@ def test_missing_file(tmp_path):
 def test_importing_cct_fast_does_not_import_torch():
     code = "import sys, cct_fast; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("make, dtype, zip_format", [
+    (lambda: torch.randn(3).to(torch.float8_e4m3fn), "float8_e4m3fn", True),
+    (lambda: torch.randn(2, dtype=torch.complex64), "ComplexFloatStorage", True),
+    (lambda: torch.randn(2, dtype=torch.complex64), "complex64", False),
+], ids=["float8", "complex", "complex-legacy"])
+def test_complex_and_float8_tensors_written_by_torch_are_unsupported(tmp_path, make, dtype,
+                                                                    zip_format):
+    torch.save({"w": make()}, tmp_path / "t.pth", _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(CheckpointError, match=f"it holds .*({dtype}), which is unsupported"):
+        read_state_dict(tmp_path / "t.pth")
+
+
+def test_a_damaged_legacy_file_gets_no_unsafe_advice(tmp_path):
+    torch.save({"w": torch.randn(100)}, tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    data = bytearray((tmp_path / "old.pth").read_bytes())
+    data[40:80] = bytes(range(40))  # garbage after the magic number
+    (tmp_path / "old.pth").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="Cannot read .*old.pth") as caught:
+        read_state_dict(tmp_path / "old.pth")
+    assert "weights_only" not in str(caught.value) and "arbitrary code" not in str(caught.value)
