@@ -317,9 +317,10 @@ def unwrap_state_dict(checkpoint, source="checkpoint", budget=None) -> dict[str,
     return state_dict
 
 
-def _warn_if_not_finite(state_dict, source):
-    """Name the tensors holding NaN or Inf: a model loaded from them computes NaN."""
-    bad = [name for name, array in state_dict.items()
+def warn_if_not_finite(named_arrays, source):
+    """Warn, naming them, about the arrays of ``(name, array)`` pairs that hold NaN or Inf: a
+    model loaded from them computes NaN. Takes the pairs one at a time."""
+    bad = [name for name, array in named_arrays
            if (array.dtype == ml_dtypes.bfloat16 or np.issubdtype(array.dtype, np.floating))
            and not np.isfinite(array).all()]
     if bad:
@@ -376,5 +377,5 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
             f"Cannot read {path}: the file is truncated, corrupt or not a PyTorch checkpoint "
             f"({type(error).__name__.lstrip('_')}: {error})."
         ) from None
-    _warn_if_not_finite(state_dict, path)
+    warn_if_not_finite(state_dict.items(), path)
     return state_dict

@@ -19,13 +19,12 @@ def _convert(args):
 def _export(args):
     from pathlib import Path
 
-    import keras
-
     import cct_fast
     from cct_fast.export import to_onnx
+    from cct_fast.keras_weights import load_keras_model
 
     if Path(args.model).suffix == ".keras":
-        model = keras.models.load_model(args.model)
+        model = load_keras_model(args.model)
         if args.weights:
             cct_fast.load_weights(model, args.weights)
     else:

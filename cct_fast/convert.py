@@ -46,14 +46,14 @@ class _Slot:
             return (shape[3], shape[2], shape[0], shape[1])
         return shape
 
-    def may_resize(self, array) -> bool:
+    def may_resize(self, array, allow_new_head=True) -> bool:
         """Whether a differently shaped tensor is one the owning layer adapts on load: a
-        learnable positional embedding (another token count) or the head (another class
-        count), with the embedding width unchanged."""
+        learnable positional embedding (another token count) or, with ``allow_new_head``, the
+        head (another class count), with the embedding width unchanged."""
         shape = self.official_shape
         if isinstance(self.layer, PositionalEmbedding):
             return array.ndim == 3 and array.shape[::2] == shape[::2]
-        if isinstance(self.layer, ClassifierHead):
+        if isinstance(self.layer, ClassifierHead) and allow_new_head:
             return array.ndim == len(shape) and array.shape[1:] == shape[1:]
         return False
 
@@ -112,20 +112,46 @@ def _listing(title, items, separator=", ", shown=8):
     return f"{title} ({len(items)}): {separator.join(items[:shown])}{more}"
 
 
+def describe_architecture(layers, width, convolutions) -> str:
+    """What a set of weights holds, in the words of the model's arguments."""
+    return (f"{layers} encoder layers of width {width} after {convolutions} tokenizer "
+            "convolution(s)")
+
+
 def _describe(shapes: dict[str, tuple]) -> str:
     """A one-line summary of an official state dict's architecture: depth, width, tokenizer."""
     blocks = {key.split(".")[2] for key in shapes if key.startswith("classifier.blocks.")}
     convs = {key.split(".")[2] for key in shapes if key.startswith("tokenizer.conv_layers.")}
     width = shapes.get("classifier.norm.weight", ("unknown",))[0]
-    return (f"{len(blocks)} encoder layers of width {width} after {len(convs)} tokenizer "
-            "convolution(s)")
+    return describe_architecture(len(blocks), width, len(convs))
 
 
-def load_official_state_dict(model, state_dict, source="state dict") -> None:
+def mismatch_error(source, model, *, expected, missing, unexpected, mismatched, held, has,
+                   kind="tensors") -> CheckpointError:
+    """One :class:`CheckpointError` naming every difference between a set of weights and
+    ``model``: the ``missing`` and ``unexpected`` names, ``mismatched`` lines with both shapes,
+    and what the weights hold (``held``) against what ``model`` has (``has``), of ``expected``
+    ``kind``."""
+    problems = [
+        _listing(f"missing {kind}", missing),
+        _listing(f"unexpected {kind}", unexpected),
+        _listing(f"{kind} of the wrong shape", mismatched, separator="; "),
+    ]
+    return CheckpointError(
+        f"{source} does not fit {model.name} ({expected} {kind} expected):\n  - "
+        + "\n  - ".join(p for p in problems if p)
+        + f"\nIt holds {held}; {model.name} has {has}. Pick the model name (or num_layers, "
+        "embedding_dim, n_conv_layers) that matches it."
+    )
+
+
+def load_official_state_dict(model, state_dict, source="state dict", allow_new_head=True) -> None:
     """Load an official state dict (numpy arrays) into ``model``.
 
     Every problem (missing, unexpected or mis-shaped tensors) is collected and reported in one
     :class:`CheckpointError` that names each tensor and both shapes; nothing is assigned then.
+    A head for another class count is left freshly initialised with a warning, unless
+    ``allow_new_head`` is False, when it is one more mismatch.
     """
     slots = official_slots(model)
     optional = _optional_keys(model)
@@ -136,23 +162,14 @@ def load_official_state_dict(model, state_dict, source="state dict") -> None:
         for key, array in state_dict.items()
         if (slot := slots.get(key)) is not None
         and tuple(array.shape) != slot.official_shape
-        and not slot.may_resize(array)
+        and not slot.may_resize(array, allow_new_head)
     ]
     if missing or unexpected or mismatched:
         given_shapes = {key: np.shape(value) for key, value in state_dict.items()}
         model_shapes = {key: slot.official_shape for key, slot in slots.items()}
-        problems = [
-            _listing("missing tensors", missing),
-            _listing("unexpected tensors", unexpected),
-            _listing("tensors of the wrong shape", mismatched, separator="; "),
-        ]
-        raise CheckpointError(
-            f"{source} does not fit {model.name} ({len(slots)} tensors expected):\n  - "
-            + "\n  - ".join(p for p in problems if p)
-            + f"\nThe checkpoint holds {_describe(given_shapes)}; {model.name} has "
-            f"{_describe(model_shapes)}. Pick the model name (or num_layers, "
-            "embedding_dim, n_conv_layers) that matches the checkpoint."
-        )
+        raise mismatch_error(source, model, expected=len(slots), missing=missing,
+                             unexpected=unexpected, mismatched=mismatched,
+                             held=_describe(given_shapes), has=_describe(model_shapes))
 
     stores = {}
     for key, slot in slots.items():

@@ -1,31 +1,59 @@
-"""Loading weights into a model by file type: official PyTorch checkpoints or Keras weights."""
+"""Loading weights into a model by file type (official PyTorch checkpoints or Keras weights),
+all or nothing, and saving them atomically."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from cct_fast.checkpoint import CheckpointError, read_state_dict
 from cct_fast.convert import load_official_state_dict
 from cct_fast.files import atomic_output
+from cct_fast.keras_weights import check_keras_weights
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar")
 KERAS_SUFFIXES = (".weights.h5", ".keras")
 
 
-def load_weights(model, path) -> None:
+@contextlib.contextmanager
+def _all_or_nothing(model):
+    """Put every weight back if loading fails part-way (a layer that cannot adapt what it was
+    given, say), so a failed load leaves the model as it was."""
+    before = [variable.numpy() for variable in model.weights]
+    try:
+        yield
+    except BaseException:
+        for variable, value in zip(model.weights, before):
+            variable.assign(value)
+        raise
+
+
+def load_weights(model, path, *, allow_new_head=True) -> None:
     """Load ``path`` into ``model``: a PyTorch checkpoint (``.pth``, ``.pt``, ``.bin``,
-    ``.tar``), converted on the fly, or Keras weights (``.weights.h5``, ``.keras``)."""
+    ``.tar``), converted on the fly, or Keras weights (``.weights.h5``, ``.keras``).
+
+    The file is compared with the model first and every difference named in one
+    :class:`CheckpointError`; on any failure the model keeps the weights it had. A head for
+    another class count stays freshly initialised with a warning, unless ``allow_new_head``
+    is False (evaluation, say), when it is refused too.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No weights file at {path}.")
     name = path.name.lower()
     if name.endswith(TORCH_SUFFIXES):
-        load_official_state_dict(model, read_state_dict(path), source=str(path))
+        state_dict = read_state_dict(path)
+        with _all_or_nothing(model):
+            load_official_state_dict(model, state_dict, source=str(path),
+                                     allow_new_head=allow_new_head)
     elif name.endswith(KERAS_SUFFIXES):
+        check_keras_weights(model, path, allow_new_head=allow_new_head)
         try:
-            model.load_weights(path)
+            with _all_or_nothing(model):
+                model.load_weights(path)
         except (ValueError, OSError) as error:
-            raise CheckpointError(f"Cannot load Keras weights {path} into {model.name}: {error}") from error
+            raise CheckpointError(f"Cannot load Keras weights {path} into {model.name}: {error}; "
+                                  "its weights are unchanged.") from None
     else:
         raise ValueError(
             f"Unknown weights file type {path.name!r}: expected a PyTorch checkpoint "

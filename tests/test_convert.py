@@ -152,10 +152,107 @@ def test_backbone_weights_load_into_a_model_with_a_head_and_warn(tmp_path):
     assert_same_weights(full, backbone)
 
 
-def test_keras_weights_of_another_architecture(tmp_path):
-    cct_fast.save_weights(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "w.weights.h5")
-    with pytest.raises(CheckpointError, match="Cannot load Keras weights .*w.weights.h5 into cct_7_3x1_32"):
-        cct_fast.create_model("cct_7_3x1_32", weights=tmp_path / "w.weights.h5")
+def _assert_load_refused(model, path, pattern):
+    """Loading ``path`` fails with ``pattern``, without a warning, and assigns nothing."""
+    before = model.get_weights()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CheckpointError, match=pattern):
+            cct_fast.load_weights(model, path)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+@pytest.mark.parametrize("saved, loaded, file_name, extra_blocks", [
+    ("cct_7_3x1_32", "cct_6_3x1_32", "w.weights.h5", "blocks/transformer_encoder_layer_6"),
+    ("cct_4_3x2_32", "cct_2_3x2_32", "m.keras",
+     "blocks/transformer_encoder_layer_2, blocks/transformer_encoder_layer_3"),
+])
+def test_keras_weights_of_a_deeper_model_are_refused_naming_the_depths(tmp_path, saved, loaded,
+                                                                       file_name, extra_blocks):
+    cct_fast.save_weights(cct_fast.create_model(saved), tmp_path / file_name)
+    depth, shallower = int(saved.split("_")[1]), int(loaded.split("_")[1])
+    _assert_load_refused(
+        cct_fast.create_model(loaded), tmp_path / file_name,
+        rf"(?s){file_name} does not fit {loaded} .*unexpected weights \(\d\): {extra_blocks}\n"
+        rf".*It holds {depth} encoder layers .*; {loaded} has {shallower} encoder layers")
+
+
+def test_keras_weights_of_another_architecture_name_every_mismatch(tmp_path):
+    cct_fast.save_weights(cct_fast.create_model("vit_2_4_32"), tmp_path / "w.weights.h5")
+    _assert_load_refused(
+        cct_fast.create_model("cct_2_3x2_32"), tmp_path / "w.weights.h5",
+        r"(?s)w.weights.h5 does not fit cct_2_3x2_32 \(31 weights expected\).*"
+        r"missing weights \(2\): layers/conv_tokenizer/convs/conv2d_1, layers/sequence_pooling.*"
+        r"unexpected weights \(2\): class_token, .*"
+        r"conv2d/vars/0: file \(4, 4, 3, 128\), model \(3, 3, 3, 64\).*"
+        r"after 1 tokenizer convolution\(s\); cct_2_3x2_32 has .* after 2 tokenizer")
+
+
+def test_a_failure_while_layers_load_puts_every_weight_back(tmp_path):
+    """A 10-token embedding passes the shape check (another token count is resized) and
+    fails only in the layer, after the layers before it were loaded."""
+    model = cct_fast.create_model("cct_2_3x2_32")
+    state = {key: slot.variable.numpy() for key, slot in
+             cct_fast.convert.official_slots(model).items()}
+    state = {key: (value.T if value.ndim == 2 else value) for key, value in state.items()}
+    state = {key: (value.transpose(3, 2, 0, 1) if value.ndim == 4 else value)
+             for key, value in state.items()}
+    state["classifier.positional_emb"] = np.zeros((1, 10, 128), "float32")
+    state["classifier.norm.weight"] = np.full(128, 7.0, "float32")
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="10 image tokens: it is not a square grid"):
+        with cct_fast.weights._all_or_nothing(model):
+            cct_fast.convert.load_official_state_dict(model, state)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+@pytest.mark.parametrize("file_name, problem", [
+    ("m.keras", "the .keras archive is truncated or corrupt"),
+    ("w.weights.h5", "it is not a readable HDF5 weights file, or is truncated"),
+])
+def test_truncated_keras_files_are_named_with_their_problem(tmp_path, file_name, problem):
+    path = tmp_path / file_name
+    cct_fast.save_weights(cct_fast.create_model("cct_2_3x2_32"), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    _assert_load_refused(cct_fast.create_model("cct_2_3x2_32"), path,
+                         f"Cannot read .*{file_name}: {problem}")
+
+
+def test_a_keras_model_file_without_weights_is_named(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
+    _assert_load_refused(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "m.keras",
+                         "m.keras holds no model.weights.h5")
+
+
+def test_keras_weights_with_nan_are_named_in_a_warning(tmp_path):
+    model = cct_fast.create_model("cct_2_3x2_32")
+    model.norm.gamma.assign(np.full(128, np.nan, "float32"))
+    cct_fast.save_weights(model, tmp_path / "w.weights.h5")
+    with pytest.warns(UserWarning, match=r"holds NaN or Inf values in 1 tensor\(s\): "
+                                         r"layers/layer_normalization/vars/0"):
+        cct_fast.create_model("cct_2_3x2_32", weights=tmp_path / "w.weights.h5")
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".weights.h5"])
+def test_a_new_head_can_be_refused(official_cct2, tmp_path, suffix):
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".pth":
+        torch.save(official_cct2.state_dict(), path)
+    else:
+        cct_fast.save_weights(cct_fast.create_model("cct_2_3x2_32"), path)
+    model = cct_fast.create_model("cct_2_3x2_32", num_classes=5)
+    before = model.get_weights()
+    with pytest.raises(CheckpointError, match=r"of the wrong shape .*(fc.weight: checkpoint "
+                                              r"\(10, 128\), model \(5, 128\)|head/vars/0: file "
+                                              r"\(128, 10\), model \(128, 5\))"):
+        cct_fast.load_weights(model, path, allow_new_head=False)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
 
 
 def test_unknown_weights_file_type(tmp_path):
@@ -201,3 +298,12 @@ def test_cli_convert_refuses_an_unknown_output_type(official_cct2, tmp_path, cap
     assert cli(["convert", str(path), "--model", "cct_2_3x2_32", "-o", str(tmp_path / "x.bin")]) == 2
     assert ".weights.h5 or .keras" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth"]
+
+
+def test_cli_export_names_a_truncated_keras_file(tmp_path, capsys):
+    path = tmp_path / "m.keras"
+    cct_fast.create_model("cct_2_3x2_32").save(path)
+    path.write_bytes(path.read_bytes()[:1000])
+    assert cli(["export", str(path), "-o", str(tmp_path / "m.onnx")]) == 2
+    assert "m.keras: the .keras archive is truncated or corrupt" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
