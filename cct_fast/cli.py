@@ -147,9 +147,12 @@ def main(argv=None):
     try:
         return args.run(args) or 0
     except (CheckpointError, ExportError, RunError, FileNotFoundError, ValueError,
-            TypeError) as error:
+            TypeError) as error:  # what was asked cannot be done: 2, as argparse's own errors
         print(f"cct-fast {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the machine failed it (a full disk, a read-only folder): 1
+        print(f"cct-fast {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

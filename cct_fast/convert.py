@@ -29,6 +29,13 @@ class _Slot:
     def variable(self):
         return self.layer.weights[self.index]
 
+    def to_official(self, array):
+        if self.layout == "linear":
+            return array.T
+        if self.layout == "conv":
+            return array.transpose(3, 2, 0, 1)
+        return array
+
     def to_keras(self, array):
         array = np.asarray(array, dtype=self.variable.dtype)
         if self.layout == "linear":
@@ -94,6 +101,13 @@ def official_slots(model) -> dict[str, _Slot]:
     if model.head is not None:
         slots.update(_linear("classifier.fc", model.head))
     return slots
+
+
+def official_state_dict(model) -> dict[str, np.ndarray]:
+    """``model``'s weights under the official key names and in PyTorch's layouts: what
+    :func:`load_official_state_dict` reads back."""
+    return {key: np.ascontiguousarray(slot.to_official(slot.variable.numpy()))
+            for key, slot in official_slots(model).items()}
 
 
 def _optional_keys(model) -> set[str]:

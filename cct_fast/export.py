@@ -77,8 +77,9 @@ def to_onnx(model, path, *, opset=None, batch_size=None, dtype="float32", optimi
     onnx.checker.check_model(proto)
     exact = twin if dtype == "float32" else _reference_twin(model)
     _verify(proto, exact, batch_size or 2, seed, TOLERANCES[dtype])
-    with atomic_output(path) as temporary:
-        temporary.write_bytes(proto.SerializeToString())
+    serialized = proto.SerializeToString()
+    with atomic_output(path, expected_bytes=len(serialized)) as temporary:
+        temporary.write_bytes(serialized)
     return path
 
 

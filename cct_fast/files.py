@@ -3,27 +3,120 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import os
+import re
+import shutil
+import sys
+import traceback
 import uuid
 from pathlib import Path
 
 # Keras picks the format from these endings, so a temporary file must keep them.
 _KEPT_SUFFIXES = (".weights.h5", ".keras", ".h5")
+# ".{target name}.{writer's pid}-{random}.partial{suffix}"
+_PARTIAL = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.partial")
+_SLACK_BYTES = 1 << 20  # file-format overhead allowed beyond the data a writer announces
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Remove the temporary files that writers killed mid-write (``kill -9``, a crash) left in
+    ``folder``: those whose writing process no longer runs. Returns what was removed."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for candidate in folder.iterdir():
+            found = _PARTIAL.match(candidate.name)
+            if found and not _running(int(found.group(1))):
+                with contextlib.suppress(OSError):
+                    candidate.unlink()
+                    removed.append(candidate)
+    return removed
+
+
+class WriteError(OSError):
+    """A file that could not be written; the file at the target, if any, is unchanged."""
+
+    def __str__(self):
+        return self.strerror
+
+
+def _check_space(folder: Path, expected_bytes: int, path: Path, kept: str):
+    """Refuse a write the disk cannot hold before anything is written (a folder that cannot
+    be written at all fails on its own, with its real cause)."""
+    needed = expected_bytes + _SLACK_BYTES
+    free = shutil.disk_usage(folder).free
+    if free < needed and os.access(folder, os.W_OK):
+        raise WriteError(errno.ENOSPC, f"Cannot write {path}: not enough space (it needs about "
+                                       f"{needed / 2**20:.1f} MB, {free / 2**20:.1f} MB are "
+                                       f"free){kept}")
 
 
 @contextlib.contextmanager
-def atomic_output(path):
+def _released_on_failure(temporary: Path):
+    """A writer that fails on a full disk (h5py) keeps the temporary file open in objects that
+    its frames still hold; their finalizers fail again while the disk stays full, print a
+    traceback each, and HDF5 crashed at exit. On failure, empty the file to give its space
+    back, then let those objects go, their h5py complaints unprinted: the one error raised
+    stays the only report."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not (issubclass(unraisable.exc_type, (OSError, RuntimeError))
+                and "h5py" in repr(unraisable.object)):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.truncate(temporary, 0)
+        traceback.clear_frames(error.__traceback__)
+        gc.collect()
+        raise
+    finally:
+        sys.unraisablehook = previous
+
+
+@contextlib.contextmanager
+def atomic_output(path, expected_bytes=0):
     """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds.
 
     The temporary file lives in the same folder (so the final ``os.replace`` is atomic) and
-    keeps the ending Keras needs; on any failure it is removed and ``path`` is untouched.
+    keeps the ending Keras needs; on any failure it is removed and ``path`` is untouched. A
+    failure to write is one :class:`WriteError` that names ``path`` and its cause.
+    ``expected_bytes``, when the caller knows about how much it writes, is checked against
+    the free space first. Stale temporary files of killed writers in the folder are removed.
     """
     path = Path(path)
     suffix = next((s for s in _KEPT_SUFFIXES if path.name.endswith(s)), path.suffix)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{suffix}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(
+        f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{suffix}")
+    kept = f"; {path} is unchanged" if path.exists() else ""
     try:
-        yield temporary
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(path.parent)
+        if expected_bytes:
+            _check_space(path.parent, expected_bytes, path, kept)
+        with _released_on_failure(temporary):
+            yield temporary
         os.replace(temporary, path)
+    except WriteError:
+        raise
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise WriteError(error.errno, f"Cannot write {path}: {reason}{kept}") from error
     finally:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # never hide the real error behind the cleanup's
+            temporary.unlink(missing_ok=True)

@@ -26,6 +26,9 @@ from cct_fast.convert import describe_architecture, mismatch_error
 
 _KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"
 _HEAD = "head"  # the model's attribute, and so the top-level group of its weights
+# The optimizer's state, saved with a compiled model: not the model's weights (Keras reads it
+# only into a built optimizer).
+_OPTIMIZER = "optimizer"
 
 
 @contextlib.contextmanager
@@ -124,8 +127,9 @@ def check_keras_weights(model, path, allow_new_head=True) -> None:
     expected = _model_shapes(model)
 
     def optional(name):
-        is_head = name.split("/")[0] == _HEAD
-        return is_head and (model.head is None or (allow_new_head and name not in found))
+        group = name.split("/")[0]
+        new_head = model.head is None or (allow_new_head and name not in found)
+        return group == _OPTIMIZER or (group == _HEAD and new_head)
 
     missing = [p for p in expected if p not in found and not optional(p)]
     unexpected = [p for p in found if p not in expected and not optional(p)]

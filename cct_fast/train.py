@@ -254,7 +254,7 @@ def save_checkpoint(path, model, recipe, history):
                    for i, v in enumerate(model.optimizer.variables)})
     state = {"recipe": recipe.to_dict(), "history": history}
     arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
-    with atomic_output(path) as temporary:
+    with atomic_output(path, expected_bytes=sum(a.nbytes for a in arrays.values())) as temporary:
         with open(temporary, "wb") as file:
             np.savez(file, **arrays)
 

@@ -4,7 +4,10 @@ all or nothing, and saving them atomically."""
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
+
+import numpy as np
 
 from cct_fast.checkpoint import CheckpointError, read_state_dict
 from cct_fast.convert import load_official_state_dict
@@ -64,7 +67,8 @@ def load_weights(model, path, *, allow_new_head=True) -> None:
 def save_weights(model, path) -> Path:
     """``model.save_weights`` (``.weights.h5``) or ``model.save`` (``.keras``), atomically."""
     path = Path(path)
-    with atomic_output(path) as temporary:
+    data_bytes = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.weights)
+    with atomic_output(path, expected_bytes=data_bytes) as temporary:
         if path.name.endswith(".weights.h5"):
             model.save_weights(temporary)
         elif path.suffix == ".keras":

@@ -96,3 +96,17 @@ def write_pth(path, state, storages, deflated=()):
 
 def floats(*values):
     return np.asarray(values, "<f4").tobytes()
+
+
+_STORAGE_TYPES = {np.dtype("float32"): "FloatStorage", np.dtype("float64"): "DoubleStorage",
+                  np.dtype("float16"): "HalfStorage", np.dtype("int64"): "LongStorage"}
+
+
+def write_state_dict(path, arrays):
+    """A well-formed checkpoint of ``arrays`` (name -> numpy array), as torch.save writes one."""
+    state, storages = {}, {}
+    for key, (name, array) in enumerate(arrays.items()):
+        array = np.ascontiguousarray(array)
+        state[name] = tensor(str(key), array.shape, storage_type=_STORAGE_TYPES[array.dtype])
+        storages[str(key)] = array.astype(array.dtype.newbyteorder("<")).tobytes()
+    return write_pth(path, state, storages)

@@ -8,7 +8,7 @@ import pytest
 import cct_fast
 from cct_fast.checkpoint import CheckpointError
 from cct_fast.cli import main as cli
-from helpers import assert_same_weights, keras_model_roundtrip, relative_error
+from helpers import assert_same_weights, keras_model_roundtrip, randomize, relative_error
 from official import official_logits, official_model, perturb, state_dict_numpy, torch
 
 PARITY_TOLERANCE = 1e-5
@@ -193,11 +193,7 @@ def test_a_failure_while_layers_load_puts_every_weight_back(tmp_path):
     """A 10-token embedding passes the shape check (another token count is resized) and
     fails only in the layer, after the layers before it were loaded."""
     model = cct_fast.create_model("cct_2_3x2_32")
-    state = {key: slot.variable.numpy() for key, slot in
-             cct_fast.convert.official_slots(model).items()}
-    state = {key: (value.T if value.ndim == 2 else value) for key, value in state.items()}
-    state = {key: (value.transpose(3, 2, 0, 1) if value.ndim == 4 else value)
-             for key, value in state.items()}
+    state = cct_fast.convert.official_state_dict(model)
     state["classifier.positional_emb"] = np.zeros((1, 10, 128), "float32")
     state["classifier.norm.weight"] = np.full(128, 7.0, "float32")
     before = model.get_weights()
@@ -307,3 +303,13 @@ def test_cli_export_names_a_truncated_keras_file(tmp_path, capsys):
     assert cli(["export", str(path), "-o", str(tmp_path / "m.onnx")]) == 2
     assert "m.keras: the .keras archive is truncated or corrupt" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_official_state_dict_is_what_the_official_model_loads(official_cct2, rng):
+    model = cct_fast.create_model("cct_2_3x2_32")
+    randomize(model, rng)
+    official = official_model(model.config)
+    official.load_state_dict({k: torch.from_numpy(v)
+                              for k, v in cct_fast.convert.official_state_dict(model).items()})
+    images = _images(rng)
+    assert relative_error(model(images), official_logits(official, images)) <= PARITY_TOLERANCE
