@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cct_fast.images import ImageFileError, check_image_file, decodes
+
 DIGITS_SIDE = 32
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # the split is fixed, so accuracies are comparable between runs
@@ -52,22 +54,32 @@ class Dataset:
         return len(self.class_names)
 
 
-def load_dataset(spec: str) -> Dataset:
-    """``"digits"``, ``"cifar10"``, ``"cifar100"`` or ``"folder:PATH"``."""
+def load_dataset(spec: str, image_size: int = 224) -> Dataset:
+    """``"digits"``, ``"cifar10"``, ``"cifar100"`` or ``"folder:PATH"``. A folder's channel
+    statistics are those of its images at ``image_size`` pixels, the size the model trains at."""
     if spec == "digits":
         return _digits()
     if spec in CIFAR_STATS:
         return _cifar(spec)
     if spec.startswith("folder:"):
-        return _folder(Path(spec.removeprefix("folder:")))
+        return _folder(Path(spec.removeprefix("folder:")).expanduser(), image_size)
     raise DatasetError(
         f"Unknown dataset {spec!r}: expected 'digits', 'cifar10', 'cifar100' or 'folder:PATH'."
     )
 
 
 def _statistics(images):
-    scaled = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-    return tuple(scaled.mean(0).round(4)), tuple(scaled.std(0).round(4))
+    """Per-channel mean and std of 0..255 images scaled to [0, 1], accumulated one image at a
+    time, so that only one image is ever held."""
+    count, total, squares = 0, np.zeros(3), np.zeros(3)
+    for image in images:
+        pixels = np.asarray(image, np.float64).reshape(-1, 3) / 255.0
+        count += len(pixels)
+        total += pixels.sum(0)
+        squares += np.square(pixels).sum(0)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
+    return tuple(mean.round(4)), tuple(std.round(4))
 
 
 def _digits():
@@ -106,7 +118,7 @@ def _cifar(name):
                    Split(test_x, test_y.reshape(-1).astype(np.int32)), classes, mean, std)
 
 
-def _folder(root):
+def _folder(root, side):
     if not root.is_dir():
         raise DatasetError(f"Image folder {root} does not exist.")
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
@@ -114,12 +126,28 @@ def _folder(root):
         raise DatasetError(
             f"Expected {root}/train/<class>/<images> and {root}/test (or val)/<class>/<images>."
         )
-    class_names = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    class_names = _class_folders(root / "train")
     if not class_names:
         raise DatasetError(f"{root}/train holds no class folders.")
+    unknown = sorted(set(_class_folders(test_dir)) - set(class_names))
+    if unknown:
+        raise DatasetError(
+            f"{test_dir} has class folders that {root}/train lacks: {', '.join(unknown)}. A "
+            "model cannot learn a class it never sees: add its training images, or remove them.")
     train, test = _files(root / "train", class_names), _files(test_dir, class_names)
-    mean, std = _folder_statistics(train)
+    empty = [name for label, name in enumerate(class_names) if label not in train.labels]
+    if empty:
+        raise DatasetError(
+            f"Class folder(s) {', '.join(empty)} under {root}/train hold no images "
+            f"({', '.join(IMAGE_SUFFIXES)}): each class folder is a class, so remove the empty "
+            "ones or fill them.")
+    _check_images(train.images + test.images, root)
+    mean, std = _folder_statistics(train, side)
     return Dataset(f"folder:{root}", train, test, class_names, mean, std)
+
+
+def _class_folders(directory):
+    return sorted(p.name for p in directory.iterdir() if p.is_dir())
 
 
 def _files(directory, class_names):
@@ -133,13 +161,37 @@ def _files(directory, class_names):
     return Split(paths, np.asarray(labels, np.int32))
 
 
-def _folder_statistics(split, sample=500):
-    """Channel statistics from up to ``sample`` evenly spaced training images."""
+def _check_images(paths, root, shown=10):
+    """Every image of both splits, before training: a bad file ends a run late, and
+    TensorFlow's error does not name it."""
+    problems = []
+    for path in paths:
+        try:
+            check_image_file(path)
+        except (ImageFileError, OSError) as error:
+            problems.append(f"{Path(path).relative_to(root)}: {error}")
+    if problems:
+        more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
+        raise DatasetError(
+            f"{len(problems)} of the {len(paths):,} images under {root} cannot be used:\n  "
+            + "\n  ".join(problems[:shown]) + more + "\nRemove or replace them.")
+
+
+def undecodable_images(split) -> list[str]:
+    """The files of ``split`` that TensorFlow fails to decode. Each is decoded (slow): for the
+    moment a decode has failed in the pipeline, whose error does not name the file."""
+    if not isinstance(split.images, list):
+        return []
+    return [path for path in split.images if not decodes(path)]
+
+
+def _folder_statistics(split, side, sample=500):
+    """Channel statistics from up to ``sample`` evenly spaced training images, each decoded,
+    resized to ``side`` pixels as in training, and let go before the next."""
     import tensorflow as tf
 
+    from cct_fast.pipeline import decoder
+
+    decode = decoder(side)
     chosen = split.images[:: max(1, len(split) // sample)]
-    pixels = np.concatenate([
-        tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False)
-        .numpy().reshape(-1, 3) for p in chosen
-    ])
-    return _statistics(pixels)
+    return _statistics(decode(tf.constant(path)).numpy() for path in chosen)

@@ -43,7 +43,7 @@ def epoch_seed(recipe, epoch, stream):
     return int(np.random.default_rng([recipe.seed, epoch, stream]).integers(2**31 - 1))
 
 
-def _decoder(side):
+def decoder(side):
     """Map function turning a path (or a uint8 image) into a float32 image of ``side`` pixels."""
 
     def decode(image):
@@ -69,7 +69,7 @@ def _source(split, order=None):
 def evaluation_batches(split, dataset, side, batch_size):
     """Test images resized to ``side``, normalised, with integer labels; in file order."""
     mean, std = _scale(dataset)
-    decode = _decoder(side)
+    decode = decoder(side)
     return (_source(split)
             .map(lambda x, y: ((decode(x) - mean) / std, y), num_parallel_calls=PARALLEL_CALLS)
             .batch(batch_size).prefetch(PREFETCH_BATCHES).with_options(_FIXED_PARALLELISM))
@@ -78,7 +78,7 @@ def evaluation_batches(split, dataset, side, batch_size):
 def training_batches(split, dataset, recipe, side, epoch):
     """The batches of one training epoch: (normalised float32 images, soft targets)."""
     order = np.random.default_rng(epoch_seed(recipe, epoch, 0)).permutation(len(split))
-    decode = _decoder(side)
+    decode = decoder(side)
     crop_seed = epoch_seed(recipe, epoch, 1)
 
     def per_image(index, example):
