@@ -126,10 +126,12 @@ def _listing(title, items, separator=", ", shown=8):
     return f"{title} ({len(items)}): {separator.join(items[:shown])}{more}"
 
 
-def describe_architecture(layers, width, convolutions) -> str:
-    """What a set of weights holds, in the words of the model's arguments."""
+def describe_architecture(layers, width, convolutions, classes) -> str:
+    """What a set of weights holds, in the words of the model's arguments (``classes`` None:
+    no head)."""
+    head = "no head" if classes is None else f"a head for {classes} classes"
     return (f"{layers} encoder layers of width {width} after {convolutions} tokenizer "
-            "convolution(s)")
+            f"convolution(s), and {head}")
 
 
 def _describe(shapes: dict[str, tuple]) -> str:
@@ -137,7 +139,8 @@ def _describe(shapes: dict[str, tuple]) -> str:
     blocks = {key.split(".")[2] for key in shapes if key.startswith("classifier.blocks.")}
     convs = {key.split(".")[2] for key in shapes if key.startswith("tokenizer.conv_layers.")}
     width = shapes.get("classifier.norm.weight", ("unknown",))[0]
-    return describe_architecture(len(blocks), width, len(convs))
+    head = shapes.get("classifier.fc.weight")
+    return describe_architecture(len(blocks), width, len(convs), head and head[0])
 
 
 def mismatch_error(source, model, *, expected, missing, unexpected, mismatched, held, has,

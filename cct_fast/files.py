@@ -120,3 +120,33 @@ def atomic_output(path, expected_bytes=0):
     finally:
         with contextlib.suppress(OSError):  # never hide the real error behind the cleanup's
             temporary.unlink(missing_ok=True)
+
+
+class FolderBusy(RuntimeError):
+    """A folder another process holds with :func:`folder_lock`."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder):
+    """Hold ``folder/.lock`` for the block (creating the folder): another process asking for it
+    meanwhile is refused at once with :class:`FolderBusy`. The operating system releases the
+    lock with the process that holds it, however that process ends."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            raise FolderBusy(f"{folder} is in use by another process"
+                             + (f" (pid {holder})" if holder else "")) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing releases the lock

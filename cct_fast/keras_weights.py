@@ -113,7 +113,8 @@ def _architecture(shapes) -> str:
     blocks = {p.split("/")[1] for p in shapes if p.startswith("blocks/")}
     convs = {p.split("/convs/")[1].split("/")[0] for p in shapes if "/convs/" in p}
     width = next((s[0] for p, s in shapes.items() if p.endswith("pre_norm/vars/0")), "unknown")
-    return describe_architecture(len(blocks), width, len(convs))
+    head = shapes.get(f"{_HEAD}/vars/0")
+    return describe_architecture(len(blocks), width, len(convs), head and head[-1])
 
 
 def check_keras_weights(model, path, allow_new_head=True) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 
@@ -102,38 +103,98 @@ def read_recipe_file(path):
     return values
 
 
+def _in(low, high, low_open=False, high_open=False):
+    """A range check and its description: [low, high], ends open as asked (None: unbounded)."""
+    def check(value):
+        return (math.isfinite(value)
+                and (low is None or (value > low if low_open else value >= low))
+                and (high is None or (value < high if high_open else value <= high)))
+
+    left = "(" if low_open or low is None else "["
+    right = ")" if high_open or high is None else "]"
+    shown = f"{'-inf' if low is None else low}, {'inf' if high is None else high}"
+    return check, f"in {left}{shown}{right}"
+
+
+_POSITIVE = _in(0, None, low_open=True)
+_NON_NEGATIVE = _in(0, None)
+_PROBABILITY = _in(0, 1)
+RANGES = {
+    "epochs": _in(1, None), "batch_size": _in(1, None), "lr_batch_size": _in(1, None),
+    "lr": _POSITIVE, "warmup_lr": _NON_NEGATIVE, "min_lr": _NON_NEGATIVE,
+    "weight_decay": _NON_NEGATIVE, "warmup_epochs": _NON_NEGATIVE,
+    "label_smoothing": _in(0, 1, high_open=True), "mixup_alpha": _NON_NEGATIVE,
+    "cutmix_alpha": _NON_NEGATIVE, "mixup_switch_prob": _PROBABILITY,
+    "mixup_off_epoch": _NON_NEGATIVE, "randaugment_ops": _NON_NEGATIVE,
+    "randaugment_magnitude": _in(0, 10), "randaugment_magnitude_std": _NON_NEGATIVE,
+    "crop_scale": _in(0, 1, low_open=True), "crop_ratio": _POSITIVE, "hflip": _PROBABILITY,
+    "seed": _NON_NEGATIVE, "train_images": _NON_NEGATIVE,
+}
+
+
 def _validated(values, source):
     fields = {field.name: field for field in dataclasses.fields(Recipe)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise RecipeError(f"Unknown recipe setting(s) {unknown} in {source}; known: "
                           f"{sorted(fields)}.")
-    converted = {}
-    for key, value in values.items():
-        default = getattr(Recipe, key)
-        try:
-            if isinstance(default, tuple):
-                converted[key] = tuple(float(v) for v in value)
-                if len(converted[key]) != 2:
-                    raise ValueError
-            elif isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise ValueError
-                converted[key] = value
-            else:
-                converted[key] = type(default)(value)
-                if isinstance(default, int) and converted[key] != value:
-                    raise ValueError
-        except (TypeError, ValueError):
-            raise RecipeError(f"Recipe setting {key}={value!r} in {source}: expected "
-                              f"{_describe(default)}.") from None
+    converted = {key: _converted(key, value, source) for key, value in values.items()}
     recipe = Recipe(**converted)
     if recipe.precision not in PRECISIONS:
         raise RecipeError(f"precision must be one of {PRECISIONS}; got {recipe.precision!r}.")
-    if recipe.epochs < 1 or recipe.batch_size < 1:
-        raise RecipeError(f"epochs and batch_size must be positive; got {recipe.epochs}, "
-                          f"{recipe.batch_size}.")
+    for key, (check, expected) in RANGES.items():
+        value = getattr(recipe, key)
+        pair = value if isinstance(value, tuple) else (value,)
+        if not all(check(v) for v in pair) or list(pair) != sorted(pair):
+            order = " (low, high)" if isinstance(value, tuple) else ""
+            raise RecipeError(f"Recipe setting {key}={_shown(value)} in {source}: expected "
+                              f"{'values' if order else 'a value'} {expected}{order}.")
+    if recipe.min_lr > recipe.learning_rate:
+        raise RecipeError(f"min_lr ({recipe.min_lr}) in {source} is above the peak learning rate "
+                          f"({recipe.learning_rate}): the cosine schedule would rise.")
+    try:
+        from cct_fast.zoo import model_config
+
+        model_config(recipe.model)
+    except ValueError as error:
+        raise RecipeError(f"Recipe setting model in {source}: {error}") from None
     return recipe
+
+
+def _converted(key, value, source):
+    """``value`` as the type of the field ``key``; a bool is not a number here."""
+    default = getattr(Recipe, key)
+    try:
+        if isinstance(default, tuple):
+            converted = tuple(_number(v, float) for v in value)
+            if len(converted) != 2:
+                raise ValueError
+            return converted
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        return _number(value, type(default))
+    except (TypeError, ValueError):
+        raise RecipeError(f"Recipe setting {key}={value!r} in {source}: expected "
+                          f"{_describe(default)}.") from None
+
+
+def _number(value, kind):
+    if isinstance(value, bool):
+        raise ValueError
+    number = kind(value)
+    if kind is int and number != value:  # 2.5 or "2" are not integers
+        raise ValueError
+    return number
+
+
+def _shown(value):
+    return repr(value).replace("nan", "NaN")
 
 
 def _describe(default):

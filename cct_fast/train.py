@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cct_fast.files import atomic_output
+from cct_fast.files import FolderBusy, atomic_output, folder_lock
 from cct_fast.recipe import Recipe, RecipeError, make_recipe, read_recipe_file
 
 CHECKPOINT = "checkpoint.npz"
@@ -44,20 +44,24 @@ def fit(*, out=None, resume=False, recipe_file=None, verbose=1, **settings):
         out = (f"runs/{settings.get('model') or Recipe.model}-"
                f"{dataset.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}")
     out = Path(out)
-    if resume:
-        recipe = _resumed_recipe(out, recipe_file, settings)
-    else:
-        recipe = make_recipe(recipe_file, **settings)
-        if (out / CHECKPOINT).exists():
-            raise RunError(f"{out} already holds a run; resume it with --resume or choose "
-                           f"another --out.")
-    return Run(out, recipe, verbose).train()
+    if resume and not (out / CHECKPOINT).exists():
+        raise RunError(f"Nothing to resume: {out} holds no {CHECKPOINT}.")
+    recipe = None if resume else make_recipe(recipe_file, **settings)
+    try:
+        with folder_lock(out):  # held until the run ends: one run writes into a folder
+            if resume:
+                recipe = _resumed_recipe(out, recipe_file, settings)
+            elif (out / CHECKPOINT).exists():
+                raise RunError(f"{out} already holds a run; resume it with --resume or choose "
+                               f"another --out.")
+            return Run(out, recipe, verbose).train()
+    except FolderBusy as error:
+        raise RunError(f"{error}: another run is training into it. Wait for it to end, or "
+                       "choose another --out.") from None
 
 
 def _resumed_recipe(out, recipe_file, settings):
     """The saved recipe; a run resumes as it was started, or its schedule would change."""
-    if not (out / CHECKPOINT).exists():
-        raise RunError(f"Nothing to resume: {out} holds no {CHECKPOINT}.")
     recipe = make_recipe(None, **read_recipe_file(out / RECIPE))
     asked = read_recipe_file(recipe_file) if recipe_file else {}
     asked.update({key: value for key, value in settings.items() if value is not None})
@@ -76,9 +80,12 @@ class Run:
         import keras
 
         from cct_fast.data import load_dataset
+        from cct_fast.zoo import model_config
 
         self.folder, self.recipe, self.verbose = Path(folder), recipe, verbose
-        self.dataset = dataset if dataset is not None else load_dataset(recipe.dataset)
+        if dataset is None:
+            dataset = load_dataset(recipe.dataset, image_size=model_config(recipe.model)["img_size"])
+        self.dataset = dataset
         keras.utils.set_random_seed(recipe.seed)
         self.model = build_model(recipe, self.dataset.num_classes)
         self.side = self.model.config.img_size
@@ -96,33 +103,79 @@ class Run:
         self.history = []
 
     def train(self):
+        import keras
+
         self.folder.mkdir(parents=True, exist_ok=True)
         if (self.folder / CHECKPOINT).exists():
             self._restore()
+            if self.history and self.history[-1]["test_accuracy"] is None:
+                self._finish_epoch()  # its evaluation failed last time
         else:
             self.recipe.save(self.folder / RECIPE)
         for epoch in range(len(self.history), self.recipe.epochs):
             started = time.perf_counter()
             self._reseed(epoch)
             try:
-                result = self.model.fit(self.epoch_batches(epoch), initial_epoch=epoch, epochs=epoch + 1,
-                                        shuffle=False, verbose=self.verbose)
+                result = self._read_images(self.train_split, lambda: self.model.fit(
+                    self.epoch_batches(epoch), initial_epoch=epoch, epochs=epoch + 1,
+                    shuffle=False, verbose=self.verbose,
+                    callbacks=[keras.callbacks.TerminateOnNaN()]))
             except KeyboardInterrupt:
                 self._save_interrupted(epoch)
                 raise
-            test = self.evaluate()
+            loss = result.history["loss"][-1]
+            if not np.isfinite(loss):
+                raise RunError(self._diverged(epoch, loss))
             self.history.append({
                 "epoch": epoch + 1,
                 "learning_rate": float(self.model.optimizer.learning_rate),
-                "train_loss": float(result.history["loss"][-1]),
-                "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+                "train_loss": float(loss), "test_loss": None, "test_accuracy": None,
                 "seconds": round(time.perf_counter() - started, 2),
             })
-            self._save_epoch()
-            if self.verbose:
-                print(f"epoch {epoch + 1}/{self.recipe.epochs}: test accuracy "
-                      f"{test['accuracy']:.4f}, loss {test['loss']:.4f}")
+            self._finish_epoch()
         return self
+
+    def _finish_epoch(self):
+        """Evaluate the epoch just trained and save everything. If the evaluation fails, the
+        trained epoch is saved first (its test figures pending), so ``--resume`` evaluates it
+        instead of training it again."""
+        row, started = self.history[-1], time.perf_counter()
+        try:
+            test = self._read_images(self.dataset.test, self.evaluate)
+        except BaseException:
+            save_checkpoint(self.folder / CHECKPOINT, self.model, self.recipe, self.history)
+            print(f"\nThe evaluation after epoch {row['epoch']} failed; the epoch's training is "
+                  f"saved in {self.folder / CHECKPOINT}, and `--resume` evaluates it first.")
+            raise
+        row.update(test_loss=test["loss"], test_accuracy=test["accuracy"],
+                   seconds=round(row["seconds"] + time.perf_counter() - started, 2))
+        self._save_epoch()
+        if self.verbose:
+            print(f"epoch {row['epoch']}/{self.recipe.epochs}: test accuracy "
+                  f"{test['accuracy']:.4f}, loss {test['loss']:.4f}")
+
+    def _read_images(self, split, work):
+        """``work()``, with a failure to decode an image of ``split`` named by its file."""
+        import tensorflow as tf
+
+        from cct_fast.data import DatasetError, undecodable_images
+
+        try:
+            return work()
+        except tf.errors.InvalidArgumentError as error:
+            bad = undecodable_images(split)
+            if not bad:
+                raise
+            raise DatasetError(f"TensorFlow cannot decode {len(bad)} image(s): "
+                               f"{', '.join(bad[:10])}. Remove or replace them.") from error
+
+    def _diverged(self, epoch, loss):
+        done = len(self.history)
+        kept = (f"{self.folder / CHECKPOINT} keeps the run after epoch {done}, its last good one"
+                if done else "no epoch had finished, so there is nothing to resume")
+        return (f"The training loss became {loss} in epoch {epoch + 1}: the run stopped, and "
+                f"{kept}. Lower the learning rate (lr {self.recipe.lr} in the recipe) and start "
+                "a new run.")
 
     def epoch_batches(self, epoch):
         """The augmented training batches of ``epoch``."""
@@ -160,9 +213,14 @@ class Run:
         from cct_fast.weights import save_weights
 
         save_weights(self.model, self.folder / "interrupted.weights.h5")
+        if self.history:
+            next_step = (f"`--resume` restarts epoch {epoch + 1} from "
+                         f"{self.folder / CHECKPOINT}")
+        else:
+            next_step = ("no epoch had finished, so there is nothing to resume: run the same "
+                         "command again to start over")
         print(f"\nInterrupted in epoch {epoch + 1}: its weights so far are in "
-              f"{self.folder / 'interrupted.weights.h5'}; `--resume` restarts epoch {epoch + 1} "
-              f"from {self.folder / CHECKPOINT}.")
+              f"{self.folder / 'interrupted.weights.h5'}; {next_step}.")
 
     def _restore(self):
         self.history = load_checkpoint(self.folder / CHECKPOINT, self.model, self.recipe)
@@ -217,22 +275,34 @@ def evaluate_model(model, dataset, batch_size=256):
 
 
 def evaluate(source, dataset, model=None, batch_size=256):
-    """Evaluate a run folder (its best weights) or a weights file (``model`` names it)."""
+    """Evaluate a run folder (its best weights) or a weights file (``model`` names it). The
+    weights' head must have the dataset's classes: a head for other classes is refused."""
     import cct_fast
     from cct_fast.data import load_dataset
+    from cct_fast.zoo import model_config
 
     source = Path(source)
-    data = load_dataset(dataset)
     if source.is_dir():
+        if not (source / RECIPE).is_file():
+            raise RunError(f"{source} is not a run folder: it holds no {RECIPE}.")
         recipe = make_recipe(None, **read_recipe_file(source / RECIPE))
-        weights = source / "best.weights.h5"
-        model = build_model(dataclasses.replace(recipe, jit_compile=False), data.num_classes)
-    else:
+        name, weights = recipe.model, source / "best.weights.h5"
+    elif source.is_file():
         if model is None:
             raise RunError(f"{source} is a weights file: say which model it holds (--model).")
-        weights = source
-        model = cct_fast.create_model(model, num_classes=data.num_classes)
-    cct_fast.load_weights(model, weights)
+        name, weights = model, source
+    else:
+        raise FileNotFoundError(f"{source} does not exist: pass a run folder or a weights file.")
+    data = load_dataset(dataset, image_size=model_config(name)["img_size"])
+    if source.is_dir():
+        model = build_model(dataclasses.replace(recipe, jit_compile=False), data.num_classes)
+    else:
+        model = cct_fast.create_model(name, num_classes=data.num_classes)
+    try:
+        cct_fast.load_weights(model, weights, allow_new_head=False)
+    except cct_fast.CheckpointError as error:
+        raise RunError(f"Cannot evaluate {weights} on {dataset} ({data.num_classes} classes): "
+                       f"{error}") from None
     return evaluate_model(model, data, batch_size)
 
 

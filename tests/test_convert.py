@@ -186,7 +186,8 @@ def test_keras_weights_of_another_architecture_name_every_mismatch(tmp_path):
         r"missing weights \(2\): layers/conv_tokenizer/convs/conv2d_1, layers/sequence_pooling.*"
         r"unexpected weights \(2\): class_token, .*"
         r"conv2d/vars/0: file \(4, 4, 3, 128\), model \(3, 3, 3, 64\).*"
-        r"after 1 tokenizer convolution\(s\); cct_2_3x2_32 has .* after 2 tokenizer")
+        r"after 1 tokenizer convolution\(s\), and a head for 10 classes; cct_2_3x2_32 has .* "
+        r"after 2 tokenizer")
 
 
 def test_a_failure_while_layers_load_puts_every_weight_back(tmp_path):
