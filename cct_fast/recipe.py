@@ -149,9 +149,6 @@ def _validated(values, source):
             order = " (low, high)" if isinstance(value, tuple) else ""
             raise RecipeError(f"Recipe setting {key}={_shown(value)} in {source}: expected "
                               f"{'values' if order else 'a value'} {expected}{order}.")
-    if recipe.min_lr > recipe.learning_rate:
-        raise RecipeError(f"min_lr ({recipe.min_lr}) in {source} is above the peak learning rate "
-                          f"({recipe.learning_rate}): the cosine schedule would rise.")
     try:
         from cct_fast.zoo import model_config
 

@@ -31,7 +31,6 @@ QUICK = dict(model="cct_2_3x2_32", dataset="digits", train_images=64, batch_size
     ("train_images", -10, r"train_images=-10 .*expected a value in \[0, inf\)"),
     ("epochs", True, "epochs=True .*expected an integer"),
     ("crop_scale", [1.0, 0.5], r"crop_scale=\(1.0, 0.5\) .*expected values in \(0, 1\] \(low, high\)"),
-    ("min_lr", 1.0, "min_lr .* is above the peak learning rate"),
     ("model", "cct_77", "Unknown model name 'cct_77'. Did you mean"),
 ])
 def test_recipe_values_out_of_range_are_refused_before_a_run_starts(tmp_path, setting, value,
