@@ -11,10 +11,10 @@ from cct_fast.model import dtype_policy
 def macs_per_image(config) -> int:
     """Multiply-accumulates of one forward pass (convolutions, encoder, pooling, head)."""
     macs, channels = 0, config.n_input_channels
-    stages = config.tokenizer_stages(config.img_size)
-    for i, (conv_side, _) in enumerate(stages):
-        out_channels = config.embedding_dim if i == len(stages) - 1 else config.in_planes
-        macs += conv_side**2 * config.kernel_size**2 * channels * out_channels
+    rows, columns = (config.tokenizer_stages(side) for side in config.image_size)
+    for i, ((conv_rows, _), (conv_columns, _)) in enumerate(zip(rows, columns)):
+        out_channels = config.embedding_dim if i == len(rows) - 1 else config.in_planes
+        macs += conv_rows * conv_columns * config.kernel_size**2 * channels * out_channels
         channels = out_channels
     tokens = config.sequence_length + config.num_prefix_tokens
     dim, hidden = config.embedding_dim, config.feedforward_dim
@@ -133,5 +133,5 @@ def training_epoch_functions(name, batch, steps, folder, seed=0):
 
 def random_batch(config, batch, seed=0):
     rng = np.random.default_rng(seed)
-    images = rng.standard_normal((batch, config.img_size, config.img_size, 3)).astype("float32")
+    images = rng.standard_normal((batch, *config.image_size, 3)).astype("float32")
     return images, rng.integers(0, config.num_classes, batch)

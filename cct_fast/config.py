@@ -21,7 +21,7 @@ def _conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class CCTConfig:
-    img_size: int = 224
+    img_size: int | tuple[int, int] = 224  # a side, or (height, width): the official is square
     embedding_dim: int = 768
     n_input_channels: int = 3
     tokenizer: str = "convolutional"
@@ -44,7 +44,16 @@ class CCTConfig:
     seq_pool: bool = True
 
     def __post_init__(self):
+        if isinstance(self.img_size, list):  # as a serialized config gives it back
+            object.__setattr__(self, "img_size", tuple(self.img_size))
         self._validate()
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the images."""
+        if isinstance(self.img_size, tuple):
+            return self.img_size
+        return (self.img_size, self.img_size)
 
     # stride and padding stay None in the config when not given, so that a copy with another
     # kernel_size (``replace``) derives them anew, as the official ``_cct`` helper does.
@@ -78,7 +87,11 @@ class CCTConfig:
         def is_int(value):
             return isinstance(value, int) and not isinstance(value, bool)
 
-        for field in ("img_size", "embedding_dim", "n_input_channels", "n_conv_layers",
+        sides = self.img_size if isinstance(self.img_size, tuple) else (self.img_size,)
+        if len(sides) not in (1, 2) or not all(is_int(side) and side >= 1 for side in sides):
+            fail(f"img_size must be a positive integer or a (height, width) pair of them, got "
+                 f"{self.img_size!r}.")
+        for field in ("embedding_dim", "n_input_channels", "n_conv_layers",
                       "kernel_size", "conv_stride", "in_planes", "num_layers", "num_heads",
                       "num_classes", "pooling_kernel_size", "pooling_stride"):
             value = getattr(self, field)
@@ -99,12 +112,12 @@ class CCTConfig:
                 f"embedding_dim ({self.embedding_dim}) must be divisible by num_heads "
                 f"({self.num_heads})."
             )
-        if self.tokenizer == "patch" and self.img_size % self.kernel_size:
+        if self.tokenizer == "patch" and any(side % self.kernel_size for side in sides):
             fail(
                 f"img_size ({self.img_size}) must be divisible by the patch size "
                 f"kernel_size ({self.kernel_size})."
             )
-        if self.token_grid_size < 1:
+        if min(self.token_grid) < 1:
             fail(
                 f"img_size {self.img_size} is too small for the tokenizer "
                 f"(kernel {self.kernel_size}, stride {self.conv_stride}, "
@@ -125,8 +138,8 @@ class CCTConfig:
         return self.n_conv_layers if self.tokenizer == "convolutional" else 1
 
     def tokenizer_stages(self, size: int) -> list[tuple[int, int]]:
-        """(side after the convolution, side after the max-pool) of each tokenizer stage for a
-        ``size`` x ``size`` image; without pooling both are the same."""
+        """(length after the convolution, length after the max-pool) of each tokenizer stage
+        along an image axis of ``size`` pixels; without pooling both are the same."""
         stages = []
         for _ in range(self.conv_layers):
             size = pooled = _conv_output_size(size, self.kernel_size, self.conv_stride,
@@ -138,18 +151,16 @@ class CCTConfig:
             size = pooled
         return stages
 
-    def token_grid_side(self, size: int) -> int:
-        """Side of the token grid the tokenizer makes from a ``size`` x ``size`` image."""
-        return self.tokenizer_stages(size)[-1][1]
-
     @property
-    def token_grid_size(self) -> int:
-        return self.token_grid_side(self.img_size)
+    def token_grid(self) -> tuple[int, int]:
+        """``(rows, columns)`` of the tokens the tokenizer makes from an ``img_size`` image."""
+        return tuple(self.tokenizer_stages(side)[-1][1] for side in self.image_size)
 
     @property
     def sequence_length(self) -> int:
         """Tokens the tokenizer makes from an ``img_size`` image (the class token not counted)."""
-        return self.token_grid_size**2
+        rows, columns = self.token_grid
+        return rows * columns
 
     @property
     def num_prefix_tokens(self) -> int:

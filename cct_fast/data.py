@@ -54,15 +54,17 @@ class Dataset:
         return len(self.class_names)
 
 
-def load_dataset(spec: str, image_size: int = 224) -> Dataset:
+def load_dataset(spec: str, image_size: int | tuple[int, int] = 224) -> Dataset:
     """``"digits"``, ``"cifar10"``, ``"cifar100"`` or ``"folder:PATH"``. A folder's channel
-    statistics are those of its images at ``image_size`` pixels, the size the model trains at."""
+    statistics are those of its images at ``image_size`` (a side or (height, width)), the size
+    the model trains at."""
     if spec == "digits":
         return _digits()
     if spec in CIFAR_STATS:
         return _cifar(spec)
     if spec.startswith("folder:"):
-        return _folder(Path(spec.removeprefix("folder:")).expanduser(), image_size)
+        size = image_size if isinstance(image_size, tuple) else (image_size, image_size)
+        return _folder(Path(spec.removeprefix("folder:")).expanduser(), size)
     raise DatasetError(
         f"Unknown dataset {spec!r}: expected 'digits', 'cifar10', 'cifar100' or 'folder:PATH'."
     )
@@ -118,7 +120,7 @@ def _cifar(name):
                    Split(test_x, test_y.reshape(-1).astype(np.int32)), classes, mean, std)
 
 
-def _folder(root, side):
+def _folder(root, size):
     if not root.is_dir():
         raise DatasetError(f"Image folder {root} does not exist.")
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
@@ -142,7 +144,7 @@ def _folder(root, side):
             f"({', '.join(IMAGE_SUFFIXES)}): each class folder is a class, so remove the empty "
             "ones or fill them.")
     _check_images(train.images + test.images, root)
-    mean, std = _folder_statistics(train, side)
+    mean, std = _folder_statistics(train, size)
     return Dataset(f"folder:{root}", train, test, class_names, mean, std)
 
 
@@ -185,13 +187,13 @@ def undecodable_images(split) -> list[str]:
     return [path for path in split.images if not decodes(path)]
 
 
-def _folder_statistics(split, side, sample=500):
+def _folder_statistics(split, size, sample=500):
     """Channel statistics from up to ``sample`` evenly spaced training images, each decoded,
-    resized to ``side`` pixels as in training, and let go before the next."""
+    resized to ``size`` as in training, and let go before the next."""
     import tensorflow as tf
 
     from cct_fast.pipeline import decoder
 
-    decode = decoder(side)
+    decode = decoder(size)
     chosen = split.images[:: max(1, len(split) // sample)]
     return _statistics(decode(tf.constant(path)).numpy() for path in chosen)

@@ -3,6 +3,8 @@
 import contextlib
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from cct_fast import fused
@@ -29,6 +31,12 @@ def dtype_policy(policy):
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def _batch_size(data):
+    """The number of images in an array or tensor, None if unknown or not an array."""
+    shape = getattr(data, "shape", None)
+    return shape[0] if shape is not None and len(shape) else None
 
 
 @keras.saving.register_keras_serializable(package="cct_fast")
@@ -92,7 +100,7 @@ class CCT(keras.Model):
         self.positional_embedding = None
         if positional_embedding != "none":
             self.positional_embedding = PositionalEmbedding(
-                positional_embedding, config.token_grid_size, config.num_prefix_tokens,
+                positional_embedding, config.token_grid, config.num_prefix_tokens,
                 name="positional_embedding",
             )
         self.embedding_dropout = keras.layers.Dropout(dropout, name="embedding_dropout")
@@ -121,8 +129,45 @@ class CCT(keras.Model):
     def image_shape(self):
         """``(height, width, channels)`` of the images the model takes; sizes are None when any
         size works (no positional embedding)."""
-        side = None if self.positional_embedding is None else self.config.img_size
-        return (side, side, self.config.n_input_channels)
+        height, width = (None, None) if self.positional_embedding is None else \
+            self.config.image_size
+        return (height, width, self.config.n_input_channels)
+
+    def __call__(self, images, *args, **kwargs):
+        if isinstance(images, (str, bytes, dict)) or not (
+                hasattr(images, "shape") or isinstance(images, (list, tuple))):
+            raise TypeError(
+                f"{self.name} takes a batch of images: a float tensor or numpy array of shape "
+                f"{self._expected_shape()}; got a {type(images).__name__}.")
+        if _batch_size(images) == 0:
+            self._check_images(images)
+            one = ops.zeros((1,) + tuple(images.shape[1:]), images.dtype)
+            return super().__call__(one, *args, **kwargs)[:0]  # what numpy gives for no rows
+        return super().__call__(images, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_data(x)
+        if _batch_size(x) == 0:
+            return ops.convert_to_numpy(self(x))  # Keras' predict fails on no batches
+        return super().predict(x, *args, **kwargs)
+
+    def fit(self, x=None, *args, **kwargs):
+        self._check_data(x)
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self._check_data(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def _check_data(self, x):
+        """Check the images that ``predict``, ``fit`` and ``evaluate`` are given before Keras
+        traces its step: once Keras relaxes a traced shape to None, the checks inside ``call``
+        can no longer see a wrong size, and the failure came from deep inside a layer."""
+        if isinstance(x, tf.data.Dataset):
+            spec = x.element_spec
+            x = spec[0] if isinstance(spec, tuple) else spec
+        if isinstance(x, (np.ndarray, tf.TensorSpec)) or ops.is_tensor(x):
+            self._check_images(x)
 
     def build(self, input_shape):
         dim = self.config.embedding_dim
@@ -143,7 +188,7 @@ class CCT(keras.Model):
 
     def call(self, images, training=False):
         self._check_images(images)
-        x = self.tokenizer(images)
+        x = self.tokenizer(self._with_image_shape(images))
         if self.class_token is not None:
             x = self.class_token(x)
         if self.positional_embedding is not None:
@@ -163,16 +208,18 @@ class CCT(keras.Model):
             x = keras.activations.get(self.classifier_activation)(x)
         return x
 
+    def _expected_shape(self):
+        return "(batch, " + ", ".join(
+            name if size is None else str(size) for name, size in zip("HWC", self.image_shape)
+        ) + ")"
+
     def _check_images(self, images):
         """Fail early, with what was expected and what came, instead of deep inside a layer."""
         shape = tuple(images.shape)
         expected = self.image_shape
-        described = ", ".join(
-            name if size is None else str(size) for name, size in zip("HWC", expected)
-        )
         if len(shape) != 4:
             raise ValueError(
-                f"{self.name} expects a batch of NHWC images of shape (batch, {described}); "
+                f"{self.name} expects a batch of NHWC images of shape {self._expected_shape()}; "
                 f"got an input of shape {shape}. "
                 + ("Add a batch axis (images[None])." if len(shape) == 3 else "")
             )
@@ -184,15 +231,16 @@ class CCT(keras.Model):
                 f"{self.name} expects NHWC images with {expected[2]} channels in the last axis; "
                 f"got shape {shape}.{hint}"
             )
-        if expected[0] is not None and any(
-            s is not None and s != expected[0] for s in shape[1:3]
-        ):
+        if any(e is not None and s is not None and s != e for s, e in zip(shape[1:3], expected)):
+            height, width = shape[1:3]
+            size = height if height == width else (height, width)
             raise ValueError(
                 f"{self.name} was built for {expected[0]}x{expected[1]} images: its "
                 f"{self.config.positional_embedding} positional embedding covers "
-                f"{self.config.sequence_length} tokens. Got {shape[1]}x{shape[2]} images. "
-                f"Resize the images, or create the model with img_size={shape[1]} "
-                "(a learnable embedding loaded from a checkpoint is resized to it)."
+                f"{self.config.sequence_length} tokens. Got {height}x{width} images. Resize the "
+                f"images, or create the model with img_size={size} (non-square sizes are "
+                "accepted as (height, width), unlike in the official code; a learnable "
+                "embedding loaded from a checkpoint is resized to it)."
             )
         dtype = keras.backend.standardize_dtype(images.dtype)
         if not dtype.startswith(("float", "bfloat")):
@@ -201,6 +249,14 @@ class CCT(keras.Model):
                 "them as in training, e.g. tf.cast(images, tf.float32) / 255.0, then normalise "
                 "with the dataset mean and standard deviation."
             )
+
+    def _with_image_shape(self, images):
+        """``images``, checked at run time where the traced shape does not say their size (a
+        graph Keras traced with relaxed shapes, a dataset of unknown image size)."""
+        expected = (None,) + self.image_shape
+        if all(e is None or s is not None for s, e in zip(images.shape, expected)):
+            return images
+        return tf.ensure_shape(images, expected)
 
     def compile(self, *args, jit_compile=None, **kwargs):
         if jit_compile is None:

@@ -43,17 +43,18 @@ def epoch_seed(recipe, epoch, stream):
     return int(np.random.default_rng([recipe.seed, epoch, stream]).integers(2**31 - 1))
 
 
-def decoder(side):
-    """Map function turning a path (or a uint8 image) into a float32 image of ``side`` pixels."""
+def decoder(size):
+    """Map function turning a path (or a uint8 image) into a float32 image of ``size``
+    (height, width) pixels."""
 
     def decode(image):
         if image.dtype == tf.string:
             image = tf.io.decode_image(tf.io.read_file(image), channels=3,
                                        expand_animations=False)
         image = tf.cast(image, tf.float32)
-        if image.shape[0] == side and image.shape[1] == side:
+        if tuple(image.shape[:2]) == tuple(size):
             return image
-        return tf.image.resize(image, (side, side))
+        return tf.image.resize(image, size)
 
     return decode
 
@@ -66,25 +67,26 @@ def _source(split, order=None):
     return tf.data.Dataset.from_tensor_slices((images, labels))
 
 
-def evaluation_batches(split, dataset, side, batch_size):
-    """Test images resized to ``side``, normalised, with integer labels; in file order."""
+def evaluation_batches(split, dataset, size, batch_size):
+    """Test images resized to ``size`` (height, width), normalised, with integer labels; in
+    file order."""
     mean, std = _scale(dataset)
-    decode = decoder(side)
+    decode = decoder(size)
     return (_source(split)
             .map(lambda x, y: ((decode(x) - mean) / std, y), num_parallel_calls=PARALLEL_CALLS)
             .batch(batch_size).prefetch(PREFETCH_BATCHES).with_options(_FIXED_PARALLELISM))
 
 
-def training_batches(split, dataset, recipe, side, epoch):
+def training_batches(split, dataset, recipe, size, epoch):
     """The batches of one training epoch: (normalised float32 images, soft targets)."""
     order = np.random.default_rng(epoch_seed(recipe, epoch, 0)).permutation(len(split))
-    decode = decoder(side)
+    decode = decoder(size)
     crop_seed = epoch_seed(recipe, epoch, 1)
 
     def per_image(index, example):
         image, label = example
         seed = tf.stack([tf.constant(crop_seed, tf.int64), index])
-        image = _random_resized_crop(decode(image), side, recipe, seed)
+        image = _random_resized_crop(decode(image), size, recipe, seed)
         return image, label
 
     batches = (_source(split, order).enumerate()
@@ -96,16 +98,16 @@ def training_batches(split, dataset, recipe, side, epoch):
             .prefetch(PREFETCH_BATCHES).with_options(_FIXED_PARALLELISM))
 
 
-def _random_resized_crop(image, side, recipe, seed):
+def _random_resized_crop(image, size, recipe, seed):
     """torchvision's RandomResizedCrop (area in ``crop_scale``, aspect ratio in
-    ``crop_ratio``, bilinear back to ``side``) and a horizontal flip with probability
+    ``crop_ratio``, bilinear back to ``size``) and a horizontal flip with probability
     ``hflip``, from stateless ops."""
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+    begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image), tf.zeros((1, 0, 4)), seed=seed, min_object_covered=0.0,
         aspect_ratio_range=recipe.crop_ratio, area_range=recipe.crop_scale,
         max_attempts=10, use_image_if_no_bounding_boxes=True)
-    image = tf.ensure_shape(tf.image.resize(tf.slice(image, begin, size), (side, side)),
-                            (side, side, 3))
+    image = tf.ensure_shape(tf.image.resize(tf.slice(image, begin, crop), size),
+                            (*size, 3))
     flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
     flip = tf.random.stateless_uniform((), flip_seed) < recipe.hflip
     return tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)

@@ -34,7 +34,7 @@ def official_model(config):
     official = official_module()
     if config.tokenizer == "convolutional":
         return official.CCT(
-            img_size=config.img_size, embedding_dim=config.embedding_dim,
+            img_size=config.image_size, embedding_dim=config.embedding_dim,
             n_input_channels=config.n_input_channels, n_conv_layers=config.n_conv_layers,
             kernel_size=config.kernel_size, stride=config.conv_stride,
             padding=config.conv_padding, pooling_kernel_size=config.pooling_kernel_size,
@@ -52,7 +52,8 @@ def official_model(config):
     )
     model.classifier = official.TransformerClassifier(
         sequence_length=model.tokenizer.sequence_length(
-            n_channels=config.n_input_channels, height=config.img_size, width=config.img_size),
+            n_channels=config.n_input_channels, height=config.image_size[0],
+            width=config.image_size[1]),
         embedding_dim=config.embedding_dim, seq_pool=config.seq_pool,
         dropout_rate=config.dropout, attention_dropout=config.attention_dropout,
         stochastic_depth_rate=config.stochastic_depth, num_layers=config.num_layers,

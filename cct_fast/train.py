@@ -88,7 +88,7 @@ class Run:
         self.dataset = dataset
         keras.utils.set_random_seed(recipe.seed)
         self.model = build_model(recipe, self.dataset.num_classes)
-        self.side = self.model.config.img_size
+        self.image_size = self.model.config.image_size
         self.train_split = self.dataset.train
         if recipe.train_images:
             from cct_fast.data import Split
@@ -181,7 +181,8 @@ class Run:
         """The augmented training batches of ``epoch``."""
         from cct_fast.pipeline import training_batches
 
-        return training_batches(self.train_split, self.dataset, self.recipe, self.side, epoch)
+        return training_batches(self.train_split, self.dataset, self.recipe, self.image_size,
+                                epoch)
 
     def evaluate(self):
         return evaluate_model(self.model, self.dataset, self.recipe.batch_size)
@@ -263,7 +264,7 @@ def evaluate_model(model, dataset, batch_size=256):
     from cct_fast.pipeline import evaluation_batches
 
     logits, labels = [], []
-    for images, batch_labels in evaluation_batches(dataset.test, dataset, model.config.img_size,
+    for images, batch_labels in evaluation_batches(dataset.test, dataset, model.config.image_size,
                                                    batch_size):
         logits.append(np.asarray(model(images, training=False), np.float64))
         labels.append(batch_labels.numpy())

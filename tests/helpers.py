@@ -49,7 +49,7 @@ def assert_same_weights(model_a, model_b):
 
 def random_images(rng, model, batch=2, dtype="float32"):
     config = model.config
-    shape = (batch, config.img_size, config.img_size, config.n_input_channels)
+    shape = (batch, *config.image_size, config.n_input_channels)
     return rng.standard_normal(shape).astype(dtype)
 
 

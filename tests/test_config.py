@@ -30,7 +30,16 @@ def test_replace_derives_stride_and_padding_again():
 
 def test_explicit_stride_and_padding_win():
     config = CCTConfig(kernel_size=7, stride=1, padding=0, img_size=32)
-    assert config.token_grid_size == ((32 - 7) // 1 + 1 + 2 - 3) // 2 + 1
+    side = ((32 - 7) // 1 + 1 + 2 - 3) // 2 + 1
+    assert config.token_grid == (side, side)
+
+
+def test_non_square_images_make_a_non_square_token_grid():
+    config = CCTConfig(kernel_size=3, n_conv_layers=1, img_size=(32, 48))
+    assert (config.image_size, config.token_grid, config.sequence_length) == (
+        (32, 48), (16, 24), 384)
+    assert CCTConfig(img_size=[32, 48]).img_size == (32, 48)  # as a saved config reads back
+    assert CCTConfig(img_size=40).image_size == (40, 40)
 
 
 def test_drop_path_rates_rise_linearly_from_zero():
@@ -51,6 +60,9 @@ def test_vit_lite_has_one_prefix_token():
         (dict(positional_embedding="rope"), "positional_embedding must be one of"),
         (dict(tokenizer="pixels"), "tokenizer must be one of"),
         (dict(tokenizer="patch", kernel_size=5, img_size=32), "divisible by the patch size"),
+        (dict(tokenizer="patch", kernel_size=4, img_size=(32, 30)), "divisible by the patch size"),
+        (dict(img_size=(32, 0)), r"img_size must be a positive integer or a \(height, width\)"),
+        (dict(img_size=(32, 32, 3)), "img_size must be a positive integer or a"),
         (dict(img_size=3, kernel_size=7, padding=0), "too small"),
         (dict(dropout=1.0), "dropout must be in"),
         (dict(num_layers=0), "num_layers must be a positive integer"),

@@ -68,6 +68,8 @@ def test_model_without_positional_embedding_takes_any_size(rng):
         ((2, 32, 32, 1), "float32", ValueError, "3 channels in the last axis"),
         ((2, 64, 64, 3), "float32", ValueError,
          "built for 32x32 images.*learnable positional embedding covers 64 tokens.*img_size=64"),
+        ((2, 32, 48, 3), "float32", ValueError,
+         r"Got 32x48 images.*img_size=\(32, 48\) \(non-square sizes are accepted"),
         ((2, 32, 32, 3), "uint8", TypeError, r"floating-point images; got uint8.*/ 255\.0"),
     ],
 )
@@ -79,3 +81,73 @@ def test_bad_images_get_a_clear_error(small, shape, dtype, error, message):
 def test_bad_images_are_refused_by_predict_too(small):
     with pytest.raises(TypeError, match="floating-point images"):
         small.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("shape, message", [
+    ((2, 64, 64, 3), "built for 32x32 images"),
+    ((2, 3, 32, 32), "channels-first"),
+])
+def test_image_checks_hold_on_every_path_after_keras_relaxed_its_traces(shape, message,
+                                                                        jit_compile):
+    model = cct_fast.create_model("cct_2_3x2_32", num_classes=3, jit_compile=jit_compile)
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    for batch in (2, 3, 5):  # new batch sizes: Keras relaxes its traced shapes to None
+        model.predict(np.zeros((batch, 32, 32, 3), "float32"), verbose=0)
+        model.evaluate(np.zeros((batch, 32, 32, 3), "float32"), np.zeros(batch), verbose=0)
+    model.fit(np.zeros((4, 32, 32, 3), "float32"), np.zeros(4), batch_size=2, verbose=0)
+    bad = np.zeros(shape, "float32")
+    for run in (lambda: model(bad), lambda: model.predict(bad, verbose=0),
+                lambda: model.fit(bad, np.zeros(2), verbose=0),
+                lambda: model.evaluate(bad, np.zeros(2), verbose=0),
+                lambda: model.predict(tf.data.Dataset.from_tensor_slices(bad).batch(2),
+                                      verbose=0)):
+        with pytest.raises(ValueError, match=message):
+            run()
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_graph_traced_for_any_image_size_checks_the_size_when_it_runs(small, jit_compile):
+    function = tf.function(small, input_signature=[tf.TensorSpec((None, None, None, 3))],
+                           jit_compile=jit_compile)
+    assert function(np.zeros((2, 32, 32, 3), "float32")).shape == (2, 10)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"\[2,64,64,3\] is not compatible with expected shape \[\?,32,32,3\]"):
+        function(np.zeros((2, 64, 64, 3), "float32"))
+
+
+def test_no_images_give_no_rows_of_logits(small):
+    empty = np.zeros((0, 32, 32, 3), "float32")
+    assert np.asarray(small(empty)).shape == (0, 10)
+    predicted = small.predict(empty, verbose=0)
+    assert predicted.shape == (0, 10) and predicted.dtype == np.float32
+    features = cct_fast.create_model("cct_2_3x2_32", include_top=False)
+    assert features.predict(empty, verbose=0).shape == (0, 128)
+    with pytest.raises(ValueError, match="built for 32x32 images"):
+        small(np.zeros((0, 64, 64, 3), "float32"))
+
+
+@pytest.mark.parametrize("given", ["images.png", b"\x89PNG", {"images": 1}, 3.0, None])
+def test_what_is_not_an_array_is_named(small, given):
+    with pytest.raises(TypeError, match=r"takes a batch of images: a float tensor or numpy "
+                                        r"array of shape \(batch, 32, 32, 3\); got a"):
+        small(given)
+
+
+def test_non_square_models_take_non_square_images_and_save(tmp_path, rng):
+    model = cct_fast.create_model("cct_2_3x2_32", img_size=(32, 48))
+    images = rng.standard_normal((2, 32, 48, 3)).astype("float32")
+    restored = keras_model_roundtrip(model, tmp_path / "m.keras")
+    assert restored.config.img_size == (32, 48)
+    np.testing.assert_array_equal(np.asarray(restored(images)), np.asarray(model(images)))
+
+
+def test_a_square_embedding_resizes_to_a_non_square_grid(tmp_path):
+    square = cct_fast.create_model("cct_2_3x2_32")
+    cct_fast.save_weights(square, tmp_path / "w.weights.h5")
+    wide = cct_fast.create_model("cct_2_3x2_32", img_size=(32, 64), weights=tmp_path / "w.weights.h5")
+    expected = tf.image.resize(square.positional_embedding.embedding.numpy().reshape(1, 8, 8, 128),
+                               (8, 16), method="bilinear", antialias=False)
+    np.testing.assert_allclose(wide.positional_embedding.embedding.numpy(),
+                               np.reshape(expected, (1, 128, 128)), rtol=1e-6)

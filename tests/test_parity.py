@@ -21,7 +21,7 @@ def test_logits_match_the_official_model(name, rng):
     model = cct_fast.create_model(name)
     reference = perturb(official_model(model.config), seed=int(rng.integers(1 << 30)))
     cct_fast.convert.load_official_state_dict(model, state_dict_numpy(reference))
-    images = rng.standard_normal((2, model.config.img_size, model.config.img_size, 3))
+    images = rng.standard_normal((2, *model.config.image_size, 3))
     images = images.astype("float32")
     error = relative_error(model(images), official_logits(reference, images))
     assert error <= PARITY_TOLERANCE, f"{name}: relative error {error:.2e}"
@@ -61,4 +61,15 @@ def test_non_default_architecture_matches(rng):
     reference = perturb(official_model(model.config))
     cct_fast.convert.load_official_state_dict(model, state_dict_numpy(reference))
     images = rng.standard_normal((2, 64, 64, 5)).astype("float32")
+    assert relative_error(model(images), official_logits(reference, images)) <= PARITY_TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["cct_2_3x2_32", "cct_2_3x2_32_sine", "cvt_2_4_32", "vit_2_4_32"])
+def test_non_square_images_match_the_official_architecture(name, rng):
+    """img_size=(height, width), which the official code lacks and vit-pytorch's CCT takes."""
+    model = cct_fast.create_model(name, img_size=(32, 48))
+    assert model.positional_embedding.embedding.shape[1] == 8 * 12 + (name.startswith("vit"))
+    reference = perturb(official_model(model.config), seed=int(rng.integers(1 << 30)))
+    cct_fast.convert.load_official_state_dict(model, state_dict_numpy(reference))
+    images = rng.standard_normal((2, 32, 48, 3)).astype("float32")
     assert relative_error(model(images), official_logits(reference, images)) <= PARITY_TOLERANCE

@@ -79,7 +79,7 @@ def test_image_folder_dataset(tmp_path, rng):
     assert dataset.class_names == ["cat", "dog"] and len(dataset.train) == 6
     assert list(dataset.test.labels) == [0, 0, 1, 1]
     recipe = make_recipe(dataset=f"folder:{tmp_path}", batch_size=4)
-    images, targets = next(iter(pipeline.training_batches(dataset.train, dataset, recipe, 32, 0)))
+    images, targets = next(iter(pipeline.training_batches(dataset.train, dataset, recipe, (32, 32), 0)))
     assert images.shape == (4, 32, 32, 3) and targets.shape == (4, 2)
 
 
@@ -93,7 +93,7 @@ def test_missing_datasets_give_clear_errors(tmp_path):
 def _epoch(digits, recipe, epoch):
     split = data.Split(digits.train.images[:128], digits.train.labels[:128])
     return [tuple(t.numpy() for t in batch)
-            for batch in pipeline.training_batches(split, digits, recipe, 32, epoch)]
+            for batch in pipeline.training_batches(split, digits, recipe, (32, 32), epoch)]
 
 
 def test_each_epoch_draws_the_same_augmentations_in_every_run(digits):
@@ -119,8 +119,8 @@ def test_mixup_and_cutmix_stop_at_mixup_off_epoch(digits):
 def test_pipelines_keep_the_autotuner_off(digits):
     """With the autotuner on, Keras waited for its thread at the end of every epoch."""
     training = pipeline.training_batches(digits.train, digits, make_recipe(dataset="digits"),
-                                         32, 0)
-    evaluation = pipeline.evaluation_batches(digits.test, digits, 32, 64)
+                                         (32, 32), 0)
+    evaluation = pipeline.evaluation_batches(digits.test, digits, (32, 32), 64)
     assert training.options().autotune.enabled is False
     assert evaluation.options().autotune.enabled is False
     assert len(list(training)) == 1437 // 64 and len(list(evaluation)) == 6  # 360 images

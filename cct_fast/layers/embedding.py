@@ -13,7 +13,8 @@ _LOGGER = logging.getLogger(__name__)
 
 @keras.saving.register_keras_serializable(package="cct_fast")
 class PositionalEmbedding(keras.layers.Layer):
-    """Adds a ``(1, num_prefix_tokens + grid**2, dim)`` positional embedding to the tokens.
+    """Adds a ``(1, num_prefix_tokens + rows * columns, dim)`` positional embedding to the
+    tokens of a ``grid_size`` token grid (a side, or ``(rows, columns)``).
 
     ``kind="learnable"`` is a trainable weight drawn with std 0.2; ``kind="sine"`` is the
     official sine table, a non-trainable weight (it is in the official state dicts too).
@@ -26,12 +27,17 @@ class PositionalEmbedding(keras.layers.Layer):
         if kind not in ("learnable", "sine"):
             raise ValueError(f"PositionalEmbedding kind must be 'learnable' or 'sine', got {kind!r}.")
         self.kind = kind
-        self.grid_size = grid_size
+        self.grid_size = tuple(grid_size) if isinstance(grid_size, (list, tuple)) else grid_size
         self.num_prefix_tokens = num_prefix_tokens
 
     @property
+    def grid(self):
+        """``(rows, columns)`` of the token grid."""
+        return self.grid_size if isinstance(self.grid_size, tuple) else (self.grid_size,) * 2
+
+    @property
     def num_positions(self):
-        return self.num_prefix_tokens + self.grid_size**2
+        return self.num_prefix_tokens + self.grid[0] * self.grid[1]
 
     def build(self, input_shape):
         learnable = self.kind == "learnable"
@@ -58,7 +64,7 @@ class PositionalEmbedding(keras.layers.Layer):
                 # The sine table is a function of its length alone: keep our own.
                 return
             _LOGGER.info("Resizing positional embedding %s -> %s.", stored.shape, expected)
-            stored = resize_positional_embedding(stored, self.grid_size, self.num_prefix_tokens)
+            stored = resize_positional_embedding(stored, self.grid, self.num_prefix_tokens)
         self.embedding.assign(stored)
 
     def get_config(self):
@@ -70,8 +76,9 @@ class PositionalEmbedding(keras.layers.Layer):
         }
 
 
-def resize_positional_embedding(embedding, grid_size, num_prefix_tokens=0):
-    """Resize a ``(1, prefix + g**2, dim)`` embedding to a ``grid_size`` square grid.
+def resize_positional_embedding(embedding, grid, num_prefix_tokens=0):
+    """Resize a ``(1, prefix + g**2, dim)`` embedding of a square token grid to a ``grid`` of
+    ``(rows, columns)`` (or a side).
 
     Bilinear with half-pixel centres and no antialiasing, which is PyTorch's
     ``F.interpolate(mode="bilinear", align_corners=False)`` used by the official ``pe_check``;
@@ -79,17 +86,18 @@ def resize_positional_embedding(embedding, grid_size, num_prefix_tokens=0):
     """
     import tensorflow as tf
 
+    rows, columns = grid if isinstance(grid, (tuple, list)) else (grid, grid)
     embedding = np.asarray(embedding)
-    prefix, grid = embedding[:, :num_prefix_tokens], embedding[0, num_prefix_tokens:]
-    old_side = int(round(np.sqrt(grid.shape[0])))
-    if old_side * old_side != grid.shape[0]:
+    prefix, tokens = embedding[:, :num_prefix_tokens], embedding[0, num_prefix_tokens:]
+    old_side = int(round(np.sqrt(tokens.shape[0])))
+    if old_side * old_side != tokens.shape[0]:
         raise ValueError(
-            f"Cannot resize a positional embedding of {grid.shape[0]} image tokens: "
+            f"Cannot resize a positional embedding of {tokens.shape[0]} image tokens: "
             "it is not a square grid."
         )
-    grid = grid.reshape(1, old_side, old_side, -1)
-    resized = tf.image.resize(grid, (grid_size, grid_size), method="bilinear", antialias=False)
-    resized = np.asarray(resized, dtype=embedding.dtype).reshape(1, grid_size * grid_size, -1)
+    tokens = tokens.reshape(1, old_side, old_side, -1)
+    resized = tf.image.resize(tokens, (rows, columns), method="bilinear", antialias=False)
+    resized = np.asarray(resized, dtype=embedding.dtype).reshape(1, rows * columns, -1)
     return np.concatenate([prefix, resized], axis=1)
 
 
