@@ -17,6 +17,9 @@ from cct_fast.files import atomic_output
 
 INPUT_NAME = "images"
 DEFAULT_OPSET = 17  # LayerNormalization exists from 17; tf2onnx 1.17 knows up to 18.
+# Below 13 ONNX Runtime refuses the exported sequence pooling's batched MatMul; the fused graph
+# needs LayerNormalization (17).
+OPSETS = {False: range(13, 19), True: range(17, 19)}
 TOLERANCES = {"float32": 1e-4, "float16": 1e-2}
 _POLICIES = {"float32": "float32", "float16": "mixed_float16"}
 
@@ -62,6 +65,15 @@ def to_onnx(model, path, *, opset=None, batch_size=None, dtype="float32", optimi
     """
     if dtype not in TOLERANCES:
         raise ValueError(f"dtype must be one of {sorted(TOLERANCES)}; got {dtype!r}.")
+    opset = DEFAULT_OPSET if opset is None else opset
+    valid = OPSETS[bool(optimize)]
+    if opset not in valid:
+        raise ExportError(f"opset {opset} cannot export {'a fused' if optimize else 'the'} graph: "
+                          f"choose one from {valid.start} to {valid.stop - 1}.")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ExportError(f"batch_size must be a positive integer, or None for a dynamic batch; "
+                          f"got {batch_size!r}.")
     tf = _require("tensorflow")
     tf2onnx = _require("tf2onnx")
     onnx = _require("onnx")
@@ -70,7 +82,7 @@ def to_onnx(model, path, *, opset=None, batch_size=None, dtype="float32", optimi
     function = tf.function(lambda images: tf.cast(twin(images, training=False), tf.float32),
                            autograph=False)
     proto, _ = tf2onnx.convert.from_function(
-        function, input_signature=(spec,), opset=opset or DEFAULT_OPSET)
+        function, input_signature=(spec,), opset=opset)
     _pad_values_in_float32(proto)
     if optimize:
         proto = _optimized(proto, twin)
@@ -121,9 +133,8 @@ def _pad_values_in_float32(proto):
 def _verify(proto, model, batch, seed, tolerance):
     ort = _require("onnxruntime")
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    side = model.config.img_size
     images = np.random.default_rng(seed).standard_normal(
-        (batch, side, side, model.config.n_input_channels)).astype(np.float32)
+        (batch, *model.config.image_size, model.config.n_input_channels)).astype(np.float32)
     expected = np.asarray(model(images))
     actual = session.run(None, {INPUT_NAME: images})[0]
     error = np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12)
@@ -161,24 +172,30 @@ class OnnxPredictor:
         ):
             shown = tuple(d if d is not None else "batch" for d in fixed)
             raise ValueError(f"Expected images of shape {shown} (NHWC); got {images.shape}.")
+        if len(images) == 0:  # the graph's reshapes refuse no rows: what numpy gives instead
+            return self.predict(np.zeros((1,) + images.shape[1:], np.float32))[:0]
         return self.session.run(None, {self.input_name: images.astype(np.float32)})[0]
 
 
 def load_onnx(path, providers=None) -> OnnxPredictor:
-    """Open an exported model. By default prefers ``CUDAExecutionProvider`` (the ``gpu``
-    extra) and falls back to the CPU with one warning."""
+    """Open an exported model on the first of ``providers`` that this onnxruntime offers, as
+    ONNX Runtime itself does: listed providers it lacks are skipped with one warning (by
+    default ``CUDAExecutionProvider``, of the ``gpu`` extra, then the CPU)."""
     ort = _require("onnxruntime")
     available = ort.get_available_providers()
     if providers is None:
-        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        providers = [p for p in wanted if p in available]
-        if "CUDAExecutionProvider" not in providers:
-            warnings.warn("CUDAExecutionProvider is not available (install onnxruntime-gpu "
-                          "with CUDA 12); running on the CPU.", stacklevel=2)
-    unknown = [p for p in providers if p not in available]
-    if unknown:
-        raise ValueError(f"Unknown or unavailable execution provider(s) {unknown}; this "
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    usable = [p for p in providers if p in available]
+    if not usable:
+        raise ValueError(f"None of the execution providers {list(providers)} is available; this "
                          f"onnxruntime offers {available}.")
+    if len(usable) < len(providers):
+        missing = [p for p in providers if p not in available]
+        gpu = " (install onnxruntime-gpu with CUDA 12)" if "CUDAExecutionProvider" in missing \
+            else ""
+        warnings.warn(f"{', '.join(missing)} not available{gpu}; running on {usable[0]}.",
+                      stacklevel=2)
+    providers = usable
     try:
         session = ort.InferenceSession(str(path), providers=list(providers))
     except Exception as error:  # ORT raises its own exception types

@@ -1,5 +1,7 @@
 """ONNX export and ONNX Runtime inference."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from cct_fast.cli import main as cli
 from helpers import randomize, relative_error
 
 pytest.importorskip("tf2onnx")
-pytest.importorskip("onnxruntime")
+onnxruntime = pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +129,16 @@ def test_unknown_dtype(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_default_providers_fall_back_to_the_cpu_with_one_warning(exported, rng):
-    with pytest.warns(UserWarning, match="CUDAExecutionProvider is not available"):
-        predictor = export.load_onnx(exported[1])
+@pytest.mark.parametrize("providers", [None, ["CUDAExecutionProvider", "CPUExecutionProvider"]])
+def test_listed_providers_fall_back_to_the_cpu_with_one_warning(exported, rng, providers):
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor = export.load_onnx(exported[1], providers=providers)
+    assert [str(w.message) for w in caught] == [
+        "CUDAExecutionProvider not available (install onnxruntime-gpu with CUDA 12); running on "
+        "CPUExecutionProvider."]
     assert predictor.providers == ["CPUExecutionProvider"]
     images = rng.standard_normal((3, 32, 32, 3)).astype("float32")
     assert relative_error(predictor.predict(images), exported[0](images)) <= 1e-4
@@ -151,9 +160,43 @@ def test_bad_batches_are_refused(exported):
         predictor.predict(np.zeros((2, 32, 32, 3), np.uint8))
 
 
-def test_unknown_provider(exported):
-    with pytest.raises(ValueError, match="Unknown or unavailable execution provider.*TPUProvider"):
+def test_no_available_provider(exported):
+    with pytest.raises(ValueError, match=r"None of the execution providers \['TPUProvider'\] is "
+                                         r"available; this onnxruntime offers \[.*CPUExecution"):
         export.load_onnx(exported[1], providers=["TPUProvider"])
+
+
+def test_no_images_give_no_rows_of_logits(exported):
+    logits = _cpu(exported[1]).predict(np.zeros((0, 32, 32, 3), np.float32))
+    assert logits.shape == (0, 10) and logits.dtype == np.float32
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(opset=9), "opset 9 cannot export the graph: choose one from 13 to 18"),
+    (dict(opset=19), "opset 19 cannot export the graph: choose one from 13 to 18"),
+    (dict(opset=16, optimize=True), "opset 16 cannot export a fused graph: choose one from 17 to 18"),
+    (dict(batch_size=0), "batch_size must be a positive integer, or None for a dynamic batch; got 0"),
+    (dict(batch_size=2.5), "batch_size must be a positive integer.*got 2.5"),
+])
+def test_export_settings_out_of_range_are_refused(tmp_path, arguments, message):
+    with pytest.raises(export.ExportError, match=message):
+        export.to_onnx(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "m.onnx", **arguments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_settings_out_of_range(tmp_path, capsys):
+    for flags, message in ((["--opset", "9"], "choose one from 13 to 18"),
+                           (["--batch-size", "0"], "batch_size must be a positive integer")):
+        assert cli(["export", "cct_2_3x2_32", "-o", str(tmp_path / "m.onnx"), *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_square_export_matches_keras(tmp_path, rng):
+    model = cct_fast.create_model("cct_2_3x2_32", img_size=(32, 48))
+    predictor = _cpu(export.to_onnx(model, tmp_path / "m.onnx"))
+    images = rng.standard_normal((2, 32, 48, 3)).astype("float32")
+    assert relative_error(predictor.predict(images), model(images)) <= 1e-5
 
 
 def test_a_file_that_is_not_onnx(tmp_path):
