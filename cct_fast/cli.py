@@ -43,8 +43,8 @@ def _describe(args):
 
     model = cct_fast.create_model(args.model)
     model.summary()
-    side = model.config.img_size
-    images = np.random.default_rng(0).random((2, side, side, model.config.n_input_channels))
+    images = np.random.default_rng(0).random(
+        (2, *model.config.image_size, model.config.n_input_channels))
     logits = model.predict(images.astype("float32"), verbose=0)
     print(f"{args.model}: {model.config.sequence_length} tokens, "
           f"{model.count_params():,} parameters; logits of a random batch: {logits.shape}.")
@@ -76,8 +76,28 @@ def _evaluate(args):
 
 def _models(args):
     import cct_fast
+    from cct_fast.zoo import close_model_names
 
-    print("\n".join(cct_fast.list_models(args.pattern)))
+    names = cct_fast.list_models(args.pattern)
+    if not names:
+        close = close_model_names(args.pattern)
+        hint = f" Close names: {', '.join(close)}." if close else ""
+        print(f"cct-fast models: no model name matches {args.pattern!r}.{hint} `cct-fast models` "
+              f"lists all {len(cct_fast.list_models())}.", file=sys.stderr)
+        return 1
+    print("\n".join(names))
+
+
+def _image_size(text):
+    """``"224"`` -> 224, ``"224x320"`` -> (224, 320)."""
+    try:
+        sides = tuple(int(side) for side in text.lower().split("x"))
+    except ValueError:
+        sides = ()
+    if len(sides) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected SIDE or HEIGHTxWIDTH, e.g. 224 or 224x320; "
+                                         f"got {text!r}")
+    return sides[0] if len(sides) == 1 else sides
 
 
 def build_parser():
@@ -90,7 +110,8 @@ def build_parser():
     convert.add_argument("checkpoint", help="official .pth/.pt checkpoint")
     convert.add_argument("--model", required=True, help="official model name, e.g. cct_7_3x1_32")
     convert.add_argument("--num-classes", type=int, help="classes of the new head, if different")
-    convert.add_argument("--img-size", type=int, help="image size, if different (resizes the PE)")
+    convert.add_argument("--img-size", type=_image_size,
+                         help="image size, SIDE or HEIGHTxWIDTH, if different (resizes the PE)")
     convert.add_argument("-o", "--output", required=True, help="OUT.weights.h5 or OUT.keras")
     convert.set_defaults(run=_convert)
 

@@ -69,12 +69,25 @@ def list_models(pattern: str | None = None) -> list[str]:
     return names if pattern is None else fnmatch.filter(names, pattern)
 
 
+def close_model_names(text: str) -> list[str]:
+    """Up to four official names that look like ``text``, a name or the start of one (a
+    pattern's wildcards ignored)."""
+    text = str(text).strip("*?[]")
+    close = difflib.get_close_matches(text, MODEL_CONFIGS, n=4, cutoff=0.6)
+    if close:
+        return close
+    starts = {}  # each start of len(text) characters, and the first name that has it
+    for name in sorted(MODEL_CONFIGS):
+        starts.setdefault(name[: len(text)], name)
+    return [starts[start] for start in difflib.get_close_matches(text, starts, n=4, cutoff=0.6)]
+
+
 def model_config(name: str) -> dict:
     """The constructor arguments of :class:`CCT` for an official model name."""
     try:
         return dict(MODEL_CONFIGS[name])
     except KeyError:
-        close = difflib.get_close_matches(str(name), MODEL_CONFIGS, n=4, cutoff=0.6)
+        close = close_model_names(name)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(
             f"Unknown model name {name!r}.{hint} cct_fast.list_models() lists all "
@@ -123,4 +136,5 @@ def _model_function(name):
 
 # One function per official name, as timm and keras.applications offer.
 globals().update({name: _model_function(name) for name in MODEL_CONFIGS})
-__all__ = ["MODEL_CONFIGS", "create_model", "list_models", "model_config", *MODEL_CONFIGS]
+__all__ = ["MODEL_CONFIGS", "close_model_names", "create_model", "list_models", "model_config",
+           *MODEL_CONFIGS]

@@ -27,3 +27,19 @@ def test_ci_runs_exactly_the_readme_test_command():
     install_and_run, test_command = readme_commands.group(1).strip().splitlines()
     assert "cct-fast" in install_and_run
     assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == test_command
+
+
+def test_a_pattern_that_matches_nothing_says_so_and_suggests_names(capsys):
+    assert cli(["models", "cct_9*"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("cct-fast models: no model name matches 'cct_9*'. Close names: ")
+    assert "`cct-fast models` lists all 35." in captured.err
+
+
+def test_the_readme_counts_the_models_there_are():
+    import cct_fast
+
+    counts = {int(n) for n in re.findall(r"all (\d+)(?: official)? names|lists all (\d+)\.",
+                                         (ROOT / "README.md").read_text()) for n in n if n}
+    assert counts == {len(cct_fast.list_models())}

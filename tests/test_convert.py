@@ -314,3 +314,17 @@ def test_official_state_dict_is_what_the_official_model_loads(official_cct2, rng
                               for k, v in cct_fast.convert.official_state_dict(model).items()})
     images = _images(rng)
     assert relative_error(model(images), official_logits(official, images)) <= PARITY_TOLERANCE
+
+
+def test_cli_convert_to_a_non_square_size(official_cct2, tmp_path, capsys):
+    path = _save(tmp_path, official_cct2.state_dict())
+    output = tmp_path / "wide.weights.h5"
+    assert cli(["convert", str(path), "--model", "cct_2_3x2_32", "--img-size", "32x64",
+                "-o", str(output)]) == 0
+    model = cct_fast.create_model("cct_2_3x2_32", img_size=(32, 64), weights=output)
+    assert model.positional_embedding.embedding.shape == (1, 128, 128)
+    with pytest.raises(SystemExit):
+        cli(["convert", str(path), "--model", "cct_2_3x2_32", "--img-size", "wide", "-o",
+             str(output)])
+    assert "expected SIDE or HEIGHTxWIDTH, e.g. 224 or 224x320; got 'wide'" in \
+        capsys.readouterr().err
