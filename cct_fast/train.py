@@ -143,9 +143,13 @@ class Run:
         try:
             test = self._read_images(self.dataset.test, self.evaluate)
         except BaseException:
-            save_checkpoint(self.folder / CHECKPOINT, self.model, self.recipe, self.history)
-            print(f"\nThe evaluation after epoch {row['epoch']} failed; the epoch's training is "
-                  f"saved in {self.folder / CHECKPOINT}, and `--resume` evaluates it first.")
+            try:
+                save_checkpoint(self.folder / CHECKPOINT, self.model, self.recipe, self.history)
+                kept = (f"the epoch's training is saved in {self.folder / CHECKPOINT}, and "
+                        "`--resume` evaluates it first")
+            except OSError as error:  # report the evaluation's failure, not this one
+                kept = f"saving the epoch's training failed too ({error})"
+            print(f"\nThe evaluation after epoch {row['epoch']} failed; {kept}.")
             raise
         row.update(test_loss=test["loss"], test_accuracy=test["accuracy"],
                    seconds=round(row["seconds"] + time.perf_counter() - started, 2))
