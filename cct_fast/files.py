@@ -22,26 +22,23 @@ _SLACK_BYTES = 1 << 20  # file-format overhead allowed beyond the data a writer 
 
 def _running(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
-        return True
+    except PermissionError:  # it exists, and belongs to someone else
+        pass
     return True
 
 
-def remove_stale_partials(folder: Path) -> list[Path]:
+def _remove_stale_partials(folder: Path):
     """Remove the temporary files that writers killed mid-write (``kill -9``, a crash) left in
-    ``folder``: those whose writing process no longer runs. Returns what was removed."""
-    removed = []
+    ``folder``: those whose writing process no longer runs."""
     with contextlib.suppress(OSError):
         for candidate in folder.iterdir():
             found = _PARTIAL.match(candidate.name)
             if found and not _running(int(found.group(1))):
                 with contextlib.suppress(OSError):
                     candidate.unlink()
-                    removed.append(candidate)
-    return removed
 
 
 class WriteError(OSError):
@@ -79,7 +76,7 @@ def _released_on_failure(temporary: Path):
     sys.unraisablehook = hook
     try:
         yield
-    except BaseException as error:
+    except Exception as error:
         with contextlib.suppress(OSError):
             os.truncate(temporary, 0)
         traceback.clear_frames(error.__traceback__)
@@ -106,7 +103,7 @@ def atomic_output(path, expected_bytes=0):
     kept = f"; {path} is unchanged" if path.exists() else ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(path.parent)
+        _remove_stale_partials(path.parent)
         if expected_bytes:
             _check_space(path.parent, expected_bytes, path, kept)
         with _released_on_failure(temporary):
