@@ -114,3 +114,103 @@ def test_stale_temporary_files_of_killed_writers_are_removed_on_the_next_write(t
         temporary.write_text("{}")
     assert _listing(tmp_path) == [alive.name, "new.json"]
     np.testing.assert_equal(alive.read_bytes(), b"x" * 1000)
+
+
+class _Midway(OSError):
+    """The failure injected into a writer after it wrote part of its file."""
+
+
+def _write_part_then_fail(path):
+    with open(path, "wb") as file:
+        file.write(b"the first half of a new file")
+    raise _Midway(5, "injected failure after a partial write")
+
+
+def _contents(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _assert_untouched(folder, before):
+    """``folder`` holds what it held (name -> bytes), and no temporary file."""
+    assert _contents(folder) == before
+
+
+@pytest.mark.parametrize("name, writer", [("w.weights.h5", "save_weights"), ("m.keras", "save")])
+def test_saved_weights_survive_a_writer_failing_midway(tmp_path, monkeypatch, name, writer):
+    import keras
+
+    model = cct_fast.create_model("cct_2_3x2_32")
+    cct_fast.save_weights(model, tmp_path / name)
+    before = _contents(tmp_path)
+    monkeypatch.setattr(keras.Model, writer, lambda self, path, *a, **k: _write_part_then_fail(path))
+    with pytest.raises(WriteError, match=f"Cannot write .*{name}: Input/output error; .* is "
+                                         "unchanged"):
+        cct_fast.save_weights(model, tmp_path / name)
+    _assert_untouched(tmp_path, before)
+
+
+def test_a_run_checkpoint_survives_a_writer_failing_midway(tmp_path, monkeypatch):
+    from cct_fast import train
+
+    recipe = train.make_recipe(model="cct_2_3x2_32", dataset="digits")
+    model = train.build_model(recipe, 10)
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    train.save_checkpoint(tmp_path / "checkpoint.npz", model, recipe, [])
+    before = _contents(tmp_path)
+    monkeypatch.setattr(train.np, "savez", lambda file, **arrays: _write_part_then_fail(file.name))
+    with pytest.raises(WriteError, match="checkpoint.npz: Input/output error"):
+        train.save_checkpoint(tmp_path / "checkpoint.npz", model, recipe, [{"epoch": 1}])
+    _assert_untouched(tmp_path, before)
+    assert train.load_checkpoint(tmp_path / "checkpoint.npz", model, recipe) == []
+
+
+def test_an_onnx_export_survives_a_writer_failing_midway(tmp_path, monkeypatch):
+    pytest.importorskip("tf2onnx")
+    from cct_fast import export
+
+    (tmp_path / "m.onnx").write_bytes(b"an earlier export")
+    monkeypatch.setattr(type(tmp_path), "write_bytes", lambda path, data: _write_part_then_fail(path))
+    with pytest.raises(WriteError, match="m.onnx: Input/output error; .*m.onnx is unchanged"):
+        export.to_onnx(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "m.onnx")
+    monkeypatch.undo()
+    _assert_untouched(tmp_path, {"m.onnx": b"an earlier export"})
+
+
+def test_the_cli_keeps_an_earlier_conversion_when_the_new_one_fails_midway(tmp_path, monkeypatch,
+                                                                          capsys):
+    import keras
+
+    checkpoint = _checkpoint(tmp_path)
+    (tmp_path / "out.weights.h5").write_bytes(b"an earlier conversion")
+    before = _contents(tmp_path)
+    monkeypatch.setattr(keras.Model, "save_weights",
+                        lambda self, path, *a, **k: _write_part_then_fail(path))
+    assert cli(["convert", str(checkpoint), "--model", "cct_2_3x2_32",
+                "-o", str(tmp_path / "out.weights.h5")]) == 1
+    assert "out.weights.h5: Input/output error" in capsys.readouterr().err
+    _assert_untouched(tmp_path, before)
+
+
+def test_a_converted_official_checkpoint_is_cached_whole_or_not_at_all(tmp_path, monkeypatch):
+    import dataclasses
+
+    import keras
+
+    from cct_fast import pretrained
+
+    source = _checkpoint(tmp_path)
+    entry = dataclasses.replace(pretrained.OFFICIAL_WEIGHTS["cct_7_3x1_32"], url=source.as_uri())
+    monkeypatch.setitem(pretrained.OFFICIAL_WEIGHTS, "cct_2_3x2_32", entry)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    cache = tmp_path / "keras" / pretrained.CACHE_SUBDIR
+    with monkeypatch.context() as failing:
+        failing.setattr(keras.Model, "save_weights",
+                        lambda self, path, *a, **k: _write_part_then_fail(path))
+        with pytest.raises(WriteError):
+            pretrained.official_weights("cct_2_3x2_32")
+    assert _listing(cache) == [entry.filename]  # the download, and no half conversion
+    converted = pretrained.official_weights("cct_2_3x2_32")  # converted anew, whole
+    model = cct_fast.create_model("cct_2_3x2_32", weights=converted)
+    expected = cct_fast.create_model("cct_2_3x2_32", weights=source)
+    np.testing.assert_array_equal(model.norm.gamma.numpy(), expected.norm.gamma.numpy())
