@@ -23,14 +23,23 @@ def run_layer_test(layer, inputs, expected_shape, stochastic_in_training=False):
     return outputs
 
 
-def randomize(model, rng):
-    """Random weights with LayerNorm scales and biases off their initial 1 / 0."""
-    for variable in model.weights:
+def trained_like(model, rng):
+    """Draw every trainable weight afresh at the scales of a trained model (as
+    ``official.trained_like`` does for the PyTorch model): He-scaled convolutions,
+    1/sqrt(fan_in) dense kernels, embeddings of std 0.5, LayerNorm scales around 1, shifts and
+    biases off zero. Attention is then far from uniform and LayerNorm inputs have variances
+    near 1."""
+    for variable in model.trainable_weights:
         shape = tuple(variable.shape)
-        values = rng.standard_normal(shape) * (0.1 if len(shape) < 2 else 0.05)
-        if variable.path.endswith("gamma"):
-            values += 1.0
-        variable.assign(values.astype(variable.dtype))
+        if len(shape) == 4:  # convolution (kh, kw, in, out), before a ReLU
+            std, mean = (2.0 / np.prod(shape[:-1])) ** 0.5, 0.0
+        elif len(shape) == 2:  # dense (in, out)
+            std, mean = shape[0] ** -0.5, 0.0
+        elif len(shape) == 3:  # positional embedding or class token
+            std, mean = 0.5, 0.0
+        else:
+            std, mean = 0.2, (1.0 if variable.path.endswith("gamma") else 0.0)
+        variable.assign((mean + std * rng.standard_normal(shape)).astype(variable.dtype))
     return model
 
 

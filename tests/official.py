@@ -17,14 +17,32 @@ def official_model(config):
     return torch_reference.official_model(config).eval()
 
 
-def perturb(model, seed=0):
-    """Move LayerNorm scales and every bias away from their 1 / 0 initial values, so that a
-    port that drops or swaps one of them cannot pass."""
+def trained_like_official(model, seed=0):
+    """Draw every weight afresh, at the scales of a trained model rather than of the official
+    initialisation (std 0.02, zero biases, unit norms): kernels that keep activations near unit
+    variance (He for the convolutions before a ReLU, 1/sqrt(fan_in) for linear layers),
+    LayerNorm scales around 1 with shifts, biases and embeddings off zero. Attention is then
+    far from uniform and LayerNorm inputs have variances near 1, where its epsilon shows, so
+    a port that swaps q and k or changes epsilon cannot pass."""
     generator = torch.Generator().manual_seed(seed)
+
+    def normal(shape, std, mean=0.0):
+        return mean + std * torch.randn(shape, generator=generator)
+
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith("bias") or "norm" in name:
-                tensor.add_(0.1 * torch.randn(tensor.shape, generator=generator))
+        for name, tensor in model.named_parameters():
+            if not tensor.requires_grad:  # the sine table is a function of its shape
+                continue
+            if tensor.ndim == 4:  # convolution (out, in, kh, kw), before a ReLU
+                tensor.copy_(normal(tensor.shape, (2.0 / tensor[0].numel()) ** 0.5))
+            elif tensor.ndim == 2:  # linear (out, in)
+                tensor.copy_(normal(tensor.shape, tensor.shape[1] ** -0.5))
+            elif tensor.ndim == 3:  # positional embedding or class token
+                tensor.copy_(normal(tensor.shape, 0.5))
+            elif "norm" in name and name.endswith("weight"):
+                tensor.copy_(normal(tensor.shape, 0.2, mean=1.0))
+            else:  # biases, LayerNorm shifts
+                tensor.copy_(normal(tensor.shape, 0.2))
     return model
 
 

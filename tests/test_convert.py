@@ -8,8 +8,9 @@ import pytest
 import cct_fast
 from cct_fast.checkpoint import CheckpointError
 from cct_fast.cli import main as cli
-from helpers import assert_same_weights, keras_model_roundtrip, randomize, relative_error
-from official import official_logits, official_model, perturb, state_dict_numpy, torch
+from helpers import assert_same_weights, keras_model_roundtrip, relative_error, trained_like
+from official import (official_logits, official_model, state_dict_numpy, torch,
+                      trained_like_official)
 
 PARITY_TOLERANCE = 1e-5
 
@@ -17,7 +18,8 @@ PARITY_TOLERANCE = 1e-5
 @pytest.fixture(scope="module")
 def official_cct2():
     """An official cct_2_3x2_32 with perturbed weights, and its checkpoint file."""
-    reference = perturb(official_model(cct_fast.create_model("cct_2_3x2_32").config), seed=3)
+    config = cct_fast.create_model("cct_2_3x2_32").config
+    reference = trained_like_official(official_model(config), seed=3)
     return reference
 
 
@@ -83,7 +85,7 @@ def _official_pe_check(state, model_side_tokens, num_prefix_tokens=0):
 @pytest.mark.parametrize("name", ["cct_2_3x2_32", "vit_2_4_32"])
 def test_new_image_size_resizes_the_embedding_as_pe_check(name, tmp_path, rng):
     small = official_model(cct_fast.create_model(name).config)
-    perturb(small, seed=5)
+    trained_like_official(small, seed=5)
     model = cct_fast.create_model(name, img_size=48, weights=_save(tmp_path, small.state_dict()))
     large = official_model(model.config)
     resized = _official_pe_check(state_dict_numpy(small), model.config.sequence_length,
@@ -112,7 +114,8 @@ def test_features_only_model_ignores_the_head(official_cct2, tmp_path):
 
 
 def test_sine_table_may_be_absent_from_a_checkpoint(tmp_path, rng):
-    reference = perturb(official_model(cct_fast.create_model("cct_2_3x2_32_sine").config))
+    config = cct_fast.create_model("cct_2_3x2_32_sine").config
+    reference = trained_like_official(official_model(config))
     state = {k: v for k, v in reference.state_dict().items() if k != "classifier.positional_emb"}
     model = cct_fast.create_model("cct_2_3x2_32_sine", weights=_save(tmp_path, state))
     images = _images(rng)
@@ -132,13 +135,19 @@ def test_pth_to_keras_to_dot_keras_round_trip(official_cct2, tmp_path, rng):
     assert_same_weights(model, from_keras)
 
 
-def test_keras_weights_adapt_like_checkpoints(official_cct2, tmp_path):
-    model = cct_fast.create_model("cct_2_3x2_32")
+@pytest.mark.parametrize("name", ["cct_2_3x2_32", "vit_2_4_32"])
+def test_keras_weights_adapt_like_checkpoints(name, tmp_path, rng):
+    model = trained_like(cct_fast.create_model(name), rng)
     cct_fast.save_weights(model, tmp_path / "w.weights.h5")
     with pytest.warns(UserWarning, match="10 classes, the model 3"):
-        other = cct_fast.create_model("cct_2_3x2_32", num_classes=3, img_size=64,
+        other = cct_fast.create_model(name, num_classes=3, img_size=64,
                                       weights=tmp_path / "w.weights.h5")
-    assert other.positional_embedding.embedding.shape == (1, 256, 128)
+    # The resize is the official pe_check's bilinear arithmetic, value for value.
+    expected = _official_pe_check(
+        {"classifier.positional_emb": model.positional_embedding.embedding.numpy()},
+        other.config.sequence_length, other.config.num_prefix_tokens)["classifier.positional_emb"]
+    assert other.positional_embedding.embedding.shape == expected.shape
+    assert relative_error(other.positional_embedding.embedding, expected) <= 1e-6
     np.testing.assert_array_equal(other.norm.gamma.numpy(), model.norm.gamma.numpy())
 
 
@@ -308,7 +317,7 @@ def test_cli_export_names_a_truncated_keras_file(tmp_path, capsys):
 
 def test_official_state_dict_is_what_the_official_model_loads(official_cct2, rng):
     model = cct_fast.create_model("cct_2_3x2_32")
-    randomize(model, rng)
+    trained_like(model, rng)
     official = official_model(model.config)
     official.load_state_dict({k: torch.from_numpy(v)
                               for k, v in cct_fast.convert.official_state_dict(model).items()})

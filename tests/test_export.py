@@ -8,10 +8,16 @@ import pytest
 import cct_fast
 from cct_fast import export
 from cct_fast.cli import main as cli
-from helpers import randomize, relative_error
+from helpers import relative_error, trained_like
 
 pytest.importorskip("tf2onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
+
+# ONNX Runtime against Keras in float32, on weights at a trained model's scales.
+FLOAT32_PARITY = 1e-5
+# ONNX Runtime float16 against Keras mixed_float16 (same weights): both round to float16 at
+# different places, about 4e-4 plain and 8e-4 fused measured.
+FLOAT16_PARITY = 2e-3
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +43,11 @@ def _cpu(path):
     ],
 )
 def test_exported_variants_match_keras_at_dynamic_batch_sizes(name, overrides, tmp_path, rng):
-    model = cct_fast.create_model(name, **overrides)
+    model = trained_like(cct_fast.create_model(name, **overrides), rng)
     predictor = _cpu(export.to_onnx(model, tmp_path / "m.onnx"))
     for batch in (1, 5):
         images = rng.standard_normal((batch, 32, 32, 3)).astype("float32")
-        assert relative_error(predictor.predict(images), model(images)) <= 1e-4
+        assert relative_error(predictor.predict(images), model(images)) <= FLOAT32_PARITY
 
 
 def test_model_without_positional_embedding_exports_any_image_size(tmp_path, rng):
@@ -79,7 +85,7 @@ def _operator_counts(path):
 
 @pytest.mark.parametrize("name, overrides", FUSED_VARIANTS)
 def test_optimized_export_runs_each_layer_as_one_fused_operator(name, overrides, tmp_path, rng):
-    model = randomize(cct_fast.create_model(name, **overrides), rng)
+    model = trained_like(cct_fast.create_model(name, **overrides), rng)
     path = export.to_onnx(model, tmp_path / "m.onnx", optimize=True)
     counts, blocks = _operator_counts(path), model.config.num_layers
     assert counts["Attention"] == counts["BiasGelu"] == blocks
@@ -89,14 +95,19 @@ def test_optimized_export_runs_each_layer_as_one_fused_operator(name, overrides,
     predictor = _cpu(path)
     for batch in (1, 5):
         images = rng.standard_normal((batch, 32, 32, 3)).astype("float32")
-        assert relative_error(predictor.predict(images), model(images)) <= 1e-4
+        assert relative_error(predictor.predict(images), model(images)) <= FLOAT32_PARITY
 
 
 @pytest.mark.parametrize("optimize", [False, True])
-def test_float16_export_loads_and_stays_close(optimize, tmp_path, rng):
+def test_float16_export_computes_what_keras_mixed_float16_computes(optimize, tmp_path, rng):
     import onnx
 
-    model = randomize(cct_fast.create_model("cct_2_3x2_32"), rng)
+    from cct_fast.model import dtype_policy
+
+    model = trained_like(cct_fast.create_model("cct_2_3x2_32"), rng)
+    with dtype_policy("mixed_float16"):
+        twin = cct_fast.create_model("cct_2_3x2_32")
+    twin.set_weights(model.get_weights())
     path = export.to_onnx(model, tmp_path / "m.onnx", dtype="float16", optimize=optimize)
     graph = onnx.load(path).graph
     dtypes = {t.name: t.data_type for t in graph.initializer if len(t.dims) == 2}
@@ -108,7 +119,7 @@ def test_float16_export_loads_and_stays_close(optimize, tmp_path, rng):
     images = rng.standard_normal((4, 32, 32, 3)).astype("float32")
     logits = _cpu(path).predict(images)
     assert logits.dtype == np.float32
-    assert relative_error(logits, model(images)) <= 1e-2
+    assert relative_error(logits, twin(images)) <= FLOAT16_PARITY
 
 
 def test_layers_missing_from_the_graph_are_left_alone(exported):

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import cct_fast
 from cct_fast import fused, kernels
-from helpers import randomize, relative_error
+from helpers import relative_error, trained_like
 
 pytestmark = pytest.mark.skipif(not kernels.LIBRARY.exists(),
                                 reason=str(kernels.unavailable_reason()))
@@ -137,7 +137,7 @@ def test_a_custom_model_under_mixed_bfloat16_is_the_fused_one(rng):
     with dtype_policy("mixed_bfloat16"):
         fused_model, custom = (cct_fast.create_model("cct_7_3x1_32", implementation=i)
                                for i in ("fused", "custom"))
-    randomize(fused_model, rng)
+    trained_like(fused_model, rng)
     custom.set_weights(fused_model.get_weights())
     spec = tf.TensorSpec((4, 32, 32, 3), tf.float32)
     graph = tf.function(lambda x: custom(x, training=False)).get_concrete_function(spec).graph

@@ -11,7 +11,8 @@ import pytest
 import cct_fast
 import cct_fast.convert
 from helpers import relative_error
-from official import official_logits, official_model, perturb, state_dict_numpy
+from official import (official_logits, official_model, state_dict_numpy,
+                      trained_like_official)
 
 PARITY_TOLERANCE = 1e-5
 
@@ -19,7 +20,7 @@ PARITY_TOLERANCE = 1e-5
 @pytest.mark.parametrize("name", cct_fast.list_models())
 def test_logits_match_the_official_model(name, rng):
     model = cct_fast.create_model(name)
-    reference = perturb(official_model(model.config), seed=int(rng.integers(1 << 30)))
+    reference = trained_like_official(official_model(model.config), seed=int(rng.integers(1 << 30)))
     cct_fast.convert.load_official_state_dict(model, state_dict_numpy(reference))
     images = rng.standard_normal((2, *model.config.image_size, 3))
     images = images.astype("float32")
@@ -45,7 +46,7 @@ def test_parameter_counts_published_by_the_official_code(name, official_count):
 def test_pooled_features_match_the_official_model(rng):
     torch = pytest.importorskip("torch")
     model = cct_fast.create_model("cct_4_3x2_32", include_top=False)
-    reference = perturb(official_model(cct_fast.create_model("cct_4_3x2_32").config))
+    reference = trained_like_official(official_model(cct_fast.create_model("cct_4_3x2_32").config))
     cct_fast.convert.load_official_state_dict(model, state_dict_numpy(reference))
     reference.classifier.fc = torch.nn.Identity()
     images = rng.standard_normal((3, 32, 32, 3)).astype("float32")
@@ -58,7 +59,7 @@ def test_non_default_architecture_matches(rng):
                          num_layers=3, mlp_ratio=1.5, kernel_size=5, n_conv_layers=3,
                          pooling_kernel_size=2, pooling_stride=2,
                          pooling_padding=0, num_classes=7, positional_embedding="sine")
-    reference = perturb(official_model(model.config))
+    reference = trained_like_official(official_model(model.config))
     cct_fast.convert.load_official_state_dict(model, state_dict_numpy(reference))
     images = rng.standard_normal((2, 64, 64, 5)).astype("float32")
     assert relative_error(model(images), official_logits(reference, images)) <= PARITY_TOLERANCE
@@ -69,7 +70,7 @@ def test_non_square_images_match_the_official_architecture(name, rng):
     """img_size=(height, width), which the official code lacks and vit-pytorch's CCT takes."""
     model = cct_fast.create_model(name, img_size=(32, 48))
     assert model.positional_embedding.embedding.shape[1] == 8 * 12 + (name.startswith("vit"))
-    reference = perturb(official_model(model.config), seed=int(rng.integers(1 << 30)))
+    reference = trained_like_official(official_model(model.config), seed=int(rng.integers(1 << 30)))
     cct_fast.convert.load_official_state_dict(model, state_dict_numpy(reference))
     images = rng.standard_normal((2, 32, 48, 3)).astype("float32")
     assert relative_error(model(images), official_logits(reference, images)) <= PARITY_TOLERANCE

@@ -9,7 +9,8 @@ import pytest
 import cct_fast
 from cct_fast import pretrained
 from helpers import relative_error
-from official import official_logits, official_model, perturb, state_dict_numpy, torch
+from official import (official_logits, official_model, state_dict_numpy, torch,
+                      trained_like_official)
 
 pytestmark = pytest.mark.skipif(torch is None, reason="needs torch to write a checkpoint")
 
@@ -23,7 +24,8 @@ def test_every_registered_name_is_an_official_model():
 def served(tmp_path, monkeypatch):
     """cct_7_3x1_32's entry pointed at a checkpoint file the test wrote; the Keras cache in
     tmp_path."""
-    reference = perturb(official_model(cct_fast.create_model("cct_7_3x1_32").config), seed=1)
+    config = cct_fast.create_model("cct_7_3x1_32").config
+    reference = trained_like_official(official_model(config), seed=1)
     source = tmp_path / "server" / "cct_7_3x1_32_cifar10_300epochs.pth"
     source.parent.mkdir()
     torch.save(reference.state_dict(), source)
