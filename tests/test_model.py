@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 import cct_fast
-from helpers import assert_same_weights, keras_model_roundtrip, random_images
+from helpers import assert_same_weights, keras_model_roundtrip, random_images, relative_error
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,14 @@ def test_softmax_activation_and_features(small, rng):
     np.testing.assert_allclose(np.asarray(probabilities(images)),
                                tf.nn.softmax(logits).numpy(), rtol=1e-5, atol=1e-7)
     features = cct_fast.create_model("cct_2_3x2_32", include_top=False)
-    assert features(images).shape == (2, 128)
     assert features.head is None
+    own = {v.path.split("/", 1)[1]: v for v in small.weights}
+    for variable in features.weights:
+        variable.assign(own[variable.path.split("/", 1)[1]])
+    pooled = np.asarray(features(images))
+    assert pooled.shape == (2, 128)
+    head = small.head.kernel.numpy(), small.head.bias.numpy()
+    assert relative_error(pooled @ head[0] + head[1], logits) <= 1e-5
 
 
 @pytest.mark.parametrize("name", ["cct_2_3x2_32", "cct_2_3x2_32_sine", "cvt_2_4_32", "vit_2_4_32"])
@@ -35,24 +41,21 @@ def test_keras_save_and_load_round_trip(name, tmp_path, rng):
     np.testing.assert_array_equal(np.asarray(restored(images)), np.asarray(model(images)))
 
 
-def test_training_is_stochastic_and_inference_is_not(rng):
-    model = cct_fast.create_model("cct_2_3x2_32", dropout=0.1)
-    images = random_images(rng, model)
-    np.testing.assert_array_equal(np.asarray(model(images)), np.asarray(model(images)))
-    assert not np.allclose(np.asarray(model(images, training=True)),
-                           np.asarray(model(images, training=True)))
-
-
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_fit_lowers_the_loss(jit_compile, rng):
-    model = cct_fast.create_model("cct_2_3x2_32", num_classes=3, jit_compile=jit_compile)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3),
+def test_fit_learns_an_easy_task(jit_compile, rng):
+    """Each class brightens one colour channel: ten steps learn it (measured: loss 1.0-1.15
+    down to 0.013-0.017, every image right)."""
+    model = cct_fast.create_model("cct_2_3x2_32", num_classes=3, jit_compile=jit_compile,
+                                  attention_dropout=0.0, stochastic_depth=0.0)
+    model.compile(optimizer=keras.optimizers.AdamW(3e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     assert model.jit_compile is jit_compile
-    images = random_images(rng, model, batch=16)
     labels = rng.integers(0, 3, 16)
-    history = model.fit(images, labels, epochs=8, batch_size=16, verbose=0)
-    assert history.history["loss"][-1] < history.history["loss"][0]
+    images = random_images(rng, model, batch=16) + 2.0 * np.eye(3, dtype="float32")[labels][
+        :, None, None, :]
+    history = model.fit(images, labels, epochs=10, batch_size=16, verbose=0)
+    assert history.history["loss"][0] > 0.9 and history.history["loss"][-1] < 0.1
+    assert (model.predict(images, verbose=0).argmax(1) == labels).all()
 
 
 def test_model_without_positional_embedding_takes_any_size(rng):

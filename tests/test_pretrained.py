@@ -12,8 +12,6 @@ from helpers import relative_error
 from official import (official_logits, official_model, state_dict_numpy, torch,
                       trained_like_official)
 
-pytestmark = pytest.mark.skipif(torch is None, reason="needs torch to write a checkpoint")
-
 
 def test_every_registered_name_is_an_official_model():
     assert set(pretrained.OFFICIAL_WEIGHTS) <= set(cct_fast.list_models())

@@ -60,8 +60,7 @@ def test_digits_is_a_fixed_stratified_split_of_32px_rgb(digits):
     assert digits.train.images.shape == (1437, 32, 32, 3)
     assert digits.test.images.shape == (360, 32, 32, 3)
     assert digits.train.images.dtype == np.uint8 and digits.num_classes == 10
-    assert np.array_equal(np.bincount(digits.test.labels), [36] * 7 + [35, 35, 36]) or \
-        abs(np.bincount(digits.test.labels) - 36).max() <= 1
+    assert np.bincount(digits.test.labels).tolist() == [36, 36, 35, 37, 36, 37, 36, 36, 35, 36]
     again = data.load_dataset("digits")
     assert np.array_equal(again.test.labels, digits.test.labels)
     assert 0.05 < digits.mean[0] < 0.5 and 0.1 < digits.std[0] < 0.5
@@ -141,7 +140,9 @@ def test_optimizer_follows_the_recipe():
 
 def test_a_short_digits_run_learns_and_writes_its_files(tmp_path):
     run = train.fit(out=tmp_path / "run", epochs=6, verbose=0, **QUICK)
-    assert run.best_accuracy >= 0.4  # chance is 0.1
+    # Chance is 0.1; this fixed run reaches 0.72 at epoch 5 on the 2-core AVX-512 machine.
+    assert run.best_accuracy >= 0.65
+    assert [row["epoch"] for row in run.history] == [1, 2, 3, 4, 5, 6]
     for name in ("recipe.json", "checkpoint.npz", "best.weights.h5", "last.weights.h5",
                  "metrics.csv", "curves.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0
