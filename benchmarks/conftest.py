@@ -1,25 +1,30 @@
-"""Benchmark plumbing: smoke mode for the default run, and the derived results table.
+"""Benchmark plumbing: smoke mode for the default run, interleaved timing, the results table.
 
-``pytest benchmarks --benchmark-only`` times every row on the real workloads and writes
-``benchmarks/RESULTS.md`` (images/s, ratio to the reference, share of the GEMM ceiling); a run
-of selected rows (``-k``, node ids) prints its table and leaves the file alone. Any
-other run (the default ``pytest`` in CI) executes each benchmarked function once on tiny
-inputs with timing disabled, so the suite cannot rot without costing CI minutes.
+``pytest benchmarks --benchmark-only`` times each group's rows interleaved: every round runs
+each row once, in an order that reverses from round to round, so that a machine slowing down
+or speeding up weighs on all rows alike. Each ratio is then the median over rounds of the
+ratio within a round, and its range over rounds says how far to trust it. A complete run
+(every row of every group, none failed, skipped or deselected) writes its tables and the
+targets into ``benchmarks/RESULTS.md``; any other run prints them and says why the file is
+left alone. The default ``pytest`` (CI) runs each row once on tiny inputs with timing
+disabled, so the suite cannot rot without costing CI minutes.
 """
 
-import datetime
 import os
-import platform
-import re
-import subprocess
-from pathlib import Path
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
-RESULTS_FILE = Path(__file__).with_name("RESULTS.md")
-_rows = []
+from results_file import RESULTS_FILE, write_block  # noqa: E402
+from tables import results_table  # noqa: E402
+from targets import TARGETS  # noqa: E402
+
+ROUNDS, WARMUPS = 5, 2
+_groups = {}  # group -> dict(times={row: [seconds per round]}, items=..., flops=...)
+_missing = []  # "group: row (why)" for rows a full run could not time
+_deselected = []
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -31,89 +36,69 @@ def pytest_configure(config):
         config.option.benchmark_disable = True
 
 
+def pytest_deselected(items):
+    _deselected.extend(items)
+
+
 @pytest.fixture(scope="session")
 def smoke(pytestconfig):
     return pytestconfig.cct_fast_smoke
 
 
 @pytest.fixture
-def record(benchmark, smoke):
-    """``record(function, group, row, items, flops_per_item)``: benchmark ``function`` (which
-    must block until its result exists) and remember what one call processes."""
+def time_rows(benchmark, smoke):
+    """``time_rows(group, rows, items, flops_per_item, missing={})``: time ``rows`` (name ->
+    function that blocks until its result exists), interleaved; ``missing`` names the rows
+    this machine cannot run (name -> why)."""
 
-    def run(function, group, row, items, flops_per_item):
-        benchmark.group = group
-        benchmark.name = row
-        benchmark.extra_info.update(items=items, flops_per_item=flops_per_item)
+    def run(group, rows, items, flops_per_item, missing=None):
+        benchmark.group = benchmark.name = group
         if smoke:
-            benchmark(function)
+            benchmark(lambda: [function() for function in rows.values()])
             return
-        benchmark.pedantic(function, rounds=5, iterations=1, warmup_rounds=2)
-        _rows.append(dict(group=group, row=row, items=items, flops=flops_per_item,
-                          seconds=benchmark.stats.stats.median))
+        _missing.extend(f"{group}: {row} ({why})" for row, why in (missing or {}).items())
+        for _ in range(WARMUPS):
+            for function in rows.values():
+                function()
+        times, order = {row: [] for row in rows}, list(rows)
+
+        def one_round():
+            for row in order:
+                started = time.perf_counter()
+                rows[row]()
+                times[row].append(time.perf_counter() - started)
+            order.reverse()
+
+        benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+        _groups[group] = dict(times=times, items=items, flops=flops_per_item)
 
     return run
 
 
-def _machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)
-        flags = re.search(r"flags\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1).split()
-        isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-        cpu = f"{model}, {os.cpu_count()} cores, {'/'.join(isa)}"
-    except (OSError, AttributeError):
-        pass
-    import tensorflow as tf
-
-    return f"{cpu}; Python {platform.python_version()}, TensorFlow {tf.__version__}"
-
-
-def _table():
-    ceilings = {r["row"]: r["flops"] * r["items"] / r["seconds"] for r in _rows
-                if r["group"] == "ceiling"}
-    lines = []
-    for group in dict.fromkeys(r["group"] for r in _rows if r["group"] != "ceiling"):
-        rows = [r for r in _rows if r["group"] == group]
-        # The reference where the group has one, else its first row (a bare step, say).
-        baseline = next((r for r in rows if r["row"] == "reference"), rows[0])
-        precision = "bf16" if "bf16" in group else "fp32"
-        ceiling = ceilings.get(f"gemm {precision}")
-        versus = "vs " + baseline["row"].split(" (")[0]
-        lines += [f"\n### {group}\n", f"| implementation | images/s | {versus} | of GEMM ceiling |",
-                  "|---|---:|---:|---:|"]
-        for r in rows:
-            rate = r["items"] / r["seconds"]
-            ratio = f"{rate * baseline['seconds'] / baseline['items']:.2f}x"
-            share = f"{100 * rate * r['flops'] / ceiling:.0f} %" if ceiling else "-"
-            lines.append(f"| {r['row']} | {rate:.1f} | {ratio} | {share} |")
-    if ceilings:
-        lines += ["\n### GEMM ceiling (4096x4096 `tf.matmul`, graph mode)\n",
-                  "| precision | GFLOP/s |", "|---|---:|"]
-        lines += [f"| {row} | {value / 1e9:.0f} |" for row, value in ceilings.items()]
-    return "\n".join(lines)
+def _why_incomplete(terminalreporter, config):
+    reasons = []
+    if config.option.keyword or any("::" in arg for arg in config.args):
+        reasons.append("a selection of rows (-k or node ids)")
+    if _deselected:
+        reasons.append(f"{len(_deselected)} benchmark(s) deselected")
+    for outcome in ("failed", "error", "skipped"):
+        reports = [r for r in terminalreporter.stats.get(outcome, [])
+                   if "--benchmark-only" not in str(r.longrepr)]  # not a benchmark at all
+        if reports:
+            reasons.append(f"{len(reports)} {outcome}")
+    if _missing:
+        reasons.append("rows this machine cannot run: " + "; ".join(_missing))
+    return reasons
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    if config.cct_fast_smoke or not _rows:
+    if config.cct_fast_smoke or not _groups:
         return
-    table = _table()
+    table = results_table(_groups, TARGETS)
     terminalreporter.write_line(table)
-    if config.option.keyword or any("::" in arg for arg in config.args):
-        terminalreporter.write_line(f"A selection of rows: {RESULTS_FILE.name} is left as it is.")
+    reasons = _why_incomplete(terminalreporter, config)
+    if reasons:
+        terminalreporter.write_line(f"Not a complete run ({', '.join(reasons)}): "
+                                    f"{RESULTS_FILE.name} is left as it is.")
         return
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip()
-    generated = (
-        "<!-- results:start (written by `pytest benchmarks --benchmark-only`) -->\n"
-        f"Command: `pytest benchmarks --benchmark-only`  \nDate: "
-        f"{datetime.date.today().isoformat()}  \nCommit: {commit or 'unknown'}  \n"
-        f"Machine: {_machine()}\n{table}\n<!-- results:end -->"
-    )
-    text = RESULTS_FILE.read_text() if RESULTS_FILE.exists() else "# Benchmark results\n\n"
-    if "<!-- results:start" in text:
-        text = re.sub(r"<!-- results:start.*?<!-- results:end -->", lambda _: generated, text,
-                      flags=re.S)
-    else:
-        text += generated + "\n"
-    RESULTS_FILE.write_text(text)
+    write_block("results", "pytest benchmarks --benchmark-only", table)

@@ -3,11 +3,13 @@
     python benchmarks/profile_layer.py [--batch 64] [--tokens 256] [--dim 256] [--heads 4]
 
 Prints milliseconds per step for float32 and bfloat16, with GFLOP/s for the matmuls, so that
-the share of each step in ``pytest benchmarks --benchmark-only``'s layer time can be read off.
+the share of each step in ``pytest benchmarks --benchmark-only``'s layer time can be read off,
+and writes them as the profile block of RESULTS.md.
 """
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -15,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 
 from cct_fast import fused  # noqa: E402
+from results_file import write_block  # noqa: E402
 
 
 def best_milliseconds(function, *args, repeats=3, calls=8):
@@ -71,14 +74,20 @@ def main():
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
     args = parser.parse_args()
+    lines = []
     for dtype in (tf.float32, tf.bfloat16):
-        print(f"\n{dtype.name}: batch {args.batch}, {args.tokens} tokens, width {args.dim}, "
-              f"{args.heads} heads")
+        lines.append(f"{dtype.name}: batch {args.batch}, {args.tokens} tokens, width "
+                     f"{args.dim}, {args.heads} heads")
         for name, function, arguments, flops in steps(args.batch, args.tokens, args.dim,
                                                       args.heads, dtype):
             ms = best_milliseconds(function, *arguments)
             rate = f"{flops / ms / 1e6:6.0f} GFLOP/s" if flops else ""
-            print(f"  {name:36s} {ms:7.2f} ms  {rate}")
+            lines.append(f"  {name:36s} {ms:7.2f} ms  {rate}".rstrip())
+            print(lines[-1])
+        lines.append("")
+    command = " ".join(["python benchmarks/profile_layer.py", *sys.argv[1:]])
+    write_block("profile", command, "### One encoder layer, each step timed alone\n\n```\n"
+                + "\n".join(lines).rstrip() + "\n```")
 
 
 if __name__ == "__main__":

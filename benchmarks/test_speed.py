@@ -1,10 +1,11 @@
 """Speed of the reference, fused and official implementations, in one run.
 
-Groups: inference of CCT-7/3x1 (batch 64) and CCT-14/7x2 at 224 px (batch 8) in float32 (with
-ONNX Runtime) and mixed bfloat16, with the custom ops where they are built; the CCT-7/3x1
-training step (batch 64); one layer's attention alone, fused path against the custom op;
-CCT-7/3x1 training through the full CIFAR-10 augmentation pipeline against the bare step
-(batch 128); the GEMM ceiling. In the default (smoke) run every row runs once at batch 2.
+One test per group, whose rows are timed interleaved (conftest.py): inference of CCT-7/3x1
+(batch 64) and CCT-14/7x2 at 224 px (batch 8) in float32 (with ONNX Runtime) and mixed
+bfloat16, with the custom ops; the CCT-7/3x1 training step (batch 64); one layer's attention
+alone, fused path against the custom op; CCT-7/3x1 training through the full CIFAR-10
+augmentation pipeline against the bare step (batch 128); the GEMM ceiling. In the default
+(smoke) run every row runs once at batch 2.
 """
 
 import pytest
@@ -19,68 +20,62 @@ from workloads import (CUSTOM_ROW, attention_functions, inference_functions, mac
 
 INFERENCE = [("cct_7_3x1_32", 64), ("cct_14_7x2_224", 8)]
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
-_cache = {}
 
 
 def _batch(smoke, batch):
     return 2 if smoke else batch
 
 
-def _inference_rows(name, precision):
-    key = (name, precision)
-    if key not in _cache:
-        _cache.clear()  # keep one workload's models alive at a time
-        _cache[key] = inference_functions(name, PRECISIONS[precision])
-    return _cache[key]
-
-
-@pytest.mark.parametrize("precision", list(PRECISIONS))
-@pytest.mark.parametrize("name, batch", INFERENCE)
-@pytest.mark.parametrize("row", ["reference", "reference under XLA", "fused",
-                                 "fused under XLA (CCT(jit_compile=True))", CUSTOM_ROW])
-def test_inference(record, smoke, name, batch, precision, row):
-    config = cct_fast.create_model(name).config
-    images, _ = random_batch(config, _batch(smoke, batch))
-    images = tf.constant(images)
-    rows = _inference_rows(name, precision)
-    if row not in rows:
-        pytest.skip(f"custom ops: {kernels.unavailable_reason()}")
-    function = rows[row]
-    record(lambda: function(images), f"inference {name} batch {batch} {precision}", row,
-           len(images), 2 * macs_per_image(config))
-
-
-@pytest.mark.parametrize("precision", list(PRECISIONS))
-@pytest.mark.parametrize("name, batch", INFERENCE)
-def test_inference_official_pytorch(record, smoke, name, batch, precision):
+def _official_rows(make):
+    """``{"official PyTorch": make()}``, or why it cannot run here."""
     if official_module() is None:
-        pytest.skip("torch and vit-pytorch are not installed")
-    import torch
+        return {}, {"official PyTorch": "torch and vit-pytorch are not installed"}
+    return {"official PyTorch": make()}, {}
 
+
+def _onnx_rows(model, images, folder):
+    """The ONNX Runtime rows (plain and fused graph) on ``images``, or why they cannot run."""
+    try:
+        from cct_fast.export import load_onnx, to_onnx
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        return {}, {f"ONNX Runtime (CPU, {graph} graph)": "tf2onnx or onnxruntime missing"
+                    for graph in ("plain", "fused")}
+    rows = {}
+    for graph, optimize in (("plain", False), ("fused", True)):
+        path = to_onnx(model, folder / f"{graph}.onnx", optimize=optimize)
+        predictor = load_onnx(path, providers=["CPUExecutionProvider"])
+        rows[f"ONNX Runtime (CPU, {graph} graph)"] = lambda p=predictor: p.predict(images)
+    return rows, {}
+
+
+@pytest.mark.parametrize("precision", list(PRECISIONS))
+@pytest.mark.parametrize("name, batch", INFERENCE)
+def test_inference(time_rows, smoke, name, batch, precision, tmp_path):
+    """Reference, fused, both under XLA, the custom ops, the official PyTorch model and (fp32)
+    ONNX Runtime on the same batch."""
     config = cct_fast.create_model(name).config
     images, _ = random_batch(config, _batch(smoke, batch))
-    images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    function = official_torch.inference_function(config, bfloat16=precision == "bf16")
-    record(lambda: function(images), f"inference {name} batch {batch} {precision}",
-           "official PyTorch", len(images), 2 * macs_per_image(config))
+    tensor = tf.constant(images)
+    keras_rows = inference_functions(name, PRECISIONS[precision])
+    rows = {row: (lambda f=function: f(tensor)) for row, function in keras_rows.items()}
+    missing = {} if CUSTOM_ROW in rows else {CUSTOM_ROW: str(kernels.unavailable_reason())}
 
+    def official():
+        import torch
 
-ONNX_GRAPHS = {"plain": False, "fused": True}
+        function = official_torch.inference_function(config, bfloat16=precision == "bf16")
+        nchw = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+        return lambda: function(nchw)
 
-
-@pytest.mark.parametrize("graph", list(ONNX_GRAPHS))
-@pytest.mark.parametrize("name, batch", INFERENCE)
-def test_inference_onnxruntime(record, smoke, name, batch, graph, tmp_path):
-    pytest.importorskip("tf2onnx")
-    pytest.importorskip("onnxruntime")
-    from cct_fast.export import load_onnx, to_onnx
-
-    model = cct_fast.create_model(name)
-    path = to_onnx(model, tmp_path / f"{name}.onnx", optimize=ONNX_GRAPHS[graph])
-    predictor = load_onnx(path, providers=["CPUExecutionProvider"])
-    images, _ = random_batch(model.config, _batch(smoke, batch))
-    record(lambda: predictor.predict(images), f"inference {name} batch {batch} fp32",
-           f"ONNX Runtime (CPU, {graph} graph)", len(images), 2 * macs_per_image(model.config))
+    for extra, why in (_official_rows(official),
+                       _onnx_rows(cct_fast.create_model(name), images, tmp_path)
+                       if precision == "fp32" else ({}, {})):
+        rows.update(extra)
+        missing.update(why)
+    time_rows(f"inference {name} batch {batch} {precision}", rows, len(images),
+              2 * macs_per_image(config), missing)
 
 
 ATTENTION_SHAPE = dict(batch=64, tokens=256, heads=4, head_dim=64)  # one CCT-7/3x1 layer
@@ -88,85 +83,73 @@ ATTENTION_SHAPE = dict(batch=64, tokens=256, heads=4, head_dim=64)  # one CCT-7/
 
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
-@pytest.mark.parametrize("implementation", ["fused path", "custom op"])
-def test_attention(record, smoke, implementation, backward, precision):
-    """The attention of one CCT-7/3x1 layer alone: what the custom op replaces."""
-    if implementation == "custom op" and kernels.ops() is None:
-        pytest.skip(f"custom ops: {kernels.unavailable_reason()}")
+def test_attention(time_rows, smoke, backward, precision):
+    """The attention of one CCT-7/3x1 layer alone: the fused path against the custom op that
+    replaces it."""
     shape = dict(ATTENTION_SHAPE, batch=_batch(smoke, ATTENTION_SHAPE["batch"]))
     dtype = tf.bfloat16 if precision == "bf16" else tf.float32
-    key = ("attention", precision)
-    if key not in _cache:
-        _cache.clear()
-        _cache[key] = attention_functions(dtype=dtype, **shape)
+    functions = attention_functions(dtype=dtype, **shape)
     width = shape["heads"] * shape["head_dim"]
     qkv = tf.cast(tf.random.stateless_normal((shape["batch"] * shape["tokens"], 3 * width),
                                              (0, 0)), dtype)
-    row = implementation + (", forward + backward" if backward else "")
+    suffix = ", forward + backward" if backward else ""
+    rows = {row: (lambda f=functions[row + suffix]: f(qkv)) for row in ("fused path", "custom op")
+            if kernels.ops() is not None or row == "fused path"}
+    missing = {} if "custom op" in rows else {"custom op": str(kernels.unavailable_reason())}
     # Forward: q k^T and p v, 2 * tokens^2 * width multiply-adds each; backward: 4 more.
     flops = (12 if backward else 4) * shape["tokens"] ** 2 * width
     group = (f"attention of one layer, {shape['batch']}x{shape['tokens']} tokens, "
-             f"{shape['heads']} heads of {shape['head_dim']}, {precision}"
-             + (", forward + backward" if backward else ""))
-    record(lambda: _cache[key][row](qkv), group, implementation, shape["batch"], flops)
+             f"{shape['heads']} heads of {shape['head_dim']}, {precision}{suffix}")
+    time_rows(group, rows, shape["batch"], flops, missing)
 
 
 TRAIN_NAME, TRAIN_BATCH = "cct_7_3x1_32", 64
 
 
-@pytest.mark.parametrize("row", ["reference", "reference under XLA", "fused", "fused under XLA"])
-def test_train_step(record, smoke, row):
+def test_train_step(time_rows, smoke):
+    """One AdamW step: reference, fused, both under XLA, and the official PyTorch model."""
     config = cct_fast.create_model(TRAIN_NAME).config
     images, labels = random_batch(config, _batch(smoke, TRAIN_BATCH))
-    images, labels = tf.constant(images), tf.constant(labels)
-    if "train" not in _cache:
-        _cache.clear()
-        _cache["train"] = train_step_functions(TRAIN_NAME, TRAIN_BATCH)
-    function = _cache["train"][row]
+    steps = train_step_functions(TRAIN_NAME, TRAIN_BATCH)
+    x, y = tf.constant(images), tf.constant(labels)
+    rows = {row: (lambda f=step: f(x, y)) for row, step in steps.items()}
+
+    def official():
+        import torch
+
+        step = official_torch.train_step_function(config)
+        nchw, targets = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), \
+            torch.from_numpy(labels)
+        return lambda: step(nchw, targets)
+
+    extra, missing = _official_rows(official)
+    rows.update(extra)
     # A training step costs about three forward passes.
-    record(lambda: function(images, labels), f"train step {TRAIN_NAME} batch {TRAIN_BATCH} fp32",
-           row, len(images), 6 * macs_per_image(config))
-
-
-def test_train_step_official_pytorch(record, smoke):
-    if official_module() is None:
-        pytest.skip("torch and vit-pytorch are not installed")
-    import torch
-
-    config = cct_fast.create_model(TRAIN_NAME).config
-    images, labels = random_batch(config, _batch(smoke, TRAIN_BATCH))
-    images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    labels = torch.from_numpy(labels)
-    step = official_torch.train_step_function(config)
-    record(lambda: step(images, labels), f"train step {TRAIN_NAME} batch {TRAIN_BATCH} fp32",
-           "official PyTorch", len(images), 6 * macs_per_image(config))
+    time_rows(f"train step {TRAIN_NAME} batch {TRAIN_BATCH} fp32", rows, len(images),
+              6 * macs_per_image(config), missing)
 
 
 EPOCH_STEPS = 4
 
 
-@pytest.mark.parametrize("row", ["bare train step (augmented batches in memory)",
-                                 "full augmentation pipeline (as `cct-fast train`)"])
-def test_training_with_input_pipeline(record, smoke, row, tmp_path_factory):
+def test_training_with_input_pipeline(time_rows, smoke, tmp_path):
     """The input pipeline must keep up with training: both rows run ``model.fit`` over
     ``EPOCH_STEPS`` batches of 128 with the CIFAR-10 recipe."""
     batch = _batch(smoke, 128)
-    if "epoch" not in _cache:
-        _cache.clear()
-        _cache["epoch"] = training_epoch_functions(TRAIN_NAME, batch, EPOCH_STEPS,
-                                                   tmp_path_factory.mktemp("run"))
+    rows = training_epoch_functions(TRAIN_NAME, batch, EPOCH_STEPS, tmp_path)
     config = cct_fast.create_model(TRAIN_NAME).config
-    record(_cache["epoch"][row], f"training {TRAIN_NAME} batch {batch} fp32, CIFAR-10 recipe",
-           row, batch * EPOCH_STEPS, 6 * macs_per_image(config))
+    time_rows(f"training {TRAIN_NAME} batch {batch} fp32, CIFAR-10 recipe", rows,
+              batch * EPOCH_STEPS, 6 * macs_per_image(config))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_gemm_ceiling(record, smoke, precision):
+def test_gemm_ceiling(time_rows, smoke):
     size = 256 if smoke else 4096
-    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
-    matrix = tf.cast(tf.random.normal((size, size)), dtype)
-    matmul = tf.function(lambda a: tf.matmul(a, a))
-    record(lambda: matmul(matrix).numpy(), "ceiling", f"gemm {precision}", 1, 2 * size**3)
+    rows = {}
+    for precision, dtype in (("fp32", tf.float32), ("bf16", tf.bfloat16)):
+        matrix = tf.cast(tf.random.normal((size, size)), dtype)
+        matmul = tf.function(lambda a: tf.matmul(a, a))
+        rows[f"gemm {precision}"] = lambda m=matrix, f=matmul: f(m).numpy()
+    time_rows("ceiling", rows, 1, 2 * size**3)
 
 
 def test_macs_of_cct_7_3x1_32_are_the_published_figure():

@@ -1,0 +1,49 @@
+"""The README's main job, timed: `cct-fast train --model cct_2_3x2_32 --dataset digits` in a
+fresh folder, with its accuracies, its seconds of training (the sum of metrics.csv's epochs,
+evaluation included), its wall time and its peak memory; writes its block of RESULTS.md.
+
+    python benchmarks/main_job.py
+"""
+
+import csv
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from results_file import write_block
+
+COMMAND = ["cct-fast", "train", "--model", "cct_2_3x2_32", "--dataset", "digits"]
+TARGET_ACCURACY, TARGET_SECONDS = 0.97, 600
+
+
+def main():
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        subprocess.run([*COMMAND, "--out", str(Path(folder) / "run")], check=True,
+                       stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - started
+        with open(Path(folder) / "run" / "metrics.csv") as file:
+            rows = list(csv.DictReader(file))
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    accuracies = [float(row["test_accuracy"]) for row in rows]
+    best = max(range(len(rows)), key=lambda i: accuracies[i])
+    training = sum(float(row["seconds"]) for row in rows)
+    met = accuracies[-1] >= TARGET_ACCURACY and wall <= TARGET_SECONDS
+    body = "\n".join([
+        f"### The main job: `{' '.join(COMMAND)}`\n",
+        "| epochs | final test accuracy | best (epoch) | training | wall | peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {len(rows)} | {100 * accuracies[-1]:.1f} % | {100 * accuracies[best]:.1f} % "
+        f"({best + 1}) | {training:.0f} s | {wall:.0f} s | {peak:.2f} GB |",
+        f"\nTarget, >= {100 * TARGET_ACCURACY:.0f} % within {TARGET_SECONDS // 60} minutes: "
+        f"{'met' if met else 'missed'}.",
+    ])
+    print(body)
+    write_block("main-job", "python benchmarks/main_job.py", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""The speed targets the issues set, each read off a complete benchmark run as a ratio of two
+rows (``row`` of ``group`` over ``baseline_row`` of ``baseline_group``)."""
+
+import dataclasses
+
+from workloads import CUSTOM_ROW
+
+INFERENCE_FP32 = "inference cct_7_3x1_32 batch 64 fp32"
+INFERENCE_BF16 = "inference cct_7_3x1_32 batch 64 bf16"
+TRAIN_STEP = "train step cct_7_3x1_32 batch 64 fp32"
+PIPELINE = "training cct_7_3x1_32 batch 128 fp32, CIFAR-10 recipe"
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    description: str
+    group: str
+    row: str
+    baseline_group: str
+    baseline_row: str
+    at_least: float
+
+
+TARGETS = [
+    Target("fused fp32 inference >= 1.5x the reference (cct_7_3x1_32, batch 64)",
+           INFERENCE_FP32, "fused", INFERENCE_FP32, "reference", 1.5),
+    Target("fused bf16 inference >= 2x the reference fp32", INFERENCE_BF16, "fused",
+           INFERENCE_FP32, "reference", 2.0),
+    Target("fused fp32 train step >= 1.3x the reference", TRAIN_STEP, "fused", TRAIN_STEP,
+           "reference", 1.3),
+    Target("custom ops >= 1.3x the fused path, fp32 inference", INFERENCE_FP32, CUSTOM_ROW,
+           INFERENCE_FP32, "fused", 1.3),
+    Target("custom ops >= 1.3x the fused path, bf16 inference", INFERENCE_BF16, CUSTOM_ROW,
+           INFERENCE_BF16, "fused", 1.3),
+    Target("bf16 inference (fused) beats the official PyTorch model in bf16", INFERENCE_BF16,
+           "fused", INFERENCE_BF16, "official PyTorch", 1.0),
+    Target("the input pipeline within 10 % of the bare train step", PIPELINE,
+           "full augmentation pipeline (as `cct-fast train`)", PIPELINE,
+           "bare train step (augmented batches in memory)", 0.9),
+]
