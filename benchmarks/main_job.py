@@ -6,7 +6,7 @@ evaluation included), its wall time and its peak memory; writes its block of RES
 """
 
 import csv
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,12 +22,17 @@ TARGET_ACCURACY, TARGET_SECONDS = 0.97, 600
 def main():
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        subprocess.run([*COMMAND, "--out", str(Path(folder) / "run")], check=True,
-                       stdout=subprocess.DEVNULL)
+        job = subprocess.Popen([*COMMAND, "--out", str(Path(folder) / "run")],
+                               stdout=subprocess.DEVNULL)
+        # This child's own usage: RUSAGE_CHILDREN would also hold what processes before an
+        # exec into this one left (a shell's earlier commands).
+        _, status, usage = os.wait4(job.pid, 0)
         wall = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status):
+            raise SystemExit(f"{' '.join(COMMAND)} failed")
         with open(Path(folder) / "run" / "metrics.csv") as file:
             rows = list(csv.DictReader(file))
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    peak = usage.ru_maxrss / 2**20  # kB -> GB
     accuracies = [float(row["test_accuracy"]) for row in rows]
     best = max(range(len(rows)), key=lambda i: accuracies[i])
     training = sum(float(row["seconds"]) for row in rows)
