@@ -142,7 +142,8 @@ def test_saved_weights_survive_a_writer_failing_midway(tmp_path, monkeypatch, na
     model = cct_fast.create_model("cct_2_3x2_32")
     cct_fast.save_weights(model, tmp_path / name)
     before = _contents(tmp_path)
-    monkeypatch.setattr(keras.Model, writer, lambda self, path, *a, **k: _write_part_then_fail(path))
+    monkeypatch.setattr(keras.Model, writer,
+                        lambda self, path, *a, **k: _write_part_then_fail(path))
     with pytest.raises(WriteError, match=f"Cannot write .*{name}: Input/output error; .* is "
                                          "unchanged"):
         cct_fast.save_weights(model, tmp_path / name)
@@ -170,7 +171,8 @@ def test_an_onnx_export_survives_a_writer_failing_midway(tmp_path, monkeypatch):
     from cct_fast import export
 
     (tmp_path / "m.onnx").write_bytes(b"an earlier export")
-    monkeypatch.setattr(type(tmp_path), "write_bytes", lambda path, data: _write_part_then_fail(path))
+    monkeypatch.setattr(type(tmp_path), "write_bytes",
+                        lambda path, data: _write_part_then_fail(path))
     with pytest.raises(WriteError, match="m.onnx: Input/output error; .*m.onnx is unchanged"):
         export.to_onnx(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "m.onnx")
     monkeypatch.undo()
