@@ -14,6 +14,12 @@ POSITIONAL_EMBEDDINGS = ("learnable", "sine", "none")
 TOKENIZERS = ("convolutional", "patch")
 
 
+def as_pair(size) -> tuple[int, int]:
+    """A side or a ``(height, width)`` pair (or list, as a saved config gives it back), as a
+    pair."""
+    return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+
+
 def _conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a PyTorch convolution or max-pool (floor mode) along one axis."""
     return (size + 2 * padding - kernel) // stride + 1
@@ -51,9 +57,7 @@ class CCTConfig:
     @property
     def image_size(self) -> tuple[int, int]:
         """``(height, width)`` of the images."""
-        if isinstance(self.img_size, tuple):
-            return self.img_size
-        return (self.img_size, self.img_size)
+        return as_pair(self.img_size)
 
     # stride and padding stay None in the config when not given, so that a copy with another
     # kernel_size (``replace``) derives them anew, as the official ``_cct`` helper does.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cct_fast.config import as_pair
 from cct_fast.images import ImageFileError, check_image_file, decodes
 
 DIGITS_SIDE = 32
@@ -63,8 +64,7 @@ def load_dataset(spec: str, image_size: int | tuple[int, int] = 224) -> Dataset:
     if spec in CIFAR_STATS:
         return _cifar(spec)
     if spec.startswith("folder:"):
-        size = image_size if isinstance(image_size, tuple) else (image_size, image_size)
-        return _folder(Path(spec.removeprefix("folder:")).expanduser(), size)
+        return _folder(Path(spec.removeprefix("folder:")).expanduser(), as_pair(image_size))
     raise DatasetError(
         f"Unknown dataset {spec!r}: expected 'digits', 'cifar10', 'cifar100' or 'folder:PATH'."
     )

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from cct_fast.config import as_pair
 from cct_fast.layers.initializers import SinusoidalTable, TorchTruncatedNormal
 
 _LOGGER = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class PositionalEmbedding(keras.layers.Layer):
     @property
     def grid(self):
         """``(rows, columns)`` of the token grid."""
-        return self.grid_size if isinstance(self.grid_size, tuple) else (self.grid_size,) * 2
+        return as_pair(self.grid_size)
 
     @property
     def num_positions(self):
@@ -86,7 +87,7 @@ def resize_positional_embedding(embedding, grid, num_prefix_tokens=0):
     """
     import tensorflow as tf
 
-    rows, columns = grid if isinstance(grid, (tuple, list)) else (grid, grid)
+    rows, columns = as_pair(grid)
     embedding = np.asarray(embedding)
     prefix, tokens = embedding[:, :num_prefix_tokens], embedding[0, num_prefix_tokens:]
     old_side = int(round(np.sqrt(tokens.shape[0])))
