@@ -90,8 +90,12 @@ class _Storage:
         self.key, self.array = key, array
 
 
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _is_count(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return _is_int(value) and value >= 0
 
 
 def _is_shape(values):
@@ -182,7 +186,7 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
             raise _Malformed("a tensor is rebuilt from something that is not a storage")
         if not (_is_count(offset) and _is_shape(size) and isinstance(stride, (tuple, list))
                 and len(stride) == len(size)
-                and all(isinstance(s, int) and not isinstance(s, bool) for s in stride)):
+                and all(_is_int(s) for s in stride)):
             raise _Malformed(f"a tensor has a malformed offset, size or stride "
                              f"({offset!r:.40}, {size!r:.80}, {stride!r:.80})")
         array = storage.array
