@@ -30,8 +30,9 @@ _deselected = []
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     # Runs before pytest-benchmark reads its options.
-    config.cct_fast_smoke = not (config.getoption("benchmark_only")
-                                 or config.getoption("benchmark_enable"))
+    config.cct_fast_smoke = not (
+        config.getoption("benchmark_only") or config.getoption("benchmark_enable")
+    )
     if config.cct_fast_smoke:
         config.option.benchmark_disable = True
 
@@ -82,8 +83,11 @@ def _why_incomplete(terminalreporter, config):
     if _deselected:
         reasons.append(f"{len(_deselected)} benchmark(s) deselected")
     for outcome in ("failed", "error", "skipped"):
-        reports = [r for r in terminalreporter.stats.get(outcome, [])
-                   if "--benchmark-only" not in str(r.longrepr)]  # not a benchmark at all
+        reports = [
+            r
+            for r in terminalreporter.stats.get(outcome, [])
+            if "--benchmark-only" not in str(r.longrepr)
+        ]  # not a benchmark at all
         if reports:
             reasons.append(f"{len(reports)} {outcome}")
     if _missing:
@@ -98,7 +102,8 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.write_line(table)
     reasons = _why_incomplete(terminalreporter, config)
     if reasons:
-        terminalreporter.write_line(f"Not a complete run ({', '.join(reasons)}): "
-                                    f"{RESULTS_FILE.name} is left as it is.")
+        terminalreporter.write_line(
+            f"Not a complete run ({', '.join(reasons)}): {RESULTS_FILE.name} is left as it is."
+        )
         return
     write_block("results", "pytest benchmarks --benchmark-only", table)

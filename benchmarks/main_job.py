@@ -22,8 +22,9 @@ TARGET_ACCURACY, TARGET_SECONDS = 0.97, 600
 def main():
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        job = subprocess.Popen([*COMMAND, "--out", str(Path(folder) / "run")],
-                               stdout=subprocess.DEVNULL)
+        job = subprocess.Popen(
+            [*COMMAND, "--out", str(Path(folder) / "run")], stdout=subprocess.DEVNULL
+        )
         # This child's own usage: RUSAGE_CHILDREN would also hold what processes before an
         # exec into this one left (a shell's earlier commands).
         _, status, usage = os.wait4(job.pid, 0)
@@ -37,15 +38,17 @@ def main():
     best = max(range(len(rows)), key=lambda i: accuracies[i])
     training = sum(float(row["seconds"]) for row in rows)
     met = accuracies[-1] >= TARGET_ACCURACY and wall <= TARGET_SECONDS
-    body = "\n".join([
-        f"### The main job: `{' '.join(COMMAND)}`\n",
-        "| epochs | final test accuracy | best (epoch) | training | wall | peak RSS |",
-        "|---:|---:|---:|---:|---:|---:|",
-        f"| {len(rows)} | {100 * accuracies[-1]:.1f} % | {100 * accuracies[best]:.1f} % "
-        f"({best + 1}) | {training:.0f} s | {wall:.0f} s | {peak:.2f} GB |",
-        f"\nTarget, >= {100 * TARGET_ACCURACY:.0f} % within {TARGET_SECONDS // 60} minutes: "
-        f"{'met' if met else 'missed'}.",
-    ])
+    body = "\n".join(
+        [
+            f"### The main job: `{' '.join(COMMAND)}`\n",
+            "| epochs | final test accuracy | best (epoch) | training | wall | peak RSS |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {len(rows)} | {100 * accuracies[-1]:.1f} % | {100 * accuracies[best]:.1f} % "
+            f"({best + 1}) | {training:.0f} s | {wall:.0f} s | {peak:.2f} GB |",
+            f"\nTarget, >= {100 * TARGET_ACCURACY:.0f} % within {TARGET_SECONDS // 60} minutes: "
+            f"{'met' if met else 'missed'}.",
+        ]
+    )
     print(body)
     write_block("main-job", "python benchmarks/main_job.py", body)
 

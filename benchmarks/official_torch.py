@@ -1,6 +1,6 @@
 """The official PyTorch model as the anchor row of the benchmarks."""
 
-from cct_fast.torch_reference import official_model
+from cct_fast.testing.official_torch import official_model
 
 
 def inference_function(config, bfloat16):

@@ -32,8 +32,9 @@ _STEPS = textwrap.dedent("""
 def peak_mib(implementation, steps):
     """The peak resident memory of a fresh process running the steps, from the kernel's
     accounting of that one child."""
-    child = subprocess.Popen([sys.executable, "-c", _STEPS, implementation, str(steps)],
-                             stdout=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STEPS, implementation, str(steps)], stdout=subprocess.DEVNULL
+    )
     _, status, usage = os.wait4(child.pid, 0)
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"the {implementation} steps failed")
@@ -45,22 +46,32 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    peaks = {implementation: [peak_mib(implementation, args.steps) for _ in range(args.repeats)]
-             for implementation in ("reference", "fused")}
+    peaks = {
+        implementation: [peak_mib(implementation, args.steps) for _ in range(args.repeats)]
+        for implementation in ("reference", "fused")
+    }
     # Fresh processes of the same code differ by a few tens of MiB: the fused path is higher
     # only if all its runs are above all the reference's.
     met = "met" if min(peaks["fused"]) <= max(peaks["reference"]) else "missed"
-    body = "\n".join([
-        f"### Peak memory, {args.steps} AdamW steps of cct_7_3x1_32 at batch 64, "
-        f"{args.repeats} fresh processes per implementation\n",
-        "| implementation | peak RSS of each process |", "|---|---:|",
-        *(f"| {implementation} | {', '.join(f'{p:,}' for p in runs)} MiB |"
-          for implementation, runs in peaks.items()),
-        f"\nTarget, the fused train step's peak no higher than the reference's: {met}.",
-    ])
+    body = "\n".join(
+        [
+            f"### Peak memory, {args.steps} AdamW steps of cct_7_3x1_32 at batch 64, "
+            f"{args.repeats} fresh processes per implementation\n",
+            "| implementation | peak RSS of each process |",
+            "|---|---:|",
+            *(
+                f"| {implementation} | {', '.join(f'{p:,}' for p in runs)} MiB |"
+                for implementation, runs in peaks.items()
+            ),
+            f"\nTarget, the fused train step's peak no higher than the reference's: {met}.",
+        ]
+    )
     print(body)
-    write_block("memory", f"python benchmarks/peak_memory.py --steps {args.steps} --repeats "
-                f"{args.repeats}", body)
+    write_block(
+        "memory",
+        f"python benchmarks/peak_memory.py --steps {args.steps} --repeats {args.repeats}",
+        body,
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # noqa: E402
 
-from cct_fast import fused  # noqa: E402
+from cct_fast.compute import fused  # noqa: E402
+
 from results_file import write_block  # noqa: E402
 
 
@@ -42,28 +43,85 @@ def steps(batch, tokens, dim, heads, dtype):
     rows, gamma, beta = normal(batch * tokens, dim), tf.ones(dim), tf.zeros(dim)
     q = normal(batch, heads, tokens, head_dim)
     scores = normal(batch, heads, tokens, tokens)
-    w_qkv, w_proj, w_1, w_2 = normal(dim, 3 * dim), normal(dim, dim), normal(dim, hidden), normal(hidden, dim)
+    w_qkv, w_proj, w_1, w_2 = (
+        normal(dim, 3 * dim),
+        normal(dim, dim),
+        normal(dim, hidden),
+        normal(hidden, dim),
+    )
     bias, pre_activation = tf.zeros(hidden), normal(batch * tokens, hidden)
     graph, xla = tf.function, lambda f: tf.function(f, jit_compile=True)
     gemm = 2 * batch * tokens * dim
     return [
         ("qkv projection", graph(lambda x: fused.linear(x, w_qkv)), (rows,), 3 * gemm * dim),
-        ("split heads", graph(lambda x: fused.split_heads(x, tokens, heads, 0.125)[0]),
-         (fused.linear(rows, w_qkv),), None),
-        ("q k^T", graph(lambda a: tf.matmul(a, a, transpose_b=True)), (q,),
-         2 * batch * heads * tokens * tokens * head_dim),
-        ("softmax (float32), oneDNN", graph(lambda s: tf.nn.softmax(tf.cast(s, tf.float32))), (scores,), None),
-        ("softmax (float32), XLA", xla(lambda s: tf.nn.softmax(tf.cast(s, tf.float32))), (scores,), None),
-        ("probabilities v", graph(lambda s, v: tf.matmul(s, v)), (scores, q),
-         2 * batch * heads * tokens * tokens * head_dim),
-        ("merge heads", graph(fused.merge_heads), (q,), None),
-        ("output projection + bias", graph(lambda x: fused.linear(x, w_proj, gamma)), (rows,), gemm * dim),
-        ("layer norm, XLA (x2 per layer)", graph(lambda x: fused.layer_norm(x, gamma, beta)), (rows,), None),
-        ("layer norm, tf.nn.moments graph", graph(lambda x: fused._layer_norm_float32(tf.cast(x, tf.float32), gamma, beta)), (rows,), None),
+        (
+            "split heads",
+            graph(lambda x: fused.split_heads(tf.reshape(x, (batch, tokens, -1)), heads, 0.125)[0]),
+            (fused.linear(rows, w_qkv),),
+            None,
+        ),
+        (
+            "q k^T",
+            graph(lambda a: tf.matmul(a, a, transpose_b=True)),
+            (q,),
+            2 * batch * heads * tokens * tokens * head_dim,
+        ),
+        (
+            "softmax (float32), oneDNN",
+            graph(lambda s: tf.nn.softmax(tf.cast(s, tf.float32))),
+            (scores,),
+            None,
+        ),
+        (
+            "softmax (float32), XLA",
+            xla(lambda s: tf.nn.softmax(tf.cast(s, tf.float32))),
+            (scores,),
+            None,
+        ),
+        (
+            "probabilities v",
+            graph(lambda s, v: tf.matmul(s, v)),
+            (scores, q),
+            2 * batch * heads * tokens * tokens * head_dim,
+        ),
+        ("merge heads", graph(lambda x: fused.merge_heads(x, tokens)), (q,), None),
+        (
+            "output projection + bias",
+            graph(lambda x: fused.linear(x, w_proj, gamma)),
+            (rows,),
+            gemm * dim,
+        ),
+        (
+            "layer norm, XLA (x2 per layer)",
+            graph(lambda x: fused.layer_norm(x, gamma, beta)),
+            (rows,),
+            None,
+        ),
+        (
+            "layer norm, tf.nn.moments graph",
+            graph(lambda x: fused._layer_norm_float32(tf.cast(x, tf.float32), gamma, beta)),
+            (rows,),
+            None,
+        ),
         ("linear1", graph(lambda x: fused.linear(x, w_1)), (rows,), gemm * hidden),
-        ("bias + exact GELU, XLA", graph(lambda h: fused.bias_gelu(h, bias)), (pre_activation,), None),
-        ("bias + exact GELU, graph", graph(lambda h: tf.nn.gelu(h + tf.cast(bias, h.dtype), approximate=False)), (pre_activation,), None),
-        ("linear2 + bias", graph(lambda h: fused.linear(h, w_2, gamma)), (pre_activation,), gemm * hidden),
+        (
+            "bias + exact GELU, XLA",
+            graph(lambda h: fused.bias_gelu(h, bias)),
+            (pre_activation,),
+            None,
+        ),
+        (
+            "bias + exact GELU, graph",
+            graph(lambda h: tf.nn.gelu(h + tf.cast(bias, h.dtype), approximate=False)),
+            (pre_activation,),
+            None,
+        ),
+        (
+            "linear2 + bias",
+            graph(lambda h: fused.linear(h, w_2, gamma)),
+            (pre_activation,),
+            gemm * hidden,
+        ),
     ]
 
 
@@ -76,18 +134,26 @@ def main():
     args = parser.parse_args()
     lines = []
     for dtype in (tf.float32, tf.bfloat16):
-        lines.append(f"{dtype.name}: batch {args.batch}, {args.tokens} tokens, width "
-                     f"{args.dim}, {args.heads} heads")
-        for name, function, arguments, flops in steps(args.batch, args.tokens, args.dim,
-                                                      args.heads, dtype):
+        lines.append(
+            f"{dtype.name}: batch {args.batch}, {args.tokens} tokens, width "
+            f"{args.dim}, {args.heads} heads"
+        )
+        for name, function, arguments, flops in steps(
+            args.batch, args.tokens, args.dim, args.heads, dtype
+        ):
             ms = best_milliseconds(function, *arguments)
             rate = f"{flops / ms / 1e6:6.0f} GFLOP/s" if flops else ""
             lines.append(f"  {name:36s} {ms:7.2f} ms  {rate}".rstrip())
             print(lines[-1])
         lines.append("")
     command = " ".join(["python benchmarks/profile_layer.py", *sys.argv[1:]])
-    write_block("profile", command, "### One encoder layer, each step timed alone\n\n```\n"
-                + "\n".join(lines).rstrip() + "\n```")
+    write_block(
+        "profile",
+        command,
+        "### One encoder layer, each step timed alone\n\n```\n"
+        + "\n".join(lines).rstrip()
+        + "\n```",
+    )
 
 
 if __name__ == "__main__":

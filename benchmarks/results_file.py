@@ -21,8 +21,11 @@ def _git(*args):
 def commit_stamp():
     """The short commit, and a word about uncommitted changes (RESULTS.md itself aside)."""
     commit = _git("rev-parse", "--short", "HEAD") or "unknown"
-    changed = [line for line in _git("status", "--porcelain").splitlines()
-               if not line.endswith(RESULTS_FILE.name)]
+    changed = [
+        line
+        for line in _git("status", "--porcelain").splitlines()
+        if not line.endswith(RESULTS_FILE.name)
+    ]
     return commit + (f" (modified: {len(changed)} uncommitted change(s))" if changed else "")
 
 
@@ -43,10 +46,12 @@ def machine():
 
 def write_block(name, command, body):
     """Replace the block ``name`` of RESULTS.md (or append it) with ``body`` under a stamp."""
-    block = (f"<!-- {name}:start (written by `{command}`) -->\n"
-             f"Command: `{command}`  \nDate: {datetime.date.today().isoformat()}  \n"
-             f"Commit: {commit_stamp()}  \nMachine: {machine()}\n\n{body.strip()}\n"
-             f"<!-- {name}:end -->")
+    block = (
+        f"<!-- {name}:start (written by `{command}`) -->\n"
+        f"Command: `{command}`  \nDate: {datetime.date.today().isoformat()}  \n"
+        f"Commit: {commit_stamp()}  \nMachine: {machine()}\n\n{body.strip()}\n"
+        f"<!-- {name}:end -->"
+    )
     text = RESULTS_FILE.read_text() if RESULTS_FILE.exists() else "# Benchmark results\n\n"
     pattern = re.compile(rf"<!-- {name}:start.*?<!-- {name}:end -->", re.S)
     if pattern.search(text):

@@ -6,8 +6,11 @@ from targets import Target
 
 # Two rounds of three interleaved rows; the machine slowed down by 2x in the second round.
 GROUPS = {
-    "inference": dict(times={"reference": [1.0, 2.0], "fused": [0.5, 1.0], "slow": [2.0, 2.0]},
-                      items=10, flops=1e9),
+    "inference": dict(
+        times={"reference": [1.0, 2.0], "fused": [0.5, 1.0], "slow": [2.0, 2.0]},
+        items=10,
+        flops=1e9,
+    ),
     "other": dict(times={"reference": [4.0, 4.0]}, items=10, flops=1e9),
     "ceiling": dict(times={"gemm fp32": [1.0, 1.0]}, items=1, flops=40e9),
 }
@@ -26,10 +29,12 @@ def test_a_group_table_gives_medians_ranges_and_the_ceiling_share():
 
 
 def test_targets_are_met_or_missed_from_the_ratios():
-    targets = [Target("fused 2x", "inference", "fused", "inference", "reference", 2.0),
-               Target("slow 1x", "inference", "slow", "inference", "reference", 1.0),
-               Target("across", "inference", "fused", "other", "reference", 5.0),
-               Target("absent", "missing", "fused", "missing", "reference", 1.0)]
+    targets = [
+        Target("fused 2x", "inference", "fused", "inference", "reference", 2.0),
+        Target("slow 1x", "inference", "slow", "inference", "reference", 1.0),
+        Target("across", "inference", "fused", "other", "reference", 5.0),
+        Target("absent", "missing", "fused", "missing", "reference", 1.0),
+    ]
     lines = tables.targets_table(GROUPS, targets)
     assert "| fused 2x | 2.00x (rounds: 2.00-2.00x) | met |" in lines
     assert "| slow 1x | 0.75x (rounds: 0.50-1.00x) | missed |" in lines
@@ -52,8 +57,10 @@ def test_a_block_replaces_only_itself_and_marks_uncommitted_changes(tmp_path, mo
 
 def test_the_commit_stamp_names_uncommitted_changes(tmp_path, monkeypatch):
     def git(*args):
-        return {("rev-parse", "--short", "HEAD"): "abc1234",
-                ("status", "--porcelain"): " M cct_fast/model.py\n M benchmarks/RESULTS.md"}[args]
+        return {
+            ("rev-parse", "--short", "HEAD"): "abc1234",
+            ("status", "--porcelain"): " M cct_fast/model.py\n M benchmarks/RESULTS.md",
+        }[args]
 
     monkeypatch.setattr(results_file, "_git", git)
     assert results_file.commit_stamp() == "abc1234 (modified: 1 uncommitted change(s))"

@@ -12,11 +12,19 @@ import pytest
 import tensorflow as tf
 
 import cct_fast
+from cct_fast.compute import custom_ops
+from cct_fast.testing.official_torch import official_module
+
 import official_torch
-from cct_fast import kernels
-from cct_fast.torch_reference import official_module
-from workloads import (CUSTOM_ROW, attention_functions, inference_functions, macs_per_image,
-                       random_batch, train_step_functions, training_epoch_functions)
+from workloads import (
+    CUSTOM_ROW,
+    attention_functions,
+    inference_functions,
+    macs_per_image,
+    random_batch,
+    train_step_functions,
+    training_epoch_functions,
+)
 
 INFERENCE = [("cct_7_3x1_32", 64), ("cct_14_7x2_224", 8)]
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
@@ -36,12 +44,15 @@ def _official_rows(make):
 def _onnx_rows(model, images, folder):
     """The ONNX Runtime rows (plain and fused graph) on ``images``, or why they cannot run."""
     try:
-        from cct_fast.export import load_onnx, to_onnx
         import onnxruntime  # noqa: F401
         import tf2onnx  # noqa: F401
+
+        from cct_fast.export import load_onnx, to_onnx
     except ImportError:
-        return {}, {f"ONNX Runtime (CPU, {graph} graph)": "tf2onnx or onnxruntime missing"
-                    for graph in ("plain", "fused")}
+        return {}, {
+            f"ONNX Runtime (CPU, {graph} graph)": "tf2onnx or onnxruntime missing"
+            for graph in ("plain", "fused")
+        }
     rows = {}
     for graph, optimize in (("plain", False), ("fused", True)):
         path = to_onnx(model, folder / f"{graph}.onnx", optimize=optimize)
@@ -60,7 +71,7 @@ def test_inference(time_rows, smoke, name, batch, precision, tmp_path):
     tensor = tf.constant(images)
     keras_rows = inference_functions(name, PRECISIONS[precision])
     rows = {row: (lambda f=function: f(tensor)) for row, function in keras_rows.items()}
-    missing = {} if CUSTOM_ROW in rows else {CUSTOM_ROW: str(kernels.unavailable_reason())}
+    missing = {} if CUSTOM_ROW in rows else {CUSTOM_ROW: str(custom_ops.unavailable_reason())}
 
     def official():
         import torch
@@ -69,13 +80,21 @@ def test_inference(time_rows, smoke, name, batch, precision, tmp_path):
         nchw = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
         return lambda: function(nchw)
 
-    for extra, why in (_official_rows(official),
-                       _onnx_rows(cct_fast.create_model(name), images, tmp_path)
-                       if precision == "fp32" else ({}, {})):
+    for extra, why in (
+        _official_rows(official),
+        _onnx_rows(cct_fast.create_model(name), images, tmp_path)
+        if precision == "fp32"
+        else ({}, {}),
+    ):
         rows.update(extra)
         missing.update(why)
-    time_rows(f"inference {name} batch {batch} {precision}", rows, len(images),
-              2 * macs_per_image(config), missing)
+    time_rows(
+        f"inference {name} batch {batch} {precision}",
+        rows,
+        len(images),
+        2 * macs_per_image(config),
+        missing,
+    )
 
 
 ATTENTION_SHAPE = dict(batch=64, tokens=256, heads=4, head_dim=64)  # one CCT-7/3x1 layer
@@ -90,16 +109,22 @@ def test_attention(time_rows, smoke, backward, precision):
     dtype = tf.bfloat16 if precision == "bf16" else tf.float32
     functions = attention_functions(dtype=dtype, **shape)
     width = shape["heads"] * shape["head_dim"]
-    qkv = tf.cast(tf.random.stateless_normal((shape["batch"] * shape["tokens"], 3 * width),
-                                             (0, 0)), dtype)
+    qkv = tf.cast(
+        tf.random.stateless_normal((shape["batch"], shape["tokens"], 3 * width), (0, 0)), dtype
+    )
     suffix = ", forward + backward" if backward else ""
-    rows = {row: (lambda f=functions[row + suffix]: f(qkv)) for row in ("fused path", "custom op")
-            if kernels.ops() is not None or row == "fused path"}
-    missing = {} if "custom op" in rows else {"custom op": str(kernels.unavailable_reason())}
+    rows = {
+        row: (lambda f=functions[row + suffix]: f(qkv))
+        for row in ("fused path", "custom op")
+        if custom_ops.ops() is not None or row == "fused path"
+    }
+    missing = {} if "custom op" in rows else {"custom op": str(custom_ops.unavailable_reason())}
     # Forward: q k^T and p v, 2 * tokens^2 * width multiply-adds each; backward: 4 more.
     flops = (12 if backward else 4) * shape["tokens"] ** 2 * width
-    group = (f"attention of one layer, {shape['batch']}x{shape['tokens']} tokens, "
-             f"{shape['heads']} heads of {shape['head_dim']}, {precision}{suffix}")
+    group = (
+        f"attention of one layer, {shape['batch']}x{shape['tokens']} tokens, "
+        f"{shape['heads']} heads of {shape['head_dim']}, {precision}{suffix}"
+    )
     time_rows(group, rows, shape["batch"], flops, missing)
 
 
@@ -118,15 +143,22 @@ def test_train_step(time_rows, smoke):
         import torch
 
         step = official_torch.train_step_function(config)
-        nchw, targets = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), \
-            torch.from_numpy(labels)
+        nchw, targets = (
+            torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
+            torch.from_numpy(labels),
+        )
         return lambda: step(nchw, targets)
 
     extra, missing = _official_rows(official)
     rows.update(extra)
     # A training step costs about three forward passes.
-    time_rows(f"train step {TRAIN_NAME} batch {TRAIN_BATCH} fp32", rows, len(images),
-              6 * macs_per_image(config), missing)
+    time_rows(
+        f"train step {TRAIN_NAME} batch {TRAIN_BATCH} fp32",
+        rows,
+        len(images),
+        6 * macs_per_image(config),
+        missing,
+    )
 
 
 EPOCH_STEPS = 4
@@ -138,8 +170,12 @@ def test_training_with_input_pipeline(time_rows, smoke, tmp_path):
     batch = _batch(smoke, 128)
     rows = training_epoch_functions(TRAIN_NAME, batch, EPOCH_STEPS, tmp_path)
     config = cct_fast.create_model(TRAIN_NAME).config
-    time_rows(f"training {TRAIN_NAME} batch {batch} fp32, CIFAR-10 recipe", rows,
-              batch * EPOCH_STEPS, 6 * macs_per_image(config))
+    time_rows(
+        f"training {TRAIN_NAME} batch {batch} fp32, CIFAR-10 recipe",
+        rows,
+        batch * EPOCH_STEPS,
+        6 * macs_per_image(config),
+    )
 
 
 def test_gemm_ceiling(time_rows, smoke):
@@ -154,4 +190,5 @@ def test_gemm_ceiling(time_rows, smoke):
 
 def test_macs_of_cct_7_3x1_32_are_the_published_figure():
     assert macs_per_image(cct_fast.create_model("cct_7_3x1_32").config) / 1e9 == pytest.approx(
-        1.19, abs=0.01)
+        1.19, abs=0.01
+    )

@@ -5,41 +5,31 @@ import numpy as np
 import tensorflow as tf
 
 import cct_fast
-from cct_fast.model import dtype_policy
+from cct_fast.core.costs import costs
+from cct_fast.core.model import policy_scope, rebuild
 
 
 def macs_per_image(config) -> int:
-    """Multiply-accumulates of one forward pass (convolutions, encoder, pooling, head)."""
-    macs, channels = 0, config.n_input_channels
-    rows, columns = (config.tokenizer_stages(side) for side in config.image_size)
-    for i, ((conv_rows, _), (conv_columns, _)) in enumerate(zip(rows, columns)):
-        out_channels = config.embedding_dim if i == len(rows) - 1 else config.in_planes
-        macs += conv_rows * conv_columns * config.kernel_size**2 * channels * out_channels
-        channels = out_channels
-    tokens = config.sequence_length + config.num_prefix_tokens
-    dim, hidden = config.embedding_dim, config.feedforward_dim
-    per_token = 4 * dim * dim + 2 * dim * hidden + 2 * tokens * dim
-    return macs + config.num_layers * tokens * per_token + tokens * dim + dim * config.num_classes
+    """Multiply-accumulates of one forward pass, the attention matmuls included."""
+    return costs(config).macs
 
 
 def keras_models(name, policy, implementations=("reference", "fused")):
     """Models of ``name`` under ``policy`` in each implementation, holding the same weights."""
-    with dtype_policy(policy):
-        models = [cct_fast.create_model(name, implementation=i) for i in implementations]
-    for model in models[1:]:
-        model.set_weights(models[0].get_weights())
-    return models
+    with policy_scope(policy):
+        first = cct_fast.create_model(name, implementation=implementations[0])
+    return [first] + [rebuild(first, implementation=i, policy=policy) for i in implementations[1:]]
 
 
-CUSTOM_ROW = "custom ops (implementation=\"custom\")"
+CUSTOM_ROW = 'custom ops (implementation="custom")'
 
 
 def inference_functions(name, policy):
     """Row name -> a function of a batch that returns materialised logits. The custom-ops row
     is there only where the library is built."""
-    from cct_fast import kernels
+    from cct_fast.compute import custom_ops
 
-    implementations = ("reference", "fused") + (("custom",) if kernels.ops() else ())
+    implementations = ("reference", "fused") + (("custom",) if custom_ops.ops() else ())
     reference, fused, *custom = keras_models(name, policy, implementations)
 
     def compiled(model, jit):
@@ -61,16 +51,15 @@ def attention_functions(batch, tokens, heads, head_dim, dtype):
     """Row name -> a function of a packed qkv (batch * tokens, 3 * width) tensor running the
     attention of one layer, forward or forward and backward: the fused path's steps (split
     heads, scores, softmax, weighted sum, merge heads) or the custom op."""
-    from cct_fast import fused, kernels
+    from cct_fast.compute import custom_ops, fused
 
     scale = head_dim**-0.5
 
     def fused_path(qkv):
-        return fused.attention(qkv, tokens, heads, scale)
+        return fused.attention(qkv, heads, scale)
 
     def custom_op(qkv):
-        packed = tf.reshape(qkv, (batch, tokens, -1))
-        return tf.reshape(kernels.fused_attention(packed, heads, scale), (batch * tokens, -1))
+        return custom_ops.attention(qkv, heads, scale)
 
     def with_backward(function):
         def run(qkv):
@@ -78,6 +67,7 @@ def attention_functions(batch, tokens, heads, head_dim, dtype):
                 tape.watch(qkv)
                 out = function(qkv)
             return tape.gradient(out, qkv, output_gradients=tf.ones_like(out))
+
         return run
 
     rows = {}
@@ -94,9 +84,11 @@ def train_step_functions(name, batch):
     for implementation in ("reference", "fused"):
         for jit in (False, True):
             model = cct_fast.create_model(name, implementation=implementation)
-            model.compile(optimizer=keras.optimizers.AdamW(5e-4, weight_decay=0.06),
-                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                          jit_compile=jit)
+            model.compile(
+                optimizer=keras.optimizers.AdamW(5e-4, weight_decay=0.06),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                jit_compile=jit,
+            )
             row = implementation + (" under XLA" if jit else "")
             functions[row] = lambda x, y, model=model: model.train_on_batch(x, y)
     return functions
@@ -108,15 +100,16 @@ def training_epoch_functions(name, batch, steps, folder, seed=0):
     augmentation pipeline (random resized crop, flip, RandAugment, MixUp/CutMix, label
     smoothing) from synthetic uint8 images, or from that pipeline's batches already in memory
     (the bare train step). Both rows train the same model with the same compiled step."""
-    from cct_fast.data import CIFAR_STATS, Dataset, Split
-    from cct_fast.recipe import make_recipe
     from cct_fast.train import Run
+    from cct_fast.train.data import CIFAR_STATS, Dataset, Split
+    from cct_fast.train.recipe import make_recipe
 
     recipe = make_recipe(model=name, dataset="cifar10", batch_size=batch)
     rng = np.random.default_rng(seed)
     count = batch * steps
-    split = Split(rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8),
-                  rng.integers(0, 10, count))
+    split = Split(
+        rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, count)
+    )
     mean, std = CIFAR_STATS["cifar10"]
     synthetic = Dataset("synthetic cifar10", split, split, [str(i) for i in range(10)], mean, std)
     run = Run(folder, recipe, verbose=0, dataset=synthetic)
@@ -127,8 +120,10 @@ def training_epoch_functions(name, batch, steps, folder, seed=0):
     def train(batches):
         return lambda: run.model.fit(batches, epochs=1, shuffle=False, verbose=0)
 
-    return {"bare train step (augmented batches in memory)": train(in_memory),
-            "full augmentation pipeline (as `cct-fast train`)": train(run.epoch_batches(0))}
+    return {
+        "bare train step (augmented batches in memory)": train(in_memory),
+        "full augmentation pipeline (as `cct-fast train`)": train(run.epoch_batches(0)),
+    }
 
 
 def random_batch(config, batch, seed=0):

@@ -3,13 +3,61 @@
     import cct_fast
     model = cct_fast.create_model("cct_7_3x1_32", weights="cct_7_3x1_32_cifar10_300epochs.pth")
     cct_fast.list_models("cct_14*")
+
+``import cct_fast`` imports the model and its layers, so that ``keras.models.load_model``
+finds them in a ``.keras`` file, as Keras users expect. The ``cct-fast`` command is the one
+exception: it answers ``--help`` and ``models`` without TensorFlow, and imports the rest on
+first use, as every other public name here is.
 """
 
-from cct_fast.checkpoint import CheckpointError
-from cct_fast.config import CCTConfig
-from cct_fast.model import CCT
-from cct_fast.weights import load_weights, save_weights
-from cct_fast.zoo import *  # noqa: F403  (one function per official model name)
-from cct_fast.zoo import MODEL_CONFIGS, create_model, list_models
+import importlib
+import sys
+from pathlib import Path
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "CCT": "cct_fast.core.model",
+    "CCTConfig": "cct_fast.core.config",
+    "MODEL_CONFIGS": "cct_fast.core.names",
+    "list_models": "cct_fast.core.names",
+    "create_model": "cct_fast.zoo",
+    "load_weights": "cct_fast.weights.loading",
+    "save_weights": "cct_fast.weights.loading",
+    "CctFastError": "cct_fast.errors",
+    "CheckpointError": "cct_fast.errors",
+    "ConfigError": "cct_fast.errors",
+    "ExportError": "cct_fast.errors",
+    "RunError": "cct_fast.errors",
+}
+_SUBPACKAGES = ("compute", "core", "errors", "export", "testing", "train", "weights", "zoo")
+
+
+def _official_names():
+    from cct_fast.core.names import MODEL_CONFIGS
+
+    return MODEL_CONFIGS
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f"cct_fast.{name}")
+    elif name in _official_names():  # one function per official name: cct_fast.cct_7_3x1_32()
+        value = getattr(importlib.import_module("cct_fast.zoo"), name)
+    else:
+        raise AttributeError(f"module 'cct_fast' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_EXPORTS, *_SUBPACKAGES, *_official_names()})
+
+
+__all__ = [*_EXPORTS, *_official_names()]
+
+if Path(sys.argv[0] if sys.argv else "").name != "cct-fast":
+    importlib.import_module("cct_fast.core.model")  # registers the Keras classes

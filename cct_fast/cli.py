@@ -1,4 +1,8 @@
-"""The ``cct-fast`` command line."""
+"""The ``cct-fast`` command line.
+
+Parsing, ``--help`` and ``models`` need no TensorFlow; each other command imports what it
+uses when it runs.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ import sys
 def _convert(args):
     import cct_fast
 
-    model = cct_fast.create_model(args.model, num_classes=args.num_classes,
-                                  img_size=args.img_size, weights=args.checkpoint)
+    model = cct_fast.create_model(
+        args.model, num_classes=args.num_classes, img_size=args.img_size, weights=args.checkpoint
+    )
     cct_fast.save_weights(model, args.output)
     print(f"Wrote {args.output}: {args.model}, {model.count_params():,} parameters.")
 
@@ -21,7 +26,7 @@ def _export(args):
 
     import cct_fast
     from cct_fast.export import to_onnx
-    from cct_fast.keras_weights import load_keras_model
+    from cct_fast.weights.keras_files import load_keras_model
 
     if Path(args.model).suffix == ".keras":
         model = load_keras_model(args.model)
@@ -30,40 +35,66 @@ def _export(args):
     else:
         model = cct_fast.create_model(args.model, weights=args.weights)
     dtype = "float16" if args.fp16 else "float32"
-    to_onnx(model, args.output, opset=args.opset, batch_size=args.batch_size, dtype=dtype,
-            optimize=args.optimize)
-    print(f"Wrote {args.output} ({dtype}{', fused' if args.optimize else ''}): input 'images' "
-          "float32 NHWC, checked in ONNX Runtime.")
+    to_onnx(
+        model,
+        args.output,
+        opset=args.opset,
+        batch_size=args.batch_size,
+        dtype=dtype,
+        optimize=args.optimize,
+    )
+    print(
+        f"Wrote {args.output} ({dtype}{', fused' if args.optimize else ''}): input 'images' "
+        "float32 NHWC, checked in ONNX Runtime."
+    )
 
 
 def _describe(args):
-    import numpy as np
+    import keras
 
     import cct_fast
+    from cct_fast.core.costs import costs
 
     model = cct_fast.create_model(args.model)
     model.summary()
-    images = np.random.default_rng(0).random(
-        (2, *model.config.image_size, model.config.n_input_channels))
-    logits = model.predict(images.astype("float32"), verbose=0)
-    print(f"{args.model}: {model.config.sequence_length} tokens, "
-          f"{model.count_params():,} parameters; logits of a random batch: {logits.shape}.")
+    config = model.config
+    trainable = sum(int(keras.ops.size(v)) for v in model.trainable_weights)
+    cost = costs(config)
+    print(
+        f"{args.model}: input {config.image_size[0]}x{config.image_size[1]}x"
+        f"{config.n_input_channels}, {config.sequence_length} tokens"
+        f"{' + class token' if config.num_prefix_tokens else ''}; parameters "
+        f"{model.count_params():,} ({trainable:,} trainable, "
+        f"{model.count_params() - trainable:,} fixed); MACs per image "
+        f"{cost.official_macs / 1e9:.3f} G (convolutions and linears, as the official "
+        f"figures count), {cost.macs / 1e9:.3f} G with the attention matmuls."
+    )
 
 
 def _train(args):
     from cct_fast import train
 
     try:
-        run = train.fit(out=args.out, resume=args.resume, recipe_file=args.recipe, model=args.model,
-                        dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                        precision=args.precision, jit_compile=args.jit)
+        run = train.fit(
+            out=args.out,
+            resume=args.resume,
+            recipe_file=args.recipe,
+            model=args.model,
+            dataset=args.dataset,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            jit_compile=args.jit,
+        )
     except KeyboardInterrupt:
         return 130
     best = max(run.history, key=lambda row: row["test_accuracy"])
-    print(f"{run.recipe.model} on {run.recipe.dataset}: best test accuracy "
-          f"{best['test_accuracy']:.4f} (epoch {best['epoch']}), last "
-          f"{run.history[-1]['test_accuracy']:.4f}, {sum(r['seconds'] for r in run.history):.0f} s "
-          f"of training; run folder {run.folder}")
+    print(
+        f"{run.recipe.model} on {run.recipe.dataset}: best test accuracy "
+        f"{best['test_accuracy']:.4f} (epoch {best['epoch']}), last "
+        f"{run.history[-1]['test_accuracy']:.4f}, {sum(r['seconds'] for r in run.history):.0f} s "
+        f"of training; run folder {run.folder}"
+    )
     return 0
 
 
@@ -75,15 +106,17 @@ def _evaluate(args):
 
 
 def _models(args):
-    import cct_fast
-    from cct_fast.zoo import close_model_names
+    from cct_fast.core.names import close_model_names, list_models
 
-    names = cct_fast.list_models(args.pattern)
+    names = list_models(args.pattern)
     if not names:
         close = close_model_names(args.pattern)
         hint = f" Close names: {', '.join(close)}." if close else ""
-        print(f"cct-fast models: no model name matches {args.pattern!r}.{hint} `cct-fast models` "
-              f"lists all {len(cct_fast.list_models())}.", file=sys.stderr)
+        print(
+            f"cct-fast models: no model name matches {args.pattern!r}.{hint} `cct-fast models` "
+            f"lists all {len(list_models())}.",
+            file=sys.stderr,
+        )
         return 1
     print("\n".join(names))
 
@@ -95,13 +128,18 @@ def _image_size(text):
     except ValueError:
         sides = ()
     if len(sides) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"expected SIDE or HEIGHTxWIDTH, e.g. 224 or 224x320; "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected SIDE or HEIGHTxWIDTH, e.g. 224 or 224x320; got {text!r}"
+        )
     return sides[0] if len(sides) == 1 else sides
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="cct-fast", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="cct-fast",
+        description="Compact Transformers (CCT, CVT, ViT-Lite) on Keras 3: "
+        "official names, checkpoint conversion, ONNX export, training.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     convert = commands.add_parser(
@@ -110,8 +148,11 @@ def build_parser():
     convert.add_argument("checkpoint", help="official .pth/.pt checkpoint")
     convert.add_argument("--model", required=True, help="official model name, e.g. cct_7_3x1_32")
     convert.add_argument("--num-classes", type=int, help="classes of the new head, if different")
-    convert.add_argument("--img-size", type=_image_size,
-                         help="image size, SIDE or HEIGHTxWIDTH, if different (resizes the PE)")
+    convert.add_argument(
+        "--img-size",
+        type=_image_size,
+        help="image size, SIDE or HEIGHTxWIDTH, if different (resizes the PE)",
+    )
     convert.add_argument("-o", "--output", required=True, help="OUT.weights.h5 or OUT.keras")
     convert.set_defaults(run=_convert)
 
@@ -121,24 +162,36 @@ def build_parser():
     export.add_argument("--weights", help=".pth/.pt checkpoint or Keras weights to load first")
     export.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     export.add_argument("--batch-size", type=int, help="fix the batch size (default: dynamic)")
-    export.add_argument("--fp16", action="store_true",
-                        help="compute in float16 as mixed_float16 does (for GPUs)")
-    export.add_argument("--optimize", action="store_true",
-                        help="use ONNX Runtime's fused attention, LayerNorm and GELU operators")
+    export.add_argument(
+        "--fp16", action="store_true", help="compute in float16 as mixed_float16 does (for GPUs)"
+    )
+    export.add_argument(
+        "--optimize",
+        action="store_true",
+        help="use ONNX Runtime's fused attention, LayerNorm and GELU operators",
+    )
     export.set_defaults(run=_export)
 
-    describe = commands.add_parser("describe", help="summarise a model and run it once")
+    describe = commands.add_parser(
+        "describe", help="layers, parameters, sequence length and MACs of a model"
+    )
     describe.add_argument("model", nargs="?", default="cct_7_3x1_32")
     describe.set_defaults(run=_describe)
 
     train = commands.add_parser("train", help="train with the official recipe (resumable)")
     train.add_argument("--model", help="official model name (default cct_7_3x1_32)")
-    train.add_argument("--dataset", help="digits, cifar10, cifar100 or folder:PATH "
-                                         "(default cifar10)")
+    train.add_argument(
+        "--dataset", help="digits, cifar10, cifar100 or folder:PATH (default cifar10)"
+    )
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
-    train.add_argument("--jit", dest="jit", action="store_true", default=None,
-                       help="compile the train step with XLA")
+    train.add_argument(
+        "--jit",
+        dest="jit",
+        action="store_true",
+        default=None,
+        help="compile the train step with XLA",
+    )
     train.add_argument("--no-jit", dest="jit", action="store_false")
     train.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"])
     train.add_argument("--recipe", help="JSON or YAML file overriding recipe settings")
@@ -160,15 +213,13 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from cct_fast.checkpoint import CheckpointError
-    from cct_fast.export import ExportError
-    from cct_fast.train import RunError
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+    from cct_fast.errors import CctFastError
 
     try:
         return args.run(args) or 0
-    except (CheckpointError, ExportError, RunError, FileNotFoundError, ValueError,
-            TypeError) as error:  # what was asked cannot be done: 2, as argparse's own errors
+    except (CctFastError, FileNotFoundError) as error:
+        # what was asked cannot be done (a bad file, name or setting): 2, as argparse's own
         print(f"cct-fast {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # the machine failed it (a full disk, a read-only folder): 1

@@ -1,126 +1,69 @@
-"""The official model names, each bound to a configuration, and the ``create_model`` front door.
+"""``create_model``, the front door: an official name, built and, if asked, given weights.
 
-The table mirrors ``src/cct.py``, ``src/cvt.py`` and ``src/vit.py`` of
-SHI-Labs/Compact-Transformers: a name is ``{family}_{layers}_{kernel}x{conv layers}_{image
-size}`` (CCT) or ``{family}_{layers}_{patch}_{image size}`` (CVT, ViT-Lite), with ``_sine``
-for the sine positional embedding and ``_c100``/``_fl`` for the CIFAR-100 / Flowers-102 heads.
+One function per official name (``cct_fast.cct_7_3x1_32(...)``) as timm and
+keras.applications offer. The names and their architectures are in
+:mod:`cct_fast.core.names`.
 """
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
+import os
 
-from cct_fast.model import CCT
-
-# Depth, heads, MLP ratio and width per size, as the official cct_N / cvt_N / vit_N helpers.
-_SIZES = {
-    2: dict(num_layers=2, num_heads=2, mlp_ratio=1, embedding_dim=128),
-    4: dict(num_layers=4, num_heads=2, mlp_ratio=1, embedding_dim=128),
-    6: dict(num_layers=6, num_heads=4, mlp_ratio=2, embedding_dim=256),
-    7: dict(num_layers=7, num_heads=4, mlp_ratio=2, embedding_dim=256),
-    14: dict(num_layers=14, num_heads=6, mlp_ratio=3, embedding_dim=384),
-}
+from cct_fast.core.model import CCT
+from cct_fast.core.names import MODEL_CONFIGS, model_config
+from cct_fast.weights.loading import load_weights
+from cct_fast.weights.pretrained import official_weights
 
 
-def _cct(size, kernel, conv_layers, img_size, num_classes, positional_embedding="learnable"):
-    return dict(_SIZES[size], tokenizer="convolutional", kernel_size=kernel,
-                n_conv_layers=conv_layers, img_size=img_size, num_classes=num_classes,
-                positional_embedding=positional_embedding)
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
+    positional_embedding: str | None = None,
+    weights: str | os.PathLike | None = None,
+    include_top: bool = True,
+    classifier_activation: str | None = None,
+    jit_compile: bool = False,
+    **overrides,
+) -> CCT:
+    """Build an official model by name, optionally with weights.
 
+    Args:
+        name: an official name (``cct_fast.list_models()``), e.g. ``"cct_7_3x1_32"``.
+        num_classes: classes of the head, if not the official name's.
+        img_size: image side or ``(height, width)``, if not the official name's; a learnable
+            positional embedding loaded from a checkpoint is resized to it.
+        positional_embedding: ``"learnable"``, ``"sine"`` or ``"none"``, if not the name's.
+        weights: an official PyTorch checkpoint (``.pth``/``.pt``), Keras weights
+            (``.weights.h5``/``.keras``), or ``"official"`` for the official pretrained
+            checkpoint of ``name`` (downloaded once; :mod:`cct_fast.weights.pretrained`). A
+            checkpoint with another class count leaves the head freshly initialised, with a
+            warning.
+        include_top: False gives the pooled features ``(batch, embedding_dim)``.
+        classifier_activation: e.g. ``"softmax"``; None gives logits.
+        jit_compile: compile ``fit``/``predict`` with XLA.
+        **overrides: any other :class:`cct_fast.CCT` argument (``implementation``, ...).
 
-def _patch(size, patch, seq_pool, positional_embedding="learnable"):
-    return dict(_SIZES[size], tokenizer="patch", kernel_size=patch, img_size=32, num_classes=10,
-                positional_embedding=positional_embedding, seq_pool=seq_pool)
-
-
-MODEL_CONFIGS: dict[str, dict] = {
-    "cct_2_3x2_32": _cct(2, 3, 2, 32, 10),
-    "cct_2_3x2_32_sine": _cct(2, 3, 2, 32, 10, "sine"),
-    "cct_4_3x2_32": _cct(4, 3, 2, 32, 10),
-    "cct_4_3x2_32_sine": _cct(4, 3, 2, 32, 10, "sine"),
-    "cct_6_3x1_32": _cct(6, 3, 1, 32, 10),
-    "cct_6_3x1_32_sine": _cct(6, 3, 1, 32, 10, "sine"),
-    "cct_6_3x2_32": _cct(6, 3, 2, 32, 10),
-    "cct_6_3x2_32_sine": _cct(6, 3, 2, 32, 10, "sine"),
-    "cct_7_3x1_32": _cct(7, 3, 1, 32, 10),
-    "cct_7_3x1_32_sine": _cct(7, 3, 1, 32, 10, "sine"),
-    "cct_7_3x1_32_c100": _cct(7, 3, 1, 32, 100),
-    "cct_7_3x1_32_sine_c100": _cct(7, 3, 1, 32, 100, "sine"),
-    "cct_7_3x2_32": _cct(7, 3, 2, 32, 10),
-    "cct_7_3x2_32_sine": _cct(7, 3, 2, 32, 10, "sine"),
-    "cct_7_7x2_224": _cct(7, 7, 2, 224, 102),
-    "cct_7_7x2_224_sine": _cct(7, 7, 2, 224, 102, "sine"),
-    "cct_14_7x2_224": _cct(14, 7, 2, 224, 1000),
-    "cct_14_7x2_384": _cct(14, 7, 2, 384, 1000),
-    "cct_14_7x2_384_fl": _cct(14, 7, 2, 384, 102),
-    **{
-        f"{family}_{size}_4_32{suffix}": _patch(size, 4, family == "cvt", embedding)
-        for family in ("cvt", "vit")
-        for size in (2, 4, 6, 7)
-        for suffix, embedding in (("", "learnable"), ("_sine", "sine"))
-    },
-}
-
-
-def list_models(pattern: str | None = None) -> list[str]:
-    """The official model names, sorted; ``pattern`` is a shell-style filter (``"cct_7*"``)."""
-    names = sorted(MODEL_CONFIGS)
-    return names if pattern is None else fnmatch.filter(names, pattern)
-
-
-def close_model_names(text: str) -> list[str]:
-    """Up to four official names that look like ``text``, a name or the start of one (a
-    pattern's wildcards ignored)."""
-    text = str(text).strip("*?[]")
-    close = difflib.get_close_matches(text, MODEL_CONFIGS, n=4, cutoff=0.6)
-    if close:
-        return close
-    starts = {}  # each start of len(text) characters, and the first name that has it
-    for name in sorted(MODEL_CONFIGS):
-        starts.setdefault(name[: len(text)], name)
-    return [starts[start] for start in difflib.get_close_matches(text, starts, n=4, cutoff=0.6)]
-
-
-def model_config(name: str) -> dict:
-    """The constructor arguments of :class:`CCT` for an official model name."""
-    try:
-        return dict(MODEL_CONFIGS[name])
-    except KeyError:
-        close = close_model_names(name)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"Unknown model name {name!r}.{hint} cct_fast.list_models() lists all "
-            f"{len(MODEL_CONFIGS)} official names."
-        ) from None
-
-
-def create_model(name: str, *, num_classes: int | None = None, img_size: int | None = None,
-                 positional_embedding: str | None = None, weights=None, include_top: bool = True,
-                 classifier_activation=None, jit_compile: bool = False, **overrides) -> CCT:
-    """Build an official model by name, optionally loading weights.
-
-    ``weights`` is a path to an official PyTorch checkpoint (``.pth``/``.pt``) or Keras weights
-    (``.weights.h5``/``.keras``), or ``"official"`` for the official pretrained checkpoint of
-    ``name`` (downloaded once; see :mod:`cct_fast.pretrained`). A checkpoint made for another ``img_size`` has its learnable
-    positional embedding resized; one with another class count leaves the head freshly
-    initialised, with a warning. ``overrides`` are any other :class:`CCT` arguments.
+    Returns:
+        The :class:`cct_fast.CCT` model, built.
     """
     arguments = model_config(name)
-    given = dict(num_classes=num_classes, img_size=img_size,
-                 positional_embedding=positional_embedding)
+    given = dict(
+        num_classes=num_classes, img_size=img_size, positional_embedding=positional_embedding
+    )
     arguments.update({key: value for key, value in given.items() if value is not None})
     arguments.update(overrides)
     arguments.setdefault("name", name)
-    model = CCT(**arguments, include_top=include_top, classifier_activation=classifier_activation,
-                jit_compile=jit_compile)
+    model = CCT(
+        **arguments,
+        include_top=include_top,
+        classifier_activation=classifier_activation,
+        jit_compile=jit_compile,
+    )
     if weights == "official":
-        from cct_fast.pretrained import official_weights
-
         weights = official_weights(name)
     if weights is not None:
-        from cct_fast.weights import load_weights
-
         load_weights(model, weights)
     return model
 
@@ -136,5 +79,4 @@ def _model_function(name):
 
 # One function per official name, as timm and keras.applications offer.
 globals().update({name: _model_function(name) for name in MODEL_CONFIGS})
-__all__ = ["MODEL_CONFIGS", "close_model_names", "create_model", "list_models", "model_config",
-           *MODEL_CONFIGS]
+__all__ = ["create_model", *MODEL_CONFIGS]

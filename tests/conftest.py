@@ -22,3 +22,24 @@ def rng(request):
     test = zlib.crc32(request.node.nodeid.encode())
     print(f"random inputs: CCT_FAST_TEST_SEED={SEED}, test stream {test}")
     return np.random.default_rng([SEED, test])
+
+
+@pytest.fixture(scope="session")
+def official():
+    """The official PyTorch architecture (:mod:`cct_fast.testing.official_torch`): ``model``,
+    ``trained_like``, ``state_dict``, ``logits`` and ``torch`` itself. Skips only the tests that
+    ask for it where torch, einops or vit-pytorch is missing."""
+    import types
+
+    from cct_fast.testing import official_torch
+
+    torch = pytest.importorskip("torch")
+    if official_torch.official_module() is None:
+        pytest.skip("einops or vit-pytorch is not installed (pip install --no-deps vit-pytorch)")
+    return types.SimpleNamespace(
+        model=official_torch.official_model,
+        trained_like=official_torch.trained_like,
+        state_dict=official_torch.state_dict_numpy,
+        logits=official_torch.official_logits,
+        torch=torch,
+    )

@@ -42,12 +42,18 @@ def tensor(key, size, stride=None, offset=0, numel=None, storage_type="FloatStor
     just what a contiguous ``size`` needs)."""
     size = tuple(size)
     if stride is None:
-        stride = tuple(int(np.prod(size[i + 1:])) for i in range(len(size)))
+        stride = tuple(int(np.prod(size[i + 1 :])) for i in range(len(size)))
     if numel is None:
         numel = offset + int(np.prod(size))
-    return Call(Global("torch._utils", "_rebuild_tensor_v2"),
-                StorageRef(key, numel, storage_type), offset, size, tuple(stride), False,
-                Call(Global("collections", "OrderedDict")))
+    return Call(
+        Global("torch._utils", "_rebuild_tensor_v2"),
+        StorageRef(key, numel, storage_type),
+        offset,
+        size,
+        tuple(stride),
+        False,
+        Call(Global("collections", "OrderedDict")),
+    )
 
 
 class _Pickler(pickle._Pickler):  # the pure-Python pickler lets save() be extended
@@ -98,8 +104,12 @@ def floats(*values):
     return np.asarray(values, "<f4").tobytes()
 
 
-_STORAGE_TYPES = {np.dtype("float32"): "FloatStorage", np.dtype("float64"): "DoubleStorage",
-                  np.dtype("float16"): "HalfStorage", np.dtype("int64"): "LongStorage"}
+_STORAGE_TYPES = {
+    np.dtype("float32"): "FloatStorage",
+    np.dtype("float64"): "DoubleStorage",
+    np.dtype("float16"): "HalfStorage",
+    np.dtype("int64"): "LongStorage",
+}
 
 
 def write_state_dict(path, arrays):

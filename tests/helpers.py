@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 
+from cct_fast.testing.compare import relative_error  # noqa: F401 (the suite imports it here)
+
 
 def run_layer_test(layer, inputs, expected_shape, stochastic_in_training=False):
     """Output shape, a get_config/from_config round trip that computes the same thing, and
@@ -41,11 +43,6 @@ def trained_like(model, rng):
             std, mean = 0.2, (1.0 if variable.path.endswith("gamma") else 0.0)
         variable.assign((mean + std * rng.standard_normal(shape)).astype(variable.dtype))
     return model
-
-
-def relative_error(actual, expected):
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
 
 
 def assert_same_weights(model_a, model_b):

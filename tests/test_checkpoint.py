@@ -7,7 +7,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from cct_fast.checkpoint import CheckpointError, read_state_dict
+from cct_fast.weights.pth import CheckpointError, read_state_dict
 
 torch = pytest.importorskip("torch")
 
@@ -26,8 +26,9 @@ def test_reads_tensors_views_and_dtypes_like_torch(tmp_path):
     loaded = read_state_dict(tmp_path / "a.pth")
     assert loaded.keys() == state.keys()
     for key, tensor in state.items():
-        np.testing.assert_array_equal(loaded[key].astype(np.float32),
-                                      tensor.detach().float().numpy(), err_msg=key)
+        np.testing.assert_array_equal(
+            loaded[key].astype(np.float32), tensor.detach().float().numpy(), err_msg=key
+        )
     assert loaded["bf16"].dtype == ml_dtypes.bfloat16
     assert loaded["half"].dtype == np.float16
 
@@ -60,8 +61,11 @@ class _Payload:
 @pytest.mark.parametrize("zip_format", [True, False])
 def test_pickled_code_is_never_run(tmp_path, zip_format):
     marker = tmp_path / "ran"
-    torch.save({"w": torch.ones(1), "x": _Payload(marker)}, tmp_path / "evil.pth",
-               _use_new_zipfile_serialization=zip_format)
+    torch.save(
+        {"w": torch.ones(1), "x": _Payload(marker)},
+        tmp_path / "evil.pth",
+        _use_new_zipfile_serialization=zip_format,
+    )
     with pytest.raises(CheckpointError, match="Refusing to read .*holds more than tensors"):
         read_state_dict(tmp_path / "evil.pth")
     assert not marker.exists()
@@ -104,13 +108,18 @@ def test_importing_cct_fast_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
-@pytest.mark.parametrize("make, dtype, zip_format", [
-    (lambda: torch.randn(3).to(torch.float8_e4m3fn), "float8_e4m3fn", True),
-    (lambda: torch.randn(2, dtype=torch.complex64), "ComplexFloatStorage", True),
-    (lambda: torch.randn(2, dtype=torch.complex64), "complex64", False),
-], ids=["float8", "complex", "complex-legacy"])
-def test_complex_and_float8_tensors_written_by_torch_are_unsupported(tmp_path, make, dtype,
-                                                                    zip_format):
+@pytest.mark.parametrize(
+    "make, dtype, zip_format",
+    [
+        (lambda: torch.randn(3).to(torch.float8_e4m3fn), "float8_e4m3fn", True),
+        (lambda: torch.randn(2, dtype=torch.complex64), "ComplexFloatStorage", True),
+        (lambda: torch.randn(2, dtype=torch.complex64), "complex64", False),
+    ],
+    ids=["float8", "complex", "complex-legacy"],
+)
+def test_complex_and_float8_tensors_written_by_torch_are_unsupported(
+    tmp_path, make, dtype, zip_format
+):
     torch.save({"w": make()}, tmp_path / "t.pth", _use_new_zipfile_serialization=zip_format)
     with pytest.raises(CheckpointError, match=f"it holds .*({dtype}), which is unsupported"):
         read_state_dict(tmp_path / "t.pth")

@@ -1,5 +1,9 @@
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from cct_fast.cli import main as cli
 
@@ -11,10 +15,67 @@ def test_models_lists_with_a_pattern(capsys):
     assert capsys.readouterr().out.split() == ["vit_7_4_32", "vit_7_4_32_sine"]
 
 
-def test_describe_runs_the_default_model(capsys):
+def test_describe_gives_sizes_parameters_and_both_mac_counts(capsys):
     assert cli(["describe"]) == 0
     out = capsys.readouterr().out
-    assert "cct_7_3x1_32: 256 tokens, 3,760,139 parameters; logits of a random batch: (2, 10)" in out
+    assert (
+        "cct_7_3x1_32: input 32x32x3, 256 tokens; parameters 3,760,139 (3,760,139 trainable, "
+        "0 fixed); MACs per image 0.947 G (convolutions and linears, as the official figures "
+        "count), 1.182 G with the attention matmuls." in out
+    )
+    summary = out[: out.index("Total params")]
+    assert "(None, 256, 256)" in summary and "(None, 10)" in summary and "?" not in summary
+
+
+def test_describe_counts_the_sine_table_as_fixed_and_the_class_token(capsys):
+    assert cli(["describe", "vit_2_4_32_sine"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "64 tokens + class token" in line and f"{65 * 128:,} fixed" in line
+
+
+def _run_python(code):
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+
+
+def test_help_and_models_answer_without_tensorflow():
+    """What the command's help and listing import: cct-fast runs with sys.argv[0] == cct-fast."""
+    result = _run_python(
+        "import sys; sys.argv = ['/usr/bin/cct-fast', 'models', 'cvt_2*']\n"
+        "from cct_fast.cli import main\n"
+        "for argv in (['--help'], ['train', '--help'], ['models', 'cvt_2*']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    assert result.stdout.splitlines()[-1] == "False False"
+    assert "usage: cct-fast" in result.stdout and "cvt_2_4_32_sine" in result.stdout
+    assert result.stderr == ""
+
+
+def test_import_cct_fast_registers_the_keras_classes(tmp_path):
+    """So that keras.models.load_model finds them in a fresh process."""
+    import cct_fast
+
+    cct_fast.create_model("cvt_2_4_32").save(tmp_path / "m.keras")
+    path = str(tmp_path / "m.keras")
+    result = _run_python(f"import cct_fast, keras; print(type(keras.models.load_model({path!r})))")
+    assert result.stdout.strip() == "<class 'cct_fast.core.model.CCT'>"
+
+
+def test_a_bug_is_a_traceback_not_an_exit_code(monkeypatch):
+    """The command catches the project's own errors; any other ValueError is a bug to see."""
+    import cct_fast
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(cct_fast, "create_model", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        cli(["describe"])
 
 
 def test_unknown_model_is_an_error_not_a_traceback(capsys):
@@ -40,6 +101,12 @@ def test_a_pattern_that_matches_nothing_says_so_and_suggests_names(capsys):
 def test_the_readme_counts_the_models_there_are():
     import cct_fast
 
-    counts = {int(n) for n in re.findall(r"all (\d+)(?: official)? names|lists all (\d+)\.",
-                                         (ROOT / "README.md").read_text()) for n in n if n}
+    counts = {
+        int(n)
+        for n in re.findall(
+            r"all (\d+)(?: official)? names|lists all (\d+)\.", (ROOT / "README.md").read_text()
+        )
+        for n in n
+        if n
+    }
     assert counts == {len(cct_fast.list_models())}

@@ -20,7 +20,10 @@ from cct_fast import CCTConfig
 def test_derived_stride_padding_and_sequence_length(kwargs, stride, padding, tokens):
     config = CCTConfig(**kwargs)
     assert (config.conv_stride, config.conv_padding, config.sequence_length) == (
-        stride, padding, tokens)
+        stride,
+        padding,
+        tokens,
+    )
 
 
 def test_replace_derives_stride_and_padding_again():
@@ -37,14 +40,18 @@ def test_explicit_stride_and_padding_win():
 def test_non_square_images_make_a_non_square_token_grid():
     config = CCTConfig(kernel_size=3, n_conv_layers=1, img_size=(32, 48))
     assert (config.image_size, config.token_grid, config.sequence_length) == (
-        (32, 48), (16, 24), 384)
+        (32, 48),
+        (16, 24),
+        384,
+    )
     assert CCTConfig(img_size=[32, 48]).img_size == (32, 48)  # as a saved config reads back
     assert CCTConfig(img_size=40).image_size == (40, 40)
 
 
 def test_drop_path_rates_rise_linearly_from_zero():
     assert CCTConfig(num_layers=5, stochastic_depth=0.2).drop_path_rates == pytest.approx(
-        [0.0, 0.05, 0.1, 0.15, 0.2])
+        [0.0, 0.05, 0.1, 0.15, 0.2]
+    )
     assert CCTConfig(num_layers=1).drop_path_rates == [0.0]
 
 

@@ -8,6 +8,7 @@ import pytest
 import cct_fast
 from cct_fast import export
 from cct_fast.cli import main as cli
+
 from helpers import relative_error, trained_like
 
 pytest.importorskip("tf2onnx")
@@ -102,12 +103,10 @@ def test_optimized_export_runs_each_layer_as_one_fused_operator(name, overrides,
 def test_float16_export_computes_what_keras_mixed_float16_computes(optimize, tmp_path, rng):
     import onnx
 
-    from cct_fast.model import dtype_policy
+    from cct_fast.core.model import rebuild
 
     model = trained_like(cct_fast.create_model("cct_2_3x2_32"), rng)
-    with dtype_policy("mixed_float16"):
-        twin = cct_fast.create_model("cct_2_3x2_32")
-    twin.set_weights(model.get_weights())
+    twin = rebuild(model, implementation="fused", policy="mixed_float16")
     path = export.to_onnx(model, tmp_path / "m.onnx", dtype="float16", optimize=optimize)
     graph = onnx.load(path).graph
     dtypes = {t.name: t.data_type for t in graph.initializer if len(t.dims) == 2}
@@ -125,7 +124,7 @@ def test_float16_export_computes_what_keras_mixed_float16_computes(optimize, tmp
 def test_layers_missing_from_the_graph_are_left_alone(exported):
     import onnx
 
-    from cct_fast.onnx_fusion import fuse_encoder
+    from cct_fast.export.fusion import fuse_encoder
 
     proto = onnx.load(exported[1])
     other = cct_fast.CCT.from_config({**exported[0].get_config(), "name": "another_model"})
@@ -135,7 +134,9 @@ def test_layers_missing_from_the_graph_are_left_alone(exported):
 
 
 def test_unknown_dtype(tmp_path):
-    with pytest.raises(ValueError, match=r"dtype must be one of \['float16', 'float32'\]; got 'bfloat16'"):
+    with pytest.raises(
+        ValueError, match=r"dtype must be one of \['float16', 'float32'\]; got 'bfloat16'"
+    ):
         export.to_onnx(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "m.onnx", dtype="bfloat16")
     assert list(tmp_path.iterdir()) == []
 
@@ -149,7 +150,8 @@ def test_listed_providers_fall_back_to_the_cpu_with_one_warning(exported, rng, p
         predictor = export.load_onnx(exported[1], providers=providers)
     assert [str(w.message) for w in caught] == [
         "CUDAExecutionProvider not available (install onnxruntime-gpu with CUDA 12); running on "
-        "CPUExecutionProvider."]
+        "CPUExecutionProvider."
+    ]
     assert predictor.providers == ["CPUExecutionProvider"]
     images = rng.standard_normal((3, 32, 32, 3)).astype("float32")
     assert relative_error(predictor.predict(images), exported[0](images)) <= 1e-4
@@ -174,8 +176,11 @@ def test_bad_batches_are_refused(exported):
 
 
 def test_no_available_provider(exported):
-    with pytest.raises(ValueError, match=r"None of the execution providers \['TPUProvider'\] is "
-                                         r"available; this onnxruntime offers \[.*CPUExecution"):
+    with pytest.raises(
+        ValueError,
+        match=r"None of the execution providers \['TPUProvider'\] is "
+        r"available; this onnxruntime offers \[.*CPUExecution",
+    ):
         export.load_onnx(exported[1], providers=["TPUProvider"])
 
 
@@ -184,13 +189,22 @@ def test_no_images_give_no_rows_of_logits(exported):
     assert logits.shape == (0, 10) and logits.dtype == np.float32
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (dict(opset=9), "opset 9 cannot export the graph: choose one from 13 to 18"),
-    (dict(opset=19), "opset 19 cannot export the graph: choose one from 13 to 18"),
-    (dict(opset=16, optimize=True), "opset 16 cannot export a fused graph: choose one from 17 to 18"),
-    (dict(batch_size=0), "batch_size must be a positive integer, or None for a dynamic batch; got 0"),
-    (dict(batch_size=2.5), "batch_size must be a positive integer.*got 2.5"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(opset=9), "opset 9 cannot export the graph: choose one from 13 to 18"),
+        (dict(opset=19), "opset 19 cannot export the graph: choose one from 13 to 18"),
+        (
+            dict(opset=16, optimize=True),
+            "opset 16 cannot export a fused graph: choose one from 17 to 18",
+        ),
+        (
+            dict(batch_size=0),
+            "batch_size must be a positive integer, or None for a dynamic batch; got 0",
+        ),
+        (dict(batch_size=2.5), "batch_size must be a positive integer.*got 2.5"),
+    ],
+)
 def test_export_settings_out_of_range_are_refused(tmp_path, arguments, message):
     with pytest.raises(export.ExportError, match=message):
         export.to_onnx(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "m.onnx", **arguments)
@@ -198,8 +212,10 @@ def test_export_settings_out_of_range_are_refused(tmp_path, arguments, message):
 
 
 def test_cli_export_settings_out_of_range(tmp_path, capsys):
-    for flags, message in ((["--opset", "9"], "choose one from 13 to 18"),
-                           (["--batch-size", "0"], "batch_size must be a positive integer")):
+    for flags, message in (
+        (["--opset", "9"], "choose one from 13 to 18"),
+        (["--batch-size", "0"], "batch_size must be a positive integer"),
+    ):
         assert cli(["export", "cct_2_3x2_32", "-o", str(tmp_path / "m.onnx"), *flags]) == 2
         assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
@@ -219,7 +235,7 @@ def test_a_file_that_is_not_onnx(tmp_path):
 
 
 def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
-    monkeypatch.setitem(export.TOLERANCES, "float32", -1.0)  # no graph can pass
+    monkeypatch.setitem(export.onnx_export.TOLERANCES, "float32", -1.0)  # no graph can pass
     with pytest.raises(export.ExportError, match="does not reproduce"):
         export.to_onnx(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []

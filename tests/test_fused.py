@@ -6,8 +6,9 @@ import pytest
 import tensorflow as tf
 
 import cct_fast
-import cct_fast.fused
-from cct_fast.model import dtype_policy
+import cct_fast.compute.fused
+from cct_fast.core.model import policy_scope, rebuild
+
 from helpers import random_images, relative_error, trained_like
 
 VARIANTS = ["cct_7_3x1_32", "cct_2_3x2_32_sine", "cvt_4_4_32", "vit_2_4_32"]
@@ -17,9 +18,7 @@ def twins(name, rng, **overrides):
     """A reference model with random weights and a fused model holding the same ones."""
     reference = cct_fast.create_model(name, implementation="reference", **overrides)
     trained_like(reference, rng)
-    fast = cct_fast.create_model(name, implementation="fused", **overrides)
-    fast.set_weights(reference.get_weights())
-    return reference, fast
+    return reference, rebuild(reference, implementation="fused")
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -40,12 +39,14 @@ def test_fused_gradients_match_the_reference(name, rng):
     def gradients(model):
         with tf.GradientTape() as tape:
             loss = keras.losses.sparse_categorical_crossentropy(
-                labels, model(images, training=True), from_logits=True)
+                labels, model(images, training=True), from_logits=True
+            )
         return tape.gradient(loss, [v.value for v in model.trainable_variables])
 
     expected_all, actual_all = gradients(reference), gradients(fast)
     scale = max(float(np.abs(g).max()) for g in expected_all)
-    for variable, expected, actual in zip(reference.trainable_variables, expected_all, actual_all):
+    pairs = zip(reference.trainable_variables, expected_all, actual_all, strict=True)
+    for variable, expected, actual in pairs:
         if np.abs(expected).max() < 1e-5 * scale:
             # The sequence-pooling bias shifts every token score alike, which softmax ignores:
             # its true gradient is 0 and both sides hold rounding noise.
@@ -59,9 +60,7 @@ def test_fused_gradients_match_the_reference(name, rng):
 def test_mixed_precision_stays_close_to_float32(policy, implementation, rng):
     exact = trained_like(cct_fast.create_model("cct_2_3x2_32", implementation="reference"), rng)
     images = random_images(rng, exact, batch=4)
-    with dtype_policy(policy):
-        mixed = cct_fast.create_model("cct_2_3x2_32", implementation=implementation)
-    mixed.set_weights(exact.get_weights())
+    mixed = rebuild(exact, implementation=implementation, policy=policy)
     compute_dtype = policy.removeprefix("mixed_")
     assert mixed.blocks[0].self_attn.qkv.compute_dtype == compute_dtype
     assert mixed.sequence_pool.compute_dtype == mixed.head.compute_dtype == "float32"
@@ -75,11 +74,13 @@ def test_mixed_precision_stays_close_to_float32(policy, implementation, rng):
 def _traced_dtypes(model, operations):
     """{(op type, dtype)} of the ``operations`` in the graph of ``model``'s forward pass, the
     functions it calls included (the fused path's XLA clusters)."""
-    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        tf.TensorSpec((2, 32, 32, 3), tf.float32)).graph.as_graph_def()
+    graph = (
+        tf.function(lambda x: model(x, training=False))
+        .get_concrete_function(tf.TensorSpec((2, 32, 32, 3), tf.float32))
+        .graph.as_graph_def()
+    )
     nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
-    return {(n.op, tf.dtypes.as_dtype(n.attr["T"].type).name) for n in nodes
-            if n.op in operations}
+    return {(n.op, tf.dtypes.as_dtype(n.attr["T"].type).name) for n in nodes if n.op in operations}
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
@@ -88,7 +89,7 @@ def test_statistics_run_in_float32_under_mixed_precision(policy, implementation)
     """Softmax, LayerNorm's mean and variance, and the sequence pooling, as traced. The one
     exception is documented and tested above: the fused path's bfloat16 attention softmax is
     oneDNN's, which sums in float32 and rounds once."""
-    with dtype_policy(policy):
+    with policy_scope(policy):
         model = cct_fast.create_model("cct_2_3x2_32", implementation=implementation)
     statistics = _traced_dtypes(model, {"Mean", "SquaredDifference", "Rsqrt"})
     assert {dtype for _, dtype in statistics} == {"float32"}
@@ -102,15 +103,18 @@ def test_statistics_run_in_float32_under_mixed_precision(policy, implementation)
 
 @pytest.mark.parametrize("name", ["cct_2_3x2_32", "vit_2_4_32"])
 def test_training_steps_give_the_same_losses(name, rng):
-    overrides = dict(num_classes=4, dropout=0.0, attention_dropout=0.0, stochastic_depth=0.0,
-                     jit_compile=True)
+    overrides = dict(
+        num_classes=4, dropout=0.0, attention_dropout=0.0, stochastic_depth=0.0, jit_compile=True
+    )
     reference, fast = twins(name, rng, **overrides)
     images = random_images(rng, reference, batch=8)
     labels = rng.integers(0, 4, 8)
     losses = []
     for model in (reference, fast):
-        model.compile(optimizer=keras.optimizers.SGD(0.05),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.05),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         history = model.fit(images, labels, batch_size=8, epochs=4, shuffle=False, verbose=0)
         losses.append(history.history["loss"])
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
@@ -121,15 +125,17 @@ def test_dropout_and_drop_path_are_active_in_fused_training(rng):
     model = cct_fast.create_model("cct_2_3x2_32", dropout=0.1, stochastic_depth=0.5)
     images = random_images(rng, model)
     np.testing.assert_array_equal(np.asarray(model(images)), np.asarray(model(images)))
-    assert not np.allclose(np.asarray(model(images, training=True)),
-                           np.asarray(model(images, training=True)))
+    assert not np.allclose(
+        np.asarray(model(images, training=True)), np.asarray(model(images, training=True))
+    )
 
 
 def test_weights_move_between_implementations_without_conversion(tmp_path, rng):
     fast = trained_like(cct_fast.create_model("cct_2_3x2_32"), rng)
     cct_fast.save_weights(fast, tmp_path / "w.weights.h5")
-    reference = cct_fast.create_model("cct_2_3x2_32", implementation="reference",
-                                      weights=tmp_path / "w.weights.h5")
+    reference = cct_fast.create_model(
+        "cct_2_3x2_32", implementation="reference", weights=tmp_path / "w.weights.h5"
+    )
     images = random_images(rng, fast)
     assert relative_error(fast(images), reference(images)) <= 1e-5
 
@@ -139,11 +145,29 @@ def test_bfloat16_attention_softmax_is_float32_softmax_rounded_once(rng):
     k = tf.cast(rng.standard_normal((2, 3, 50, 16)) * 2, tf.bfloat16)
     scores = tf.matmul(q, k, transpose_b=True)
     expected = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), tf.bfloat16)
-    np.testing.assert_array_equal(np.asarray(cct_fast.fused.attention_weights(q, k), np.float32),
-                                  np.asarray(expected, np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(cct_fast.compute.fused.attention_weights(q, k), np.float32),
+        np.asarray(expected, np.float32),
+    )
 
 
 def test_unknown_implementation():
-    with pytest.raises(ValueError, match=r"implementation must be one of \('fused', 'reference', "
-                                         r"'custom', 'auto'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"implementation must be one of \('fused', 'reference', "
+        r"'custom', 'auto'\)",
+    ):
         cct_fast.create_model("cct_2_3x2_32", implementation="cuda")
+
+
+def test_a_tensorflow_without_the_xla_context_check_warns(monkeypatch):
+    """Without it, nested XLA functions would be compiled again at every training step."""
+    from cct_fast.compute import xla
+
+    monkeypatch.setattr(xla, "GraphOrParentsInXlaContext", None)
+    xla._warn_no_xla_context.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="compiled again at every training step"):
+            assert xla.in_xla_context() is False
+    finally:
+        xla._warn_no_xla_context.cache_clear()

@@ -17,24 +17,18 @@ import pytest
 import tensorflow as tf
 
 import cct_fast
-from cct_fast import fused, kernels
+from cct_fast.compute import custom_ops, dispatch, fused, reference
+from cct_fast.core.model import policy_scope, rebuild
+
 from helpers import relative_error, trained_like
 
-pytestmark = pytest.mark.skipif(not kernels.LIBRARY.exists(),
-                                reason=str(kernels.unavailable_reason()))
+pytestmark = pytest.mark.skipif(
+    not custom_ops.LIBRARY.exists(), reason=str(custom_ops.unavailable_reason())
+)
 
 
 def test_the_built_library_loads():
-    assert kernels.ops() is not None, kernels.unavailable_reason()
-
-
-def reference_attention(qkv, num_heads, scale):
-    """The reference model's attention on a packed (batch, tokens, 3 * width) tensor."""
-    batch, tokens, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
-    parts = tf.reshape(qkv, (batch, tokens, 3, num_heads, width // num_heads))
-    q, k, v = tf.unstack(tf.transpose(parts, (2, 0, 3, 1, 4)))
-    weights = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) * scale)
-    return tf.reshape(tf.transpose(tf.matmul(weights, v), (0, 2, 1, 3)), (batch, tokens, width))
+    assert custom_ops.ops() is not None, custom_ops.unavailable_reason()
 
 
 def value_and_gradient(function, x, cotangent):
@@ -45,22 +39,24 @@ def value_and_gradient(function, x, cotangent):
     return y, tape.gradient(loss, x)
 
 
-@pytest.mark.parametrize("batch, tokens, heads, head_dim", [
-    (2, 256, 4, 64),   # CCT-7/3x1
-    (3, 1, 2, 32),     # one token
-    (2, 37, 3, 128),   # tokens not a multiple of any tile
-    (2, 65, 2, 20),    # head_dim not a multiple of the vector width
-    (1, 259, 1, 64),
-])
-def test_attention_matches_the_reference_forward_and_backward(batch, tokens, heads, head_dim,
-                                                              rng):
+@pytest.mark.parametrize(
+    "batch, tokens, heads, head_dim",
+    [
+        (2, 256, 4, 64),  # CCT-7/3x1
+        (3, 1, 2, 32),  # one token
+        (2, 37, 3, 128),  # tokens not a multiple of any tile
+        (2, 65, 2, 20),  # head_dim not a multiple of the vector width
+        (1, 259, 1, 64),
+    ],
+)
+def test_attention_matches_the_reference_forward_and_backward(batch, tokens, heads, head_dim, rng):
     qkv = tf.constant(rng.standard_normal((batch, tokens, 3 * heads * head_dim)), tf.float32)
     cotangent = tf.constant(rng.standard_normal((batch, tokens, heads * head_dim)), tf.float32)
     scale = head_dim**-0.5
-    out, grad = value_and_gradient(lambda x: kernels.fused_attention(x, heads, scale), qkv,
-                                   cotangent)
+    out, grad = value_and_gradient(lambda x: custom_ops.attention(x, heads, scale), qkv, cotangent)
     expected, expected_grad = value_and_gradient(
-        lambda x: reference_attention(x, heads, scale), qkv, cotangent)
+        lambda x: reference.attention(x, heads, scale), qkv, cotangent
+    )
     assert relative_error(out, expected) <= 1e-5
     assert relative_error(grad, expected_grad) <= 1e-5
 
@@ -76,8 +72,9 @@ def emulated_bfloat16_attention(qkv, heads, scale, rounds_probabilities):
     kernel runs vdpbf16ps (else kept in float32), the output rounded to bf16."""
     batch, tokens, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
     q, k, v = qkv.reshape(batch, tokens, 3, heads, width // heads).transpose(2, 0, 3, 1, 4)
-    scores = np.einsum("bhid,bhjd->bhij", q, k, dtype=np.float64).astype(np.float32) * \
-        np.float32(scale)
+    scores = np.einsum("bhid,bhjd->bhij", q, k, dtype=np.float64).astype(np.float32) * np.float32(
+        scale
+    )
     weights = np.exp(scores - scores.max(-1, keepdims=True))
     total = weights.sum(-1, keepdims=True)
     if rounds_probabilities:
@@ -90,19 +87,27 @@ def emulated_bfloat16_attention_gradient(qkv, out, grad_out, heads, scale):
     """What the bfloat16 backward documents: FlashAttention's backward in float32 on the bf16
     inputs, its saved (bf16) output and the bf16 output gradient, rounded to bf16."""
     batch, tokens, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
-    q, k, v = qkv.astype(np.float64).reshape(batch, tokens, 3, heads, width // heads) \
+    q, k, v = (
+        qkv.astype(np.float64)
+        .reshape(batch, tokens, 3, heads, width // heads)
         .transpose(2, 0, 3, 1, 4)
-    o, do = (a.astype(np.float64).reshape(batch, tokens, heads, -1).transpose(0, 2, 1, 3)
-             for a in (out, grad_out))
+    )
+    o, do = (
+        a.astype(np.float64).reshape(batch, tokens, heads, -1).transpose(0, 2, 1, 3)
+        for a in (out, grad_out)
+    )
     scores = np.einsum("bhid,bhjd->bhij", q, k) * scale
     p = np.exp(scores - scores.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     grad_scores = p * (np.einsum("bhid,bhjd->bhij", do, v) - (do * o).sum(-1, keepdims=True))
-    grads = (np.einsum("bhij,bhjd->bhid", grad_scores, k) * scale,
-             np.einsum("bhij,bhid->bhjd", grad_scores, q) * scale,
-             np.einsum("bhij,bhid->bhjd", p, do))
-    return _bfloat16(np.stack([g.transpose(0, 2, 1, 3) for g in grads], 2)
-                     .reshape(batch, tokens, 3 * width))
+    grads = (
+        np.einsum("bhij,bhjd->bhid", grad_scores, k) * scale,
+        np.einsum("bhij,bhid->bhjd", grad_scores, q) * scale,
+        np.einsum("bhij,bhid->bhjd", p, do),
+    )
+    return _bfloat16(
+        np.stack([g.transpose(0, 2, 1, 3) for g in grads], 2).reshape(batch, tokens, 3 * width)
+    )
 
 
 def assert_within_one_bfloat16_ulp(actual, expected):
@@ -120,29 +125,28 @@ def test_bfloat16_attention_rounds_as_documented(head_dim, rng):
     qkv = _bfloat16(rng.standard_normal((2, 50, 3 * 2 * head_dim)))
     cotangent = rng.standard_normal((2, 50, 2 * head_dim)).astype(np.float32)
     scale = head_dim**-0.5
-    out, grad = value_and_gradient(lambda x: kernels.fused_attention(x, 2, scale),
-                                   tf.constant(qkv, tf.bfloat16), cotangent)
+    out, grad = value_and_gradient(
+        lambda x: custom_ops.attention(x, 2, scale), tf.constant(qkv, tf.bfloat16), cotangent
+    )
     assert out.dtype == tf.bfloat16 and grad.dtype == tf.bfloat16
     out = tf.cast(out, tf.float32).numpy()
-    vdpbf16ps = kernels.cpu_isa() == "avx512_bf16" and head_dim % 2 == 0
+    vdpbf16ps = custom_ops.cpu_isa() == "avx512_bf16" and head_dim % 2 == 0
     assert_within_one_bfloat16_ulp(out, emulated_bfloat16_attention(qkv, 2, scale, vdpbf16ps))
     assert_within_one_bfloat16_ulp(
         tf.cast(grad, tf.float32).numpy(),
-        emulated_bfloat16_attention_gradient(qkv, out, _bfloat16(cotangent), 2, scale))
+        emulated_bfloat16_attention_gradient(qkv, out, _bfloat16(cotangent), 2, scale),
+    )
 
 
 def test_a_custom_model_under_mixed_bfloat16_is_the_fused_one(rng):
-    from cct_fast.model import dtype_policy
-
-    with dtype_policy("mixed_bfloat16"):
-        fused_model, custom = (cct_fast.create_model("cct_7_3x1_32", implementation=i)
-                               for i in ("fused", "custom"))
-    trained_like(fused_model, rng)
-    custom.set_weights(fused_model.get_weights())
+    with policy_scope("mixed_bfloat16"):
+        fused_model = trained_like(cct_fast.create_model("cct_7_3x1_32"), rng)
+    custom = rebuild(fused_model, implementation="custom", policy="mixed_bfloat16")
     spec = tf.TensorSpec((4, 32, 32, 3), tf.float32)
     graph = tf.function(lambda x: custom(x, training=False)).get_concrete_function(spec).graph
-    assert {op.get_attr("T") for op in graph.get_operations()
-            if op.type == "CctFusedAttention"} == {tf.bfloat16}
+    assert {op.get_attr("T") for op in graph.get_operations() if op.type == "CctAttention"} == {
+        tf.bfloat16
+    }
     images = rng.standard_normal((4, 32, 32, 3)).astype("float32")
     assert relative_error(custom(images), fused_model(images)) <= 5e-3
 
@@ -150,8 +154,10 @@ def test_a_custom_model_under_mixed_bfloat16_is_the_fused_one(rng):
 def test_attention_gradient_is_the_numeric_one(rng):
     qkv = tf.constant(rng.standard_normal((1, 5, 3 * 2 * 8)) * 0.5, tf.float64)
     theoretical, numeric = tf.test.compute_gradient(
-        lambda x: tf.cast(kernels.fused_attention(tf.cast(x, tf.float32), 2, 0.35), tf.float64),
-        [qkv], delta=1e-2)
+        lambda x: tf.cast(custom_ops.attention(tf.cast(x, tf.float32), 2, 0.35), tf.float64),
+        [qkv],
+        delta=1e-2,
+    )
     np.testing.assert_allclose(theoretical[0], numeric[0], atol=2e-3)
 
 
@@ -163,12 +169,13 @@ def test_sequence_pool_matches_the_fused_path(batch, tokens, dim, rng):
     cotangent = tf.constant(rng.standard_normal((batch, dim)), tf.float32)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, kernel])
-        out = kernels.sequence_pool(x, kernel[:, 0], bias[0])
+        out = custom_ops.sequence_pool(x, kernel[:, 0], bias[0])
         expected = fused.sequence_pool(x, kernel, bias)
         loss, expected_loss = (tf.reduce_sum(y * cotangent) for y in (out, expected))
     assert relative_error(out, expected) <= 1e-5
-    for grad, expected_grad in zip(tape.gradient(loss, [x, kernel]),
-                                   tape.gradient(expected_loss, [x, kernel])):
+    for grad, expected_grad in zip(
+        tape.gradient(loss, [x, kernel]), tape.gradient(expected_loss, [x, kernel]), strict=False
+    ):
         assert relative_error(grad, expected_grad) <= 1e-5
 
 
@@ -177,25 +184,44 @@ def test_sequence_pool_gradient_is_the_numeric_one(rng):
     kernel = tf.constant(rng.standard_normal(5), tf.float64)
 
     def pool(x, kernel):
-        return tf.cast(kernels.sequence_pool(tf.cast(x, tf.float32), tf.cast(kernel, tf.float32),
-                                             tf.constant(0.1)), tf.float64)
+        return tf.cast(
+            custom_ops.sequence_pool(
+                tf.cast(x, tf.float32), tf.cast(kernel, tf.float32), tf.constant(0.1)
+            ),
+            tf.float64,
+        )
 
     theoretical, numeric = tf.test.compute_gradient(pool, [x, kernel], delta=1e-2)
-    for t, n in zip(theoretical, numeric):
+    for t, n in zip(theoretical, numeric, strict=False):
         np.testing.assert_allclose(t, n, atol=2e-3)
 
 
 _BAD_INPUTS = [
-    (lambda x: kernels.fused_attention(x, 2, 1.0), (2, 12),
-     r"qkv must be \(batch, tokens, 3 \* num_heads \* head_dim\), got shape \[2,12\]"),
-    (lambda x: kernels.fused_attention(x, 2, 1.0), (2, 4, 10),
-     r"qkv's last dimension \(10\) must be a positive multiple of 3 \* num_heads = 6"),
-    (lambda x: kernels.fused_attention(x, 2, 1.0), (2, 0, 12),
-     r"qkv must hold at least one token, got shape \[2,0,12\]"),
-    (lambda x: kernels.sequence_pool(x, tf.zeros(5), tf.constant(0.0)), (2, 3, 4),
-     r"kernel must be \(4,\), got shape \[5\]"),
-    (lambda x: kernels.sequence_pool(x, tf.zeros(3), tf.constant(0.0)), (2, 3),
-     r"tokens must be \(batch, tokens >= 1, dim\), got shape \[2,3\]"),
+    (
+        lambda x: custom_ops.attention(x, 2, 1.0),
+        (2, 12),
+        r"qkv must be \(batch, tokens, 3 \* num_heads \* head_dim\), got shape \[2,12\]",
+    ),
+    (
+        lambda x: custom_ops.attention(x, 2, 1.0),
+        (2, 4, 10),
+        r"qkv's last dimension \(10\) must be a positive multiple of 3 \* num_heads = 6",
+    ),
+    (
+        lambda x: custom_ops.attention(x, 2, 1.0),
+        (2, 0, 12),
+        r"qkv must hold at least one token, got shape \[2,0,12\]",
+    ),
+    (
+        lambda x: custom_ops.sequence_pool(x, tf.zeros(5), tf.constant(0.0)),
+        (2, 3, 4),
+        r"kernel must be \(4,\), got shape \[5\]",
+    ),
+    (
+        lambda x: custom_ops.sequence_pool(x, tf.zeros(3), tf.constant(0.0)),
+        (2, 3),
+        r"tokens must be \(batch, tokens >= 1, dim\), got shape \[2,3\]",
+    ),
 ]
 
 
@@ -204,24 +230,23 @@ _BAD_INPUTS = [
 def test_bad_input_gets_the_ops_own_message(call, shape, message, graph):
     """The kernels' own checks, also where no static shape lets TensorFlow check first."""
     if graph:
-        call = tf.function(call, input_signature=[tf.TensorSpec(None, tf.float32)],
-                           autograph=False)
+        call = tf.function(call, input_signature=[tf.TensorSpec(None, tf.float32)], autograph=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         call(tf.zeros(shape))
 
 
 def test_wrong_dtype_is_refused():
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match="attr 'T' of half is not in the list of allowed values: float, "
-                             "bfloat16"):
-        kernels.fused_attention(tf.zeros((1, 4, 12), tf.float16), 2, 1.0)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match="attr 'T' of half is not in the list of allowed values: float, bfloat16",
+    ):
+        custom_ops.attention(tf.zeros((1, 4, 12), tf.float16), 2, 1.0)
 
 
 @pytest.mark.parametrize("name", ["cct_7_3x1_32", "cvt_7_4_32", "vit_7_4_32"])
 def test_custom_models_match_the_reference(name, rng):
-    reference = cct_fast.create_model(name, implementation="reference")
-    custom = cct_fast.create_model(name, implementation="custom")
-    custom.set_weights(reference.get_weights())
+    reference_model = cct_fast.create_model(name, implementation="reference")
+    custom = rebuild(reference_model, implementation="custom")
     images = rng.standard_normal((3, 32, 32, 3)).astype("float32")
 
     def logits_and_gradients(model):
@@ -231,7 +256,7 @@ def test_custom_models_match_the_reference(name, rng):
         return logits, tape.gradient(loss, model.trainable_variables)
 
     logits, grads = logits_and_gradients(custom)
-    expected, expected_grads = logits_and_gradients(reference)
+    expected, expected_grads = logits_and_gradients(reference_model)
     assert relative_error(logits, expected) <= 1e-5
     flat = tf.concat([tf.reshape(g, [-1]) for g in grads], 0)
     expected_flat = tf.concat([tf.reshape(g, [-1]) for g in expected_grads], 0)
@@ -246,12 +271,13 @@ def _op_types(function, *args):
 def test_custom_models_run_the_ops_and_fall_back_where_they_cannot(monkeypatch):
     model = cct_fast.create_model("cct_2_3x2_32", implementation="custom")
     spec = tf.TensorSpec((2, 32, 32, 3), tf.float32)
-    assert {"CctFusedAttention", "CctSequencePool"} <= _op_types(
-        lambda x: model(x, training=False), spec)
-    monkeypatch.setattr(kernels, "_explained", set())
+    assert {"CctAttention", "CctSequencePool"} <= _op_types(
+        lambda x: model(x, training=False), spec
+    )
+    dispatch._explain_once.cache_clear()
     with pytest.warns(RuntimeWarning, match="no dropout"):
         types = _op_types(lambda x: model(x, training=True), spec)
-    assert "CctFusedAttention" not in types and "CctSequencePool" in types
+    assert "CctAttention" not in types and "CctSequencePool" in types
     with pytest.warns(RuntimeWarning, match="XLA"):
         xla = tf.function(lambda x: model(x, training=False), jit_compile=True)
         logits = xla(tf.zeros((2, 32, 32, 3)))
@@ -264,14 +290,14 @@ def test_auto_takes_the_fused_path_where_it_was_measured_faster():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # auto says nothing
         types = _op_types(lambda x: model(x, training=False), spec)
-    uses_custom = kernels.AUTO_PREFERS_CUSTOM["CPU"]
-    assert ("CctFusedAttention" in types) == uses_custom
+    uses_custom = dispatch.AUTO_PREFERS_CUSTOM["CPU"]
+    assert ("CctAttention" in types) == uses_custom
 
 
 def test_a_missing_library_gives_the_fused_path_and_one_message(monkeypatch, tmp_path):
-    monkeypatch.setattr(kernels, "LIBRARY", tmp_path / "libcct_fast_ops.so")
-    monkeypatch.setattr(kernels, "_explained", set())
-    kernels._loaded.cache_clear()
+    monkeypatch.setattr(custom_ops, "LIBRARY", tmp_path / "libcct_fast_ops.so")
+    dispatch._explain_once.cache_clear()
+    custom_ops._loaded.cache_clear()
     try:
         model = cct_fast.create_model("cct_2_3x2_32", implementation="custom")
         with pytest.warns(RuntimeWarning, match="not built.*CCT_FAST_BUILD_KERNELS=1") as record:
@@ -279,14 +305,14 @@ def test_a_missing_library_gives_the_fused_path_and_one_message(monkeypatch, tmp
             model(tf.zeros((1, 32, 32, 3)))
         assert len([w for w in record if "custom ops" in str(w.message)]) == 1
     finally:
-        kernels._loaded.cache_clear()  # the next test loads the real library again
+        custom_ops._loaded.cache_clear()  # the next test loads the real library again
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no CUDA compiler on this machine")
 def test_the_build_compiled_the_cuda_kernels_where_nvcc_exists():
     """CI has nvcc but no GPU: the CUDA sources must still compile into the library."""
-    assert kernels.has_cuda_kernels()
-    assert kernels.LIBRARY.with_name("libcct_fast_cuda_harness.so").exists()
+    assert custom_ops.has_cuda_kernels()
+    assert custom_ops.LIBRARY.with_name("libcct_fast_cuda_harness.so").exists()
 
 
 def test_onnx_exports_of_custom_models_hold_no_custom_op(tmp_path):
@@ -303,7 +329,13 @@ def test_onnx_exports_of_custom_models_hold_no_custom_op(tmp_path):
 
 def test_the_cpu_kernels_use_the_widest_instructions_this_cpu_has():
     flags = set(re.search(r"flags\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1).split())
-    expected = ("avx512_bf16" if {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"} <= flags
-                else "avx512" if {"avx512f", "avx512bw", "avx512vl"} <= flags
-                else "avx2" if {"avx2", "fma"} <= flags else "baseline")
-    assert kernels.cpu_isa() == expected
+    expected = (
+        "avx512_bf16"
+        if {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"} <= flags
+        else "avx512"
+        if {"avx512f", "avx512bw", "avx512vl"} <= flags
+        else "avx2"
+        if {"avx2", "fma"} <= flags
+        else "baseline"
+    )
+    assert custom_ops.cpu_isa() == expected

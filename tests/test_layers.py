@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from cct_fast.layers import (
+from cct_fast.core.layers import (
     ClassToken,
     ConvTokenizer,
     DropPath,
@@ -15,7 +15,8 @@ from cct_fast.layers import (
     TransformerEncoderLayer,
     resize_positional_embedding,
 )
-from cct_fast.layers.initializers import he_normal_untruncated, sinusoidal_table
+from cct_fast.core.layers.initializers import he_normal_untruncated, sinusoidal_table
+
 from helpers import run_layer_test
 
 
@@ -30,8 +31,9 @@ def test_conv_tokenizer_pads_symmetrically_like_pytorch():
     # All-ones 3x3 kernel, stride 2, padding 1 on a 4x4 image: PyTorch's windows cover rows
     # -1..1 and 1..3, so both see row 1. Keras "same" pads only after (rows 0..2 and 2..4), and
     # would report the pixel in the first window alone.
-    tokenizer = ConvTokenizer(1, kernel_size=3, stride=2, padding=1, activation=False,
-                              max_pool=False)
+    tokenizer = ConvTokenizer(
+        1, kernel_size=3, stride=2, padding=1, activation=False, max_pool=False
+    )
     tokenizer.build((None, 4, 4, 1))
     tokenizer.convs[0].kernel.assign(np.ones((3, 3, 1, 1), "float32"))
     image = np.zeros((1, 4, 4, 1), "float32")
@@ -65,8 +67,12 @@ def test_attention_matches_a_numpy_reference(rng):
 
 def test_attention_dropout_is_active_in_training_only(rng):
     layer = MultiHeadSelfAttention(num_heads=2, attention_dropout=0.5)
-    run_layer_test(layer, rng.standard_normal((2, 5, 8)).astype("float32"), (2, 5, 8),
-                   stochastic_in_training=True)
+    run_layer_test(
+        layer,
+        rng.standard_normal((2, 5, 8)).astype("float32"),
+        (2, 5, 8),
+        stochastic_in_training=True,
+    )
 
 
 def test_drop_path_drops_whole_samples_and_rescales():
@@ -143,8 +149,9 @@ def test_positional_embedding_resize_matches_pytorch_interpolate(rng):
     for new_side in (4, 11):  # down- and up-sampling
         ours = resize_positional_embedding(embedding, new_side, num_prefix_tokens=1)
         grid = torch.from_numpy(embedding[0, 1:]).reshape(1, 8, 8, 5).permute(0, 3, 1, 2)
-        theirs = torch.nn.functional.interpolate(grid, size=(new_side, new_side),
-                                                 mode="bilinear", align_corners=False)
+        theirs = torch.nn.functional.interpolate(
+            grid, size=(new_side, new_side), mode="bilinear", align_corners=False
+        )
         theirs = theirs.permute(0, 2, 3, 1).reshape(1, -1, 5).numpy()
         np.testing.assert_array_equal(ours[:, :1], embedding[:, :1])
         np.testing.assert_allclose(ours[:, 1:], theirs, rtol=1e-5, atol=1e-6)

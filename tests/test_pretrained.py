@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 import cct_fast
-from cct_fast import pretrained
+from cct_fast.weights import pretrained
+
 from helpers import relative_error
-from official import (official_logits, official_model, state_dict_numpy, torch,
-                      trained_like_official)
 
 
 def test_every_registered_name_is_an_official_model():
@@ -19,41 +18,46 @@ def test_every_registered_name_is_an_official_model():
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch):
+def served(official, tmp_path, monkeypatch):
     """cct_7_3x1_32's entry pointed at a checkpoint file the test wrote; the Keras cache in
     tmp_path."""
     config = cct_fast.create_model("cct_7_3x1_32").config
-    reference = trained_like_official(official_model(config), seed=1)
+    reference = official.trained_like(official.model(config), seed=1)
     source = tmp_path / "server" / "cct_7_3x1_32_cifar10_300epochs.pth"
     source.parent.mkdir()
-    torch.save(reference.state_dict(), source)
+    official.torch.save(reference.state_dict(), source)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
 
-    def serve(sha256=None, url=source.as_uri()):
-        entry = dataclasses.replace(pretrained.OFFICIAL_WEIGHTS["cct_7_3x1_32"], url=url,
-                                    sha256=sha256)
+    def serve(sha256=None, url=None):
+        url = url or source.as_uri()
+        entry = dataclasses.replace(
+            pretrained.OFFICIAL_WEIGHTS["cct_7_3x1_32"], url=url, sha256=sha256
+        )
         monkeypatch.setitem(pretrained.OFFICIAL_WEIGHTS, "cct_7_3x1_32", entry)
         return source
 
     return reference, serve, tmp_path / "keras" / pretrained.CACHE_SUBDIR
 
 
-def test_official_weights_are_fetched_converted_once_and_loaded(served, rng):
+def test_official_weights_are_fetched_converted_once_and_loaded(official, served, rng):
     reference, serve, cache = served
     source = serve()
     serve(sha256=hashlib.sha256(source.read_bytes()).hexdigest())
     model = cct_fast.create_model("cct_7_3x1_32", weights="official")
     images = rng.standard_normal((2, 32, 32, 3)).astype("float32")
-    assert relative_error(model(images), official_logits(reference, images)) <= 1e-5
+    assert relative_error(model(images), official.logits(reference, images)) <= 1e-5
     assert sorted(p.name for p in cache.iterdir()) == [
-        "cct_7_3x1_32.weights.h5", "cct_7_3x1_32_cifar10_300epochs.pth"]
+        "cct_7_3x1_32.weights.h5",
+        "cct_7_3x1_32_cifar10_300epochs.pth",
+    ]
     source.unlink()  # a second use needs neither the network nor the checkpoint
     again = cct_fast.create_model("cct_7_3x1_32", weights="official", num_classes=3)
-    np.testing.assert_array_equal(again.blocks[0].self_attn.qkv.kernel.numpy(),
-                                  model.blocks[0].self_attn.qkv.kernel.numpy())
+    np.testing.assert_array_equal(
+        again.blocks[0].self_attn.qkv.kernel.numpy(), model.blocks[0].self_attn.qkv.kernel.numpy()
+    )
 
 
-def test_a_download_that_does_not_match_its_hash_leaves_nothing(served):
+def test_a_download_that_does_not_match_its_hash_leaves_nothing(official, served):
     _, serve, cache = served
     serve(sha256="0" * 64)
     with pytest.raises(ValueError, match="does not match its recorded SHA-256; nothing was kept"):
@@ -61,7 +65,7 @@ def test_a_download_that_does_not_match_its_hash_leaves_nothing(served):
     assert list(cache.iterdir()) == []
 
 
-def test_a_failed_download_leaves_nothing(served, tmp_path):
+def test_a_failed_download_leaves_nothing(official, served, tmp_path):
     _, serve, cache = served
     serve(url=(tmp_path / "missing.pth").as_uri())
     with pytest.raises(OSError, match="Could not download"):
@@ -69,6 +73,6 @@ def test_a_failed_download_leaves_nothing(served, tmp_path):
     assert list(cache.iterdir()) == []
 
 
-def test_a_name_without_official_weights():
+def test_a_name_without_official_weights(official):
     with pytest.raises(ValueError, match="'cct_2_3x2_32' has no official pretrained weights"):
         cct_fast.create_model("cct_2_3x2_32", weights="official")

@@ -14,27 +14,43 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cct_fast import data, train
+from cct_fast import train
 from cct_fast.cli import main as cli
-from cct_fast.recipe import RecipeError
+from cct_fast.train import data
+from cct_fast.train.recipe import RecipeError
 
-QUICK = dict(model="cct_2_3x2_32", dataset="digits", train_images=64, batch_size=32,
-             warmup_epochs=1, lr=4e-3, verbose=0)
+QUICK = dict(
+    model="cct_2_3x2_32",
+    dataset="digits",
+    train_images=64,
+    batch_size=32,
+    warmup_epochs=1,
+    lr=4e-3,
+    verbose=0,
+)
 
 
-@pytest.mark.parametrize("setting, value, expected", [
-    ("lr", -1e-3, r"lr=-0.001 .*expected a value in \(0, inf\)"),
-    ("lr", float("nan"), r"lr=NaN .*expected a value in \(0, inf\)"),
-    ("hflip", 2.0, r"hflip=2.0 .*expected a value in \[0, 1\]"),
-    ("label_smoothing", -1, r"label_smoothing=-1.0 .*expected a value in \[0, 1\)"),
-    ("warmup_epochs", -4, r"warmup_epochs=-4 .*expected a value in \[0, inf\)"),
-    ("train_images", -10, r"train_images=-10 .*expected a value in \[0, inf\)"),
-    ("epochs", True, "epochs=True .*expected an integer"),
-    ("crop_scale", [1.0, 0.5], r"crop_scale=\(1.0, 0.5\) .*expected values in \(0, 1\] \(low, high\)"),
-    ("model", "cct_77", "Unknown model name 'cct_77'. Did you mean"),
-])
-def test_recipe_values_out_of_range_are_refused_before_a_run_starts(tmp_path, setting, value,
-                                                                   expected):
+@pytest.mark.parametrize(
+    "setting, value, expected",
+    [
+        ("lr", -1e-3, r"lr=-0.001 .*expected a value in \(0, inf\)"),
+        ("lr", float("nan"), r"lr=NaN .*expected a value in \(0, inf\)"),
+        ("hflip", 2.0, r"hflip=2.0 .*expected a value in \[0, 1\]"),
+        ("label_smoothing", -1, r"label_smoothing=-1.0 .*expected a value in \[0, 1\)"),
+        ("warmup_epochs", -4, r"warmup_epochs=-4 .*expected a value in \[0, inf\)"),
+        ("train_images", -10, r"train_images=-10 .*expected a value in \[0, inf\)"),
+        ("epochs", True, "epochs=True .*expected an integer"),
+        (
+            "crop_scale",
+            [1.0, 0.5],
+            r"crop_scale=\(1.0, 0.5\) .*expected values in \(0, 1\] \(low, high\)",
+        ),
+        ("model", "cct_77", "Unknown model name 'cct_77'. Did you mean"),
+    ],
+)
+def test_recipe_values_out_of_range_are_refused_before_a_run_starts(
+    tmp_path, setting, value, expected
+):
     path = tmp_path / "recipe.json"
     path.write_text(json.dumps({setting: value}))  # NaN is written as NaN, which json reads back
     with pytest.raises(RecipeError, match=expected):
@@ -43,7 +59,8 @@ def test_recipe_values_out_of_range_are_refused_before_a_run_starts(tmp_path, se
 
 
 def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     real_batches = train.Run.epoch_batches
 
     def poisoned_in_epoch_2(self, epoch):
@@ -52,9 +69,12 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoin
 
     monkeypatch.setattr(train.Run, "epoch_batches", poisoned_in_epoch_2)
     folder = tmp_path / "run"
-    with pytest.raises(train.RunError, match=r"training loss became nan in epoch 2: the run "
-                                             r"stopped, and .*checkpoint.npz keeps the run after "
-                                             r"epoch 1, its last good one. Lower the learning rate"):
+    with pytest.raises(
+        train.RunError,
+        match=r"training loss became nan in epoch 2: the run "
+        r"stopped, and .*checkpoint.npz keeps the run after "
+        r"epoch 1, its last good one. Lower the learning rate",
+    ):
         train.fit(out=folder, epochs=3, **QUICK)
     with np.load(folder / "checkpoint.npz") as saved:
         assert len(json.loads(saved["state"].tobytes())["history"]) == 1
@@ -64,7 +84,7 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoin
 
 _HOLD_THE_FOLDER = textwrap.dedent("""
     import sys, time
-    from cct_fast.files import folder_lock
+    from cct_fast.weights.files import folder_lock
     with folder_lock(sys.argv[1]):
         print("held", flush=True)
         time.sleep(600)
@@ -73,12 +93,16 @@ _HOLD_THE_FOLDER = textwrap.dedent("""
 
 def test_a_second_run_into_the_same_folder_is_refused_until_the_first_process_dies(tmp_path):
     folder = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_THE_FOLDER, str(folder)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_THE_FOLDER, str(folder)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(train.RunError, match=rf"run is in use by another process \(pid "
-                                                 rf"{holder.pid}\): another run is training"):
+        with pytest.raises(
+            train.RunError,
+            match=rf"run is in use by another process \(pid "
+            rf"{holder.pid}\): another run is training",
+        ):
             train.fit(out=folder, epochs=1, **QUICK)
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -95,15 +119,16 @@ def test_ctrl_c_in_the_first_epoch_does_not_promise_a_resume(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         train.fit(out=tmp_path / "run", epochs=2, **QUICK)
     out = capsys.readouterr().out
-    assert "no epoch had finished, so there is nothing to resume: run the same command again" \
-        in out and "--resume" not in out
+    assert (
+        "no epoch had finished, so there is nothing to resume: run the same command again" in out
+        and "--resume" not in out
+    )
 
 
-def test_a_failed_evaluation_keeps_the_trained_epoch_and_resume_evaluates_it(tmp_path,
-                                                                            monkeypatch):
+def test_a_failed_evaluation_keeps_the_trained_epoch_and_resume_evaluates_it(tmp_path, monkeypatch):
     settings = dict(QUICK, epochs=2)
     whole = train.fit(out=tmp_path / "whole", **settings)
-    real_evaluate = train.Run.evaluate
+    real_evaluate = train.Run.test_metrics
     calls = []
 
     def fails_once(self):
@@ -112,14 +137,14 @@ def test_a_failed_evaluation_keeps_the_trained_epoch_and_resume_evaluates_it(tmp
             raise OSError("the test images went away")
         return real_evaluate(self)
 
-    monkeypatch.setattr(train.Run, "evaluate", fails_once)
+    monkeypatch.setattr(train.Run, "test_metrics", fails_once)
     with pytest.raises(OSError, match="went away"):
         train.fit(out=tmp_path / "split", **settings)
     monkeypatch.undo()
     resumed = train.fit(out=tmp_path / "split", resume=True, verbose=0)
     assert [row["epoch"] for row in resumed.history] == [1, 2]
     assert resumed.history[1]["test_accuracy"] == pytest.approx(whole.history[1]["test_accuracy"])
-    for a, b in zip(whole.model.get_weights(), resumed.model.get_weights()):
+    for a, b in zip(whole.model.get_weights(), resumed.model.get_weights(), strict=False):
         np.testing.assert_array_equal(a, b)
 
 
@@ -128,15 +153,23 @@ def _png(rng, height=12, width=10):
 
 
 def _chunk(kind, payload):
-    return (struct.pack(">I", len(payload)) + kind + payload
-            + struct.pack(">I", zlib.crc32(kind + payload)))
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload))
+    )
 
 
 def _png_header_only(width, height):
     """A PNG that declares ``width`` x ``height`` pixels in a few dozen bytes."""
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _image_folder(root, rng, classes=("cat", "dog"), per_class=2, test_split="test"):
@@ -157,13 +190,18 @@ def test_bad_image_files_are_all_named_before_training_starts(tmp_path, rng):
     (root / "test/dog/empty.png").write_bytes(b"")
     (root / "test/cat/bomb.png").write_bytes(_png_header_only(20000, 20000))
     with pytest.raises(data.DatasetError) as caught:
-        train.fit(out=tmp_path / "run", dataset=f"folder:{root}", model="cct_2_3x2_32",
-                  epochs=1, verbose=0)
+        train.fit(
+            out=tmp_path / "run",
+            dataset=f"folder:{root}",
+            model="cct_2_3x2_32",
+            epochs=1,
+            verbose=0,
+        )
     message = str(caught.value)
     assert message.startswith(f"5 of the 13 images under {root} cannot be used:")
     for line in [
         "test/cat/bomb.png: a PNG of 20000 x 20000 = 400,000,000 pixels, more than the limit of "
-        "89,478,485 (cct_fast.images.MAX_PIXELS)",
+        "89,478,485 (cct_fast.train.images.MAX_PIXELS)",
         "test/dog/empty.png: an empty file",
         "train/cat/cut.png: a truncated PNG: the file ends before the image does",
         "train/cat/random.png: not an image TensorFlow can decode",
@@ -184,8 +222,9 @@ def test_an_image_that_breaks_during_training_is_named(tmp_path, rng):
     root = _image_folder(tmp_path / "images", rng, per_class=16)
     dataset = data.load_dataset(f"folder:{root}", image_size=32)
     (root / "train/dog/3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # after the check
-    recipe = train.make_recipe(model="cct_2_3x2_32", dataset=f"folder:{root}", batch_size=8,
-                               epochs=1)
+    recipe = train.make_recipe(
+        model="cct_2_3x2_32", dataset=f"folder:{root}", batch_size=8, epochs=1
+    )
     run = train.Run(tmp_path / "run", recipe, verbose=0, dataset=dataset)
     with pytest.raises(data.DatasetError, match=r"cannot decode 1 image\(s\): .*train/dog/3.png"):
         run.train()
@@ -195,15 +234,22 @@ def test_folder_statistics_are_those_of_the_images_at_the_training_size(tmp_path
     root = _image_folder(tmp_path / "images", rng, per_class=3)
     side = 16
     dataset = data.load_dataset(f"folder:{root}", image_size=side)
-    resized = np.stack([tf.image.resize(tf.io.decode_png(open(p, "rb").read()), (side, side))
-                        for p in dataset.train.images]).reshape(-1, 3) / 255.0
+    resized = (
+        np.stack(
+            [
+                tf.image.resize(tf.io.decode_png(open(p, "rb").read()), (side, side))
+                for p in dataset.train.images
+            ]
+        ).reshape(-1, 3)
+        / 255.0
+    )
     np.testing.assert_allclose(dataset.mean, resized.mean(0), atol=6e-5)
     np.testing.assert_allclose(dataset.std, resized.std(0), atol=6e-5)
 
 
 _PEAK_MEMORY_OF_STATISTICS = textwrap.dedent("""
     import resource, sys
-    from cct_fast import data
+    from cct_fast.train import data
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     data.load_dataset("folder:" + sys.argv[1], image_size=32)
     print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
@@ -221,9 +267,13 @@ def test_folder_statistics_of_large_photos_take_bounded_memory(tmp_path):
     for i in range(8):
         (root / "train/view" / f"{i}.jpg").write_bytes(photo)
     (root / "test/view/0.jpg").write_bytes(photo)
-    result = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_OF_STATISTICS, str(root)],
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY_OF_STATISTICS, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(result.stdout.split()[-1]) < 300  # MB above the peak after import
 
@@ -231,14 +281,20 @@ def test_folder_statistics_of_large_photos_take_bounded_memory(tmp_path):
 def test_class_folders_must_match_and_hold_images(tmp_path, rng):
     root = _image_folder(tmp_path / "images", rng)
     (root / "train/bird").mkdir()
-    with pytest.raises(data.DatasetError, match=r"Class folder\(s\) bird under .*train hold no "
-                                                r"images .*remove the empty ones"):
+    with pytest.raises(
+        data.DatasetError,
+        match=r"Class folder\(s\) bird under .*train hold no "
+        r"images .*remove the empty ones",
+    ):
         data.load_dataset(f"folder:{root}")
     (root / "train/bird").rmdir()
     (root / "test/fish").mkdir()
     (root / "test/fish/0.png").write_bytes(_png(rng))
-    with pytest.raises(data.DatasetError, match=r"test has class folders that .*train lacks: "
-                                                r"fish\. A model cannot learn a class it never sees"):
+    with pytest.raises(
+        data.DatasetError,
+        match=r"test has class folders that .*train lacks: "
+        r"fish\. A model cannot learn a class it never sees",
+    ):
         data.load_dataset(f"folder:{root}")
 
 
@@ -249,17 +305,19 @@ def test_a_folder_path_may_start_with_a_tilde(tmp_path, rng, monkeypatch):
     assert dataset.class_names == ["cat", "dog"] and len(dataset.test) == 4
 
 
-def test_evaluate_refuses_data_with_other_classes_and_names_missing_sources(tmp_path, rng,
-                                                                            capsys):
+def test_evaluate_refuses_data_with_other_classes_and_names_missing_sources(tmp_path, rng, capsys):
     folder = tmp_path / "run"
     train.fit(out=folder, epochs=1, **QUICK)
     root = _image_folder(tmp_path / "images", rng, classes=("a", "b", "c", "d", "e"))
     assert cli(["evaluate", str(folder), "--dataset", f"folder:{root}"]) == 2
     error = capsys.readouterr().err
     assert "Cannot evaluate" in error and "(5 classes)" in error
-    assert "It holds 2 encoder layers of width 128 after 2 tokenizer convolution(s), and a head " \
-           "for 10 classes; cct_2_3x2_32 has 2 encoder layers" in error
+    assert (
+        "It holds 2 encoder layers of width 128 after 2 tokenizer convolution(s), and a head "
+        "for 10 classes; cct_2_3x2_32 has 2 encoder layers" in error
+    )
     assert "a head for 5 classes" in error and "test accuracy" not in error
     assert cli(["evaluate", str(tmp_path / "nonexistent"), "--dataset", "digits"]) == 2
-    assert "nonexistent does not exist: pass a run folder or a weights file" in \
-        capsys.readouterr().err
+    assert (
+        "nonexistent does not exist: pass a run folder or a weights file" in capsys.readouterr().err
+    )

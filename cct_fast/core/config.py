@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from cct_fast.errors import ConfigError
+
 POSITIONAL_EMBEDDINGS = ("learnable", "sine", "none")
 TOKENIZERS = ("convolutional", "patch")
 
@@ -20,7 +22,7 @@ def as_pair(size) -> tuple[int, int]:
     return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
 
 
-def _conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a PyTorch convolution or max-pool (floor mode) along one axis."""
     return (size + 2 * padding - kernel) // stride + 1
 
@@ -79,7 +81,7 @@ class CCTConfig:
 
     def _validate(self):
         def fail(message):
-            raise ValueError(f"Invalid CCT configuration: {message}")
+            raise ConfigError(f"Invalid CCT configuration: {message}")
 
         if self.tokenizer not in TOKENIZERS:
             fail(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}.")
@@ -88,23 +90,38 @@ class CCTConfig:
                 f"positional_embedding must be one of {POSITIONAL_EMBEDDINGS}, "
                 f"got {self.positional_embedding!r}."
             )
+
         def is_int(value):
             return isinstance(value, int) and not isinstance(value, bool)
 
         sides = self.img_size if isinstance(self.img_size, tuple) else (self.img_size,)
         if len(sides) not in (1, 2) or not all(is_int(side) and side >= 1 for side in sides):
-            fail(f"img_size must be a positive integer or a (height, width) pair of them, got "
-                 f"{self.img_size!r}.")
-        for field in ("embedding_dim", "n_input_channels", "n_conv_layers",
-                      "kernel_size", "conv_stride", "in_planes", "num_layers", "num_heads",
-                      "num_classes", "pooling_kernel_size", "pooling_stride"):
+            fail(
+                f"img_size must be a positive integer or a (height, width) pair of them, got "
+                f"{self.img_size!r}."
+            )
+        for field in (
+            "embedding_dim",
+            "n_input_channels",
+            "n_conv_layers",
+            "kernel_size",
+            "conv_stride",
+            "in_planes",
+            "num_layers",
+            "num_heads",
+            "num_classes",
+            "pooling_kernel_size",
+            "pooling_stride",
+        ):
             value = getattr(self, field)
             if not is_int(value) or value < 1:
                 fail(f"{field.removeprefix('conv_')} must be a positive integer, got {value!r}.")
         for field in ("conv_padding", "pooling_padding"):
             value = getattr(self, field)
             if not is_int(value) or value < 0:
-                fail(f"{field.removeprefix('conv_')} must be a non-negative integer, got {value!r}.")
+                fail(
+                    f"{field.removeprefix('conv_')} must be a non-negative integer, got {value!r}."
+                )
         for field in ("dropout", "attention_dropout", "stochastic_depth"):
             value = getattr(self, field)
             if not 0.0 <= value < 1.0:
@@ -146,11 +163,13 @@ class CCTConfig:
         along an image axis of ``size`` pixels; without pooling both are the same."""
         stages = []
         for _ in range(self.conv_layers):
-            size = pooled = _conv_output_size(size, self.kernel_size, self.conv_stride,
-                                              self.conv_padding)
+            size = pooled = conv_output_size(
+                size, self.kernel_size, self.conv_stride, self.conv_padding
+            )
             if self.max_pool:
-                pooled = _conv_output_size(size, self.pooling_kernel_size, self.pooling_stride,
-                                           self.pooling_padding)
+                pooled = conv_output_size(
+                    size, self.pooling_kernel_size, self.pooling_stride, self.pooling_padding
+                )
             stages.append((size, pooled))
             size = pooled
         return stages
@@ -168,7 +187,7 @@ class CCTConfig:
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Tokens before the image tokens: the class token of ViT-Lite, none with sequence pooling."""
+        """Tokens before the image tokens: ViT-Lite's class token; none with sequence pooling."""
         return 0 if self.seq_pool else 1
 
     @property
@@ -179,7 +198,7 @@ class CCTConfig:
         step = self.stochastic_depth / (self.num_layers - 1)
         return [i * step for i in range(self.num_layers)]
 
-    def replace(self, **changes) -> "CCTConfig":
+    def replace(self, **changes) -> CCTConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:

@@ -1,5 +1,7 @@
 """The Compact Transformer model: CCT, CVT and ViT-Lite from one :class:`CCTConfig`."""
 
+from __future__ import annotations
+
 import contextlib
 
 import keras
@@ -7,9 +9,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from cct_fast import fused
-from cct_fast.config import CCTConfig
-from cct_fast.layers import (
+from cct_fast.compute import dispatch
+from cct_fast.core.config import CCTConfig
+from cct_fast.core.layers import (
     ClassifierHead,
     ClassToken,
     ConvTokenizer,
@@ -18,11 +20,11 @@ from cct_fast.layers import (
     TorchTruncatedNormal,
     TransformerEncoderLayer,
 )
-from cct_fast.layers.encoder import layer_norm
+from cct_fast.core.layers.encoder import layer_norm
 
 
 @contextlib.contextmanager
-def dtype_policy(policy):
+def policy_scope(policy):
     """Build layers under ``policy`` (e.g. ``"mixed_float16"``): Keras gives sublayers the
     global policy, not their parent's, so a model takes its precision from the global one."""
     previous = keras.mixed_precision.global_policy()
@@ -43,46 +45,94 @@ def _batch_size(data):
 class CCT(keras.Model):
     """Compact Convolutional Transformer (and CVT, ViT-Lite), as the official PyTorch code.
 
-    Takes every architectural hyperparameter of the official ``CCT`` class (see
-    :class:`cct_fast.config.CCTConfig`) plus the keras.applications conventions:
+    Takes every architectural hyperparameter of the official ``CCT`` class, with its names and
+    defaults (:class:`cct_fast.core.config.CCTConfig` checks them), plus the
+    keras.applications conventions. Input: float NHWC images ``(batch, height, width,
+    n_input_channels)`` (any size without a positional embedding). Output: logits
+    ``(batch, num_classes)``. Under a mixed precision policy (``mixed_bfloat16``,
+    ``mixed_float16``) LayerNorm, softmax, sequence pooling and the head run in float32, and
+    the logits are float32.
 
-    - input: float NHWC images, ``(batch, img_size, img_size, n_input_channels)``; a model
-      without positional embedding takes any image size;
-    - output: logits ``(batch, num_classes)``, or probabilities with
-      ``classifier_activation="softmax"``; ``include_top=False`` gives the pooled features
-      ``(batch, embedding_dim)``;
-    - ``jit_compile=True`` makes ``compile`` (and ``predict`` before any compile) use XLA;
-    - ``implementation="fused"`` (default) runs the fast path of :mod:`cct_fast.fused`;
-      ``"reference"`` runs one Keras op per step; ``"custom"`` and ``"auto"`` the fused path
-      with the custom ops of :mod:`cct_fast.kernels` where they can run. All hold the same
-      weights, so a model can be rebuilt in another implementation and given the same weights
-      without conversion.
-    - Under a mixed precision policy (``mixed_bfloat16``, ``mixed_float16``) LayerNorm,
-      softmax, sequence pooling and the head run in float32; the logits are float32.
+    Args:
+        img_size: image side, or ``(height, width)`` (the official code is square-only).
+        embedding_dim: token width.
+        n_input_channels: image channels.
+        tokenizer: ``"convolutional"`` (CCT) or ``"patch"`` (CVT, ViT-Lite: ``kernel_size``
+            patches).
+        n_conv_layers, kernel_size, stride, padding, in_planes: the convolutional tokenizer
+            (``stride`` and ``padding`` default as the official code derives them).
+        pooling_kernel_size, pooling_stride, pooling_padding: its max-pools.
+        dropout, attention_dropout, stochastic_depth: rates, active in training only.
+        num_layers, num_heads, mlp_ratio: the encoder.
+        num_classes: classes of the head.
+        positional_embedding: ``"learnable"``, ``"sine"`` or ``"none"``.
+        seq_pool: sequence pooling (CCT, CVT); False uses a class token (ViT-Lite).
+        include_top: False returns the pooled features ``(batch, embedding_dim)``.
+        classifier_activation: e.g. ``"softmax"``; None returns logits.
+        jit_compile: ``compile`` (and ``predict`` before any compile) use XLA.
+        implementation: ``"fused"`` (default), ``"reference"``, ``"custom"`` or ``"auto"``
+            (:mod:`cct_fast.compute.dispatch`). All hold the same weights, so
+            :func:`rebuild` gives the same model in another implementation.
+        name: the model's name.
     """
 
-    def __init__(self, img_size=224, embedding_dim=768, n_input_channels=3,
-                 tokenizer="convolutional", n_conv_layers=1, kernel_size=7, stride=None,
-                 padding=None, in_planes=64, pooling_kernel_size=3, pooling_stride=2,
-                 pooling_padding=1, dropout=0.0, attention_dropout=0.1, stochastic_depth=0.1,
-                 num_layers=14, num_heads=6, mlp_ratio=4.0, num_classes=1000,
-                 positional_embedding="learnable", seq_pool=True, *, include_top=True,
-                 classifier_activation=None, jit_compile=False, implementation="fused",
-                 name="cct", **kwargs):
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        embedding_dim: int = 768,
+        n_input_channels: int = 3,
+        tokenizer: str = "convolutional",
+        n_conv_layers: int = 1,
+        kernel_size: int = 7,
+        stride: int | None = None,
+        padding: int | None = None,
+        in_planes: int = 64,
+        pooling_kernel_size: int = 3,
+        pooling_stride: int = 2,
+        pooling_padding: int = 1,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.1,
+        stochastic_depth: float = 0.1,
+        num_layers: int = 14,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        num_classes: int = 1000,
+        positional_embedding: str = "learnable",
+        seq_pool: bool = True,
+        *,
+        include_top: bool = True,
+        classifier_activation: str | None = None,
+        jit_compile: bool = False,
+        implementation: str = "fused",
+        name: str = "cct",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         config = CCTConfig(
-            img_size=img_size, embedding_dim=embedding_dim, n_input_channels=n_input_channels,
-            tokenizer=tokenizer, n_conv_layers=n_conv_layers, kernel_size=kernel_size,
-            stride=stride, padding=padding, in_planes=in_planes,
-            pooling_kernel_size=pooling_kernel_size, pooling_stride=pooling_stride,
-            pooling_padding=pooling_padding, dropout=dropout,
-            attention_dropout=attention_dropout, stochastic_depth=stochastic_depth,
-            num_layers=num_layers, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            num_classes=num_classes, positional_embedding=positional_embedding,
+            img_size=img_size,
+            embedding_dim=embedding_dim,
+            n_input_channels=n_input_channels,
+            tokenizer=tokenizer,
+            n_conv_layers=n_conv_layers,
+            kernel_size=kernel_size,
+            stride=stride,
+            padding=padding,
+            in_planes=in_planes,
+            pooling_kernel_size=pooling_kernel_size,
+            pooling_stride=pooling_stride,
+            pooling_padding=pooling_padding,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            stochastic_depth=stochastic_depth,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            num_classes=num_classes,
+            positional_embedding=positional_embedding,
             seq_pool=seq_pool,
         )
         self.config = config
-        self.implementation = fused.check_implementation(implementation)
+        self.implementation = dispatch.check_implementation(implementation)
         self.include_top = include_top
         self.classifier_activation = classifier_activation
         self._jit_compile_default = jit_compile
@@ -90,37 +140,54 @@ class CCT(keras.Model):
 
         convolutional = config.tokenizer == "convolutional"
         self.tokenizer = ConvTokenizer(
-            embedding_dim, kernel_size, config.conv_stride, config.conv_padding,
-            n_conv_layers=config.conv_layers, in_planes=in_planes,
-            use_bias=not convolutional, activation=convolutional, max_pool=convolutional,
-            pooling_kernel_size=pooling_kernel_size, pooling_stride=pooling_stride,
-            pooling_padding=pooling_padding, name="tokenizer",
+            embedding_dim,
+            kernel_size,
+            config.conv_stride,
+            config.conv_padding,
+            n_conv_layers=config.conv_layers,
+            in_planes=in_planes,
+            use_bias=not convolutional,
+            activation="relu" if convolutional else None,
+            max_pool=convolutional,
+            pooling_kernel_size=pooling_kernel_size,
+            pooling_stride=pooling_stride,
+            pooling_padding=pooling_padding,
+            name="tokenizer",
         )
         self.class_token = None if seq_pool else ClassToken(name="class_token")
         self.positional_embedding = None
         if positional_embedding != "none":
             self.positional_embedding = PositionalEmbedding(
-                positional_embedding, config.token_grid, config.num_prefix_tokens,
+                positional_embedding,
+                config.token_grid,
+                config.num_prefix_tokens,
                 name="positional_embedding",
             )
         self.embedding_dropout = keras.layers.Dropout(dropout, name="embedding_dropout")
         self.blocks = [
             TransformerEncoderLayer(
-                num_heads, config.feedforward_dim, dropout=dropout,
-                attention_dropout=attention_dropout, drop_path_rate=rate,
-                implementation=implementation, name=f"block_{i}",
+                num_heads,
+                config.feedforward_dim,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+                drop_path_rate=rate,
+                implementation=implementation,
+                name=f"block_{i}",
             )
             for i, rate in enumerate(config.drop_path_rates)
         ]
         self.norm = layer_norm("norm")
         self.sequence_pool = None
         if seq_pool:
-            self.sequence_pool = SequencePooling(implementation, dtype="float32",
-                                                 name="sequence_pool")
+            self.sequence_pool = SequencePooling(
+                implementation, dtype="float32", name="sequence_pool"
+            )
         self.head = None
         if include_top:
             self.head = ClassifierHead(
-                num_classes, kernel_initializer=TorchTruncatedNormal(0.02), dtype="float32",
+                num_classes,
+                kernel_initializer=TorchTruncatedNormal(0.02),
+                dtype="float32",
                 name="head",
             )
         self.build((None,) + self.image_shape)
@@ -129,16 +196,19 @@ class CCT(keras.Model):
     def image_shape(self):
         """``(height, width, channels)`` of the images the model takes; sizes are None when any
         size works (no positional embedding)."""
-        height, width = (None, None) if self.positional_embedding is None else \
-            self.config.image_size
+        height, width = (
+            (None, None) if self.positional_embedding is None else self.config.image_size
+        )
         return (height, width, self.config.n_input_channels)
 
     def __call__(self, images, *args, **kwargs):
         if isinstance(images, (str, bytes, dict)) or not (
-                hasattr(images, "shape") or isinstance(images, (list, tuple))):
+            hasattr(images, "shape") or isinstance(images, (list, tuple))
+        ):
             raise TypeError(
                 f"{self.name} takes a batch of images: a float tensor or numpy array of shape "
-                f"{self._expected_shape()}; got a {type(images).__name__}.")
+                f"{self._expected_shape()}; got a {type(images).__name__}."
+            )
         if _batch_size(images) == 0:
             self._check_images(images)
             one = ops.zeros((1,) + tuple(images.shape[1:]), images.dtype)
@@ -172,11 +242,13 @@ class CCT(keras.Model):
     def build(self, input_shape):
         dim = self.config.embedding_dim
         self.tokenizer.build(input_shape)
-        token_shape = (None, None, dim)
+        token_shape = self.tokenizer.compute_output_shape(input_shape)
         if self.class_token is not None:
             self.class_token.build(token_shape)
+            token_shape = self.class_token.compute_output_shape(token_shape)
         if self.positional_embedding is not None:
             self.positional_embedding.build(token_shape)
+        self.embedding_dropout.build(token_shape)
         for block in self.blocks:
             block.build(token_shape)
         self.norm.build(token_shape)
@@ -196,10 +268,7 @@ class CCT(keras.Model):
         x = self.embedding_dropout(x, training=training)
         for block in self.blocks:
             x = block(x, training=training)
-        if self.implementation != "reference":
-            x = fused.layer_norm(x, self.norm.gamma, self.norm.beta)
-        else:
-            x = self.norm(x)
+        x = dispatch.path(self.implementation, self.compute_dtype).layer_norm(self.norm, x)
         x = self.sequence_pool(x) if self.sequence_pool is not None else x[:, 0]
         if self.head is None:
             return x
@@ -209,9 +278,14 @@ class CCT(keras.Model):
         return x
 
     def _expected_shape(self):
-        return "(batch, " + ", ".join(
-            name if size is None else str(size) for name, size in zip("HWC", self.image_shape)
-        ) + ")"
+        return (
+            "(batch, "
+            + ", ".join(
+                name if size is None else str(size)
+                for name, size in zip("HWC", self.image_shape, strict=True)
+            )
+            + ")"
+        )
 
     def _check_images(self, images):
         """Fail early, with what was expected and what came, instead of deep inside a layer."""
@@ -231,7 +305,8 @@ class CCT(keras.Model):
                 f"{self.name} expects NHWC images with {expected[2]} channels in the last axis; "
                 f"got shape {shape}.{hint}"
             )
-        if any(e is not None and s is not None and s != e for s, e in zip(shape[1:3], expected)):
+        sizes = zip(shape[1:3], expected[:2], strict=True)
+        if any(e is not None and s is not None and s != e for s, e in sizes):
             height, width = shape[1:3]
             size = height if height == width else (height, width)
             raise ValueError(
@@ -254,7 +329,7 @@ class CCT(keras.Model):
         """``images``, checked at run time where the traced shape does not say their size (a
         graph Keras traced with relaxed shapes, a dataset of unknown image size)."""
         expected = (None,) + self.image_shape
-        if all(e is None or s is not None for s, e in zip(images.shape, expected)):
+        if all(e is None or s is not None for s, e in zip(images.shape, expected, strict=False)):
             return images
         return tf.ensure_shape(images, expected)
 
@@ -272,3 +347,16 @@ class CCT(keras.Model):
             "jit_compile": self._jit_compile_default,
             "implementation": self.implementation,
         }
+
+
+def rebuild(model, *, implementation="reference", policy=None):
+    """The same model in another ``implementation`` and, if given, another dtype ``policy``
+    (``"mixed_float16"``, say), holding ``model``'s weights."""
+    config = {**model.get_config(), "implementation": implementation, "jit_compile": False}
+    if policy is None:
+        twin = CCT.from_config(config)
+    else:
+        with policy_scope(policy):
+            twin = CCT.from_config({**config, "dtype": policy})
+    twin.set_weights(model.get_weights())
+    return twin

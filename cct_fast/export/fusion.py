@@ -23,7 +23,7 @@ import re
 
 import numpy as np
 
-from cct_fast.layers.encoder import GELU_SCOPE
+from cct_fast.compute.reference import GELU_SCOPE
 
 MICROSOFT = "com.microsoft"
 
@@ -59,8 +59,13 @@ def apply_transformer_fusions(proto, model):
     from onnxruntime.transformers.optimizer import optimize_model
 
     config = model.config
-    optimized = optimize_model(proto, model_type="bert_tf", num_heads=config.num_heads,
-                               hidden_size=config.embedding_dim, opt_level=0)
+    optimized = optimize_model(
+        proto,
+        model_type="bert_tf",
+        num_heads=config.num_heads,
+        hidden_size=config.embedding_dim,
+        opt_level=0,
+    )
     optimized.topological_sort()
     return optimized.model
 
@@ -100,12 +105,17 @@ class _Graph:
         inputs = []
         for node in scope:
             for name in node.input:
-                if name and name not in produced and name not in self.initializers \
-                        and name not in inputs:
+                if (
+                    name
+                    and name not in produced
+                    and name not in self.initializers
+                    and name not in inputs
+                ):
                     inputs.append(name)
         members = set(inside)  # by index: protobuf may wrap one node in several objects
-        used_outside = {name for i, node in enumerate(nodes) if i not in members
-                        for name in node.input}
+        used_outside = {
+            name for i, node in enumerate(nodes) if i not in members for name in node.input
+        }
         used_outside |= {output.name for output in self.graph.output}
         outputs = [name for node in scope for name in node.output if name in used_outside]
         return inputs, outputs
@@ -134,8 +144,16 @@ def _layer_norm(layer):
         dtype = layer.compute_dtype
         gamma = graph.constant(f"{prefix}/gamma", _numpy(layer.gamma, dtype))
         beta = graph.constant(f"{prefix}/beta", _numpy(layer.beta, dtype))
-        return [helper.make_node("LayerNormalization", [x, gamma, beta], [y], axis=-1,
-                                 epsilon=float(layer.epsilon), name=prefix)]
+        return [
+            helper.make_node(
+                "LayerNormalization",
+                [x, gamma, beta],
+                [y],
+                axis=-1,
+                epsilon=float(layer.epsilon),
+                name=prefix,
+            )
+        ]
 
     return build
 
@@ -154,8 +172,10 @@ def _matmul_add(graph, x, y, prefix, layer):
         return [helper.make_node("MatMul", [x, kernel], [y], name=prefix)]
     bias = graph.constant(f"{prefix}/bias", _numpy(layer.bias, dtype))
     product = f"{prefix}/product"
-    return [helper.make_node("MatMul", [x, kernel], [product], name=prefix),
-            helper.make_node("Add", [product, bias], [y], name=f"{prefix}/bias_add")]
+    return [
+        helper.make_node("MatMul", [x, kernel], [product], name=prefix),
+        helper.make_node("Add", [product, bias], [y], name=f"{prefix}/bias_add"),
+    ]
 
 
 def _attention(layer):
@@ -168,11 +188,18 @@ def _attention(layer):
 
         dtype = layer.compute_dtype
         weights = graph.constant(f"{prefix}/qkv_kernel", _numpy(layer.qkv.kernel, dtype))
-        bias = graph.constant(f"{prefix}/qkv_bias",
-                              np.zeros(layer.qkv.kernel.shape[-1], dtype=dtype))
+        bias = graph.constant(
+            f"{prefix}/qkv_bias", np.zeros(layer.qkv.kernel.shape[-1], dtype=dtype)
+        )
         heads = f"{prefix}/heads"
-        attention = helper.make_node("Attention", [x, weights, bias], [heads], domain=MICROSOFT,
-                                     num_heads=layer.num_heads, name=prefix)
+        attention = helper.make_node(
+            "Attention",
+            [x, weights, bias],
+            [heads],
+            domain=MICROSOFT,
+            num_heads=layer.num_heads,
+            name=prefix,
+        )
         return [attention, *_matmul_add(graph, heads, y, f"{prefix}/proj", layer.proj)]
 
     return build

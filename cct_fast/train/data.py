@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cct_fast.config import as_pair
-from cct_fast.images import ImageFileError, check_image_file, decodes
+from cct_fast.core.config import as_pair
+from cct_fast.errors import DatasetError, ImageFileError
+from cct_fast.train.images import check_image_file, decodes
+from cct_fast.train.pipeline import decoder
 
 DIGITS_SIDE = 32
 DIGITS_TEST_FRACTION = 0.2
@@ -24,10 +26,6 @@ CIFAR_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be found, fetched or read."""
 
 
 @dataclasses.dataclass
@@ -95,11 +93,21 @@ def _digits():
     large = tf.image.resize(small, (DIGITS_SIDE, DIGITS_SIDE), method="bilinear").numpy()
     images = np.repeat(np.clip(np.round(large), 0, 255).astype(np.uint8), 3, axis=-1)
     train_x, test_x, train_y, test_y = train_test_split(
-        images, digits.target.astype(np.int32), test_size=DIGITS_TEST_FRACTION,
-        random_state=DIGITS_SPLIT_SEED, stratify=digits.target)
+        images,
+        digits.target.astype(np.int32),
+        test_size=DIGITS_TEST_FRACTION,
+        random_state=DIGITS_SPLIT_SEED,
+        stratify=digits.target,
+    )
     mean, std = _statistics(train_x)
-    return Dataset("digits", Split(train_x, train_y), Split(test_x, test_y),
-                   [str(d) for d in range(10)], mean, std)
+    return Dataset(
+        "digits",
+        Split(train_x, train_y),
+        Split(test_x, test_y),
+        [str(d) for d in range(10)],
+        mean,
+        std,
+    )
 
 
 def _cifar(name):
@@ -116,8 +124,14 @@ def _cifar(name):
         ) from None
     mean, std = CIFAR_STATS[name]
     classes = [str(i) for i in range(int(train_y.max()) + 1)]
-    return Dataset(name, Split(train_x, train_y.reshape(-1).astype(np.int32)),
-                   Split(test_x, test_y.reshape(-1).astype(np.int32)), classes, mean, std)
+    return Dataset(
+        name,
+        Split(train_x, train_y.reshape(-1).astype(np.int32)),
+        Split(test_x, test_y.reshape(-1).astype(np.int32)),
+        classes,
+        mean,
+        std,
+    )
 
 
 def _folder(root, size):
@@ -135,14 +149,16 @@ def _folder(root, size):
     if unknown:
         raise DatasetError(
             f"{test_dir} has class folders that {root}/train lacks: {', '.join(unknown)}. A "
-            "model cannot learn a class it never sees: add its training images, or remove them.")
+            "model cannot learn a class it never sees: add its training images, or remove them."
+        )
     train, test = _files(root / "train", class_names), _files(test_dir, class_names)
     empty = [name for label, name in enumerate(class_names) if label not in train.labels]
     if empty:
         raise DatasetError(
             f"Class folder(s) {', '.join(empty)} under {root}/train hold no images "
             f"({', '.join(IMAGE_SUFFIXES)}): each class folder is a class, so remove the empty "
-            "ones or fill them.")
+            "ones or fill them."
+        )
     _check_images(train.images + test.images, root)
     mean, std = _folder_statistics(train, size)
     return Dataset(f"folder:{root}", train, test, class_names, mean, std)
@@ -155,7 +171,9 @@ def _class_folders(directory):
 def _files(directory, class_names):
     paths, labels = [], []
     for label, name in enumerate(class_names):
-        files = sorted(p for p in (directory / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            p for p in (directory / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+        )
         paths += [str(p) for p in files]
         labels += [label] * len(files)
     if not paths:
@@ -176,7 +194,10 @@ def _check_images(paths, root, shown=10):
         more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
         raise DatasetError(
             f"{len(problems)} of the {len(paths):,} images under {root} cannot be used:\n  "
-            + "\n  ".join(problems[:shown]) + more + "\nRemove or replace them.")
+            + "\n  ".join(problems[:shown])
+            + more
+            + "\nRemove or replace them."
+        )
 
 
 def undecodable_images(split) -> list[str]:
@@ -191,8 +212,6 @@ def _folder_statistics(split, size, sample=500):
     """Channel statistics from up to ``sample`` evenly spaced training images, each decoded,
     resized to ``size`` as in training, and let go before the next."""
     import tensorflow as tf
-
-    from cct_fast.pipeline import decoder
 
     decode = decoder(size)
     chosen = split.images[:: max(1, len(split) // sample)]

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cct_fast.errors import ImageFileError
+
 # PIL's own decompression-bomb limit: a quarter of a GiB of 8-bit RGB, 9459 x 9459 pixels.
 MAX_PIXELS = 89_478_485
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-class ImageFileError(ValueError):
-    """A file that is not a whole image TensorFlow can decode, or one too large to decode."""
 
 
 def _jpeg_size(file):
@@ -37,8 +35,11 @@ def _jpeg_size(file):
         length = int.from_bytes(file.read(2), "big")
         if marker[1] in _JPEG_FRAMES:
             frame = file.read(5)
-            return (int.from_bytes(frame[3:5], "big"), int.from_bytes(frame[1:3], "big")) \
-                if len(frame) == 5 else None
+            return (
+                (int.from_bytes(frame[3:5], "big"), int.from_bytes(frame[1:3], "big"))
+                if len(frame) == 5
+                else None
+            )
         if length < 2:
             return None
         file.seek(length - 2, 1)
@@ -58,12 +59,13 @@ def _header(file, size):
             raise ImageFileError("a JPEG whose header is damaged or cut short (no frame header)")
         return ("JPEG", *dimensions, tail.endswith(b"\xff\xd9"))
     if head[:6] in (b"GIF87a", b"GIF89a"):
-        width, height = (int.from_bytes(head[i:i + 2], "little") for i in (6, 8))
+        width, height = (int.from_bytes(head[i : i + 2], "little") for i in (6, 8))
         return "GIF", width, height, tail.endswith(b"\x3b")
     if head.startswith(b"BM") and len(head) >= 26:
         declared = int.from_bytes(head[2:6], "little")
-        width, height = (abs(int.from_bytes(head[i:i + 4], "little", signed=True))
-                         for i in (18, 22))
+        width, height = (
+            abs(int.from_bytes(head[i : i + 4], "little", signed=True)) for i in (18, 22)
+        )
         return "BMP", width, height, size >= declared
     return None
 
@@ -90,14 +92,17 @@ def check_image_file(path) -> tuple[int, int]:
     with open(path, "rb") as file:
         found = _header(file, size)
     if found is None:
-        raise ImageFileError("not an image TensorFlow can decode: its first bytes are those of "
-                             "no PNG, JPEG, GIF or BMP file")
+        raise ImageFileError(
+            "not an image TensorFlow can decode: its first bytes are those of "
+            "no PNG, JPEG, GIF or BMP file"
+        )
     kind, width, height, whole = found
     if width * height > MAX_PIXELS:
         raise ImageFileError(
             f"a {kind} of {width} x {height} = {width * height:,} pixels, more than the limit of "
-            f"{MAX_PIXELS:,} (cct_fast.images.MAX_PIXELS): shrink it, or it is a "
-            "decompression bomb")
+            f"{MAX_PIXELS:,} (cct_fast.train.images.MAX_PIXELS): shrink it, or it is a "
+            "decompression bomb"
+        )
     if width == 0 or height == 0:
         raise ImageFileError(f"a {kind} of {width} x {height} pixels")
     if not whole and not (kind == "JPEG" and decodes(path)):

@@ -14,8 +14,8 @@ before it.
 Parallelism is fixed (a worker per core, two batches prefetched) and tf.data's autotuner is
 off: its thread sleeps through periods that double up to seconds, and deleting an iterator
 waits for the current period to end. Keras deletes the iterator after every ``fit`` and
-``evaluate``, so with the autotuner an epoch lost up to half its length (6 s after a 14.5 s
-epoch of CCT-7 at batch 128 on 2 cores).
+``evaluate``, so with the autotuner an epoch lost up to half its length
+(``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -49,8 +49,7 @@ def decoder(size):
 
     def decode(image):
         if image.dtype == tf.string:
-            image = tf.io.decode_image(tf.io.read_file(image), channels=3,
-                                       expand_animations=False)
+            image = tf.io.decode_image(tf.io.read_file(image), channels=3, expand_animations=False)
         image = tf.cast(image, tf.float32)
         if tuple(image.shape[:2]) == tuple(size):
             return image
@@ -72,9 +71,13 @@ def evaluation_batches(split, dataset, size, batch_size):
     file order."""
     mean, std = _scale(dataset)
     decode = decoder(size)
-    return (_source(split)
-            .map(lambda x, y: ((decode(x) - mean) / std, y), num_parallel_calls=PARALLEL_CALLS)
-            .batch(batch_size).prefetch(PREFETCH_BATCHES).with_options(_FIXED_PARALLELISM))
+    return (
+        _source(split)
+        .map(lambda x, y: ((decode(x) - mean) / std, y), num_parallel_calls=PARALLEL_CALLS)
+        .batch(batch_size)
+        .prefetch(PREFETCH_BATCHES)
+        .with_options(_FIXED_PARALLELISM)
+    )
 
 
 def training_batches(split, dataset, recipe, size, epoch):
@@ -89,13 +92,19 @@ def training_batches(split, dataset, recipe, size, epoch):
         image = _random_resized_crop(decode(image), size, recipe, seed)
         return image, label
 
-    batches = (_source(split, order).enumerate()
-               .map(per_image, num_parallel_calls=PARALLEL_CALLS)
-               .batch(recipe.batch_size, drop_remainder=len(split) >= recipe.batch_size))
+    batches = (
+        _source(split, order)
+        .enumerate()
+        .map(per_image, num_parallel_calls=PARALLEL_CALLS)
+        .batch(recipe.batch_size, drop_remainder=len(split) >= recipe.batch_size)
+    )
     # The Keras layers draw from stateful generators: run them in order (batch-wise, so one
     # call per batch), which keeps the draws of an epoch the same in every run.
-    return (batches.map(_batch_augmentation(dataset, recipe, epoch))
-            .prefetch(PREFETCH_BATCHES).with_options(_FIXED_PARALLELISM))
+    return (
+        batches.map(_batch_augmentation(dataset, recipe, epoch))
+        .prefetch(PREFETCH_BATCHES)
+        .with_options(_FIXED_PARALLELISM)
+    )
 
 
 def _random_resized_crop(image, size, recipe, seed):
@@ -103,11 +112,16 @@ def _random_resized_crop(image, size, recipe, seed):
     ``crop_ratio``, bilinear back to ``size``) and a horizontal flip with probability
     ``hflip``, from stateless ops."""
     begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), tf.zeros((1, 0, 4)), seed=seed, min_object_covered=0.0,
-        aspect_ratio_range=recipe.crop_ratio, area_range=recipe.crop_scale,
-        max_attempts=10, use_image_if_no_bounding_boxes=True)
-    image = tf.ensure_shape(tf.image.resize(tf.slice(image, begin, crop), size),
-                            (*size, 3))
+        tf.shape(image),
+        tf.zeros((1, 0, 4)),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=recipe.crop_ratio,
+        area_range=recipe.crop_scale,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    image = tf.ensure_shape(tf.image.resize(tf.slice(image, begin, crop), size), (*size, 3))
     flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
     flip = tf.random.stateless_uniform((), flip_seed) < recipe.hflip
     return tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
@@ -131,16 +145,19 @@ def _batch_augmentation(dataset, recipe, epoch):
         centre = recipe.randaugment_magnitude / 10
         # timm samples the magnitude from N(m, mstd); Keras from a range: m +- mstd.
         randaugment = keras.layers.RandAugment(
-            value_range=(0, 255), num_ops=recipe.randaugment_ops,
+            value_range=(0, 255),
+            num_ops=recipe.randaugment_ops,
             factor=(max(0.0, centre - spread), min(1.0, centre + spread)),
-            seed=epoch_seed(recipe, epoch, 2))
+            seed=epoch_seed(recipe, epoch, 2),
+        )
     mixing = epoch < recipe.mixup_off_epoch
     mixup = cutmix = None
     if mixing and recipe.mixup_alpha:
         mixup = keras.layers.MixUp(alpha=recipe.mixup_alpha, seed=epoch_seed(recipe, epoch, 3))
     if mixing and recipe.cutmix_alpha:
-        cutmix = keras.layers.CutMix(factor=(recipe.cutmix_alpha, recipe.cutmix_alpha),
-                                     seed=epoch_seed(recipe, epoch, 4))
+        cutmix = keras.layers.CutMix(
+            factor=(recipe.cutmix_alpha, recipe.cutmix_alpha), seed=epoch_seed(recipe, epoch, 4)
+        )
     switch = tf.random.Generator.from_seed(epoch_seed(recipe, epoch, 5))
 
     def augment(images, labels):
@@ -153,9 +170,11 @@ def _batch_augmentation(dataset, recipe, epoch):
             if mixup is None or cutmix is None:
                 data = (mixup or cutmix)(data, training=True)
             else:
-                data = tf.cond(switch.uniform(()) < recipe.mixup_switch_prob,
-                               lambda: cutmix(data, training=True),
-                               lambda: mixup(data, training=True))
+                data = tf.cond(
+                    switch.uniform(()) < recipe.mixup_switch_prob,
+                    lambda: cutmix(data, training=True),
+                    lambda: mixup(data, training=True),
+                )
             images, targets = data["images"], data["labels"]
         return images, targets
 

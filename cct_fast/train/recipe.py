@@ -12,9 +12,9 @@ import json
 import math
 from pathlib import Path
 
-
-class RecipeError(ValueError):
-    """A recipe file that cannot be read, or holds unknown keys or bad values."""
+from cct_fast.core.names import model_config
+from cct_fast.errors import RecipeError
+from cct_fast.weights.files import atomic_output
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,15 +53,22 @@ class Recipe:
         return dataclasses.asdict(self)
 
     def save(self, path):
-        from cct_fast.files import atomic_output
-
         with atomic_output(path) as temporary:
             temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 DATASET_DEFAULTS = {
-    "digits": dict(epochs=40, batch_size=64, warmup_epochs=3, mixup_alpha=0.0, cutmix_alpha=0.0,
-                   randaugment_ops=0, crop_scale=(0.85, 1.0), hflip=0.0, label_smoothing=0.1),
+    "digits": dict(
+        epochs=40,
+        batch_size=64,
+        warmup_epochs=3,
+        mixup_alpha=0.0,
+        cutmix_alpha=0.0,
+        randaugment_ops=0,
+        crop_scale=(0.85, 1.0),
+        hflip=0.0,
+        label_smoothing=0.1,
+    ),
 }
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -87,28 +94,34 @@ def read_recipe_file(path):
             try:
                 import yaml
             except ImportError:
-                raise RecipeError(f"{path} is YAML: pip install pyyaml, or write it as JSON.") \
-                    from None
+                raise RecipeError(
+                    f"{path} is YAML: pip install pyyaml, or write it as JSON."
+                ) from None
             values = yaml.safe_load(text)
         else:
             values = json.loads(text)
     except (ValueError, ImportError) as error:
         if isinstance(error, RecipeError):
             raise
-        raise RecipeError(f"Recipe {path} is not valid {path.suffix[1:].upper() or 'JSON'}: "
-                          f"{error}") from None
+        raise RecipeError(
+            f"Recipe {path} is not valid {path.suffix[1:].upper() or 'JSON'}: {error}"
+        ) from None
     if not isinstance(values, dict):
-        raise RecipeError(f"Recipe {path} must hold a mapping of settings; got "
-                          f"{type(values).__name__}.")
+        raise RecipeError(
+            f"Recipe {path} must hold a mapping of settings; got {type(values).__name__}."
+        )
     return values
 
 
 def _in(low, high, low_open=False, high_open=False):
     """A range check and its description: [low, high], ends open as asked (None: unbounded)."""
+
     def check(value):
-        return (math.isfinite(value)
-                and (low is None or (value > low if low_open else value >= low))
-                and (high is None or (value < high if high_open else value <= high)))
+        return (
+            math.isfinite(value)
+            and (low is None or (value > low if low_open else value >= low))
+            and (high is None or (value < high if high_open else value <= high))
+        )
 
     left = "(" if low_open or low is None else "["
     right = ")" if high_open or high is None else "]"
@@ -120,15 +133,27 @@ _POSITIVE = _in(0, None, low_open=True)
 _NON_NEGATIVE = _in(0, None)
 _PROBABILITY = _in(0, 1)
 RANGES = {
-    "epochs": _in(1, None), "batch_size": _in(1, None), "lr_batch_size": _in(1, None),
-    "lr": _POSITIVE, "warmup_lr": _NON_NEGATIVE, "min_lr": _NON_NEGATIVE,
-    "weight_decay": _NON_NEGATIVE, "warmup_epochs": _NON_NEGATIVE,
-    "label_smoothing": _in(0, 1, high_open=True), "mixup_alpha": _NON_NEGATIVE,
-    "cutmix_alpha": _NON_NEGATIVE, "mixup_switch_prob": _PROBABILITY,
-    "mixup_off_epoch": _NON_NEGATIVE, "randaugment_ops": _NON_NEGATIVE,
-    "randaugment_magnitude": _in(0, 10), "randaugment_magnitude_std": _NON_NEGATIVE,
-    "crop_scale": _in(0, 1, low_open=True), "crop_ratio": _POSITIVE, "hflip": _PROBABILITY,
-    "seed": _NON_NEGATIVE, "train_images": _NON_NEGATIVE,
+    "epochs": _in(1, None),
+    "batch_size": _in(1, None),
+    "lr_batch_size": _in(1, None),
+    "lr": _POSITIVE,
+    "warmup_lr": _NON_NEGATIVE,
+    "min_lr": _NON_NEGATIVE,
+    "weight_decay": _NON_NEGATIVE,
+    "warmup_epochs": _NON_NEGATIVE,
+    "label_smoothing": _in(0, 1, high_open=True),
+    "mixup_alpha": _NON_NEGATIVE,
+    "cutmix_alpha": _NON_NEGATIVE,
+    "mixup_switch_prob": _PROBABILITY,
+    "mixup_off_epoch": _NON_NEGATIVE,
+    "randaugment_ops": _NON_NEGATIVE,
+    "randaugment_magnitude": _in(0, 10),
+    "randaugment_magnitude_std": _NON_NEGATIVE,
+    "crop_scale": _in(0, 1, low_open=True),
+    "crop_ratio": _POSITIVE,
+    "hflip": _PROBABILITY,
+    "seed": _NON_NEGATIVE,
+    "train_images": _NON_NEGATIVE,
 }
 
 
@@ -136,8 +161,9 @@ def _validated(values, source):
     fields = {field.name: field for field in dataclasses.fields(Recipe)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise RecipeError(f"Unknown recipe setting(s) {unknown} in {source}; known: "
-                          f"{sorted(fields)}.")
+        raise RecipeError(
+            f"Unknown recipe setting(s) {unknown} in {source}; known: {sorted(fields)}."
+        )
     converted = {key: _converted(key, value, source) for key, value in values.items()}
     recipe = Recipe(**converted)
     if recipe.precision not in PRECISIONS:
@@ -147,11 +173,11 @@ def _validated(values, source):
         pair = value if isinstance(value, tuple) else (value,)
         if not all(check(v) for v in pair) or list(pair) != sorted(pair):
             order = " (low, high)" if isinstance(value, tuple) else ""
-            raise RecipeError(f"Recipe setting {key}={_shown(value)} in {source}: expected "
-                              f"{'values' if order else 'a value'} {expected}{order}.")
+            raise RecipeError(
+                f"Recipe setting {key}={_shown(value)} in {source}: expected "
+                f"{'values' if order else 'a value'} {expected}{order}."
+            )
     try:
-        from cct_fast.zoo import model_config
-
         model_config(recipe.model)
     except ValueError as error:
         raise RecipeError(f"Recipe setting model in {source}: {error}") from None
@@ -177,8 +203,9 @@ def _converted(key, value, source):
             return value
         return _number(value, type(default))
     except (TypeError, ValueError):
-        raise RecipeError(f"Recipe setting {key}={value!r} in {source}: expected "
-                          f"{_describe(default)}.") from None
+        raise RecipeError(
+            f"Recipe setting {key}={value!r} in {source}: expected {_expected_kind(default)}."
+        ) from None
 
 
 def _number(value, kind):
@@ -194,8 +221,9 @@ def _shown(value):
     return repr(value).replace("nan", "NaN")
 
 
-def _describe(default):
+def _expected_kind(default):
     if isinstance(default, tuple):
         return "a pair of numbers"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[
-        type(default)]
+        type(default)
+    ]

@@ -13,6 +13,8 @@ import traceback
 import uuid
 from pathlib import Path
 
+from cct_fast.errors import FolderBusy, WriteError
+
 # Keras picks the format from these endings, so a temporary file must keep them.
 _KEPT_SUFFIXES = (".weights.h5", ".keras", ".h5")
 # ".{target name}.{writer's pid}-{random}.partial{suffix}"
@@ -41,22 +43,18 @@ def _remove_stale_partials(folder: Path):
                     candidate.unlink()
 
 
-class WriteError(OSError):
-    """A file that could not be written; the file at the target, if any, is unchanged."""
-
-    def __str__(self):
-        return self.strerror
-
-
 def _check_space(folder: Path, expected_bytes: int, path: Path, kept: str):
     """Refuse a write the disk cannot hold before anything is written (a folder that cannot
     be written at all fails on its own, with its real cause)."""
     needed = expected_bytes + _SLACK_BYTES
     free = shutil.disk_usage(folder).free
     if free < needed and os.access(folder, os.W_OK):
-        raise WriteError(errno.ENOSPC, f"Cannot write {path}: not enough space (it needs about "
-                                       f"{needed / 2**20:.1f} MB, {free / 2**20:.1f} MB are "
-                                       f"free){kept}")
+        raise WriteError(
+            errno.ENOSPC,
+            f"Cannot write {path}: not enough space (it needs about "
+            f"{needed / 2**20:.1f} MB, {free / 2**20:.1f} MB are "
+            f"free){kept}",
+        )
 
 
 @contextlib.contextmanager
@@ -69,8 +67,10 @@ def _released_on_failure(temporary: Path):
     previous = sys.unraisablehook
 
     def hook(unraisable):
-        if not (issubclass(unraisable.exc_type, (OSError, RuntimeError))
-                and "h5py" in repr(unraisable.object)):
+        if not (
+            issubclass(unraisable.exc_type, (OSError, RuntimeError))
+            and "h5py" in repr(unraisable.object)
+        ):
             previous(unraisable)
 
     sys.unraisablehook = hook
@@ -98,8 +98,7 @@ def atomic_output(path, expected_bytes=0):
     """
     path = Path(path)
     suffix = next((s for s in _KEPT_SUFFIXES if path.name.endswith(s)), path.suffix)
-    temporary = path.with_name(
-        f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{suffix}")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{suffix}")
     kept = f"; {path} is unchanged" if path.exists() else ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,10 +118,6 @@ def atomic_output(path, expected_bytes=0):
             temporary.unlink(missing_ok=True)
 
 
-class FolderBusy(RuntimeError):
-    """A folder another process holds with :func:`folder_lock`."""
-
-
 @contextlib.contextmanager
 def folder_lock(folder):
     """Hold ``folder/.lock`` for the block (creating the folder): another process asking for it
@@ -139,8 +134,9 @@ def folder_lock(folder):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip()
-            raise FolderBusy(f"{folder} is in use by another process"
-                             + (f" (pid {holder})" if holder else "")) from None
+            raise FolderBusy(
+                f"{folder} is in use by another process" + (f" (pid {holder})" if holder else "")
+            ) from None
         handle.truncate(0)
         handle.write(f"{os.getpid()}\n")
         handle.flush()

@@ -19,10 +19,9 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
-from cct_fast.checkpoint import CheckpointError, MAX_BYTES, warn_if_not_finite
-from cct_fast.convert import describe_architecture, mismatch_error
+from cct_fast.errors import CheckpointError
+from cct_fast.weights.official_keys import architecture_summary, mismatch_error
+from cct_fast.weights.pth import MAX_BYTES, warn_if_not_finite
 
 _KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"
 _HEAD = "head"  # the model's attribute, and so the top-level group of its weights
@@ -41,23 +40,29 @@ def _open_weights(path: Path):
             with zipfile.ZipFile(path) as archive:
                 entry = archive.getinfo(_KERAS_ARCHIVE_WEIGHTS)
                 if entry.file_size > MAX_BYTES:
-                    raise CheckpointError(f"{path}: its weights take {entry.file_size:,} bytes, "
-                                          f"more than cct_fast.checkpoint.MAX_BYTES.")
+                    raise CheckpointError(
+                        f"{path}: its weights take {entry.file_size:,} bytes, "
+                        f"more than cct_fast.weights.pth.MAX_BYTES."
+                    )
                 data = archive.read(entry)
         except KeyError:
-            raise CheckpointError(f"{path} holds no {_KERAS_ARCHIVE_WEIGHTS}: it is not a Keras 3 "
-                                  ".keras file.") from None
+            raise CheckpointError(
+                f"{path} holds no {_KERAS_ARCHIVE_WEIGHTS}: it is not a Keras 3 .keras file."
+            ) from None
         except (zipfile.BadZipFile, EOFError, OSError) as error:
-            raise CheckpointError(f"Cannot read {path}: the .keras archive is truncated or corrupt "
-                                  f"({error}).") from None
+            raise CheckpointError(
+                f"Cannot read {path}: the .keras archive is truncated or corrupt ({error})."
+            ) from None
         opened = io.BytesIO(data)
     else:
         opened = path
     try:
         file = h5py.File(opened, "r")
     except OSError as error:
-        raise CheckpointError(f"Cannot read {path}: it is not a readable HDF5 weights file, or is "
-                              f"truncated ({error}).") from None
+        raise CheckpointError(
+            f"Cannot read {path}: it is not a readable HDF5 weights file, or is "
+            f"truncated ({error})."
+        ) from None
     with file:
         yield file
 
@@ -95,8 +100,13 @@ def _outermost_absent(paths, present) -> list[str]:
     cut = set()
     for path in paths:
         parts = path.split("/")
-        cut.add(next("/".join(parts[:i]) for i in range(1, len(parts) + 1)
-                     if "/".join(parts[:i]) not in prefixes))
+        cut.add(
+            next(
+                "/".join(parts[:i])
+                for i in range(1, len(parts) + 1)
+                if "/".join(parts[:i]) not in prefixes
+            )
+        )
     return sorted(cut)
 
 
@@ -109,12 +119,12 @@ def _adapts(path, found, expected, allow_new_head) -> bool:
     return False
 
 
-def _architecture(shapes) -> str:
+def _keras_architecture(shapes) -> str:
     blocks = {p.split("/")[1] for p in shapes if p.startswith("blocks/")}
     convs = {p.split("/convs/")[1].split("/")[0] for p in shapes if "/convs/" in p}
     width = next((s[0] for p, s in shapes.items() if p.endswith("pre_norm/vars/0")), "unknown")
     head = shapes.get(f"{_HEAD}/vars/0")
-    return describe_architecture(len(blocks), width, len(convs), head and head[-1])
+    return architecture_summary(len(blocks), width, len(convs), head and head[-1])
 
 
 def check_keras_weights(model, path, allow_new_head=True) -> None:
@@ -134,15 +144,25 @@ def check_keras_weights(model, path, allow_new_head=True) -> None:
 
     missing = [p for p in expected if p not in found and not optional(p)]
     unexpected = [p for p in found if p not in expected and not optional(p)]
-    mismatched = [f"{p}: file {found[p]}, model {expected[p]}" for p in expected
-                  if p in found and found[p] != expected[p]
-                  and not _adapts(p, found[p], expected[p], allow_new_head)]
+    mismatched = [
+        f"{p}: file {found[p]}, model {expected[p]}"
+        for p in expected
+        if p in found
+        and found[p] != expected[p]
+        and not _adapts(p, found[p], expected[p], allow_new_head)
+    ]
     if missing or unexpected or mismatched:
         raise mismatch_error(
-            path, model, expected=len(expected), kind="weights",
+            path,
+            model,
+            expected=len(expected),
+            kind="weights",
             missing=_outermost_absent(missing, found),
-            unexpected=_outermost_absent(unexpected, expected), mismatched=mismatched,
-            held=_architecture(found), has=_architecture(expected))
+            unexpected=_outermost_absent(unexpected, expected),
+            mismatched=mismatched,
+            held=_keras_architecture(found),
+            has=_keras_architecture(expected),
+        )
 
 
 def load_keras_model(path):

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
-from cct_fast.checkpoint import CheckpointError, read_state_dict
-from cct_fast.convert import load_official_state_dict
-from cct_fast.files import atomic_output
-from cct_fast.keras_weights import check_keras_weights
+from cct_fast.core.model import CCT
+from cct_fast.errors import CheckpointError
+from cct_fast.weights.files import atomic_output
+from cct_fast.weights.keras_files import check_keras_weights
+from cct_fast.weights.official_keys import load_official_state_dict
+from cct_fast.weights.pth import read_state_dict
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar")
 KERAS_SUFFIXES = (".weights.h5", ".keras")
@@ -26,19 +29,24 @@ def _all_or_nothing(model):
     try:
         yield
     except BaseException:
-        for variable, value in zip(model.weights, before):
+        for variable, value in zip(model.weights, before, strict=False):
             variable.assign(value)
         raise
 
 
-def load_weights(model, path, *, allow_new_head=True) -> None:
-    """Load ``path`` into ``model``: a PyTorch checkpoint (``.pth``, ``.pt``, ``.bin``,
-    ``.tar``), converted on the fly, or Keras weights (``.weights.h5``, ``.keras``).
+def load_weights(model: CCT, path: str | os.PathLike, *, allow_new_head: bool = True) -> None:
+    """Load a weights file into ``model``, all or nothing.
 
     The file is compared with the model first and every difference named in one
-    :class:`CheckpointError`; on any failure the model keeps the weights it had. A head for
-    another class count stays freshly initialised with a warning, unless ``allow_new_head``
-    is False (evaluation, say), when it is refused too.
+    :class:`~cct_fast.errors.CheckpointError`; on any failure the model keeps the weights it
+    had. A learnable positional embedding made for another image size is resized.
+
+    Args:
+        model: a :class:`cct_fast.CCT`.
+        path: a PyTorch checkpoint (``.pth``, ``.pt``, ``.bin``, ``.tar``), converted on the
+            fly without running pickled code, or Keras weights (``.weights.h5``, ``.keras``).
+        allow_new_head: a head for another class count stays freshly initialised, with a
+            warning; False refuses it (evaluation, say).
     """
     path = Path(path)
     if not path.is_file():
@@ -47,25 +55,36 @@ def load_weights(model, path, *, allow_new_head=True) -> None:
     if name.endswith(TORCH_SUFFIXES):
         state_dict = read_state_dict(path)
         with _all_or_nothing(model):
-            load_official_state_dict(model, state_dict, source=str(path),
-                                     allow_new_head=allow_new_head)
+            load_official_state_dict(
+                model, state_dict, source=str(path), allow_new_head=allow_new_head
+            )
     elif name.endswith(KERAS_SUFFIXES):
         check_keras_weights(model, path, allow_new_head=allow_new_head)
         try:
             with _all_or_nothing(model):
                 model.load_weights(path)
         except (ValueError, OSError) as error:
-            raise CheckpointError(f"Cannot load Keras weights {path} into {model.name}: {error}; "
-                                  "its weights are unchanged.") from None
+            raise CheckpointError(
+                f"Cannot load Keras weights {path} into {model.name}: {error}; "
+                "its weights are unchanged."
+            ) from None
     else:
-        raise ValueError(
+        raise CheckpointError(
             f"Unknown weights file type {path.name!r}: expected a PyTorch checkpoint "
             f"({', '.join(TORCH_SUFFIXES)}) or Keras weights ({', '.join(KERAS_SUFFIXES)})."
         )
 
 
-def save_weights(model, path) -> Path:
-    """``model.save_weights`` (``.weights.h5``) or ``model.save`` (``.keras``), atomically."""
+def save_weights(model: CCT, path: str | os.PathLike) -> Path:
+    """Save ``model`` whole or not at all.
+
+    Args:
+        model: a :class:`cct_fast.CCT`.
+        path: ``NAME.weights.h5`` (``model.save_weights``) or ``NAME.keras`` (``model.save``).
+
+    Returns:
+        ``path``, written; on failure the file there before is unchanged.
+    """
     path = Path(path)
     data_bytes = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.weights)
     with atomic_output(path, expected_bytes=data_bytes) as temporary:
@@ -74,5 +93,7 @@ def save_weights(model, path) -> Path:
         elif path.suffix == ".keras":
             model.save(temporary)
         else:
-            raise ValueError(f"Cannot save to {path.name!r}: use a .weights.h5 or .keras file name.")
+            raise CheckpointError(
+                f"Cannot save to {path.name!r}: use a .weights.h5 or .keras file name."
+            )
     return path

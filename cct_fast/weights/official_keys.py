@@ -13,8 +13,8 @@ import dataclasses
 
 import numpy as np
 
-from cct_fast.checkpoint import CheckpointError
-from cct_fast.layers import ClassifierHead, PositionalEmbedding
+from cct_fast.core.layers import ClassifierHead, PositionalEmbedding
+from cct_fast.errors import CheckpointError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +106,10 @@ def official_slots(model) -> dict[str, _Slot]:
 def official_state_dict(model) -> dict[str, np.ndarray]:
     """``model``'s weights under the official key names and in PyTorch's layouts: what
     :func:`load_official_state_dict` reads back."""
-    return {key: np.ascontiguousarray(slot.to_official(slot.variable.numpy()))
-            for key, slot in official_slots(model).items()}
+    return {
+        key: np.ascontiguousarray(slot.to_official(slot.variable.numpy()))
+        for key, slot in official_slots(model).items()
+    }
 
 
 def _optional_keys(model) -> set[str]:
@@ -126,25 +128,28 @@ def _listing(title, items, separator=", ", shown=8):
     return f"{title} ({len(items)}): {separator.join(items[:shown])}{more}"
 
 
-def describe_architecture(layers, width, convolutions, classes) -> str:
+def architecture_summary(layers, width, convolutions, classes) -> str:
     """What a set of weights holds, in the words of the model's arguments (``classes`` None:
     no head)."""
     head = "no head" if classes is None else f"a head for {classes} classes"
-    return (f"{layers} encoder layers of width {width} after {convolutions} tokenizer "
-            f"convolution(s), and {head}")
+    return (
+        f"{layers} encoder layers of width {width} after {convolutions} tokenizer "
+        f"convolution(s), and {head}"
+    )
 
 
-def _describe(shapes: dict[str, tuple]) -> str:
+def _official_architecture(shapes: dict[str, tuple]) -> str:
     """A one-line summary of an official state dict's architecture: depth, width, tokenizer."""
     blocks = {key.split(".")[2] for key in shapes if key.startswith("classifier.blocks.")}
     convs = {key.split(".")[2] for key in shapes if key.startswith("tokenizer.conv_layers.")}
     width = shapes.get("classifier.norm.weight", ("unknown",))[0]
     head = shapes.get("classifier.fc.weight")
-    return describe_architecture(len(blocks), width, len(convs), head and head[0])
+    return architecture_summary(len(blocks), width, len(convs), head and head[0])
 
 
-def mismatch_error(source, model, *, expected, missing, unexpected, mismatched, held, has,
-                   kind="tensors") -> CheckpointError:
+def mismatch_error(
+    source, model, *, expected, missing, unexpected, mismatched, held, has, kind="tensors"
+) -> CheckpointError:
     """One :class:`CheckpointError` naming every difference between a set of weights and
     ``model``: the ``missing`` and ``unexpected`` names, ``mismatched`` lines with both shapes,
     and what the weights hold (``held``) against what ``model`` has (``has``), of ``expected``
@@ -184,9 +189,16 @@ def load_official_state_dict(model, state_dict, source="state dict", allow_new_h
     if missing or unexpected or mismatched:
         given_shapes = {key: np.shape(value) for key, value in state_dict.items()}
         model_shapes = {key: slot.official_shape for key, slot in slots.items()}
-        raise mismatch_error(source, model, expected=len(slots), missing=missing,
-                             unexpected=unexpected, mismatched=mismatched,
-                             held=_describe(given_shapes), has=_describe(model_shapes))
+        raise mismatch_error(
+            source,
+            model,
+            expected=len(slots),
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+            held=_official_architecture(given_shapes),
+            has=_official_architecture(model_shapes),
+        )
 
     stores = {}
     for key, slot in slots.items():

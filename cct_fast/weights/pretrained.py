@@ -12,6 +12,11 @@ import dataclasses
 import os
 from pathlib import Path
 
+from cct_fast.core.model import CCT
+from cct_fast.core.names import model_config
+from cct_fast.errors import CheckpointError, ConfigError
+from cct_fast.weights.loading import load_weights, save_weights
+
 BASE_URL = "https://shi-labs.com/projects/cct/checkpoints"
 CACHE_SUBDIR = "cct_fast"
 
@@ -30,23 +35,29 @@ class OfficialWeights:
 # The official model_urls (SHI-Labs/Compact-Transformers, src/cct.py).
 OFFICIAL_WEIGHTS = {
     "cct_7_3x1_32": OfficialWeights(
-        f"{BASE_URL}/pretrained/cct_7_3x1_32_cifar10_300epochs.pth", "CIFAR-10, 300 epochs"),
+        f"{BASE_URL}/pretrained/cct_7_3x1_32_cifar10_300epochs.pth", "CIFAR-10, 300 epochs"
+    ),
     "cct_7_3x1_32_sine": OfficialWeights(
-        f"{BASE_URL}/pretrained/cct_7_3x1_32_sine_cifar10_5000epochs.pth",
-        "CIFAR-10, 5000 epochs"),
+        f"{BASE_URL}/pretrained/cct_7_3x1_32_sine_cifar10_5000epochs.pth", "CIFAR-10, 5000 epochs"
+    ),
     "cct_7_3x1_32_c100": OfficialWeights(
-        f"{BASE_URL}/pretrained/cct_7_3x1_32_cifar100_300epochs.pth", "CIFAR-100, 300 epochs"),
+        f"{BASE_URL}/pretrained/cct_7_3x1_32_cifar100_300epochs.pth", "CIFAR-100, 300 epochs"
+    ),
     "cct_7_3x1_32_sine_c100": OfficialWeights(
-        f"{BASE_URL}/pretrained/cct_7_3x1_32_sine_cifar100_5000epochs.pth",
-        "CIFAR-100, 5000 epochs"),
+        f"{BASE_URL}/pretrained/cct_7_3x1_32_sine_cifar100_5000epochs.pth", "CIFAR-100, 5000 epochs"
+    ),
     "cct_7_7x2_224_sine": OfficialWeights(
-        f"{BASE_URL}/pretrained/cct_7_7x2_224_flowers102.pth", "Flowers-102"),
+        f"{BASE_URL}/pretrained/cct_7_7x2_224_flowers102.pth", "Flowers-102"
+    ),
     "cct_14_7x2_224": OfficialWeights(
-        f"{BASE_URL}/pretrained/cct_14_7x2_224_imagenet.pth", "ImageNet-1k"),
+        f"{BASE_URL}/pretrained/cct_14_7x2_224_imagenet.pth", "ImageNet-1k"
+    ),
     "cct_14_7x2_384": OfficialWeights(
-        f"{BASE_URL}/finetuned/cct_14_7x2_384_imagenet.pth", "ImageNet-1k, fine-tuned at 384"),
+        f"{BASE_URL}/finetuned/cct_14_7x2_384_imagenet.pth", "ImageNet-1k, fine-tuned at 384"
+    ),
     "cct_14_7x2_384_fl": OfficialWeights(
-        f"{BASE_URL}/finetuned/cct_14_7x2_384_flowers102.pth", "Flowers-102, fine-tuned at 384"),
+        f"{BASE_URL}/finetuned/cct_14_7x2_384_flowers102.pth", "Flowers-102, fine-tuned at 384"
+    ),
 }
 
 
@@ -54,29 +65,40 @@ def official_weights(name, cache_dir=None) -> Path:
     """The converted official weights of ``name`` (``.weights.h5``), fetched if needed."""
     import keras
 
-    import cct_fast
-    from cct_fast.weights import save_weights
-
     entry = OFFICIAL_WEIGHTS.get(name)
     if entry is None:
-        raise ValueError(f"{name!r} has no official pretrained weights; these do: "
-                         f"{', '.join(OFFICIAL_WEIGHTS)}.")
+        raise ConfigError(
+            f"{name!r} has no official pretrained weights; these do: {', '.join(OFFICIAL_WEIGHTS)}."
+        )
     # Keras' own default (KERAS_HOME or ~/.keras), resolved here to know where the file lands.
     root = Path(cache_dir or os.environ.get("KERAS_HOME", Path.home() / ".keras"))
     target = root / CACHE_SUBDIR / entry.filename
     target.parent.mkdir(parents=True, exist_ok=True)  # else Keras falls back to /tmp/.keras
     try:
-        checkpoint = Path(keras.utils.get_file(
-            entry.filename, origin=entry.url, file_hash=entry.sha256, hash_algorithm="sha256",
-            cache_subdir=CACHE_SUBDIR, cache_dir=str(root)))
+        checkpoint = Path(
+            keras.utils.get_file(
+                entry.filename,
+                origin=entry.url,
+                file_hash=entry.sha256,
+                hash_algorithm="sha256",
+                cache_subdir=CACHE_SUBDIR,
+                cache_dir=str(root),
+            )
+        )
     except ValueError as error:  # Keras keeps a file whose hash does not match
         target.unlink(missing_ok=True)
-        raise ValueError(f"The download of {entry.url} does not match its recorded SHA-256; "
-                         f"nothing was kept. ({error})") from None
+        raise CheckpointError(
+            f"The download of {entry.url} does not match its recorded SHA-256; "
+            f"nothing was kept. ({error})"
+        ) from None
     except Exception as error:  # Keras removes what it had downloaded
-        raise OSError(f"Could not download {entry.url} ({type(error).__name__}: {error}). "
-                      f"Download it by hand and pass the file as weights=...") from None
+        raise OSError(
+            f"Could not download {entry.url} ({type(error).__name__}: {error}). "
+            f"Download it by hand and pass the file as weights=..."
+        ) from None
     converted = checkpoint.with_name(f"{name}.weights.h5")
     if not converted.exists():
-        save_weights(cct_fast.create_model(name, weights=checkpoint), converted)
+        model = CCT(**model_config(name), name=name)
+        load_weights(model, checkpoint)
+        save_weights(model, converted)
     return converted

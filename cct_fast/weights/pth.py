@@ -30,15 +30,13 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from cct_fast.errors import CheckpointError
+
 # What one checkpoint may make the reader allocate: 4 GiB. The largest official checkpoint
 # (cct_14_7x2_384, 22.5 M parameters) needs 180 MB with its tensors copied out of their
 # storages; a model 20 times larger still fits, a few hundred crafted bytes that ask for more
 # are refused before anything is allocated. Raise it for a larger model you trust.
 MAX_BYTES = 4 * 2**30
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model."""
 
 
 class _Refused(pickle.UnpicklingError):
@@ -117,7 +115,7 @@ class _Budget:
         if self.used > self.limit:
             raise _TooLarge(
                 f"{what} would bring the memory it takes to {_size(self.used)}, over the "
-                f"limit of {_size(self.limit)} (cct_fast.checkpoint.MAX_BYTES)"
+                f"limit of {_size(self.limit)} (cct_fast.weights.pth.MAX_BYTES)"
             )
 
 
@@ -136,8 +134,9 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
             return _rebuild_parameter
         if module == "torch" and name in _STORAGE_DTYPES:
             return _TorchName(name, _STORAGE_DTYPES[name])
-        if module == "torch" and re.fullmatch(r"\w*(Storage|int\d+|float\w*|complex\d+|half|bool)",
-                                              name):
+        if module == "torch" and re.fullmatch(
+            r"\w*(Storage|int\d+|float\w*|complex\d+|half|bool)", name
+        ):
             return _TorchName(name)  # a storage class or dtype that is read but not supported
         if (module, name) == ("torch.storage", "UntypedStorage"):
             return _TorchName(name, np.uint8)
@@ -147,8 +146,7 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise _Malformed(f"unknown persistent id {pid!r:.80}")
         _, storage_type, key, _location, numel = pid
-        if not (isinstance(storage_type, _TorchName) and isinstance(key, str)
-                and _is_count(numel)):
+        if not (isinstance(storage_type, _TorchName) and isinstance(key, str) and _is_count(numel)):
             raise _Malformed(f"malformed storage reference {pid!r:.80}")
         if storage_type.dtype is None:
             raise _Unsupported(f"tensors of type torch.{storage_type.name}")
@@ -184,18 +182,25 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
             raise _Unsupported(f"a tensor of dtype torch.{rest[2].name}")
         if not isinstance(storage, _Storage):
             raise _Malformed("a tensor is rebuilt from something that is not a storage")
-        if not (_is_count(offset) and _is_shape(size) and isinstance(stride, (tuple, list))
-                and len(stride) == len(size)
-                and all(_is_int(s) for s in stride)):
-            raise _Malformed(f"a tensor has a malformed offset, size or stride "
-                             f"({offset!r:.40}, {size!r:.80}, {stride!r:.80})")
+        if not (
+            _is_count(offset)
+            and _is_shape(size)
+            and isinstance(stride, (tuple, list))
+            and len(stride) == len(size)
+            and all(_is_int(s) for s in stride)
+        ):
+            raise _Malformed(
+                f"a tensor has a malformed offset, size or stride "
+                f"({offset!r:.40}, {size!r:.80}, {stride!r:.80})"
+            )
         array = storage.array
         elements = math.prod(size)
-        self._budget.charge(elements * array.itemsize,
-                            f"a tensor of shape {tuple(size)} ({elements:,} elements)")
+        self._budget.charge(
+            elements * array.itemsize, f"a tensor of shape {tuple(size)} ({elements:,} elements)"
+        )
         # The lowest and highest element the view reaches, checked before it is built.
-        lowest = offset + sum(s * (n - 1) for s, n in zip(stride, size) if s < 0)
-        highest = offset + sum(s * (n - 1) for s, n in zip(stride, size) if s > 0)
+        lowest = offset + sum(s * (n - 1) for s, n in zip(stride, size, strict=False) if s < 0)
+        highest = offset + sum(s * (n - 1) for s, n in zip(stride, size, strict=False) if s > 0)
         if elements and (lowest < 0 or highest >= len(array)) or offset > len(array):
             raise _Malformed(
                 f"a tensor of shape {tuple(size)}, stride {tuple(stride)} and offset {offset} "
@@ -204,8 +209,11 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
             )
         base = array[offset:] if elements else array[:0]
         view = np.lib.stride_tricks.as_strided(
-            base, shape=tuple(size), strides=tuple(s * array.itemsize for s in stride),
-            writeable=False)
+            base,
+            shape=tuple(size),
+            strides=tuple(s * array.itemsize for s in stride),
+            writeable=False,
+        )
         return np.array(view)
 
 
@@ -269,8 +277,9 @@ def _read_legacy_checkpoint(path: Path):
         if refused:
             raise _Refused(f"it asks for {refused.group(1)}") from None
         found = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
-        raise _Malformed(found.group(1).strip() if found else "torch could not unpickle it") \
-            from None
+        raise _Malformed(
+            found.group(1).strip() if found else "torch could not unpickle it"
+        ) from None
 
 
 def _to_numpy(value, budget: _Budget):
@@ -279,10 +288,20 @@ def _to_numpy(value, budget: _Budget):
     if type(value).__module__.startswith("torch") and hasattr(value, "numel"):
         import torch
 
-        supported = (torch.float64, torch.float32, torch.float16, torch.int64, torch.int32,
-                     torch.int16, torch.int8, torch.uint8, torch.bool)
-        budget.charge(value.numel() * value.element_size(),
-                      f"a tensor of shape {tuple(value.shape)}")
+        supported = (
+            torch.float64,
+            torch.float32,
+            torch.float16,
+            torch.int64,
+            torch.int32,
+            torch.int16,
+            torch.int8,
+            torch.uint8,
+            torch.bool,
+        )
+        budget.charge(
+            value.numel() * value.element_size(), f"a tensor of shape {tuple(value.shape)}"
+        )
         if value.dtype == torch.bfloat16:
             return value.float().numpy().astype(ml_dtypes.bfloat16)
         if value.dtype not in supported:
@@ -307,7 +326,8 @@ def unwrap_state_dict(checkpoint, source="checkpoint", budget=None) -> dict[str,
     for name, value in checkpoint.items():
         if not isinstance(name, str):
             raise CheckpointError(
-                f"{source}: unsupported state dict key {name!r:.40} (of type {type(name).__name__}); "
+                f"{source}: unsupported state dict key {name!r:.40} "
+                f"(of type {type(name).__name__}); "
                 "the keys of a state dict are tensor names."
             )
         try:
@@ -324,13 +344,19 @@ def unwrap_state_dict(checkpoint, source="checkpoint", budget=None) -> dict[str,
 def warn_if_not_finite(named_arrays, source):
     """Warn, naming them, about the arrays of ``(name, array)`` pairs that hold NaN or Inf: a
     model loaded from them computes NaN. Takes the pairs one at a time."""
-    bad = [name for name, array in named_arrays
-           if (array.dtype == ml_dtypes.bfloat16 or np.issubdtype(array.dtype, np.floating))
-           and not np.isfinite(array).all()]
+    bad = [
+        name
+        for name, array in named_arrays
+        if (array.dtype == ml_dtypes.bfloat16 or np.issubdtype(array.dtype, np.floating))
+        and not np.isfinite(array).all()
+    ]
     if bad:
         shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
-        warnings.warn(f"{source} holds NaN or Inf values in {len(bad)} tensor(s): {shown}. "
-                      "A model loaded from it computes NaN or Inf.", stacklevel=3)
+        warnings.warn(
+            f"{source} holds NaN or Inf values in {len(bad)} tensor(s): {shown}. "
+            "A model loaded from it computes NaN or Inf.",
+            stacklevel=3,
+        )
 
 
 def read_state_dict(path) -> dict[str, np.ndarray]:
@@ -372,8 +398,9 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     except _TooLarge as error:
         raise CheckpointError(f"Refusing to read {path}: {error}.") from None
     except _Malformed as error:
-        raise CheckpointError(f"Cannot read {path}: {error}. The file is corrupt, or was not "
-                              "written by torch.save.") from None
+        raise CheckpointError(
+            f"Cannot read {path}: {error}. The file is corrupt, or was not written by torch.save."
+        ) from None
     except Exception as error:  # noqa: BLE001 (malformed bytes fail in the parsers' own ways)
         if isinstance(error, MemoryError):
             raise

@@ -1,5 +1,5 @@
 // CPU kernels of the cct_fast custom ops, free of TensorFlow so they can be built and tested
-// on their own. The TensorFlow glue (kernels/tf/ops.cc) passes raw pointers and a ParallelFor
+// on their own. The TensorFlow glue (kernels/tf/ops_cpu.cc) passes raw pointers and a ParallelFor
 // over its intra-op thread pool.
 //
 // Layouts, all row-major and contiguous:

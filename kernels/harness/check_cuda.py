@@ -28,9 +28,23 @@ TIMING_SHAPES = [(64, 256, 4, 64), (128, 256, 4, 64)]
 def compile_library(directory):
     capability = "".join(map(str, torch.cuda.get_device_capability()))
     path = Path(directory) / "libcct_fast_cuda_harness.so"
-    subprocess.run(["nvcc", "-O3", "-shared", "-Xcompiler", "-fPIC", f"-arch=sm_{capability}",
-                    "-I", str(SOURCES), str(SOURCES / "attention.cu"), str(SOURCES / "pooling.cu"),
-                    "-o", str(path)], check=True)
+    subprocess.run(
+        [
+            "nvcc",
+            "-O3",
+            "-shared",
+            "-Xcompiler",
+            "-fPIC",
+            f"-arch=sm_{capability}",
+            "-I",
+            str(SOURCES),
+            str(SOURCES / "attention.cu"),
+            str(SOURCES / "pooling.cu"),
+            "-o",
+            str(path),
+        ],
+        check=True,
+    )
     return path
 
 
@@ -59,9 +73,20 @@ def attention(library, qkv, heads, scale):
     head_dim = width // (3 * heads)
     out = torch.empty(batch, tokens, heads * head_dim, device=qkv.device)
     lse = torch.empty(batch, heads, tokens, device=qkv.device)
-    checked(library, library.cct_cuda_attention_forward(
-        qkv.data_ptr(), out.data_ptr(), lse.data_ptr(), batch, tokens, heads, head_dim, scale,
-        stream()))
+    checked(
+        library,
+        library.cct_cuda_attention_forward(
+            qkv.data_ptr(),
+            out.data_ptr(),
+            lse.data_ptr(),
+            batch,
+            tokens,
+            heads,
+            head_dim,
+            scale,
+            stream(),
+        ),
+    )
     return out, lse
 
 
@@ -69,9 +94,23 @@ def attention_backward(library, qkv, out, lse, grad_out, heads, scale):
     batch, tokens, width = qkv.shape
     grad = torch.empty_like(qkv)
     delta = torch.empty_like(lse)
-    checked(library, library.cct_cuda_attention_backward(
-        qkv.data_ptr(), out.data_ptr(), lse.data_ptr(), grad_out.data_ptr(), grad.data_ptr(),
-        delta.data_ptr(), batch, tokens, heads, width // (3 * heads), scale, stream()))
+    checked(
+        library,
+        library.cct_cuda_attention_backward(
+            qkv.data_ptr(),
+            out.data_ptr(),
+            lse.data_ptr(),
+            grad_out.data_ptr(),
+            grad.data_ptr(),
+            delta.data_ptr(),
+            batch,
+            tokens,
+            heads,
+            width // (3 * heads),
+            scale,
+            stream(),
+        ),
+    )
     return grad
 
 
@@ -98,9 +137,11 @@ def check_attention(library):
         exact = qkv.double().requires_grad_()
         expected, expected_lse = reference_attention(exact, heads, scale)
         (expected * grad_out.double()).sum().backward()
-        errors = {"output": relative(out, expected.detach()),
-                  "logsumexp": relative(lse, expected_lse.detach()),
-                  "grad_qkv": relative(grad, exact.grad)}
+        errors = {
+            "output": relative(out, expected.detach()),
+            "logsumexp": relative(lse, expected_lse.detach()),
+            "grad_qkv": relative(grad, exact.grad),
+        }
         shape = f"attention batch {batch} tokens {tokens} heads {heads} head_dim {head_dim}"
         print(shape, " ".join(f"{k} {v:.1e}" for k, v in errors.items()))
         failures += [f"{shape}: {k} {v:.1e}" for k, v in errors.items() if v > TOLERANCE]
@@ -116,22 +157,48 @@ def check_pooling(library):
         grad_out = torch.randn(batch, dim, device="cuda")
         out = torch.empty(batch, dim, device="cuda")
         weights = torch.empty(batch, tokens, device="cuda")
-        checked(library, library.cct_cuda_sequence_pool_forward(
-            x.data_ptr(), kernel.data_ptr(), bias.data_ptr(), out.data_ptr(), weights.data_ptr(),
-            batch, tokens, dim, stream()))
+        checked(
+            library,
+            library.cct_cuda_sequence_pool_forward(
+                x.data_ptr(),
+                kernel.data_ptr(),
+                bias.data_ptr(),
+                out.data_ptr(),
+                weights.data_ptr(),
+                batch,
+                tokens,
+                dim,
+                stream(),
+            ),
+        )
         grad_x, grad_kernel = torch.empty_like(x), torch.empty_like(kernel)
         grad_bias, score_grads = torch.empty((), device="cuda"), torch.empty_like(weights)
-        checked(library, library.cct_cuda_sequence_pool_backward(
-            x.data_ptr(), kernel.data_ptr(), weights.data_ptr(), grad_out.data_ptr(),
-            grad_x.data_ptr(), grad_kernel.data_ptr(), grad_bias.data_ptr(),
-            score_grads.data_ptr(), batch, tokens, dim, stream()))
+        checked(
+            library,
+            library.cct_cuda_sequence_pool_backward(
+                x.data_ptr(),
+                kernel.data_ptr(),
+                weights.data_ptr(),
+                grad_out.data_ptr(),
+                grad_x.data_ptr(),
+                grad_kernel.data_ptr(),
+                grad_bias.data_ptr(),
+                score_grads.data_ptr(),
+                batch,
+                tokens,
+                dim,
+                stream(),
+            ),
+        )
         exact_x, exact_kernel = x.double().requires_grad_(), kernel.double().requires_grad_()
         probabilities = (exact_x @ exact_kernel + 0.3).softmax(1)
         expected = (probabilities.unsqueeze(-1) * exact_x).sum(1)
         (expected * grad_out.double()).sum().backward()
-        errors = {"output": relative(out, expected.detach()),
-                  "grad_tokens": relative(grad_x, exact_x.grad),
-                  "grad_kernel": relative(grad_kernel, exact_kernel.grad)}
+        errors = {
+            "output": relative(out, expected.detach()),
+            "grad_tokens": relative(grad_x, exact_x.grad),
+            "grad_kernel": relative(grad_kernel, exact_kernel.grad),
+        }
         shape = f"pooling batch {batch} tokens {tokens} dim {dim}"
         print(shape, " ".join(f"{k} {v:.1e}" for k, v in errors.items()))
         failures += [f"{shape}: {k} {v:.1e}" for k, v in errors.items() if v > TOLERANCE]
@@ -155,15 +222,25 @@ def time_attention(library):
         qkv = torch.randn(batch, tokens, 3 * heads * head_dim, device="cuda")
         q, k, v = qkv.view(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        ours = milliseconds(lambda: attention(library, qkv, heads, head_dim**-0.5))
-        sdpa = {str(dtype).removeprefix("torch."): milliseconds(
-            lambda dtype=dtype: torch.nn.functional.scaled_dot_product_attention(
-                q.to(dtype), k.to(dtype), v.to(dtype)))
-            for dtype in (torch.float32, torch.float16)}
-        print(f"forward batch {batch} tokens {tokens} heads {heads} head_dim {head_dim}: "
-              f"cct_fast float32 {ours:.3f} ms; scaled_dot_product_attention "
-              + ", ".join(f"{name} {ms:.3f} ms ({ms / ours:.0%} of ours)"
-                          for name, ms in sdpa.items()))
+        scale = head_dim**-0.5
+        ours = milliseconds(
+            lambda qkv=qkv, heads=heads, scale=scale: attention(library, qkv, heads, scale)
+        )
+        sdpa = {
+            str(dtype).removeprefix("torch."): milliseconds(
+                lambda dtype=dtype, q=q, k=k, v=v: torch.nn.functional.scaled_dot_product_attention(
+                    q.to(dtype), k.to(dtype), v.to(dtype)
+                )
+            )
+            for dtype in (torch.float32, torch.float16)
+        }
+        print(
+            f"forward batch {batch} tokens {tokens} heads {heads} head_dim {head_dim}: "
+            f"cct_fast float32 {ours:.3f} ms; scaled_dot_product_attention "
+            + ", ".join(
+                f"{name} {ms:.3f} ms ({ms / ours:.0%} of ours)" for name, ms in sdpa.items()
+            )
+        )
 
 
 def main():

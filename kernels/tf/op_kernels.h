@@ -1,6 +1,8 @@
-// What the cct_fast ops take, shared by the CPU (ops.cc) and GPU (ops_gpu.cc) kernels: the
-// attention ops' attributes, and checks of the tensors that arrive (the shape functions' checks
-// again, on real tensors), so bad input is a TensorFlow error, never a crash.
+// The cct_fast op kernels, each written once and templated on the device, as TensorFlow's own
+// functor-per-device ops are: an op checks the tensors that arrive (the shape functions' checks
+// again, on real tensors, so bad input is a TensorFlow error, never a crash), allocates its
+// outputs, and hands them to its device's functor. ops_cpu.cc and ops_gpu.cc define the
+// functors and register the kernels for their device.
 #pragma once
 
 #include "kernels.h"
@@ -102,5 +104,124 @@ class AttentionKernel : public OpKernel {
   int num_heads_;
   float scale_;
 };
+
+// What each device defines (ops_cpu.cc, ops_gpu.cc): the computation on checked, allocated
+// tensors. A functor may allocate temporaries through the context.
+template <typename Device, typename T>
+struct AttentionFunctor {
+  static absl::Status Forward(OpKernelContext* context, const Tensor& qkv, Tensor* out,
+                              Tensor* logsumexp, const cct_kernels::AttentionShape& shape);
+  static absl::Status Backward(OpKernelContext* context, const Tensor& qkv, const Tensor& out,
+                               const Tensor& logsumexp, const Tensor& grad_out, Tensor* grad_qkv,
+                               const cct_kernels::AttentionShape& shape);
+};
+
+template <typename Device>
+struct SequencePoolFunctor {
+  static absl::Status Forward(OpKernelContext* context, const Tensor& tokens, const Tensor& kernel,
+                              const Tensor& bias, Tensor* out, Tensor* weights,
+                              const cct_kernels::PoolShape& shape);
+  static absl::Status Backward(OpKernelContext* context, const Tensor& tokens, const Tensor& kernel,
+                               const Tensor& weights, const Tensor& grad_out, Tensor* grad_tokens,
+                               Tensor* grad_kernel, Tensor* grad_bias,
+                               const cct_kernels::PoolShape& shape);
+};
+
+template <typename Device, typename T>
+class AttentionOp : public AttentionKernel {
+ public:
+  using AttentionKernel::AttentionKernel;
+
+  void Compute(OpKernelContext* context) override {
+    cct_kernels::AttentionShape s;
+    OP_REQUIRES_OK(context, CheckInputs(context, &s));
+    Tensor *out = nullptr, *logsumexp = nullptr;
+    OP_REQUIRES_OK(context,
+                   context->allocate_output(0, {s.batch, s.tokens, s.heads * s.head_dim}, &out));
+    OP_REQUIRES_OK(context, context->allocate_output(1, {s.batch, s.heads, s.tokens}, &logsumexp));
+    if (s.batch == 0) return;
+    OP_REQUIRES_OK(context, AttentionFunctor<Device, T>::Forward(context, context->input(0), out,
+                                                                 logsumexp, s));
+  }
+};
+
+template <typename Device, typename T>
+class AttentionGradOp : public AttentionKernel {
+ public:
+  using AttentionKernel::AttentionKernel;
+
+  void Compute(OpKernelContext* context) override {
+    cct_kernels::AttentionShape s;
+    OP_REQUIRES_OK(context, CheckInputs(context, &s));
+    Tensor* grad_qkv = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, context->input(0).shape(), &grad_qkv));
+    if (s.batch == 0) return;
+    OP_REQUIRES_OK(context, AttentionFunctor<Device, T>::Backward(
+                                context, context->input(0), context->input(1), context->input(2),
+                                context->input(3), grad_qkv, s));
+  }
+};
+
+// Base of the pooling kernels: checks tokens and kernel, and the bias (forward) or the weights
+// and grad_output (gradient).
+class PoolKernel : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+ protected:
+  absl::Status CheckInputs(OpKernelContext* context, cct_kernels::PoolShape* shape) const {
+    TF_RETURN_IF_ERROR(cct_checks::PoolInput(context->input(0), context->input(1), shape));
+    if (context->num_inputs() == 3) return cct_checks::PoolBias(context->input(2));
+    return cct_checks::PoolGradInputs(context->input(2), context->input(3), *shape);
+  }
+};
+
+template <typename Device>
+class SequencePoolOp : public PoolKernel {
+ public:
+  using PoolKernel::PoolKernel;
+
+  void Compute(OpKernelContext* context) override {
+    cct_kernels::PoolShape s;
+    OP_REQUIRES_OK(context, CheckInputs(context, &s));
+    Tensor *out = nullptr, *weights = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, {s.batch, s.dim}, &out));
+    OP_REQUIRES_OK(context, context->allocate_output(1, {s.batch, s.tokens}, &weights));
+    if (s.batch == 0) return;
+    OP_REQUIRES_OK(
+        context, SequencePoolFunctor<Device>::Forward(context, context->input(0), context->input(1),
+                                                      context->input(2), out, weights, s));
+  }
+};
+
+// Runs on an empty batch too: the kernel and bias gradients are then zeros the functor writes.
+template <typename Device>
+class SequencePoolGradOp : public PoolKernel {
+ public:
+  using PoolKernel::PoolKernel;
+
+  void Compute(OpKernelContext* context) override {
+    cct_kernels::PoolShape s;
+    OP_REQUIRES_OK(context, CheckInputs(context, &s));
+    Tensor *grad_tokens = nullptr, *grad_kernel = nullptr, *grad_bias = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, context->input(0).shape(), &grad_tokens));
+    OP_REQUIRES_OK(context, context->allocate_output(1, context->input(1).shape(), &grad_kernel));
+    OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({}), &grad_bias));
+    OP_REQUIRES_OK(context, SequencePoolFunctor<Device>::Backward(
+                                context, context->input(0), context->input(1), context->input(2),
+                                context->input(3), grad_tokens, grad_kernel, grad_bias, s));
+  }
+};
+
+// The kernels of one device, registered under the op names of op_defs.cc.
+#define CCT_REGISTER_ATTENTION_KERNELS(DEVICE_NAME, DeviceTag, T)                              \
+  REGISTER_KERNEL_BUILDER(Name("CctAttention").Device(DEVICE_NAME).TypeConstraint<T>("T"),     \
+                          AttentionOp<DeviceTag, T>);                                          \
+  REGISTER_KERNEL_BUILDER(Name("CctAttentionGrad").Device(DEVICE_NAME).TypeConstraint<T>("T"), \
+                          AttentionGradOp<DeviceTag, T>)
+#define CCT_REGISTER_POOL_KERNELS(DEVICE_NAME, DeviceTag)                                          \
+  REGISTER_KERNEL_BUILDER(Name("CctSequencePool").Device(DEVICE_NAME), SequencePoolOp<DeviceTag>); \
+  REGISTER_KERNEL_BUILDER(Name("CctSequencePoolGrad").Device(DEVICE_NAME),                         \
+                          SequencePoolGradOp<DeviceTag>)
 
 }  // namespace tensorflow

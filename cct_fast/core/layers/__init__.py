@@ -1,12 +1,16 @@
 """The building blocks of Compact Transformers, each a serializable Keras layer."""
 
-from cct_fast.layers.attention import MultiHeadSelfAttention
-from cct_fast.layers.drop_path import DropPath
-from cct_fast.layers.embedding import ClassToken, PositionalEmbedding, resize_positional_embedding
-from cct_fast.layers.encoder import TransformerEncoderLayer
-from cct_fast.layers.initializers import SinusoidalTable, TorchTruncatedNormal
-from cct_fast.layers.pooling import ClassifierHead, SequencePooling
-from cct_fast.layers.tokenizer import ConvTokenizer
+from cct_fast.core.layers.attention import MultiHeadSelfAttention
+from cct_fast.core.layers.drop_path import DropPath
+from cct_fast.core.layers.embedding import (
+    ClassToken,
+    PositionalEmbedding,
+    resize_positional_embedding,
+)
+from cct_fast.core.layers.encoder import TransformerEncoderLayer
+from cct_fast.core.layers.initializers import SinusoidalTable, TorchTruncatedNormal
+from cct_fast.core.layers.pooling import ClassifierHead, SequencePooling
+from cct_fast.core.layers.tokenizer import ConvTokenizer
 
 __all__ = [
     "ClassToken",

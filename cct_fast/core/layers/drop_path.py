@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from cct_fast.errors import ConfigError
+
 
 @keras.saving.register_keras_serializable(package="cct_fast")
 class DropPath(keras.layers.Layer):
@@ -12,7 +14,7 @@ class DropPath(keras.layers.Layer):
     def __init__(self, rate=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= rate < 1.0:
-            raise ValueError(f"DropPath rate must be in [0, 1), got {rate!r}.")
+            raise ConfigError(f"DropPath rate must be in [0, 1), got {rate!r}.")
         self.rate = rate
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)

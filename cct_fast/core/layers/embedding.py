@@ -6,8 +6,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from cct_fast.config import as_pair
-from cct_fast.layers.initializers import SinusoidalTable, TorchTruncatedNormal
+from cct_fast.core.config import as_pair
+from cct_fast.core.layers.initializers import SinusoidalTable, TorchTruncatedNormal
+from cct_fast.errors import CheckpointError, ConfigError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -26,7 +27,9 @@ class PositionalEmbedding(keras.layers.Layer):
     def __init__(self, kind, grid_size, num_prefix_tokens=0, **kwargs):
         super().__init__(**kwargs)
         if kind not in ("learnable", "sine"):
-            raise ValueError(f"PositionalEmbedding kind must be 'learnable' or 'sine', got {kind!r}.")
+            raise ConfigError(
+                f"PositionalEmbedding kind must be 'learnable' or 'sine', got {kind!r}."
+            )
         self.kind = kind
         self.grid_size = tuple(grid_size) if isinstance(grid_size, (list, tuple)) else grid_size
         self.num_prefix_tokens = num_prefix_tokens
@@ -52,12 +55,15 @@ class PositionalEmbedding(keras.layers.Layer):
     def call(self, tokens):
         return tokens + ops.cast(self.embedding, tokens.dtype)
 
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
     def load_own_variables(self, store):
         stored = np.asarray(store["0"])
         expected = tuple(self.embedding.shape)
         if stored.shape != expected:
             if stored.ndim != 3 or stored.shape[0] != 1 or stored.shape[2] != expected[2]:
-                raise ValueError(
+                raise CheckpointError(
                     f"Positional embedding of shape {stored.shape} cannot be loaded into "
                     f"{self.path!r} of shape {expected}: the embedding width differs."
                 )
@@ -92,7 +98,7 @@ def resize_positional_embedding(embedding, grid, num_prefix_tokens=0):
     prefix, tokens = embedding[:, :num_prefix_tokens], embedding[0, num_prefix_tokens:]
     old_side = int(round(np.sqrt(tokens.shape[0])))
     if old_side * old_side != tokens.shape[0]:
-        raise ValueError(
+        raise CheckpointError(
             f"Cannot resize a positional embedding of {tokens.shape[0]} image tokens: "
             "it is not a square grid."
         )
@@ -107,11 +113,17 @@ class ClassToken(keras.layers.Layer):
     """Prepends one learnable token (zeros at start, as in the official ViT-Lite)."""
 
     def build(self, input_shape):
-        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="zeros",
-                                     name="token")
+        self.token = self.add_weight(
+            shape=(1, 1, input_shape[-1]), initializer="zeros", name="token"
+        )
 
     def call(self, tokens):
         token = ops.cast(self.token, tokens.dtype)
         batch = ops.shape(tokens)[0]
-        return ops.concatenate([ops.broadcast_to(token, (batch, 1, token.shape[-1])), tokens],
-                               axis=1)
+        return ops.concatenate(
+            [ops.broadcast_to(token, (batch, 1, token.shape[-1])), tokens], axis=1
+        )
+
+    def compute_output_shape(self, input_shape):
+        batch, tokens, dim = input_shape
+        return (batch, None if tokens is None else tokens + 1, dim)

@@ -1,24 +1,11 @@
 """The official CCT transformer encoder layer."""
 
 import keras
-import tensorflow as tf
-from keras import ops
 
-from cct_fast import fused
-from cct_fast.fused import LAYER_NORM_EPSILON  # PyTorch's default; Keras' is 1e-3.
-from cct_fast.layers.attention import MultiHeadSelfAttention, torch_linear
-from cct_fast.layers.drop_path import DropPath
-
-
-GELU_SCOPE = "gelu"
-
-
-def gelu(x):
-    """Exact GELU written with erf, as PyTorch's ``F.gelu``. Keras' ``ops.gelu`` lowers to
-    ``erfc``, which ONNX has no operator for, so a model using it could not be exported.
-    The name scope lets :mod:`cct_fast.onnx_fusion` find it in an exported graph."""
-    with tf.name_scope(GELU_SCOPE):
-        return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+from cct_fast.compute import dispatch
+from cct_fast.compute.fused import LAYER_NORM_EPSILON
+from cct_fast.core.layers.attention import MultiHeadSelfAttention, torch_linear
+from cct_fast.core.layers.drop_path import DropPath
 
 
 def layer_norm(name):
@@ -37,10 +24,18 @@ class TransformerEncoderLayer(keras.layers.Layer):
     pre-norm block, and a port that treats it as one computes something else.
     """
 
-    def __init__(self, num_heads, feedforward_dim, dropout=0.0, attention_dropout=0.1,
-                 drop_path_rate=0.0, implementation="fused", **kwargs):
+    def __init__(
+        self,
+        num_heads,
+        feedforward_dim,
+        dropout=0.0,
+        attention_dropout=0.1,
+        drop_path_rate=0.0,
+        implementation="fused",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.implementation = fused.check_implementation(implementation)
+        self.implementation = dispatch.check_implementation(implementation)
         self.num_heads = num_heads
         self.feedforward_dim = feedforward_dim
         self.dropout = dropout
@@ -48,8 +43,11 @@ class TransformerEncoderLayer(keras.layers.Layer):
         self.drop_path_rate = drop_path_rate
         self.pre_norm = layer_norm("pre_norm")
         self.self_attn = MultiHeadSelfAttention(
-            num_heads, attention_dropout=attention_dropout, projection_dropout=dropout,
-            implementation=implementation, name="self_attn",
+            num_heads,
+            attention_dropout=attention_dropout,
+            projection_dropout=dropout,
+            implementation=implementation,
+            name="self_attn",
         )
         self.norm1 = layer_norm("norm1")
         self.dropout1 = keras.layers.Dropout(dropout, name="dropout1")
@@ -67,24 +65,15 @@ class TransformerEncoderLayer(keras.layers.Layer):
         self.linear2.build(tuple(input_shape[:-1]) + (self.feedforward_dim,))
 
     def call(self, x, training=False):
-        if self.implementation != "reference":
-            return self._call_fused(x, training)
-        attended = self.self_attn(self.pre_norm(x), training=training)
-        x = self.norm1(x + self.drop_path(attended, training=training))
-        hidden = self.dropout1(gelu(self.linear1(x)), training=training)
-        branch = self.dropout2(self.linear2(hidden), training=training)
+        steps = dispatch.path(self.implementation, self.compute_dtype)
+        attended = self.self_attn(steps.layer_norm(self.pre_norm, x), training=training)
+        x = steps.residual_layer_norm(self.norm1, x, self.drop_path(attended, training=training))
+        hidden = self.dropout1(steps.dense(self.linear1, x, "gelu"), training=training)
+        branch = self.dropout2(steps.dense(self.linear2, hidden), training=training)
         return x + self.drop_path(branch, training=training)
 
-    def _call_fused(self, x, training):
-        normed = fused.layer_norm(x, self.pre_norm.gamma, self.pre_norm.beta)
-        attended = self.drop_path(self.self_attn(normed, training=training), training=training)
-        x = fused.residual_layer_norm(x, attended, self.norm1.gamma, self.norm1.beta)
-        hidden = fused.linear(tf.reshape(x, (-1, x.shape[-1])), self.linear1.kernel)
-        hidden = fused.bias_gelu(hidden, self.linear1.bias)
-        hidden = self.dropout1(hidden, training=training)
-        branch = fused.linear(hidden, self.linear2.kernel, self.linear2.bias)
-        branch = self.dropout2(tf.reshape(branch, tf.shape(x)), training=training)
-        return x + self.drop_path(branch, training=training)
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
     def get_config(self):
         return {

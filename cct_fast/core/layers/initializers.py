@@ -24,8 +24,9 @@ class TorchTruncatedNormal(keras.initializers.Initializer):
         self._seed_generator = keras.random.SeedGenerator(seed)
 
     def __call__(self, shape, dtype=None):
-        values = keras.random.normal(shape, stddev=self.stddev, dtype=dtype,
-                                     seed=self._seed_generator)
+        values = keras.random.normal(
+            shape, stddev=self.stddev, dtype=dtype, seed=self._seed_generator
+        )
         return keras.ops.clip(values, self.lower, self.upper)
 
     def get_config(self):

@@ -4,11 +4,10 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
-from keras import ops
 
-from cct_fast import fused, kernels
-from cct_fast.layers.attention import torch_linear
+from cct_fast.compute import dispatch
+from cct_fast.core.layers.attention import torch_linear
+from cct_fast.errors import CheckpointError
 
 
 @keras.saving.register_keras_serializable(package="cct_fast")
@@ -21,7 +20,7 @@ class SequencePooling(keras.layers.Layer):
 
     def __init__(self, implementation="fused", **kwargs):
         super().__init__(**kwargs)
-        self.implementation = fused.check_implementation(implementation)
+        self.implementation = dispatch.check_implementation(implementation)
 
     def build(self, input_shape):
         # Sublayers take the global policy unless told: keep the scores in this layer's float32.
@@ -29,15 +28,10 @@ class SequencePooling(keras.layers.Layer):
         self.attention_pool.build(input_shape)
 
     def call(self, tokens):
-        if kernels.runs_custom(self.implementation):
-            return kernels.sequence_pool(tf.cast(tokens, tf.float32),
-                                         self.attention_pool.kernel[:, 0],
-                                         self.attention_pool.bias[0])
-        if self.implementation != "reference":
-            return fused.sequence_pool(tokens, self.attention_pool.kernel,
-                                       self.attention_pool.bias)
-        weights = ops.softmax(self.attention_pool(tokens), axis=1)
-        return ops.squeeze(ops.matmul(ops.transpose(weights, (0, 2, 1)), tokens), axis=1)
+        return dispatch.path(self.implementation).sequence_pool(self.attention_pool, tokens)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
 
     def get_config(self):
         return {**super().get_config(), "implementation": self.implementation}
@@ -60,7 +54,7 @@ class ClassifierHead(keras.layers.Dense):
         stored_kernel = np.asarray(store["0"])
         if stored_kernel.shape != tuple(self.kernel.shape):
             if stored_kernel.ndim != 2 or stored_kernel.shape[0] != self.kernel.shape[0]:
-                raise ValueError(
+                raise CheckpointError(
                     f"Classifier kernel of shape {stored_kernel.shape} cannot be loaded into "
                     f"{self.path!r} of shape {tuple(self.kernel.shape)}: the feature width differs."
                 )

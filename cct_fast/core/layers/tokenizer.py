@@ -3,22 +3,37 @@
 import keras
 from keras import ops
 
-from cct_fast.layers.initializers import he_normal_untruncated, torch_default_bias
+from cct_fast.core.config import conv_output_size
+from cct_fast.core.layers.initializers import he_normal_untruncated, torch_default_bias
 
 
 @keras.saving.register_keras_serializable(package="cct_fast")
 class ConvTokenizer(keras.layers.Layer):
     """Images (NHWC) to a sequence of tokens ``(batch, grid * grid, filters[-1])``.
 
-    Each stage is a convolution, then optionally ReLU and a max-pool, with the official
+    Each stage is a convolution, then ``activation`` (a name or callable, as Keras layers
+    take it; None for none) and optionally a max-pool, with the official
     channel list ``[in_channels] + [in_planes] * (n - 1) + [embedding_dim]``. Padding is
     explicit and symmetric because Keras' ``"same"`` pads more on the bottom and right than
     on the top and left when the stride is 2, which shifts every window against PyTorch's.
     """
 
-    def __init__(self, embedding_dim, kernel_size, stride, padding, n_conv_layers=1,
-                 in_planes=64, use_bias=False, activation=True, max_pool=True,
-                 pooling_kernel_size=3, pooling_stride=2, pooling_padding=1, **kwargs):
+    def __init__(
+        self,
+        embedding_dim,
+        kernel_size,
+        stride,
+        padding,
+        n_conv_layers=1,
+        in_planes=64,
+        use_bias=False,
+        activation="relu",
+        max_pool=True,
+        pooling_kernel_size=3,
+        pooling_stride=2,
+        pooling_padding=1,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.embedding_dim = embedding_dim
         self.kernel_size = kernel_size
@@ -27,7 +42,9 @@ class ConvTokenizer(keras.layers.Layer):
         self.n_conv_layers = n_conv_layers
         self.in_planes = in_planes
         self.use_bias = use_bias
-        self.activation = activation
+        if isinstance(activation, bool):  # the configs of cct_fast 0.1 saved a flag for ReLU
+            activation = "relu" if activation else None
+        self.activation = keras.activations.get(activation)
         self.max_pool = max_pool
         self.pooling_kernel_size = pooling_kernel_size
         self.pooling_stride = pooling_stride
@@ -35,14 +52,20 @@ class ConvTokenizer(keras.layers.Layer):
         filters = [in_planes] * (n_conv_layers - 1) + [embedding_dim]
         self.convs = [
             keras.layers.Conv2D(
-                n, kernel_size, strides=stride, padding="valid", use_bias=use_bias,
-                kernel_initializer=he_normal_untruncated(), name=f"conv_{i}",
+                n,
+                kernel_size,
+                strides=stride,
+                padding="valid",
+                use_bias=use_bias,
+                kernel_initializer=he_normal_untruncated(),
+                name=f"conv_{i}",
             )
             for i, n in enumerate(filters)
         ]
         self.pools = [
-            keras.layers.MaxPooling2D(pooling_kernel_size, pooling_stride, padding="valid",
-                                      name=f"pool_{i}")
+            keras.layers.MaxPooling2D(
+                pooling_kernel_size, pooling_stride, padding="valid", name=f"pool_{i}"
+            )
             for i in range(n_conv_layers if max_pool else 0)
         ]
 
@@ -54,12 +77,28 @@ class ConvTokenizer(keras.layers.Layer):
             conv.build((None, None, None, channels))
             channels = conv.filters
 
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        sides = [height, width]
+        for _ in self.convs:
+            sides = [
+                _output_side(side, self.kernel_size, self.stride, self.padding) for side in sides
+            ]
+            if self.max_pool:
+                sides = [
+                    _output_side(
+                        side, self.pooling_kernel_size, self.pooling_stride, self.pooling_padding
+                    )
+                    for side in sides
+                ]
+        tokens = None if None in sides else sides[0] * sides[1]
+        return (batch, tokens, self.convs[-1].filters)
+
     def call(self, images):
         x = images
         for i, conv in enumerate(self.convs):
             x = conv(_pad_spatial(x, self.padding, 0.0))
-            if self.activation:
-                x = ops.relu(x)
+            x = self.activation(x)
             if self.max_pool:
                 # PyTorch's max-pool pads with -inf, so padding never wins the max.
                 x = self.pools[i](_pad_spatial(x, self.pooling_padding, float("-inf")))
@@ -76,7 +115,7 @@ class ConvTokenizer(keras.layers.Layer):
             "n_conv_layers": self.n_conv_layers,
             "in_planes": self.in_planes,
             "use_bias": self.use_bias,
-            "activation": self.activation,
+            "activation": keras.activations.serialize(self.activation),
             "max_pool": self.max_pool,
             "pooling_kernel_size": self.pooling_kernel_size,
             "pooling_stride": self.pooling_stride,
@@ -84,8 +123,13 @@ class ConvTokenizer(keras.layers.Layer):
         }
 
 
+def _output_side(side, kernel, stride, padding):
+    return None if side is None else conv_output_size(side, kernel, stride, padding)
+
+
 def _pad_spatial(x, padding, value):
     if not padding:
         return x
-    return ops.pad(x, [[0, 0], [padding, padding], [padding, padding], [0, 0]],
-                   constant_values=value)
+    return ops.pad(
+        x, [[0, 0], [padding, padding], [padding, padding], [0, 0]], constant_values=value
+    )

@@ -1,0 +1,144 @@
+"""The one place that decides how a layer computes its steps.
+
+A layer built with ``implementation=`` asks :func:`path` once per call and runs the steps of
+the :class:`Path` it gets: the Keras layers themselves (``"reference"``), the fused functions
+of :mod:`cct_fast.compute.fused` on the layers' variables (``"fused"``), or those with
+attention and sequence pooling in the custom ops of :mod:`cct_fast.compute.custom_ops`
+(``"custom"`` where they can run; ``"auto"`` where they were measured faster). All hold the
+same weights.
+
+``"custom"`` runs the fused path instead, saying why once, where the custom ops cannot run:
+
+- the library is not built or does not load;
+- the model runs on a GPU and the library has no CUDA kernels;
+- the call is compiled by XLA (``jit_compile=True``): XLA cannot compile custom ops;
+- the inputs have a dtype without a kernel (:data:`KERNEL_DTYPES`);
+- attention dropout is active (training with ``attention_dropout > 0``): the kernel has none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from cct_fast.compute import custom_ops, fused, reference
+from cct_fast.compute.xla import in_xla_context
+from cct_fast.errors import ConfigError
+
+IMPLEMENTATIONS = ("fused", "reference", "custom", "auto")
+# Device type -> whether "auto" takes the custom ops there: only where they beat the fused
+# path by 1.3x on a whole model (benchmarks/RESULTS.md; not measured on a GPU).
+AUTO_PREFERS_CUSTOM = {"CPU": False, "GPU": False}
+KERNEL_DTYPES = {"CPU": ("float32", "bfloat16"), "GPU": ("float32",)}
+
+
+def check_implementation(implementation):
+    """``implementation``, if it is one of :data:`IMPLEMENTATIONS`."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ConfigError(
+            f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}."
+        )
+    return implementation
+
+
+@dataclasses.dataclass(frozen=True)
+class Path:
+    """The steps of one implementation. Each takes the Keras layer whose weights it uses."""
+
+    name: str
+    layer_norm: Callable  # (norm, x)
+    residual_layer_norm: Callable  # (norm, x, branch): norm(x + branch)
+    dense: Callable  # (layer, x, activation=None): tokens (..., in) -> (..., out)
+    attention: Callable  # (qkv, num_heads, scale, dropout=None): (B, N, 3D) -> (B, N, D)
+    sequence_pool: Callable  # (layer, tokens): (B, N, D) -> (B, D)
+
+
+def _fused_dense(layer, x, activation=None):
+    flat = tf.reshape(x, (-1, x.shape[-1]))
+    if activation == "gelu":
+        y = fused.bias_gelu(fused.linear(flat, layer.kernel), layer.bias)
+    else:
+        y = fused.linear(flat, layer.kernel, layer.bias if layer.use_bias else None)
+    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [layer.units]], 0))
+
+
+def _custom_attention(qkv, num_heads, scale, dropout=None):
+    return custom_ops.attention(qkv, num_heads, scale)
+
+
+def _custom_sequence_pool(layer, tokens):
+    return custom_ops.sequence_pool(tf.cast(tokens, tf.float32), layer.kernel[:, 0], layer.bias[0])
+
+
+REFERENCE = Path(
+    "reference",
+    reference.layer_norm,
+    reference.residual_layer_norm,
+    reference.dense,
+    reference.attention,
+    reference.sequence_pool,
+)
+FUSED = Path(
+    "fused",
+    lambda norm, x: fused.layer_norm(x, norm.gamma, norm.beta),
+    lambda norm, x, branch: fused.residual_layer_norm(x, branch, norm.gamma, norm.beta),
+    _fused_dense,
+    fused.attention,
+    lambda layer, tokens: fused.sequence_pool(tokens, layer.kernel, layer.bias),
+)
+CUSTOM = dataclasses.replace(
+    FUSED, name="custom", attention=_custom_attention, sequence_pool=_custom_sequence_pool
+)
+
+
+def path(implementation, dtype="float32", attention_dropout=False) -> Path:
+    """The steps a layer built with ``implementation`` runs in this call, on inputs of
+    ``dtype``, with or without active attention dropout."""
+    if implementation == "reference":
+        return REFERENCE
+    if implementation in ("custom", "auto") and runs_custom(
+        implementation, dtype, attention_dropout
+    ):
+        return CUSTOM
+    return FUSED
+
+
+def _device_type():
+    return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+
+
+def runs_custom(implementation, dtype="float32", attention_dropout=False):
+    """Whether ``implementation`` runs the custom ops in this call; ``"custom"`` says once
+    why not where it cannot."""
+    device = _device_type()
+    if implementation == "auto" and not AUTO_PREFERS_CUSTOM[device]:
+        return False
+    dtypes = KERNEL_DTYPES[device]
+    dtype = tf.as_dtype(dtype).name
+    reason = None
+    if custom_ops.ops() is None:
+        reason = custom_ops.unavailable_reason()
+    elif device == "GPU" and not custom_ops.has_cuda_kernels():
+        reason = "the library was built without CUDA kernels and the model runs on a GPU"
+    elif dtype not in dtypes:
+        reason = f"the {device} kernels take {' or '.join(dtypes)}, not {dtype}"
+    elif in_xla_context():
+        reason = "XLA (jit_compile=True) cannot compile custom ops"
+    elif attention_dropout:
+        reason = "the attention kernel has no dropout (set attention_dropout=0 to train with it)"
+    if reason is not None and implementation == "custom":
+        _explain_once(reason)
+    return reason is None
+
+
+@functools.cache
+def _explain_once(reason):
+    warnings.warn(
+        f"cct_fast: the custom ops are not used: {reason}; running the fused path instead.",
+        RuntimeWarning,
+        stacklevel=4,
+    )

@@ -1,0 +1,51 @@
+"""The reference implementation: each step as the Keras layers and ops that state it plainly.
+
+ONNX export runs this path, and :mod:`cct_fast.export.fusion` finds each layer of the exported
+graph by the name scope Keras gives the layer's call (and :data:`GELU_SCOPE` for the GELU), so
+the steps here call the sublayers themselves.
+"""
+
+import tensorflow as tf
+from keras import ops
+
+GELU_SCOPE = "gelu"
+
+
+def gelu(x):
+    """Exact GELU written with erf, as PyTorch's ``F.gelu``. Keras' ``ops.gelu`` lowers to
+    ``erfc``, which ONNX has no operator for, so a model using it could not be exported."""
+    with tf.name_scope(GELU_SCOPE):
+        return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+
+
+def layer_norm(norm, x):
+    return norm(x)
+
+
+def residual_layer_norm(norm, x, branch):
+    return norm(x + branch)
+
+
+def dense(layer, x, activation=None):
+    """``layer(x)``, then ``"gelu"`` if asked."""
+    y = layer(x)
+    return gelu(y) if activation == "gelu" else y
+
+
+def attention(qkv, num_heads, scale, dropout=None):
+    """softmax(q k^T * scale) v of a packed (batch, tokens, 3 * width) qkv tensor, heads merged
+    back to (batch, tokens, width); the softmax in float32."""
+    tokens, dim = ops.shape(qkv)[1], qkv.shape[-1] // 3
+    qkv = ops.reshape(qkv, (-1, tokens, 3, num_heads, dim // num_heads))
+    q, k, v = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)
+    scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * scale
+    weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), qkv.dtype)
+    if dropout is not None:
+        weights = dropout(weights)
+    return ops.reshape(ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3)), (-1, tokens, dim))
+
+
+def sequence_pool(layer, tokens):
+    """The tokens weighted by the softmax over tokens of ``layer(tokens)``: (B, N, D) -> (B, D)."""
+    weights = ops.softmax(layer(tokens), axis=1)
+    return ops.squeeze(ops.matmul(ops.transpose(weights, (0, 2, 1)), tokens), axis=1)

@@ -1,0 +1,49 @@
+"""What a forward pass of one image costs, counted from the configuration alone.
+
+Multiply-accumulates are counted as the official README counts them, convolutions and linear
+layers only, and also with the two attention matmuls (scores and weighted sum), which that
+count leaves out although they grow with the square of the sequence length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cct_fast.core.config import CCTConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Costs:
+    convolutions: int  # the tokenizer's
+    linears: int  # the encoder's, sequence pooling's and the head's
+    attention_matmuls: int  # q k^T and weights v
+
+    @property
+    def official_macs(self) -> int:
+        """Convolutions and linear layers, as the official figures count them."""
+        return self.convolutions + self.linears
+
+    @property
+    def macs(self) -> int:
+        """Everything: the official count and the attention matmuls."""
+        return self.official_macs + self.attention_matmuls
+
+
+def costs(config: CCTConfig, include_top: bool = True) -> Costs:
+    """Multiply-accumulates of one image through ``config``'s model."""
+    convolutions, channels = 0, config.n_input_channels
+    sizes = [config.tokenizer_stages(side) for side in config.image_size]
+    widths = [config.in_planes] * (config.conv_layers - 1) + [config.embedding_dim]
+    for (height, _), (width, _), filters in zip(*sizes, widths, strict=False):
+        convolutions += height * width * filters * channels * config.kernel_size**2
+        channels = filters
+    tokens = config.sequence_length + config.num_prefix_tokens
+    dim, hidden = config.embedding_dim, config.feedforward_dim
+    per_layer = tokens * (3 * dim * dim + dim * dim + 2 * dim * hidden)
+    linears = config.num_layers * per_layer
+    if config.seq_pool:
+        linears += tokens * dim
+    if include_top:
+        linears += dim * config.num_classes
+    attention = config.num_layers * 2 * tokens * tokens * dim
+    return Costs(convolutions, linears, attention)

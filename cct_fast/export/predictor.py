@@ -1,0 +1,82 @@
+"""Running an exported model in ONNX Runtime on the batches the Keras model takes."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from cct_fast.export.optional import require
+
+
+class OnnxPredictor:
+    """Runs an exported model in ONNX Runtime on the same NHWC batches as the Keras model."""
+
+    def __init__(self, session):
+        self.session = session
+        spec = session.get_inputs()[0]
+        self.input_name, self.input_shape = spec.name, tuple(spec.shape)
+
+    @property
+    def providers(self):
+        """The execution providers that really run, best first."""
+        return self.session.get_providers()
+
+    def predict(self, images):
+        images = np.asarray(images)
+        if not np.issubdtype(images.dtype, np.floating):
+            raise TypeError(
+                f"Expected float images; got {images.dtype}. Scale them as in training, "
+                "e.g. images.astype('float32') / 255.0."
+            )
+        expected = self.input_shape
+        fixed = [d if isinstance(d, int) else None for d in expected]
+        if images.ndim != len(expected) or any(
+            f is not None and f != s for f, s in zip(fixed, images.shape, strict=False)
+        ):
+            shown = tuple(d if d is not None else "batch" for d in fixed)
+            raise ValueError(f"Expected images of shape {shown} (NHWC); got {images.shape}.")
+        if len(images) == 0:  # the graph's reshapes refuse no rows: what numpy gives instead
+            return self.predict(np.zeros((1,) + images.shape[1:], np.float32))[:0]
+        return self.session.run(None, {self.input_name: images.astype(np.float32)})[0]
+
+
+def load_onnx(path: str | os.PathLike, providers: list[str] | None = None) -> OnnxPredictor:
+    """Open an exported model in ONNX Runtime.
+
+    Args:
+        path: a file :func:`cct_fast.export.to_onnx` wrote.
+        providers: execution providers, best first; those this onnxruntime lacks are skipped
+            with one warning, as ONNX Runtime itself does. Default: ``CUDAExecutionProvider``
+            (of the ``gpu`` extra), then the CPU.
+
+    Returns:
+        An :class:`OnnxPredictor` whose ``predict`` takes the Keras model's NHWC batches.
+    """
+    ort = require("onnxruntime")
+    available = ort.get_available_providers()
+    if providers is None:
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    usable = [p for p in providers if p in available]
+    if not usable:
+        raise ValueError(
+            f"None of the execution providers {list(providers)} is available; this "
+            f"onnxruntime offers {available}."
+        )
+    if len(usable) < len(providers):
+        missing = [p for p in providers if p not in available]
+        gpu = (
+            " (install onnxruntime-gpu with CUDA 12)" if "CUDAExecutionProvider" in missing else ""
+        )
+        warnings.warn(
+            f"{', '.join(missing)} not available{gpu}; running on {usable[0]}.", stacklevel=2
+        )
+    providers = usable
+    try:
+        session = ort.InferenceSession(str(path), providers=list(providers))
+    except Exception as error:  # ORT raises its own exception types
+        if type(error).__module__.startswith("onnxruntime"):
+            raise ValueError(f"{path} is not a loadable ONNX model: {error}") from None
+        raise
+    return OnnxPredictor(session)
