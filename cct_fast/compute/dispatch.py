@@ -13,7 +13,8 @@ same weights.
 - the model runs on a GPU and the library has no CUDA kernels;
 - the call is compiled by XLA (``jit_compile=True``): XLA cannot compile custom ops;
 - the inputs have a dtype without a kernel (:data:`KERNEL_DTYPES`);
-- attention dropout is active (training with ``attention_dropout > 0``): the kernel has none.
+- attention dropout is active (training with ``attention_dropout > 0``): the kernel has none;
+- the attention is masked (the text models): the kernel has no mask.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Path:
     layer_norm: Callable  # (norm, x)
     residual_layer_norm: Callable  # (norm, x, branch): norm(x + branch)
     dense: Callable  # (layer, x, activation=None): tokens (..., in) -> (..., out)
-    attention: Callable  # (qkv, num_heads, scale, dropout=None): (B, N, 3D) -> (B, N, D)
+    attention: Callable  # (qkv, num_heads, scale, dropout=None, mask=None): (B, N, 3D) -> ...
     sequence_pool: Callable  # (layer, tokens): (B, N, D) -> (B, D)
 
 
@@ -66,7 +67,7 @@ def _fused_dense(layer, x, activation=None):
     return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [layer.units]], 0))
 
 
-def _custom_attention(qkv, num_heads, scale, dropout=None):
+def _custom_attention(qkv, num_heads, scale, dropout=None, mask=None):
     return custom_ops.attention(qkv, num_heads, scale)
 
 
@@ -95,13 +96,13 @@ CUSTOM = dataclasses.replace(
 )
 
 
-def path(implementation, dtype="float32", attention_dropout=False) -> Path:
+def path(implementation, dtype="float32", attention_dropout=False, masked=False) -> Path:
     """The steps a layer built with ``implementation`` runs in this call, on inputs of
-    ``dtype``, with or without active attention dropout."""
+    ``dtype``, with or without active attention dropout and an attention mask."""
     if implementation == "reference":
         return REFERENCE
     if implementation in ("custom", "auto") and runs_custom(
-        implementation, dtype, attention_dropout
+        implementation, dtype, attention_dropout, masked
     ):
         return CUSTOM
     return FUSED
@@ -111,7 +112,7 @@ def _device_type():
     return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
 
 
-def runs_custom(implementation, dtype="float32", attention_dropout=False):
+def runs_custom(implementation, dtype="float32", attention_dropout=False, masked=False):
     """Whether ``implementation`` runs the custom ops in this call; ``"custom"`` says once
     why not where it cannot."""
     device = _device_type()
@@ -130,6 +131,8 @@ def runs_custom(implementation, dtype="float32", attention_dropout=False):
         reason = "XLA (jit_compile=True) cannot compile custom ops"
     elif attention_dropout:
         reason = "the attention kernel has no dropout (set attention_dropout=0 to train with it)"
+    elif masked:
+        reason = "the attention kernel has no mask (the text models mask their padding)"
     if reason is not None and implementation == "custom":
         _explain_once(reason)
     return reason is None

@@ -56,17 +56,18 @@ def bias_gelu(x, bias):
     return tf.cast(0.5 * y * (1.0 + tf.math.erf(y * 0.7071067811865476)), x.dtype)
 
 
-def attention(qkv, num_heads, scale, dropout=None):
+def attention(qkv, num_heads, scale, dropout=None, mask=None):
     """Multi-head attention of a packed (batch, tokens, 3 * width) qkv tensor, heads merged
-    back to (batch, tokens, width); ``dropout`` (a function) applies to the probabilities."""
+    back to (batch, tokens, width); ``dropout`` (a function) applies to the probabilities,
+    ``mask`` (batch, tokens) as in :func:`cct_fast.compute.reference.masked_scores`."""
     q, k, v = split_heads(qkv, num_heads, scale)
-    weights = attention_weights(q, k)
+    weights = attention_weights(q, k, mask)
     if dropout is not None:
         weights = dropout(weights)
     return merge_heads(tf.matmul(weights, v), tf.shape(qkv)[1])
 
 
-def attention_weights(q, k):
+def attention_weights(q, k, mask=None):
     """softmax(q k^T) over the keys in float32, returned in ``q``'s dtype; q is pre-scaled.
 
     oneDNN's bfloat16 softmax accumulates in float32 and rounds once, which gives the same
@@ -74,9 +75,13 @@ def attention_weights(q, k):
     directly.
     """
     scores = tf.matmul(q, k, transpose_b=True)
-    if scores.dtype == tf.bfloat16:
-        return tf.nn.softmax(scores)
-    return tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), q.dtype)
+    if scores.dtype != tf.bfloat16:
+        scores = tf.cast(scores, tf.float32)
+    if mask is not None:
+        mask = tf.cast(mask, tf.bool)
+        pairs = tf.logical_and(mask[:, None, :, None], mask[:, None, None, :])
+        scores = tf.where(pairs, scores, scores.dtype.min)
+    return tf.cast(tf.nn.softmax(scores), q.dtype)
 
 
 def split_heads(qkv, num_heads, scale):

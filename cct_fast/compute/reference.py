@@ -5,6 +5,9 @@ graph by the name scope Keras gives the layer's call (and :data:`GELU_SCOPE` for
 the steps here call the sublayers themselves.
 """
 
+import keras
+import ml_dtypes  # noqa: F401 (numpy knows bfloat16 through it)
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -32,17 +35,30 @@ def dense(layer, x, activation=None):
     return gelu(y) if activation == "gelu" else y
 
 
-def attention(qkv, num_heads, scale, dropout=None):
+def attention(qkv, num_heads, scale, dropout=None, mask=None):
     """softmax(q k^T * scale) v of a packed (batch, tokens, 3 * width) qkv tensor, heads merged
-    back to (batch, tokens, width); the softmax in float32."""
+    back to (batch, tokens, width); the softmax in float32. ``mask`` (batch, tokens), boolean:
+    a score between two tokens counts only where both are real (:func:`masked_scores`)."""
     tokens, dim = ops.shape(qkv)[1], qkv.shape[-1] // 3
     qkv = ops.reshape(qkv, (-1, tokens, 3, num_heads, dim // num_heads))
     q, k, v = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)
-    scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * scale
-    weights = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), qkv.dtype)
+    scores = ops.cast(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * scale, "float32")
+    if mask is not None:
+        scores = masked_scores(scores, mask)
+    weights = ops.cast(ops.softmax(scores, axis=-1), qkv.dtype)
     if dropout is not None:
         weights = dropout(weights)
     return ops.reshape(ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3)), (-1, tokens, dim))
+
+
+def masked_scores(scores, mask):
+    """``scores`` (batch, heads, tokens, tokens) with every pair that involves a padded token
+    set to the dtype's most negative value, as the official ``MaskedAttention`` fills them: a
+    padded query row then attends uniformly, and no real token attends to padding."""
+    mask = ops.cast(mask, "bool")
+    pairs = ops.logical_and(mask[:, None, :, None], mask[:, None, None, :])
+    lowest = ops.cast(np.finfo(keras.backend.standardize_dtype(scores.dtype)).min, scores.dtype)
+    return ops.where(pairs, scores, lowest)
 
 
 def sequence_pool(layer, tokens):

@@ -56,15 +56,22 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.qkv.build(input_shape)
         self.proj.build(input_shape)
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, token_mask=None):
+        """``token_mask`` (batch, tokens), boolean: attention only between real tokens."""
         dropout = bool(training) and self.attention_dropout > 0
-        steps = dispatch.path(self.implementation, self.compute_dtype, attention_dropout=dropout)
+        steps = dispatch.path(
+            self.implementation,
+            self.compute_dtype,
+            attention_dropout=dropout,
+            masked=token_mask is not None,
+        )
         qkv = steps.dense(self.qkv, x)
         attended = steps.attention(
             qkv,
             self.num_heads,
             (x.shape[-1] // self.num_heads) ** -0.5,
             dropout=lambda weights: self.attention_drop(weights, training=training),
+            mask=token_mask,
         )
         return self.projection_drop(steps.dense(self.proj, attended), training=training)
 

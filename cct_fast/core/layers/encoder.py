@@ -64,9 +64,11 @@ class TransformerEncoderLayer(keras.layers.Layer):
         self.linear1.build(input_shape)
         self.linear2.build(tuple(input_shape[:-1]) + (self.feedforward_dim,))
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, token_mask=None):
+        """``token_mask`` (batch, tokens), boolean: the attention's mask (text models)."""
         steps = dispatch.path(self.implementation, self.compute_dtype)
-        attended = self.self_attn(steps.layer_norm(self.pre_norm, x), training=training)
+        normed = steps.layer_norm(self.pre_norm, x)
+        attended = self.self_attn(normed, training=training, token_mask=token_mask)
         x = steps.residual_layer_norm(self.norm1, x, self.drop_path(attended, training=training))
         hidden = self.dropout1(steps.dense(self.linear1, x, "gelu"), training=training)
         branch = self.dropout2(steps.dense(self.linear2, hidden), training=training)
