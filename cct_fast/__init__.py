@@ -19,6 +19,7 @@ __version__ = "0.2.0"
 # Public name -> the module that defines it.
 _EXPORTS = {
     "CCT": "cct_fast.core.model",
+    "TextCCT": "cct_fast.core.text_model",
     "CCTConfig": "cct_fast.core.config",
     "MODEL_CONFIGS": "cct_fast.core.names",
     "list_models": "cct_fast.core.names",
@@ -35,9 +36,9 @@ _SUBPACKAGES = ("compute", "core", "errors", "export", "testing", "train", "weig
 
 
 def _official_names():
-    from cct_fast.core.names import MODEL_CONFIGS
+    from cct_fast.core.names import list_models
 
-    return MODEL_CONFIGS
+    return list_models()
 
 
 def __getattr__(name):
@@ -61,3 +62,4 @@ __all__ = [*_EXPORTS, *_official_names()]
 
 if Path(sys.argv[0] if sys.argv else "").name != "cct-fast":
     importlib.import_module("cct_fast.core.model")  # registers the Keras classes
+    importlib.import_module("cct_fast.core.text_model")

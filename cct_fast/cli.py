@@ -60,12 +60,15 @@ def _describe(args):
     config = model.config
     trainable = sum(int(keras.ops.size(v)) for v in model.trainable_weights)
     cost = costs(config)
+    if hasattr(config, "seq_len"):
+        size, example = f"{config.seq_len} words", "text"
+    else:
+        size, example = "x".join(map(str, (*config.image_size, config.n_input_channels))), "image"
     print(
-        f"{args.model}: input {config.image_size[0]}x{config.image_size[1]}x"
-        f"{config.n_input_channels}, {config.sequence_length} tokens"
+        f"{args.model}: input {size}, {config.sequence_length} tokens"
         f"{' + class token' if config.num_prefix_tokens else ''}; parameters "
         f"{model.count_params():,} ({trainable:,} trainable, "
-        f"{model.count_params() - trainable:,} fixed); MACs per image "
+        f"{model.count_params() - trainable:,} fixed); MACs per {example} "
         f"{cost.official_macs / 1e9:.3f} G (convolutions and linears, as the official "
         f"figures count), {cost.macs / 1e9:.3f} G with the attention matmuls."
     )

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 
 from cct_fast.core.model import CCT
-from cct_fast.core.names import MODEL_CONFIGS, model_config
+from cct_fast.core.names import is_text_model, list_models, model_config
+from cct_fast.core.text_model import TextCCT
+from cct_fast.errors import ConfigError
 from cct_fast.weights.loading import load_weights
 from cct_fast.weights.pretrained import official_weights
 
@@ -26,14 +28,15 @@ def create_model(
     classifier_activation: str | None = None,
     jit_compile: bool = False,
     **overrides,
-) -> CCT:
+) -> CCT | TextCCT:
     """Build an official model by name, optionally with weights.
 
     Args:
         name: an official name (``cct_fast.list_models()``), e.g. ``"cct_7_3x1_32"``.
         num_classes: classes of the head, if not the official name's.
         img_size: image side or ``(height, width)``, if not the official name's; a learnable
-            positional embedding loaded from a checkpoint is resized to it.
+            positional embedding loaded from a checkpoint is resized to it. Image models only:
+            a text model takes ``seq_len`` (words) and ``vocab_size`` among ``overrides``.
         positional_embedding: ``"learnable"``, ``"sine"`` or ``"none"``, if not the name's.
         weights: an official PyTorch checkpoint (``.pth``/``.pt``), Keras weights
             (``.weights.h5``/``.keras``), or ``"official"`` for the official pretrained
@@ -43,10 +46,12 @@ def create_model(
         include_top: False gives the pooled features ``(batch, embedding_dim)``.
         classifier_activation: e.g. ``"softmax"``; None gives logits.
         jit_compile: compile ``fit``/``predict`` with XLA.
-        **overrides: any other :class:`cct_fast.CCT` argument (``implementation``, ...).
+        **overrides: any other :class:`cct_fast.CCT` (or :class:`cct_fast.TextCCT`)
+            argument (``implementation``, ``vocab_size``, ``seq_len``, ``kernel_size``, ...).
 
     Returns:
-        The :class:`cct_fast.CCT` model, built.
+        The :class:`cct_fast.CCT` model, or :class:`cct_fast.TextCCT` for a ``text_`` name,
+        built.
     """
     arguments = model_config(name)
     given = dict(
@@ -55,7 +60,9 @@ def create_model(
     arguments.update({key: value for key, value in given.items() if value is not None})
     arguments.update(overrides)
     arguments.setdefault("name", name)
-    model = CCT(
+    if is_text_model(name) and img_size is not None:
+        raise ConfigError(f"{name} is a text model: give seq_len (words), not img_size.")
+    model = (TextCCT if is_text_model(name) else CCT)(
         **arguments,
         include_top=include_top,
         classifier_activation=classifier_activation,
@@ -78,5 +85,5 @@ def _model_function(name):
 
 
 # One function per official name, as timm and keras.applications offer.
-globals().update({name: _model_function(name) for name in MODEL_CONFIGS})
-__all__ = ["create_model", *MODEL_CONFIGS]
+globals().update({name: _model_function(name) for name in list_models()})
+__all__ = ["create_model", *list_models()]

@@ -27,6 +27,13 @@ def test_describe_gives_sizes_parameters_and_both_mac_counts(capsys):
     assert "(None, 256, 256)" in summary and "(None, 10)" in summary and "?" not in summary
 
 
+def test_describe_a_text_model(capsys):
+    assert cli(["describe", "text_cct_2"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("text_cct_2: input 64 words, 33 tokens; parameters ")
+    assert f"{34 * 128:,} fixed" in line and "MACs per text 0.016 G" in line
+
+
 def test_describe_counts_the_sine_table_as_fixed_and_the_class_token(capsys):
     assert cli(["describe", "vit_2_4_32_sine"]) == 0
     line = capsys.readouterr().out.splitlines()[-1]
@@ -95,7 +102,7 @@ def test_a_pattern_that_matches_nothing_says_so_and_suggests_names(capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("cct-fast models: no model name matches 'cct_9*'. Close names: ")
-    assert "`cct-fast models` lists all 35." in captured.err
+    assert "`cct-fast models` lists all 47." in captured.err
 
 
 def test_the_readme_counts_the_models_there_are():

@@ -36,3 +36,12 @@ def _macs_of_the_layers(model):
 def test_the_count_is_that_of_the_built_layers(name):
     model = cct_fast.create_model(name)
     assert costs(model.config).official_macs == _macs_of_the_layers(model)
+
+
+def test_a_text_model_counts_its_tokenizer_and_encoder():
+    """text_cct_2 (k = 4): 65 windows of 4 words x 300 into 128 filters, then 33 tokens through
+    two layers of width 128, sequence pooling and a 4-class head."""
+    cost = costs(cct_fast.create_model("text_cct_2", vocab_size=10).config)
+    assert cost.convolutions == 65 * 4 * 300 * 128
+    assert cost.linears == 2 * 33 * (4 * 128 * 128 + 2 * 128 * 128) + 33 * 128 + 128 * 4
+    assert cost.attention_matmuls == 2 * 2 * 33 * 33 * 128

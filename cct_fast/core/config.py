@@ -27,6 +27,14 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def linear_rates(last: float, count: int) -> list[float]:
+    """Stochastic depth rising linearly from 0 to ``last`` over ``count`` layers, as the
+    official ``torch.linspace(0, stochastic_depth, num_layers)``."""
+    if count == 1:
+        return [0.0]
+    return [i * last / (count - 1) for i in range(count)]
+
+
 @dataclasses.dataclass(frozen=True)
 class CCTConfig:
     img_size: int | tuple[int, int] = 224  # a side, or (height, width): the official is square
@@ -146,6 +154,11 @@ class CCTConfig:
             )
 
     @property
+    def width(self) -> int:
+        """The encoder's width."""
+        return self.embedding_dim
+
+    @property
     def feedforward_dim(self) -> int:
         return int(self.embedding_dim * self.mlp_ratio)
 
@@ -192,11 +205,7 @@ class CCTConfig:
 
     @property
     def drop_path_rates(self) -> list[float]:
-        """Stochastic depth rising linearly from 0 to ``stochastic_depth`` over the layers."""
-        if self.num_layers == 1:
-            return [0.0]
-        step = self.stochastic_depth / (self.num_layers - 1)
-        return [i * step for i in range(self.num_layers)]
+        return linear_rates(self.stochastic_depth, self.num_layers)
 
     def replace(self, **changes) -> CCTConfig:
         return dataclasses.replace(self, **changes)

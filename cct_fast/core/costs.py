@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from cct_fast.core.config import CCTConfig
+from cct_fast.core.config import CCTConfig, conv_output_size
+from cct_fast.core.text_config import TextConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,16 +30,15 @@ class Costs:
         return self.official_macs + self.attention_matmuls
 
 
-def costs(config: CCTConfig, include_top: bool = True) -> Costs:
-    """Multiply-accumulates of one image through ``config``'s model."""
-    convolutions, channels = 0, config.n_input_channels
-    sizes = [config.tokenizer_stages(side) for side in config.image_size]
-    widths = [config.in_planes] * (config.conv_layers - 1) + [config.embedding_dim]
-    for (height, _), (width, _), filters in zip(*sizes, widths, strict=False):
-        convolutions += height * width * filters * channels * config.kernel_size**2
-        channels = filters
+def costs(config: CCTConfig | TextConfig, include_top: bool = True) -> Costs:
+    """Multiply-accumulates of one image (or one text of ``seq_len`` words) through
+    ``config``'s model; a text model's word lookup costs none."""
+    if isinstance(config, TextConfig):
+        convolutions, dim = _text_tokenizer(config), config.width
+    else:
+        convolutions, dim = _image_tokenizer(config), config.embedding_dim
     tokens = config.sequence_length + config.num_prefix_tokens
-    dim, hidden = config.embedding_dim, config.feedforward_dim
+    hidden = config.feedforward_dim
     per_layer = tokens * (3 * dim * dim + dim * dim + 2 * dim * hidden)
     linears = config.num_layers * per_layer
     if config.seq_pool:
@@ -47,3 +47,22 @@ def costs(config: CCTConfig, include_top: bool = True) -> Costs:
         linears += dim * config.num_classes
     attention = config.num_layers * 2 * tokens * tokens * dim
     return Costs(convolutions, linears, attention)
+
+
+def _image_tokenizer(config):
+    macs, channels = 0, config.n_input_channels
+    sizes = [config.tokenizer_stages(side) for side in config.image_size]
+    widths = [config.in_planes] * (config.conv_layers - 1) + [config.embedding_dim]
+    for (height, _), (width, _), filters in zip(*sizes, widths, strict=True):
+        macs += height * width * filters * channels * config.kernel_size**2
+        channels = filters
+    return macs
+
+
+def _text_tokenizer(config):
+    if config.tokenizer == "none":
+        return 0
+    length = conv_output_size(
+        config.seq_len, config.kernel_size, config.conv_stride, config.conv_padding
+    )
+    return length * config.kernel_size * config.word_embedding_dim * config.width

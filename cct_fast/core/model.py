@@ -9,18 +9,13 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from cct_fast.compute import dispatch
 from cct_fast.core.config import CCTConfig
+from cct_fast.core.encoder_classifier import EncoderClassifier
 from cct_fast.core.layers import (
-    ClassifierHead,
     ClassToken,
     ConvTokenizer,
     PositionalEmbedding,
-    SequencePooling,
-    TorchTruncatedNormal,
-    TransformerEncoderLayer,
 )
-from cct_fast.core.layers.encoder import layer_norm
 
 
 @contextlib.contextmanager
@@ -42,7 +37,7 @@ def _batch_size(data):
 
 
 @keras.saving.register_keras_serializable(package="cct_fast")
-class CCT(keras.Model):
+class CCT(EncoderClassifier):
     """Compact Convolutional Transformer (and CVT, ViT-Lite), as the official PyTorch code.
 
     Takes every architectural hyperparameter of the official ``CCT`` class, with its names and
@@ -132,12 +127,6 @@ class CCT(keras.Model):
             seq_pool=seq_pool,
         )
         self.config = config
-        self.implementation = dispatch.check_implementation(implementation)
-        self.include_top = include_top
-        self.classifier_activation = classifier_activation
-        self._jit_compile_default = jit_compile
-        self.jit_compile = jit_compile
-
         convolutional = config.tokenizer == "convolutional"
         self.tokenizer = ConvTokenizer(
             embedding_dim,
@@ -163,33 +152,12 @@ class CCT(keras.Model):
                 config.num_prefix_tokens,
                 name="positional_embedding",
             )
-        self.embedding_dropout = keras.layers.Dropout(dropout, name="embedding_dropout")
-        self.blocks = [
-            TransformerEncoderLayer(
-                num_heads,
-                config.feedforward_dim,
-                dropout=dropout,
-                attention_dropout=attention_dropout,
-                drop_path_rate=rate,
-                implementation=implementation,
-                name=f"block_{i}",
-            )
-            for i, rate in enumerate(config.drop_path_rates)
-        ]
-        self.norm = layer_norm("norm")
-        self.sequence_pool = None
-        if seq_pool:
-            self.sequence_pool = SequencePooling(
-                implementation, dtype="float32", name="sequence_pool"
-            )
-        self.head = None
-        if include_top:
-            self.head = ClassifierHead(
-                num_classes,
-                kernel_initializer=TorchTruncatedNormal(0.02),
-                dtype="float32",
-                name="head",
-            )
+        self._add_encoder(
+            include_top=include_top,
+            classifier_activation=classifier_activation,
+            jit_compile=jit_compile,
+            implementation=implementation,
+        )
         self.build((None,) + self.image_shape)
 
     @property
@@ -240,7 +208,6 @@ class CCT(keras.Model):
             self._check_images(x)
 
     def build(self, input_shape):
-        dim = self.config.embedding_dim
         self.tokenizer.build(input_shape)
         token_shape = self.tokenizer.compute_output_shape(input_shape)
         if self.class_token is not None:
@@ -248,15 +215,7 @@ class CCT(keras.Model):
             token_shape = self.class_token.compute_output_shape(token_shape)
         if self.positional_embedding is not None:
             self.positional_embedding.build(token_shape)
-        self.embedding_dropout.build(token_shape)
-        for block in self.blocks:
-            block.build(token_shape)
-        self.norm.build(token_shape)
-        if self.sequence_pool is not None:
-            self.sequence_pool.build(token_shape)
-        if self.head is not None:
-            self.head.build((None, dim))
-        self.built = True
+        self._build_encoder(token_shape)
 
     def call(self, images, training=False):
         self._check_images(images)
@@ -265,17 +224,7 @@ class CCT(keras.Model):
             x = self.class_token(x)
         if self.positional_embedding is not None:
             x = self.positional_embedding(x)
-        x = self.embedding_dropout(x, training=training)
-        for block in self.blocks:
-            x = block(x, training=training)
-        x = dispatch.path(self.implementation, self.compute_dtype).layer_norm(self.norm, x)
-        x = self.sequence_pool(x) if self.sequence_pool is not None else x[:, 0]
-        if self.head is None:
-            return x
-        x = self.head(x)
-        if self.classifier_activation is not None:
-            x = keras.activations.get(self.classifier_activation)(x)
-        return x
+        return self._classify(x, training=training)
 
     def _expected_shape(self):
         return (
@@ -333,30 +282,15 @@ class CCT(keras.Model):
             return images
         return tf.ensure_shape(images, expected)
 
-    def compile(self, *args, jit_compile=None, **kwargs):
-        if jit_compile is None:
-            jit_compile = self._jit_compile_default
-        super().compile(*args, jit_compile=jit_compile, **kwargs)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            **self.config.to_dict(),
-            "include_top": self.include_top,
-            "classifier_activation": self.classifier_activation,
-            "jit_compile": self._jit_compile_default,
-            "implementation": self.implementation,
-        }
-
 
 def rebuild(model, *, implementation="reference", policy=None):
     """The same model in another ``implementation`` and, if given, another dtype ``policy``
     (``"mixed_float16"``, say), holding ``model``'s weights."""
     config = {**model.get_config(), "implementation": implementation, "jit_compile": False}
     if policy is None:
-        twin = CCT.from_config(config)
+        twin = type(model).from_config(config)
     else:
         with policy_scope(policy):
-            twin = CCT.from_config({**config, "dtype": policy})
+            twin = type(model).from_config({**config, "dtype": policy})
     twin.set_weights(model.get_weights())
     return twin

@@ -76,33 +76,75 @@ MODEL_CONFIGS: dict[str, dict] = {
 }
 
 
-def list_models(pattern: str | None = None) -> list[str]:
-    """The official model names, sorted; ``pattern`` is a shell-style filter (``"cct_7*"``)."""
-    names = sorted(MODEL_CONFIGS)
+# The text models of the official src/text/: word width 300, sine positions, attention dropout
+# 0.1, stochastic depth 0.1, no other dropout, as the official text builders set them. TextCVT
+# sizes follow src/text/cvt.py (its 6-layer model stays 128 wide); TextViT-Lite takes the same
+# sizes with a class token instead of sequence pooling, as the image ViT-Lite does with CVT.
+_TEXT_SIZES = {
+    "cct": {2: (2, 2, 1, 128), 4: (4, 2, 1, 128), 6: (6, 4, 2, 256)},
+    "cvt": {2: (2, 2, 1, 128), 4: (4, 2, 1, 128), 6: (6, 4, 2, 128)},
+    "transformer": {2: (2, 2, 1, 300), 4: (4, 2, 1, 300), 6: (6, 4, 2, 300)},
+}
+
+
+def _text(family, size):
+    layers, heads, mlp_ratio, width = _TEXT_SIZES["cvt" if family == "vit" else family][size]
+    tokenizer = {"cct": "convolutional", "transformer": "none"}.get(family, "patch")
+    return dict(
+        tokenizer=tokenizer,
+        num_layers=layers,
+        num_heads=heads,
+        mlp_ratio=mlp_ratio,
+        embedding_dim=width,
+        kernel_size=4,
+        seq_pool=family in ("cct", "cvt"),
+    )
+
+
+TEXT_MODEL_CONFIGS: dict[str, dict] = {
+    f"text_{family}_{size}": _text(family, size)
+    for family in ("cct", "cvt", "vit", "transformer")
+    for size in (2, 4, 6)
+}
+_ALL_CONFIGS = {**MODEL_CONFIGS, **TEXT_MODEL_CONFIGS}
+MODALITIES = {"image": MODEL_CONFIGS, "text": TEXT_MODEL_CONFIGS}
+
+
+def list_models(pattern: str | None = None, *, modality: str | None = None) -> list[str]:
+    """The official model names, sorted; ``pattern`` is a shell-style filter (``"cct_7*"``),
+    ``modality`` ``"image"`` or ``"text"`` keeps one family of inputs."""
+    if modality is not None and modality not in MODALITIES:
+        raise ConfigError(f"modality must be one of {sorted(MODALITIES)}; got {modality!r}.")
+    names = sorted(_ALL_CONFIGS if modality is None else MODALITIES[modality])
     return names if pattern is None else fnmatch.filter(names, pattern)
+
+
+def is_text_model(name: str) -> bool:
+    return name in TEXT_MODEL_CONFIGS
 
 
 def close_model_names(text: str) -> list[str]:
     """Up to four official names that look like ``text``, a name or the start of one (a
     pattern's wildcards ignored)."""
     text = str(text).strip("*?[]")
-    close = difflib.get_close_matches(text, MODEL_CONFIGS, n=4, cutoff=0.6)
+    close = difflib.get_close_matches(text, _ALL_CONFIGS, n=4, cutoff=0.6)
     if close:
         return close
     starts = {}  # each start of len(text) characters, and the first name that has it
-    for name in sorted(MODEL_CONFIGS):
+    for name in sorted(_ALL_CONFIGS):
         starts.setdefault(name[: len(text)], name)
     return [starts[start] for start in difflib.get_close_matches(text, starts, n=4, cutoff=0.6)]
 
 
 def model_config(name: str) -> dict:
-    """The constructor arguments of :class:`cct_fast.CCT` for an official model name."""
+    """The constructor arguments of :class:`cct_fast.CCT` (or, for a text name,
+    :class:`cct_fast.TextCCT`) for an official model name."""
     try:
-        return dict(MODEL_CONFIGS[name])
+        return dict(_ALL_CONFIGS[name])
     except KeyError:
         close = close_model_names(name)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(
             f"Unknown model name {name!r}.{hint} cct_fast.list_models() lists all "
-            f"{len(MODEL_CONFIGS)} official names."
+            f"{len(_ALL_CONFIGS)} official names."
         ) from None

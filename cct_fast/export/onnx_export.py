@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from cct_fast.core.model import CCT, rebuild
+from cct_fast.core.text_model import TextCCT
 from cct_fast.errors import ConfigError, ExportError
 from cct_fast.export import fusion
 from cct_fast.export.optional import require
@@ -61,6 +62,10 @@ def to_onnx(
     Returns:
         ``path``.
     """
+    if isinstance(model, TextCCT):
+        raise ExportError(
+            f"{model.name} is a text model, and ONNX export takes the image models only so far."
+        )
     if dtype not in TOLERANCES:
         raise ConfigError(f"dtype must be one of {sorted(TOLERANCES)}; got {dtype!r}.")
     opset = DEFAULT_OPSET if opset is None else opset

@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from cct_fast.core.names import model_config
+from cct_fast.core.names import is_text_model, model_config
 from cct_fast.errors import RecipeError
 from cct_fast.weights.files import atomic_output
 
@@ -181,6 +181,12 @@ def _validated(values, source):
         model_config(recipe.model)
     except ValueError as error:
         raise RecipeError(f"Recipe setting model in {source}: {error}") from None
+    if is_text_model(recipe.model):
+        raise RecipeError(
+            f"Recipe setting model in {source}: {recipe.model} is a text model, and training "
+            "runs train the image models only so far; build it with "
+            "cct_fast.create_model and train it with Keras' fit on (token_ids, mask) batches."
+        )
     return recipe
 
 

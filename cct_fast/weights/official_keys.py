@@ -1,4 +1,4 @@
-"""Official PyTorch state dicts -> :class:`cct_fast.CCT` weights.
+"""Official PyTorch state dicts -> :class:`cct_fast.CCT` and :class:`cct_fast.TextCCT` weights.
 
 The one place that knows the official key names (``classifier.blocks.0.self_attn.qkv.weight``)
 and PyTorch's layouts. It maps each key to the Keras layer that owns the weight and hands that
@@ -14,7 +14,40 @@ import dataclasses
 import numpy as np
 
 from cct_fast.core.layers import ClassifierHead, PositionalEmbedding
+from cct_fast.core.text_model import TextCCT
 from cct_fast.errors import CheckpointError
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """How PyTorch lays out a weight that Keras holds in another order."""
+
+    to_official: object  # Keras array -> PyTorch array
+    to_keras: object  # PyTorch array -> Keras array
+    official_shape: object  # Keras shape -> PyTorch shape
+
+
+_LAYOUTS = {
+    "same": _Layout(lambda a: a, lambda a: a, lambda s: s),
+    # nn.Linear (out, in); Dense (in, out)
+    "linear": _Layout(lambda a: a.T, lambda a: a.T, lambda s: s[::-1]),
+    # nn.Conv2d (out, in, kh, kw); Conv2D (kh, kw, in, out)
+    "conv": _Layout(
+        lambda a: a.transpose(3, 2, 0, 1),
+        lambda a: a.transpose(2, 3, 1, 0),
+        lambda s: (s[3], s[2], s[0], s[1]),
+    ),
+    # the text tokenizer: nn.Conv1d (out, words dim, k); Conv1D (k, words dim, out)
+    "conv1d": _Layout(
+        lambda a: a.transpose(2, 1, 0), lambda a: a.transpose(2, 1, 0), lambda s: s[::-1]
+    ),
+    # the text tokenizer as a (k, words dim) nn.Conv2d over one channel: (out, 1, k, words dim)
+    "conv2d_over_words": _Layout(
+        lambda a: a.transpose(2, 0, 1)[:, None],
+        lambda a: a[:, 0].transpose(1, 2, 0),
+        lambda s: (s[2], 1, s[0], s[1]),
+    ),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,35 +56,21 @@ class _Slot:
 
     layer: object
     index: int
-    layout: str  # "linear" (out, in), "conv" (out, in, kh, kw) or "same"
+    layout: str  # a key of _LAYOUTS
 
     @property
     def variable(self):
         return self.layer.weights[self.index]
 
     def to_official(self, array):
-        if self.layout == "linear":
-            return array.T
-        if self.layout == "conv":
-            return array.transpose(3, 2, 0, 1)
-        return array
+        return _LAYOUTS[self.layout].to_official(array)
 
     def to_keras(self, array):
-        array = np.asarray(array, dtype=self.variable.dtype)
-        if self.layout == "linear":
-            return array.T
-        if self.layout == "conv":
-            return array.transpose(2, 3, 1, 0)
-        return array
+        return _LAYOUTS[self.layout].to_keras(np.asarray(array, dtype=self.variable.dtype))
 
     @property
     def official_shape(self):
-        shape = tuple(self.variable.shape)
-        if self.layout == "linear":
-            return shape[::-1]
-        if self.layout == "conv":
-            return (shape[3], shape[2], shape[0], shape[1])
-        return shape
+        return tuple(_LAYOUTS[self.layout].official_shape(tuple(self.variable.shape)))
 
     def may_resize(self, array, allow_new_head=True) -> bool:
         """Whether a differently shaped tensor is one the owning layer adapts on load: a
@@ -76,17 +95,35 @@ def _layer_norm(prefix, layer):
     return {f"{prefix}.weight": _Slot(layer, 0, "same"), f"{prefix}.bias": _Slot(layer, 1, "same")}
 
 
-def official_slots(model) -> dict[str, _Slot]:
-    """Official state-dict key -> where it lives in ``model``, for every weight the model has."""
+def _image_front(model):
     slots = {}
     for i, conv in enumerate(model.tokenizer.convs):
         slots[f"tokenizer.conv_layers.{i}.0.weight"] = _Slot(conv, 0, "conv")
         if conv.use_bias:
             slots[f"tokenizer.conv_layers.{i}.0.bias"] = _Slot(conv, 1, "same")
-    if model.class_token is not None:
-        slots["classifier.class_emb"] = _Slot(model.class_token, 0, "same")
     if model.positional_embedding is not None:
         slots["classifier.positional_emb"] = _Slot(model.positional_embedding, 0, "same")
+    return slots
+
+
+def _text_front(model):
+    """The official text models: ``embedder.embeddings`` (the word table), the tokenizer's
+    one convolution (a Conv1d in ``src/text/cct.py``, a (k, 300) Conv2d over one channel in
+    ``src/text/cvt.py``), and the positional table with its padding row, as long as ours."""
+    slots = {"embedder.embeddings.weight": _Slot(model.word_embedding, 0, "same")}
+    if model.tokenizer is not None:
+        layout = "conv1d" if model.config.tokenizer == "convolutional" else "conv2d_over_words"
+        slots["tokenizer.conv_layers.0.weight"] = _Slot(model.tokenizer.conv, 0, layout)
+    if model.positions is not None:
+        slots["classifier.positional_emb"] = _Slot(model.positions, 0, "same")
+    return slots
+
+
+def official_slots(model) -> dict[str, _Slot]:
+    """Official state-dict key -> where it lives in ``model``, for every weight the model has."""
+    slots = _text_front(model) if isinstance(model, TextCCT) else _image_front(model)
+    if model.class_token is not None:
+        slots["classifier.class_emb"] = _Slot(model.class_token, 0, "same")
     for i, block in enumerate(model.blocks):
         prefix = f"classifier.blocks.{i}"
         slots.update(_layer_norm(f"{prefix}.pre_norm", block.pre_norm))

@@ -10,6 +10,7 @@ from cct_fast.core.layers.embedding import (
 from cct_fast.core.layers.encoder import TransformerEncoderLayer
 from cct_fast.core.layers.initializers import SinusoidalTable, TorchTruncatedNormal
 from cct_fast.core.layers.pooling import ClassifierHead, SequencePooling
+from cct_fast.core.layers.text import SequencePositions, TextTokenizer, WordEmbedding
 from cct_fast.core.layers.tokenizer import ConvTokenizer
 
 __all__ = [
@@ -20,8 +21,11 @@ __all__ = [
     "MultiHeadSelfAttention",
     "PositionalEmbedding",
     "SequencePooling",
+    "SequencePositions",
     "SinusoidalTable",
     "TorchTruncatedNormal",
+    "TextTokenizer",
     "TransformerEncoderLayer",
+    "WordEmbedding",
     "resize_positional_embedding",
 ]

@@ -72,3 +72,19 @@ class SinusoidalTable(keras.initializers.Initializer):
 
     def get_config(self):
         return {}
+
+
+@keras.saving.register_keras_serializable(package="cct_fast")
+class PaddedSinusoidalTable(keras.initializers.Initializer):
+    """Fills a ``(1, 1 + num_positions, dim)`` weight with a row of zeros (the official text
+    models' padding row), then :func:`sinusoidal_table`."""
+
+    def __call__(self, shape, dtype=None):
+        _, rows, dim = shape
+        table = np.concatenate(
+            [np.zeros((1, 1, dim), np.float32), sinusoidal_table(rows - 1, dim)], 1
+        )
+        return keras.ops.convert_to_tensor(table, dtype=dtype)
+
+    def get_config(self):
+        return {}

@@ -1,0 +1,100 @@
+"""What every Compact Transformer does after its tokens: the encoder layers, the final
+LayerNorm, sequence pooling (or the class token's output) and the head; the image models
+(:class:`~cct_fast.core.model.CCT`) and the text models (:class:`~cct_fast.core.text_model.TextCCT`)
+differ only in how they make the tokens."""
+
+from __future__ import annotations
+
+import keras
+
+from cct_fast.compute import dispatch
+from cct_fast.core.layers import (
+    ClassifierHead,
+    SequencePooling,
+    TorchTruncatedNormal,
+    TransformerEncoderLayer,
+)
+from cct_fast.core.layers.encoder import layer_norm
+
+
+class EncoderClassifier(keras.Model):
+    """The shared part of the models; a subclass sets ``self.config`` (with ``width``,
+    ``dropout``, ``attention_dropout``, ``num_heads``, ``feedforward_dim``,
+    ``drop_path_rates``, ``seq_pool`` and ``num_classes``), builds its tokenizer, then calls
+    :meth:`_add_encoder` and, in ``call``, :meth:`_classify` on its tokens."""
+
+    def _add_encoder(self, *, include_top, classifier_activation, jit_compile, implementation):
+        config = self.config
+        self.implementation = dispatch.check_implementation(implementation)
+        self.include_top = include_top
+        self.classifier_activation = classifier_activation
+        self._jit_compile_default = jit_compile
+        self.jit_compile = jit_compile
+        self.embedding_dropout = keras.layers.Dropout(config.dropout, name="embedding_dropout")
+        self.blocks = [
+            TransformerEncoderLayer(
+                config.num_heads,
+                config.feedforward_dim,
+                dropout=config.dropout,
+                attention_dropout=config.attention_dropout,
+                drop_path_rate=rate,
+                implementation=implementation,
+                name=f"block_{i}",
+            )
+            for i, rate in enumerate(config.drop_path_rates)
+        ]
+        self.norm = layer_norm("norm")
+        self.sequence_pool = None
+        if config.seq_pool:
+            self.sequence_pool = SequencePooling(
+                implementation, dtype="float32", name="sequence_pool"
+            )
+        self.head = None
+        if include_top:
+            self.head = ClassifierHead(
+                config.num_classes,
+                kernel_initializer=TorchTruncatedNormal(0.02),
+                dtype="float32",
+                name="head",
+            )
+
+    def _build_encoder(self, token_shape):
+        """Build what :meth:`_add_encoder` added, for tokens of ``token_shape``."""
+        self.embedding_dropout.build(token_shape)
+        for block in self.blocks:
+            block.build(token_shape)
+        self.norm.build(token_shape)
+        if self.sequence_pool is not None:
+            self.sequence_pool.build(token_shape)
+        if self.head is not None:
+            self.head.build((None, self.config.width))
+        self.built = True
+
+    def _classify(self, x, training=False, token_mask=None):
+        """Tokens (positions added) -> logits, or the pooled features without a head."""
+        x = self.embedding_dropout(x, training=training)
+        for block in self.blocks:
+            x = block(x, training=training, token_mask=token_mask)
+        x = dispatch.path(self.implementation, self.compute_dtype).layer_norm(self.norm, x)
+        x = self.sequence_pool(x) if self.sequence_pool is not None else x[:, 0]
+        if self.head is None:
+            return x
+        x = self.head(x)
+        if self.classifier_activation is not None:
+            x = keras.activations.get(self.classifier_activation)(x)
+        return x
+
+    def compile(self, *args, jit_compile=None, **kwargs):
+        if jit_compile is None:
+            jit_compile = self._jit_compile_default
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            **self.config.to_dict(),
+            "include_top": self.include_top,
+            "classifier_activation": self.classifier_activation,
+            "jit_compile": self._jit_compile_default,
+            "implementation": self.implementation,
+        }

@@ -1,0 +1,192 @@
+"""The text models against a PyTorch reference of the official code
+(:mod:`cct_fast.testing.official_text`): logits, parameter counts, masks."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cct_fast
+from cct_fast.core.text_config import TextConfig
+from cct_fast.weights.official_keys import load_official_state_dict, official_state_dict
+
+from helpers import relative_error
+
+PARITY_TOLERANCE = 1e-5
+VOCAB = 1000  # the official 100,000 x 300 table adds nothing to these checks but time
+
+
+@pytest.fixture(scope="session")
+def official_text(official):
+    from cct_fast.testing import official_text
+
+    return official_text
+
+
+def _ids_and_mask(rng, batch, seq_len):
+    """Random ids, each example padded after a random length (at least one real word)."""
+    ids = rng.integers(0, VOCAB, (batch, seq_len))
+    lengths = rng.integers(1, seq_len + 1, batch)
+    lengths[0] = seq_len  # one full example
+    mask = np.arange(seq_len)[None, :] < lengths[:, None]
+    ids = np.where(mask, ids, 1)  # the official padding id
+    return ids.astype("int64"), mask
+
+
+def test_every_official_text_name_is_listed():
+    assert cct_fast.list_models("text_*") == sorted(
+        f"text_{family}_{size}"
+        for family in ("cct", "cvt", "vit", "transformer")
+        for size in (2, 4, 6)
+    )
+    assert cct_fast.list_models(modality="text") == cct_fast.list_models("text_*")
+
+
+@pytest.mark.parametrize(
+    "name, kernel_size, expected",
+    [
+        ("text_cct_2", 1, 237_701),
+        ("text_cct_2", 2, 276_101),
+        ("text_cct_2", 4, 352_901),
+        ("text_cct_4", 1, 436_101),
+        ("text_cct_4", 2, 474_501),
+        ("text_cct_4", 4, 551_301),
+        ("text_cct_6", 1, 3_236_613),
+        ("text_cct_6", 2, 3_313_413),
+        ("text_cct_6", 4, 3_467_013),
+    ],
+)
+def test_parameter_counts_published_by_the_official_code(name, kernel_size, expected):
+    """nlp/README.md counts AG News models (4 classes) without the word table or the sine
+    table."""
+    model = cct_fast.create_model(name, vocab_size=VOCAB, kernel_size=kernel_size, num_classes=4)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    assert trainable - VOCAB * 300 == expected
+
+
+@pytest.mark.parametrize("name", cct_fast.list_models("text_*"))
+def test_parameter_count_matches_the_reference(official, official_text, name):
+    model = cct_fast.create_model(name, vocab_size=VOCAB)
+    reference = official_text.official_text_model(model.config)
+    assert model.count_params() == sum(t.numel() for t in reference.state_dict().values())
+
+
+@pytest.mark.parametrize("implementation", ["reference", "fused"])
+@pytest.mark.parametrize("name", cct_fast.list_models("text_*"))
+def test_logits_match_the_reference(official, official_text, name, implementation, rng):
+    model = cct_fast.create_model(name, vocab_size=VOCAB, implementation=implementation)
+    reference = official.trained_like(
+        official_text.official_text_model(model.config), seed=int(rng.integers(1 << 30))
+    )
+    load_official_state_dict(model, official.state_dict(reference))
+    for batch in (1, 5):
+        ids, mask = _ids_and_mask(rng, batch, model.config.seq_len)
+        expected = official_text.official_text_logits(reference, ids, mask)
+        error = relative_error(model((ids, mask)), expected)
+        assert error <= PARITY_TOLERANCE, f"{name}, batch {batch}: relative error {error:.2e}"
+
+
+def test_padding_does_not_change_the_real_tokens_logits(rng):
+    """With masked attention, what follows the last real word cannot reach the real tokens;
+    only the unmasked sequence pooling sees the (zeroed) padded tokens, as officially."""
+    model = cct_fast.create_model("text_vit_2", vocab_size=VOCAB)
+    ids, mask = _ids_and_mask(rng, 2, model.config.seq_len)
+    mask[1, 32:] = False
+    other = np.where(mask, ids, rng.integers(0, VOCAB, ids.shape))
+    np.testing.assert_allclose(model((ids, mask)), model((other, mask)), rtol=1e-6, atol=1e-6)
+
+
+def test_official_state_dict_holds_the_official_keys_and_shapes():
+    model = cct_fast.create_model("text_cct_2", vocab_size=VOCAB)
+    state = official_state_dict(model)
+    assert state["embedder.embeddings.weight"].shape == (VOCAB, 300)
+    assert state["tokenizer.conv_layers.0.weight"].shape == (128, 300, 4)  # a Conv1d
+    assert state["classifier.positional_emb"].shape == (1, 34, 128)  # 33 tokens + padding row
+    cvt = official_state_dict(cct_fast.create_model("text_cvt_2", vocab_size=VOCAB))
+    assert cvt["tokenizer.conv_layers.0.weight"].shape == (128, 1, 4, 300)  # a (k, 300) Conv2d
+    transformer = official_state_dict(cct_fast.create_model("text_transformer_2", vocab_size=10))
+    assert transformer["classifier.positional_emb"].shape == (1, 66, 300)  # class + padding rows
+    assert "tokenizer.conv_layers.0.weight" not in transformer
+
+
+def test_inputs_are_checked_with_what_was_expected():
+    model = cct_fast.create_model("text_cct_2", vocab_size=VOCAB)
+    ids = np.zeros((2, 64), "int64")
+    with pytest.raises(ValueError, match=r"token_ids of shape \(batch, 64\); got \(2, 32\)"):
+        model((ids[:, :32], ids[:, :32] > 0))
+    with pytest.raises(TypeError, match="integer token ids"):
+        model((ids.astype("float32"), ids > 0))
+    with pytest.raises(TypeError, match=r"takes \(token_ids, mask\)"):
+        model(ids)
+    with pytest.raises(cct_fast.ConfigError, match="seq_len 62 must be a multiple"):
+        cct_fast.create_model("text_cvt_2", vocab_size=VOCAB, seq_len=62)
+    with pytest.raises(cct_fast.ConfigError, match="give seq_len"):
+        cct_fast.create_model("text_cct_2", img_size=32)
+
+
+def test_text_config_derives_the_official_tokenizer():
+    config = TextConfig(kernel_size=4)
+    assert (config.conv_stride, config.conv_padding, config.sequence_length) == (1, 2, 33)
+    assert TextConfig(tokenizer="patch", kernel_size=4).sequence_length == 16
+
+
+def test_a_text_model_round_trips_through_a_keras_file(tmp_path, rng):
+    import keras
+
+    model = cct_fast.create_model("text_vit_2", vocab_size=VOCAB, positional_embedding="learnable")
+    ids, mask = _ids_and_mask(rng, 3, 64)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded((ids, mask)), model((ids, mask)), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_and_xla_stay_close_to_float32(policy, rng):
+    from cct_fast.core.model import rebuild
+
+    exact = cct_fast.create_model("text_cct_2", vocab_size=VOCAB)
+    ids, mask = _ids_and_mask(rng, 4, 64)
+    mixed = rebuild(exact, implementation="fused", policy=policy)
+    logits = np.asarray(mixed((ids, mask)))
+    assert logits.dtype == np.float32
+    assert relative_error(logits, exact((ids, mask))) <= 2e-2
+    compiled = tf.function(lambda i, m: exact((i, m)), jit_compile=True)
+    assert relative_error(compiled(ids, mask), exact((ids, mask))) <= 1e-5
+
+
+def test_custom_ops_take_the_fused_path_for_a_masked_attention(rng):
+    from cct_fast.compute import custom_ops, dispatch
+
+    if custom_ops.ops() is None:
+        pytest.skip(str(custom_ops.unavailable_reason()))
+    fused = cct_fast.create_model("text_cct_2", vocab_size=VOCAB)
+    custom = cct_fast.create_model("text_cct_2", vocab_size=VOCAB, implementation="custom")
+    custom.set_weights(fused.get_weights())
+    ids, mask = _ids_and_mask(rng, 2, 64)
+    dispatch._explain_once.cache_clear()
+    with pytest.warns(RuntimeWarning, match="the attention kernel has no mask"):
+        logits = custom((ids, mask))
+    assert relative_error(logits, fused((ids, mask))) <= 1e-5
+
+
+def test_training_runs_and_export_refuse_text_models_for_now(tmp_path):
+    from cct_fast import train
+    from cct_fast.export import to_onnx
+
+    with pytest.raises(train.RecipeError, match="text_cct_2 is a text model"):
+        train.make_recipe(model="text_cct_2", dataset="digits")
+    with pytest.raises(cct_fast.ExportError, match="text model"):
+        to_onnx(cct_fast.create_model("text_cct_2", vocab_size=VOCAB), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_official_checkpoints_convert_from_a_pth_file(official, official_text, tmp_path, rng):
+    """weights= reads a text state dict as for the image models."""
+    config = cct_fast.create_model("text_cvt_2", vocab_size=VOCAB).config
+    reference = official.trained_like(official_text.official_text_model(config), seed=4)
+    official.torch.save(reference.state_dict(), tmp_path / "text.pth")
+    model = cct_fast.create_model("text_cvt_2", vocab_size=VOCAB, weights=tmp_path / "text.pth")
+    ids, mask = _ids_and_mask(rng, 3, 64)
+    expected = official_text.official_text_logits(reference, ids, mask)
+    assert relative_error(model((ids, mask)), expected) <= PARITY_TOLERANCE
+    with pytest.raises(cct_fast.CheckpointError, match="embedder.embeddings.weight"):
+        cct_fast.create_model("text_cvt_2", vocab_size=VOCAB + 1, weights=tmp_path / "text.pth")
