@@ -1,0 +1,79 @@
+"""Raw text to (token_ids, mask) with tensorflow-text: the vocabulary, padding, truncation,
+tf.data, and a saved encoder that reads back."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cct_fast
+from cct_fast.errors import DatasetError
+
+tft = pytest.importorskip("tensorflow_text")
+from cct_fast.train.text_encoder import PADDING_ID, TextEncoder  # noqa: E402
+
+WORDS = ["apple", "banana", "cherry", "tower", "river", "planet", "quiet", "storm", "garden"]
+
+
+def _corpus(rng, count=300):
+    return [" ".join(rng.choice(WORDS, rng.integers(3, 9))) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    rng = np.random.default_rng(7)
+    return TextEncoder.learn(_corpus(rng), vocab_size=200, seq_len=8)
+
+
+def test_the_vocabulary_starts_with_the_official_reserved_ids(encoder):
+    assert encoder.vocabulary[:2] == ["[UNK]", "[PAD]"] and PADDING_ID == 1
+    assert set(WORDS) <= set(encoder.vocabulary)
+    assert encoder.vocab_size <= 200
+
+
+def test_texts_are_case_folded_padded_and_truncated(encoder):
+    ids, mask = encoder(["Apple RIVER", " ".join(["storm"] * 20), ""])
+    assert ids.dtype == tf.int32 and mask.dtype == tf.bool and ids.shape == (3, 8)
+    apple, river = encoder.vocabulary.index("apple"), encoder.vocabulary.index("river")
+    np.testing.assert_array_equal(ids[0], [apple, river] + [PADDING_ID] * 6)
+    np.testing.assert_array_equal(mask[0], [True, True] + [False] * 6)
+    assert bool(tf.reduce_all(mask[1]))  # truncated to seq_len
+    assert not bool(tf.reduce_any(mask[2]))  # an empty text is all padding
+
+
+def test_words_the_training_texts_lack_become_pieces_or_unknown(encoder):
+    ids, mask = encoder(["zebra"])
+    real = ids.numpy()[mask.numpy()]
+    assert len(real) >= 1 and "zebra" not in encoder.vocabulary
+    assert set(real) <= set(range(encoder.vocab_size))
+
+
+def test_it_runs_inside_tf_data_and_feeds_a_text_model(encoder):
+    texts = tf.data.Dataset.from_tensor_slices(["apple tower", "quiet garden storm"] * 3)
+    batches = texts.batch(4).map(encoder)
+    model = cct_fast.create_model(
+        "text_cct_2", vocab_size=encoder.vocab_size, seq_len=encoder.seq_len, num_classes=3
+    )
+    logits = [model((ids, mask)) for ids, mask in batches]
+    assert [tuple(batch.shape) for batch in logits] == [(4, 3), (2, 3)]
+
+
+def test_a_saved_encoder_reads_back_and_encodes_alike(encoder, tmp_path):
+    texts = ["Cherry planet", "banana banana banana"]
+    loaded = TextEncoder.load(encoder.save(tmp_path / "encoder.json"))
+    assert loaded.vocabulary == encoder.vocabulary and loaded.seq_len == 8
+    for new, old in zip(loaded(texts), encoder(texts), strict=True):
+        np.testing.assert_array_equal(new, old)
+
+
+def test_bad_files_and_vocabularies_say_what_is_wrong(tmp_path):
+    (tmp_path / "other.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(DatasetError, match="not a saved cct_fast text encoder"):
+        TextEncoder.load(tmp_path / "other.json")
+    with pytest.raises(DatasetError, match="not a saved cct_fast text encoder"):
+        TextEncoder.load(tmp_path / "missing.json")
+    with pytest.raises(DatasetError, match=r"must start with \['\[UNK\]', '\[PAD\]'\]"):
+        TextEncoder(["[PAD]", "[UNK]", "a"])
+    with pytest.raises(DatasetError, match="from no texts"):
+        TextEncoder.learn([])
