@@ -17,6 +17,7 @@ compute dtype.
 
 import tensorflow as tf
 
+from cct_fast.compute import reference
 from cct_fast.compute.xla import compiled
 
 LAYER_NORM_EPSILON = 1e-5  # PyTorch's default; Keras' is 1e-3.
@@ -78,9 +79,7 @@ def attention_weights(q, k, mask=None):
     if scores.dtype != tf.bfloat16:
         scores = tf.cast(scores, tf.float32)
     if mask is not None:
-        mask = tf.cast(mask, tf.bool)
-        pairs = tf.logical_and(mask[:, None, :, None], mask[:, None, None, :])
-        scores = tf.where(pairs, scores, scores.dtype.min)
+        scores = reference.masked_scores(scores, mask)
     return tf.cast(tf.nn.softmax(scores), q.dtype)
 
 

@@ -6,8 +6,7 @@ the steps here call the sublayers themselves.
 """
 
 import keras
-import ml_dtypes  # noqa: F401 (numpy knows bfloat16 through it)
-import numpy as np
+import ml_dtypes
 import tensorflow as tf
 from keras import ops
 
@@ -57,7 +56,8 @@ def masked_scores(scores, mask):
     padded query row then attends uniformly, and no real token attends to padding."""
     mask = ops.cast(mask, "bool")
     pairs = ops.logical_and(mask[:, None, :, None], mask[:, None, None, :])
-    lowest = ops.cast(np.finfo(keras.backend.standardize_dtype(scores.dtype)).min, scores.dtype)
+    dtype = keras.backend.standardize_dtype(scores.dtype)
+    lowest = ops.cast(ml_dtypes.finfo(dtype).min, scores.dtype)
     return ops.where(pairs, scores, lowest)
 
 
