@@ -27,6 +27,16 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def stage_output_size(size, kernel, stride, padding, pooling=None):
+    """(length after a convolution, length after the max-pool that follows it) along one axis;
+    ``pooling`` is the pool's (kernel, stride, padding), or None for none (both lengths are
+    then the same). An unknown ``size`` (None) stays unknown."""
+    if size is None:
+        return None, None
+    size = conv_output_size(size, kernel, stride, padding)
+    return size, size if pooling is None else conv_output_size(size, *pooling)
+
+
 def linear_rates(last: float, count: int) -> list[float]:
     """Stochastic depth rising linearly from 0 to ``last`` over ``count`` layers, as the
     official ``torch.linspace(0, stochastic_depth, num_layers)``."""
@@ -174,17 +184,18 @@ class CCTConfig:
     def tokenizer_stages(self, size: int) -> list[tuple[int, int]]:
         """(length after the convolution, length after the max-pool) of each tokenizer stage
         along an image axis of ``size`` pixels; without pooling both are the same."""
+        pooling = (self.pooling_kernel_size, self.pooling_stride, self.pooling_padding)
         stages = []
         for _ in range(self.conv_layers):
-            size = pooled = conv_output_size(
-                size, self.kernel_size, self.conv_stride, self.conv_padding
+            stage = stage_output_size(
+                size,
+                self.kernel_size,
+                self.conv_stride,
+                self.conv_padding,
+                pooling if self.max_pool else None,
             )
-            if self.max_pool:
-                pooled = conv_output_size(
-                    size, self.pooling_kernel_size, self.pooling_stride, self.pooling_padding
-                )
-            stages.append((size, pooled))
-            size = pooled
+            stages.append(stage)
+            size = stage[1]
         return stages
 
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from cct_fast.core.config import CCTConfig, conv_output_size
+from cct_fast.core.config import CCTConfig
 from cct_fast.core.text_config import TextConfig
 
 
@@ -62,7 +62,5 @@ def _image_tokenizer(config):
 def _text_tokenizer(config):
     if config.tokenizer == "none":
         return 0
-    length = conv_output_size(
-        config.seq_len, config.kernel_size, config.conv_stride, config.conv_padding
-    )
+    length = config.tokenizer_stage[0]
     return length * config.kernel_size * config.word_embedding_dim * config.width

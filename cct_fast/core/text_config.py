@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from cct_fast.core.config import conv_output_size, linear_rates
+from cct_fast.core.config import linear_rates, stage_output_size
 from cct_fast.errors import ConfigError
 
 TEXT_TOKENIZERS = ("convolutional", "patch", "none")
@@ -107,14 +107,19 @@ class TextConfig:
         """Tokens the encoder sees from ``seq_len`` words (a class token not counted)."""
         if self.tokenizer == "none":
             return self.seq_len
-        length = conv_output_size(
-            self.seq_len, self.kernel_size, self.conv_stride, self.conv_padding
+        return self.tokenizer_stage[1]
+
+    @property
+    def tokenizer_stage(self) -> tuple[int, int]:
+        """(length after the convolution, after the max-pool) of the ``seq_len`` words."""
+        pooling = (self.pooling_kernel_size, self.pooling_stride, self.pooling_padding)
+        return stage_output_size(
+            self.seq_len,
+            self.kernel_size,
+            self.conv_stride,
+            self.conv_padding,
+            pooling if self.max_pool else None,
         )
-        if self.max_pool:
-            length = conv_output_size(
-                length, self.pooling_kernel_size, self.pooling_stride, self.pooling_padding
-            )
-        return length
 
     @property
     def num_prefix_tokens(self) -> int:

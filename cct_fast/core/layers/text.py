@@ -4,7 +4,7 @@ tokenizer (a convolution over the sequence) and the positional table with its pa
 import keras
 from keras import ops
 
-from cct_fast.core.config import conv_output_size
+from cct_fast.core.config import stage_output_size
 from cct_fast.core.layers.initializers import (
     PaddedSinusoidalTable,
     TorchTruncatedNormal,
@@ -106,30 +106,26 @@ class TextTokenizer(keras.layers.Layer):
             strides=self.stride,
         )
         if self.max_pool:
-            x = self._pool(x, float("-inf"))
-            covered = self._pool(covered, float("-inf"))
+            x = self._pool(x)
+            covered = self._pool(covered)
         token_mask = covered[..., 0] > 0
         return x * ops.cast(token_mask, x.dtype)[..., None], token_mask
 
-    def _pool(self, x, pad_value):
+    def _pool(self, x):
+        """PyTorch's max-pool: its padding never wins the max."""
         return ops.max_pool(
-            _pad_words(x, self.pooling_padding, pad_value),
+            _pad_words(x, self.pooling_padding, float("-inf")),
             self.pooling_kernel_size,
             self.pooling_stride,
             padding="valid",
         )
 
-    def output_length(self, words):
-        length = conv_output_size(words, self.kernel_size, self.stride, self.padding)
-        if self.max_pool:
-            length = conv_output_size(
-                length, self.pooling_kernel_size, self.pooling_stride, self.pooling_padding
-            )
-        return length
-
     def compute_output_shape(self, vectors_shape, mask_shape=None):
         batch, words, _ = vectors_shape
-        length = None if words is None else self.output_length(words)
+        pooling = (self.pooling_kernel_size, self.pooling_stride, self.pooling_padding)
+        _, length = stage_output_size(
+            words, self.kernel_size, self.stride, self.padding, pooling if self.max_pool else None
+        )
         return (batch, length, self.filters), (batch, length)
 
     def get_config(self):

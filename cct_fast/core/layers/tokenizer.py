@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from cct_fast.core.config import conv_output_size
+from cct_fast.core.config import stage_output_size
 from cct_fast.core.layers.initializers import he_normal_untruncated, torch_default_bias
 
 
@@ -80,17 +80,18 @@ class ConvTokenizer(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
         sides = [height, width]
+        pooling = (self.pooling_kernel_size, self.pooling_stride, self.pooling_padding)
         for _ in self.convs:
             sides = [
-                _output_side(side, self.kernel_size, self.stride, self.padding) for side in sides
+                stage_output_size(
+                    side,
+                    self.kernel_size,
+                    self.stride,
+                    self.padding,
+                    pooling if self.max_pool else None,
+                )[1]
+                for side in sides
             ]
-            if self.max_pool:
-                sides = [
-                    _output_side(
-                        side, self.pooling_kernel_size, self.pooling_stride, self.pooling_padding
-                    )
-                    for side in sides
-                ]
         tokens = None if None in sides else sides[0] * sides[1]
         return (batch, tokens, self.convs[-1].filters)
 
@@ -121,10 +122,6 @@ class ConvTokenizer(keras.layers.Layer):
             "pooling_stride": self.pooling_stride,
             "pooling_padding": self.pooling_padding,
         }
-
-
-def _output_side(side, kernel, stride, padding):
-    return None if side is None else conv_output_size(side, kernel, stride, padding)
 
 
 def _pad_spatial(x, padding, value):
