@@ -77,3 +77,14 @@ def test_bad_files_and_vocabularies_say_what_is_wrong(tmp_path):
         TextEncoder(["[PAD]", "[UNK]", "a"])
     with pytest.raises(DatasetError, match="from no texts"):
         TextEncoder.learn([])
+
+
+def test_without_tensorflow_text_one_message_says_how_to_install_it(monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m.startswith("tensorflow_text")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match=r"pip install 'cct-fast\[text\]'"):
+        TextEncoder.learn(["some text"])
+    with pytest.raises(ImportError, match=r"pip install 'cct-fast\[text\]'"):
+        TextEncoder(["[UNK]", "[PAD]", "a"])

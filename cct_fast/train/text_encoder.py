@@ -70,9 +70,9 @@ class TextEncoder:
         """Learn a WordPiece vocabulary of up to ``vocab_size`` entries from ``texts`` (strings,
         or a ``tf.data.Dataset`` of them): the training split only, so that the test split's
         words are as unseen as they will be in use."""
+        _text()  # the message that says how to install it, before its tools are imported
         from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
-        _text()
         if not isinstance(texts, tf.data.Dataset):
             texts = list(texts)
             if not texts:
