@@ -44,12 +44,14 @@ def machine():
     return f"{cpu}; Python {platform.python_version()}, TensorFlow {tf.__version__}"
 
 
-def write_block(name, command, body):
-    """Replace the block ``name`` of RESULTS.md (or append it) with ``body`` under a stamp."""
+def write_block(name, command, body, machine_description=None):
+    """Replace the block ``name`` of RESULTS.md (or append it) with ``body`` under a stamp;
+    ``machine_description`` names the machine that measured, where it is not this one."""
     block = (
         f"<!-- {name}:start (written by `{command}`) -->\n"
         f"Command: `{command}`  \nDate: {datetime.date.today().isoformat()}  \n"
-        f"Commit: {commit_stamp()}  \nMachine: {machine()}\n\n{body.strip()}\n"
+        f"Commit: {commit_stamp()}  \nMachine: {machine_description or machine()}\n\n"
+        f"{body.strip()}\n"
         f"<!-- {name}:end -->"
     )
     text = RESULTS_FILE.read_text() if RESULTS_FILE.exists() else "# Benchmark results\n\n"

@@ -1,5 +1,6 @@
 """The benchmark plumbing itself: paired ratios, tables, targets and the RESULTS.md blocks."""
 
+import record_device_log
 import results_file
 import tables
 from targets import Target
@@ -64,3 +65,17 @@ def test_the_commit_stamp_names_uncommitted_changes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(results_file, "_git", git)
     assert results_file.commit_stamp() == "abc1234 (modified: 1 uncommitted change(s))"
+
+
+def test_a_device_log_keeps_its_tables_and_fences_the_rest(tmp_path, monkeypatch):
+    log = "device: H200\nrelative error 4e-07\n\n### timings\n\n"
+    log += "| a | b |\n| --- | --- |\n| 1 | 2 |\nFAILED\n"
+    assert record_device_log.markdown(log) == (
+        "```text\ndevice: H200\nrelative error 4e-07\n```\n\n### timings\n\n"
+        "| a | b |\n| --- | --- |\n| 1 | 2 |\n\n```text\nFAILED\n```"
+    )
+    path = tmp_path / "RESULTS.md"
+    monkeypatch.setattr(results_file, "RESULTS_FILE", path)
+    monkeypatch.setattr(results_file, "commit_stamp", lambda: "abc1234")
+    results_file.write_block("gpu", "python on_gpu.py", "figures", "NVIDIA H200")
+    assert "Machine: NVIDIA H200\n\nfigures" in path.read_text()

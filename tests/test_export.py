@@ -261,3 +261,39 @@ def test_cli_export_error_is_reported(tmp_path, capsys):
     assert cli(["export", "cct_9", "-o", str(tmp_path / "m.onnx")]) == 2
     assert "Unknown model name 'cct_9'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "providers, tf32, expected",
+    [
+        (None, False, [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]),
+        (None, True, [("CUDAExecutionProvider", {"use_tf32": "1"}), "CPUExecutionProvider"]),
+        (
+            [("CUDAExecutionProvider", {"use_tf32": "1", "device_id": "1"})],
+            False,
+            [("CUDAExecutionProvider", {"use_tf32": "1", "device_id": "1"})],
+        ),
+        (["CPUExecutionProvider"], False, ["CPUExecutionProvider"]),
+    ],
+)
+def test_float32_stays_float32_on_cuda_unless_asked(
+    exported, monkeypatch, providers, tf32, expected
+):
+    """ONNX Runtime's CUDA provider multiplies float32 in TF32 by default (relative error
+    3.7e-4 against Keras on an H200); load_onnx turns that off unless asked."""
+    passed = []
+    session_class = onnxruntime.InferenceSession
+
+    def recording_session(path, providers):
+        passed.append(providers)
+        return session_class(path, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(
+        onnxruntime,
+        "get_available_providers",
+        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
+    monkeypatch.setattr(onnxruntime, "InferenceSession", recording_session)
+    predictor = export.load_onnx(exported[1], providers=providers, tf32=tf32)
+    assert passed == [expected]
+    assert predictor.providers == ["CPUExecutionProvider"]

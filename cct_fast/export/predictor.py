@@ -42,14 +42,24 @@ class OnnxPredictor:
         return self.session.run(None, {self.input_name: images.astype(np.float32)})[0]
 
 
-def load_onnx(path: str | os.PathLike, providers: list[str] | None = None) -> OnnxPredictor:
+def load_onnx(
+    path: str | os.PathLike,
+    providers: list[str | tuple[str, dict]] | None = None,
+    *,
+    tf32: bool = False,
+) -> OnnxPredictor:
     """Open an exported model in ONNX Runtime.
 
     Args:
         path: a file :func:`cct_fast.export.to_onnx` wrote.
-        providers: execution providers, best first; those this onnxruntime lacks are skipped
-            with one warning, as ONNX Runtime itself does. Default: ``CUDAExecutionProvider``
-            (of the ``gpu`` extra), then the CPU.
+        providers: execution providers, best first, as names or ONNX Runtime's
+            ``(name, options)`` pairs; those this onnxruntime lacks are skipped with one
+            warning, as ONNX Runtime itself does. Default: ``CUDAExecutionProvider`` (of the
+            ``gpu`` extra), then the CPU.
+        tf32: let the CUDA provider multiply float32 in TF32 (its own default). Off, a float32
+            export computes in float32 and matches the Keras model to 1e-4; on, it ran 1.7x
+            faster on an H200 at a relative error of about 4e-4 (``benchmarks/RESULTS.md``).
+            Options given with the provider take precedence.
 
     Returns:
         An :class:`OnnxPredictor` whose ``predict`` takes the Keras model's NHWC batches.
@@ -58,25 +68,36 @@ def load_onnx(path: str | os.PathLike, providers: list[str] | None = None) -> On
     available = ort.get_available_providers()
     if providers is None:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    usable = [p for p in providers if p in available]
+    providers = [p if isinstance(p, str) else tuple(p) for p in providers]
+    names = [p if isinstance(p, str) else p[0] for p in providers]
+    usable = [p for p, name in zip(providers, names, strict=True) if name in available]
     if not usable:
         raise ValueError(
-            f"None of the execution providers {list(providers)} is available; this "
+            f"None of the execution providers {names} is available; this "
             f"onnxruntime offers {available}."
         )
     if len(usable) < len(providers):
-        missing = [p for p in providers if p not in available]
+        missing = [name for name in names if name not in available]
         gpu = (
             " (install onnxruntime-gpu with CUDA 12)" if "CUDAExecutionProvider" in missing else ""
         )
-        warnings.warn(
-            f"{', '.join(missing)} not available{gpu}; running on {usable[0]}.", stacklevel=2
-        )
-    providers = usable
+        first = usable[0] if isinstance(usable[0], str) else usable[0][0]
+        warnings.warn(f"{', '.join(missing)} not available{gpu}; running on {first}.", stacklevel=2)
     try:
-        session = ort.InferenceSession(str(path), providers=list(providers))
+        session = ort.InferenceSession(str(path), providers=_with_tf32_choice(usable, tf32))
     except Exception as error:  # ORT raises its own exception types
         if type(error).__module__.startswith("onnxruntime"):
             raise ValueError(f"{path} is not a loadable ONNX model: {error}") from None
         raise
     return OnnxPredictor(session)
+
+
+def _with_tf32_choice(providers, tf32):
+    """``providers`` with the CUDA provider told whether float32 may run in TF32."""
+    chosen = []
+    for provider in providers:
+        name, options = (provider, {}) if isinstance(provider, str) else provider
+        if name == "CUDAExecutionProvider":
+            options = {"use_tf32": str(int(tf32)), **options}
+        chosen.append((name, options) if options else name)
+    return chosen
