@@ -25,10 +25,18 @@ def _export(args):
     from pathlib import Path
 
     import cct_fast
+    from cct_fast.core.text_model import TextCCT
     from cct_fast.export import to_onnx
     from cct_fast.weights.keras_files import load_keras_model
 
-    if Path(args.model).suffix == ".keras":
+    source = Path(args.model)
+    if source.is_dir():
+        from cct_fast.train.run import load_run
+
+        if args.weights:
+            raise cct_fast.ConfigError("A run folder exports its best weights: drop --weights.")
+        model = load_run(source).model
+    elif source.suffix == ".keras":
         model = load_keras_model(args.model)
         if args.weights:
             cct_fast.load_weights(model, args.weights)
@@ -43,9 +51,17 @@ def _export(args):
         dtype=dtype,
         optimize=args.optimize,
     )
+    if isinstance(model, TextCCT):
+        inputs = (
+            f"inputs 'token_ids' int32 and 'mask' bool, each (batch, {model.config.seq_len}); "
+            "the tokenizer stays in TensorFlow (tensorflow-text has no ONNX converter), so "
+            "encode texts with the run's encoder.json"
+        )
+    else:
+        inputs = "input 'images' float32 NHWC"
     print(
-        f"Wrote {args.output} ({dtype}{', fused' if args.optimize else ''}): input 'images' "
-        "float32 NHWC, checked in ONNX Runtime."
+        f"Wrote {args.output} ({dtype}{', fused' if args.optimize else ''}): {inputs}; checked "
+        "in ONNX Runtime."
     )
 
 
@@ -88,6 +104,9 @@ def _train(args):
             batch_size=args.batch_size,
             precision=args.precision,
             jit_compile=args.jit,
+            seq_len=args.seq_len,
+            embeddings=args.embeddings,
+            freeze_embeddings=args.freeze_embeddings,
         )
     except KeyboardInterrupt:
         return 130
@@ -106,6 +125,18 @@ def _evaluate(args):
 
     result = train.evaluate(args.source, args.dataset, model=args.model)
     print(f"test accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+
+
+def _predict(args):
+    from cct_fast.train.predict import predict
+
+    for shown, classes in zip(
+        args.inputs, predict(args.run_dir, args.inputs, top=args.top), strict=True
+    ):
+        long_text = len(shown) > 60 and not os.path.exists(shown)
+        label = shown[:57] + "..." if long_text else shown
+        ranked = ", ".join(f"{name} {probability:.3f}" for name, probability in classes)
+        print(f"{label}: {ranked}")
 
 
 def _models(args):
@@ -160,7 +191,7 @@ def build_parser():
     convert.set_defaults(run=_convert)
 
     export = commands.add_parser("export", help="export a model to ONNX, checked in ONNX Runtime")
-    export.add_argument("model", help="official model name or a .keras file")
+    export.add_argument("model", help="official model name, a .keras file or a run folder")
     export.add_argument("-o", "--output", required=True, help="OUT.onnx")
     export.add_argument("--weights", help=".pth/.pt checkpoint or Keras weights to load first")
     export.add_argument("--opset", type=int, help="ONNX opset (default 17)")
@@ -184,7 +215,9 @@ def build_parser():
     train = commands.add_parser("train", help="train with the official recipe (resumable)")
     train.add_argument("--model", help="official model name (default cct_7_3x1_32)")
     train.add_argument(
-        "--dataset", help="digits, cifar10, cifar100 or folder:PATH (default cifar10)"
+        "--dataset",
+        help="images: digits, cifar10, cifar100 or folder:PATH (default cifar10); texts: "
+        "fortunes, agnews, trec, csv:PATH or folder:PATH (default fortunes)",
     )
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
@@ -197,6 +230,16 @@ def build_parser():
     )
     train.add_argument("--no-jit", dest="jit", action="store_false")
     train.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    train.add_argument("--seq-len", type=int, help="text models: pieces per text (default 64)")
+    train.add_argument(
+        "--embeddings", help="text models: GloVe-format word vectors for the embedding table"
+    )
+    train.add_argument(
+        "--freeze-embeddings",
+        action="store_true",
+        default=None,
+        help="text models: keep the --embeddings vectors fixed",
+    )
     train.add_argument("--recipe", help="JSON or YAML file overriding recipe settings")
     train.add_argument("--out", help="run folder (default runs/MODEL-DATASET-TIME)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -207,6 +250,14 @@ def build_parser():
     evaluate.add_argument("--dataset", required=True)
     evaluate.add_argument("--model", help="model name, for a weights file")
     evaluate.set_defaults(run=_evaluate)
+
+    predict = commands.add_parser(
+        "predict", help="top classes of a trained run for image files or texts"
+    )
+    predict.add_argument("run_dir", help="run folder (its best weights, classes and encoder)")
+    predict.add_argument("inputs", nargs="+", help="image files, or texts for a text model")
+    predict.add_argument("--top", type=int, default=3, help="classes shown per input")
+    predict.set_defaults(run=_predict)
 
     models = commands.add_parser("models", help="list the official model names")
     models.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'cct_7*'")

@@ -117,6 +117,12 @@ def test_inputs_are_checked_with_what_was_expected():
         model((ids.astype("float32"), ids > 0))
     with pytest.raises(TypeError, match=r"takes \(token_ids, mask\)"):
         model(ids)
+    with pytest.raises(ValueError, match=r"vocabulary of 1000 ids; got token ids from 1000 to"):
+        model((np.where(ids == 0, 1000, 1), ids == 0))
+    with pytest.raises(TypeError, match="takes token ids, not texts: tokenize them first"):
+        model((tf.constant(["a dog"] * 2), ids > 0))
+    with pytest.raises(TypeError, match=r"boolean \(or 0/1 integer\) mask; got .*float32"):
+        model((ids, ids.astype("float32")))
     with pytest.raises(cct_fast.ConfigError, match="seq_len 62 must be a multiple"):
         cct_fast.create_model("text_cvt_2", vocab_size=VOCAB, seq_len=62)
     with pytest.raises(cct_fast.ConfigError, match="give seq_len"):
@@ -166,17 +172,6 @@ def test_custom_ops_take_the_fused_path_for_a_masked_attention(rng):
     with pytest.warns(RuntimeWarning, match="the attention kernel has no mask"):
         logits = custom((ids, mask))
     assert relative_error(logits, fused((ids, mask))) <= 1e-5
-
-
-def test_training_runs_and_export_refuse_text_models_for_now(tmp_path):
-    from cct_fast import train
-    from cct_fast.export import to_onnx
-
-    with pytest.raises(train.RecipeError, match="text_cct_2 is a text model"):
-        train.make_recipe(model="text_cct_2", dataset="digits")
-    with pytest.raises(cct_fast.ExportError, match="text model"):
-        to_onnx(cct_fast.create_model("text_cct_2", vocab_size=VOCAB), tmp_path / "m.onnx")
-    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_official_checkpoints_convert_from_a_pth_file(official, official_text, tmp_path, rng):

@@ -4,6 +4,7 @@ from one :class:`~cct_fast.core.text_config.TextConfig`."""
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from cct_fast.core.encoder_classifier import EncoderClassifier
@@ -164,6 +165,11 @@ class TextCCT(EncoderClassifier):
         """``(token_ids, mask)`` from a pair or a dict with those keys, checked."""
         if isinstance(inputs, dict):
             inputs = (inputs.get("token_ids"), inputs.get("mask"))
+        if _holds_strings(inputs):
+            raise TypeError(
+                f"{self.name} takes token ids, not texts: tokenize them first with the run's "
+                "TextEncoder (encoder(texts) gives (token_ids, mask))."
+            )
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
             raise TypeError(
                 f"{self.name} takes (token_ids, mask), each (batch, {self.config.seq_len}), or a "
@@ -180,4 +186,37 @@ class TextCCT(EncoderClassifier):
                 )
         if not keras.backend.standardize_dtype(ids.dtype).startswith(("int", "uint")):
             raise TypeError(f"{self.name} expects integer token ids; got {ids.dtype}.")
+        if not keras.backend.standardize_dtype(mask.dtype).startswith(("bool", "int", "uint")):
+            raise TypeError(
+                f"{self.name} expects a boolean (or 0/1 integer) mask; got {mask.dtype}."
+            )
+        values = _concrete(ids)
+        vocab_size = self.config.vocab_size
+        if (
+            values is not None
+            and values.size
+            and not 0 <= values.min() <= values.max() < vocab_size
+        ):
+            raise ValueError(
+                f"{self.name} has a vocabulary of {vocab_size} ids; got token ids from "
+                f"{values.min()} to {values.max()}. Encode texts with the vocabulary the model "
+                "was built for (vocab_size=encoder.vocab_size)."
+            )
         return ids, mask
+
+
+def _holds_strings(inputs):
+    first = inputs[0] if isinstance(inputs, (list, tuple)) and inputs else inputs
+    if isinstance(first, (str, bytes)):
+        return True
+    dtype = getattr(first, "dtype", None)
+    return dtype is not None and str(dtype) in ("string", "<dtype: 'string'>", "object")
+
+
+def _concrete(tensor):
+    """The values of an eager tensor or array; None inside a traced function, where they
+    are not known (an out-of-range id then fails in the embedding lookup on the CPU)."""
+    try:
+        return np.asarray(tensor)
+    except Exception:  # symbolic tensors refuse in several ways
+        return None

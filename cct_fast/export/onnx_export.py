@@ -5,6 +5,11 @@ is plain TensorFlow, while the fused path holds XLA clusters that tf2onnx cannot
 A float16 export is the reference model under Keras' ``mixed_float16`` policy: matmuls and
 convolutions in float16, LayerNorm, softmax, pooling and the head in float32, float32 images
 in and float32 logits out, as the model computes when trained that way.
+
+A text model exports as ``(token_ids, mask) -> logits``: int32 ids and a boolean mask, each
+(batch, seq_len). Its tokenizer (tensorflow-text's WordPiece) stays in TensorFlow, since most
+tensorflow-text ops have no ONNX converter: tokenize with the run's
+:class:`~cct_fast.train.text_encoder.TextEncoder` and feed its outputs.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from cct_fast.core.text_model import TextCCT
 from cct_fast.errors import ConfigError, ExportError
 from cct_fast.export import fusion
 from cct_fast.export.optional import require
+from cct_fast.export.predictor import TEXT_INPUTS
 from cct_fast.testing.compare import relative_error
 from cct_fast.weights.files import atomic_output
 
@@ -43,28 +49,32 @@ def to_onnx(
 ) -> str | os.PathLike:
     """Export ``model`` to an ONNX file, checked in ONNX Runtime before it is written.
 
-    The graph's input is ``images``, float32 NHWC ``(batch, H, W, C)``; its output is what the
-    model returns (logits, or features with ``include_top=False``), in float32. Before the
+    The graph's input is ``images``, float32 NHWC ``(batch, H, W, C)``; a text model's are
+    ``token_ids`` (int32) and ``mask`` (bool), each ``(batch, seq_len)``, and its tokenizer
+    stays in TensorFlow. The output is what the model returns (logits, or features with
+    ``include_top=False``), in float32. Before the
     file is moved into place, the ONNX checker must pass and ONNX Runtime's outputs must match
     the float32 Keras model on random images (relative error <= 1e-4, or 1e-2 for float16);
     otherwise :class:`~cct_fast.errors.ExportError` is raised and no file is left at ``path``.
 
     Args:
-        model: a :class:`cct_fast.CCT`, in any implementation.
+        model: a :class:`cct_fast.CCT` or :class:`cct_fast.TextCCT`, in any implementation.
         path: the ``.onnx`` file to write.
         opset: ONNX opset, 13 to 18 (17 to 18 with ``optimize``); default 17.
         batch_size: a fixed batch size; None keeps it dynamic.
         dtype: ``"float32"``, or ``"float16"`` to compute as ``mixed_float16`` does (GPUs).
         optimize: replace each encoder layer with ONNX Runtime's fused operators
-            (:mod:`cct_fast.export.fusion`).
+            (:mod:`cct_fast.export.fusion`); image models only.
         seed: of the random images the check runs.
 
     Returns:
         ``path``.
     """
-    if isinstance(model, TextCCT):
+    text = isinstance(model, TextCCT)
+    if text and optimize:
         raise ExportError(
-            f"{model.name} is a text model, and ONNX export takes the image models only so far."
+            f"{model.name} is a text model: the fused graph (optimize) rewrites the image "
+            "models' unmasked attention only. Export it without optimize."
         )
     if dtype not in TOLERANCES:
         raise ConfigError(f"dtype must be one of {sorted(TOLERANCES)}; got {dtype!r}.")
@@ -86,11 +96,22 @@ def to_onnx(
     tf2onnx = require("tf2onnx")
     onnx = require("onnx")
     twin = rebuild(model, implementation="reference", policy=_POLICIES[dtype])
-    spec = tf.TensorSpec((batch_size,) + twin.image_shape, tf.float32, name=INPUT_NAME)
-    function = tf.function(
-        lambda images: tf.cast(twin(images, training=False), tf.float32), autograph=False
-    )
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=(spec,), opset=opset)
+    if text:
+        shape = (batch_size, twin.config.seq_len)
+        signature = (
+            tf.TensorSpec(shape, tf.int32, name=TEXT_INPUTS[0]),
+            tf.TensorSpec(shape, tf.bool, name=TEXT_INPUTS[1]),
+        )
+        function = tf.function(
+            lambda ids, mask: tf.cast(twin((ids, mask), training=False), tf.float32),
+            autograph=False,
+        )
+    else:
+        signature = (tf.TensorSpec((batch_size,) + twin.image_shape, tf.float32, name=INPUT_NAME),)
+        function = tf.function(
+            lambda images: tf.cast(twin(images, training=False), tf.float32), autograph=False
+        )
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
     _pad_values_in_float32(proto)
     if optimize:
         proto = _optimized(proto, twin)
@@ -144,16 +165,26 @@ def _pad_values_in_float32(proto):
 def _verify(proto, model, batch, seed, tolerance):
     ort = require("onnxruntime")
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    images = (
-        np.random.default_rng(seed)
-        .standard_normal((batch, *model.config.image_size, model.config.n_input_channels))
-        .astype(np.float32)
-    )
-    expected = np.asarray(model(images))
-    actual = session.run(None, {INPUT_NAME: images})[0]
+    inputs = _random_inputs(model, batch, np.random.default_rng(seed))
+    expected = np.asarray(model(tuple(inputs.values()) if len(inputs) > 1 else inputs[INPUT_NAME]))
+    actual = session.run(None, inputs)[0]
     error = relative_error(actual, expected) if actual.shape == expected.shape else np.inf
     if not error <= tolerance:
         raise ExportError(
             f"The exported graph does not reproduce {model.name}: ONNX Runtime gives "
             f"{actual.shape} with relative error {error:.2e} (allowed {tolerance})."
         )
+
+
+def _random_inputs(model, batch, rng):
+    """What the check feeds: random images, or random ids with a random number of real
+    words per row (at least one) and padding after them."""
+    if not isinstance(model, TextCCT):
+        shape = (batch, *model.config.image_size, model.config.n_input_channels)
+        return {INPUT_NAME: rng.standard_normal(shape).astype(np.float32)}
+    seq_len = model.config.seq_len
+    lengths = rng.integers(1, seq_len + 1, batch)
+    mask = np.arange(seq_len)[None, :] < lengths[:, None]
+    ids = rng.integers(0, model.config.vocab_size, (batch, seq_len)).astype(np.int32)
+    ids[~mask] = model.config.padding_idx
+    return dict(zip(TEXT_INPUTS, (ids, mask), strict=True))

@@ -9,13 +9,18 @@ import numpy as np
 
 from cct_fast.export.optional import require
 
+TEXT_INPUTS = ("token_ids", "mask")
+
 
 class OnnxPredictor:
-    """Runs an exported model in ONNX Runtime on the same NHWC batches as the Keras model."""
+    """Runs an exported model in ONNX Runtime on the batches the Keras model takes: NHWC
+    images, or a text model's ``(token_ids, mask)``."""
 
     def __init__(self, session):
         self.session = session
-        spec = session.get_inputs()[0]
+        specs = session.get_inputs()
+        self.text = tuple(spec.name for spec in specs) == TEXT_INPUTS
+        spec = specs[0]
         self.input_name, self.input_shape = spec.name, tuple(spec.shape)
 
     @property
@@ -24,6 +29,8 @@ class OnnxPredictor:
         return self.session.get_providers()
 
     def predict(self, images):
+        if self.text:
+            return self._predict_text(images)
         images = np.asarray(images)
         if not np.issubdtype(images.dtype, np.floating):
             raise TypeError(
@@ -40,6 +47,24 @@ class OnnxPredictor:
         if len(images) == 0:  # the graph's reshapes refuse no rows: what numpy gives instead
             return self.predict(np.zeros((1,) + images.shape[1:], np.float32))[:0]
         return self.session.run(None, {self.input_name: images.astype(np.float32)})[0]
+
+    def _predict_text(self, inputs):
+        seq_len = self.input_shape[1]
+        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+            raise TypeError(
+                f"A text model's graph takes (token_ids, mask), each (batch, {seq_len}); got "
+                f"{type(inputs).__name__}. Tokenize texts with the run's TextEncoder first."
+            )
+        ids, mask = (np.asarray(value) for value in inputs)
+        for name, value in zip(TEXT_INPUTS, (ids, mask), strict=True):
+            if value.ndim != 2 or value.shape[1] != seq_len or len(value) != len(ids):
+                raise ValueError(f"Expected {name} of shape (batch, {seq_len}); got {value.shape}.")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"Expected integer token ids; got {ids.dtype}.")
+        if mask.dtype != bool and not np.issubdtype(mask.dtype, np.integer):
+            raise TypeError(f"Expected a boolean (or 0/1 integer) mask; got {mask.dtype}.")
+        feeds = {"token_ids": ids.astype(np.int32), "mask": mask.astype(bool)}
+        return self.session.run(None, feeds)[0]
 
 
 def load_onnx(

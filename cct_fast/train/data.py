@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from cct_fast.core.config import as_pair
-from cct_fast.errors import DatasetError, ImageFileError
-from cct_fast.train.images import check_image_file, decodes
+from cct_fast.errors import DatasetError
+from cct_fast.train.images import decodes, unusable_images
 from cct_fast.train.pipeline import decoder
 
 DIGITS_SIDE = 32
@@ -184,12 +184,7 @@ def _files(directory, class_names):
 def _check_images(paths, root, shown=10):
     """Every image of both splits, before training: a bad file ends a run late, and
     TensorFlow's error does not name it."""
-    problems = []
-    for path in paths:
-        try:
-            check_image_file(path)
-        except (ImageFileError, OSError) as error:
-            problems.append(f"{Path(path).relative_to(root)}: {error}")
+    problems = unusable_images(paths, label=lambda path: Path(path).relative_to(root))
     if problems:
         more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
         raise DatasetError(

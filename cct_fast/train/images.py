@@ -108,3 +108,14 @@ def check_image_file(path) -> tuple[int, int]:
     if not whole and not (kind == "JPEG" and decodes(path)):
         raise ImageFileError(f"a truncated {kind}: the file ends before the image does")
     return width, height
+
+
+def unusable_images(paths, label=str) -> list[str]:
+    """``"label(path): why"`` for each of ``paths`` that :func:`check_image_file` refuses."""
+    problems = []
+    for path in paths:
+        try:
+            check_image_file(path)
+        except (ImageFileError, OSError) as error:
+            problems.append(f"{label(path)}: {error}")
+    return problems

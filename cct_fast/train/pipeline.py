@@ -35,7 +35,7 @@ def _options_without_autotuner():
     return options
 
 
-_FIXED_PARALLELISM = _options_without_autotuner()
+FIXED_PARALLELISM = _options_without_autotuner()
 
 
 def epoch_seed(recipe, epoch, stream):
@@ -76,7 +76,7 @@ def evaluation_batches(split, dataset, size, batch_size):
         .map(lambda x, y: ((decode(x) - mean) / std, y), num_parallel_calls=PARALLEL_CALLS)
         .batch(batch_size)
         .prefetch(PREFETCH_BATCHES)
-        .with_options(_FIXED_PARALLELISM)
+        .with_options(FIXED_PARALLELISM)
     )
 
 
@@ -103,7 +103,7 @@ def training_batches(split, dataset, recipe, size, epoch):
     return (
         batches.map(_batch_augmentation(dataset, recipe, epoch))
         .prefetch(PREFETCH_BATCHES)
-        .with_options(_FIXED_PARALLELISM)
+        .with_options(FIXED_PARALLELISM)
     )
 
 

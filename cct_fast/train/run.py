@@ -1,7 +1,9 @@
 """Training and evaluation runs: the recipe, one epoch at a time, saved so a run can resume.
 
-A run folder holds ``recipe.json`` (the resolved recipe), ``checkpoint.npz`` (weights,
-optimizer state, finished epochs and metrics; the only file resuming reads),
+A run folder holds ``recipe.json`` (the resolved recipe), ``dataset.json`` (the class names,
+and an image dataset's mean and std), for a text model ``encoder.json`` (the
+:class:`~cct_fast.train.text_encoder.TextEncoder` learned from the training texts),
+``checkpoint.npz`` (weights, optimizer state, finished epochs and metrics),
 ``last.weights.h5``, ``best.weights.h5`` (highest test accuracy), ``metrics.csv`` and
 ``curves.png``. Every file is written whole or not at all. Each epoch re-seeds the model's
 dropout generators and the input pipeline from ``(seed, epoch)``, so a resumed run ends
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import time
 from pathlib import Path
@@ -24,19 +27,25 @@ import numpy as np
 import tensorflow as tf
 
 from cct_fast.core.model import CCT, policy_scope
-from cct_fast.core.names import model_config
+from cct_fast.core.names import is_text_model, model_config
 from cct_fast.errors import CheckpointError, DatasetError, FolderBusy, RunError
-from cct_fast.train.data import Dataset, Split, load_dataset, undecodable_images
+from cct_fast.train.data import Dataset, load_dataset, undecodable_images
 from cct_fast.train.pipeline import epoch_seed, evaluation_batches, training_batches
 from cct_fast.train.recipe import Recipe, make_recipe, read_recipe_file
 from cct_fast.train.reports import plot_curves, write_metrics
 from cct_fast.train.run_checkpoint import load_checkpoint, save_checkpoint, seed_states
-from cct_fast.weights.files import folder_lock
+from cct_fast.train.text_data import TextDataset, load_text_dataset
+from cct_fast.train.text_encoder import TextEncoder
+from cct_fast.train.text_pipeline import text_evaluation_batches, text_training_batches
+from cct_fast.weights.files import atomic_output, folder_lock
 from cct_fast.weights.loading import load_weights, save_weights
+from cct_fast.weights.word_vectors import load_word_vectors
 from cct_fast.zoo import create_model
 
 CHECKPOINT = "checkpoint.npz"
 RECIPE = "recipe.json"
+DATASET_CARD = "dataset.json"
+ENCODER = "encoder.json"
 
 
 def fit(
@@ -60,18 +69,15 @@ def fit(
     Returns:
         The finished :class:`Run`: its ``model``, ``history`` and ``folder``.
     """
+    if out is None and resume:
+        raise RunError("Resuming needs the run folder (--out RUN_DIR).")
+    recipe = None if resume else make_recipe(recipe_file, **settings)
     if out is None:
-        if resume:
-            raise RunError("Resuming needs the run folder (--out RUN_DIR).")
-        dataset = settings.get("dataset") or Recipe.dataset
-        out = (
-            f"runs/{settings.get('model') or Recipe.model}-"
-            f"{dataset.replace(':', '_').replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        dataset = recipe.dataset.replace(":", "_").replace("/", "_")
+        out = f"runs/{recipe.model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(out)
     if resume and not (out / CHECKPOINT).exists():
         raise RunError(f"Nothing to resume: {out} holds no {CHECKPOINT}.")
-    recipe = None if resume else make_recipe(recipe_file, **settings)
     try:
         with folder_lock(out):  # held until the run ends: one run writes into a folder
             if resume:
@@ -104,25 +110,36 @@ def _resumed_recipe(out, recipe_file, settings):
 
 class Run:
     """One training run of ``recipe`` into ``folder``. ``dataset`` (a
-    :class:`cct_fast.train.data.Dataset`) replaces the one the recipe names: arrays already in
-    memory, or synthetic data."""
+    :class:`cct_fast.train.data.Dataset`, or a :class:`cct_fast.train.text_data.TextDataset`
+    for a text model) replaces the one the recipe names: arrays already in memory, or
+    synthetic data."""
 
-    def __init__(self, folder, recipe: Recipe, verbose=1, dataset: Dataset | None = None):
+    def __init__(
+        self, folder, recipe: Recipe, verbose=1, dataset: Dataset | TextDataset | None = None
+    ):
         self.folder, self.recipe, self.verbose = Path(folder), recipe, verbose
+        self.text = is_text_model(recipe.model)
         if dataset is None:
-            dataset = load_dataset(
-                recipe.dataset, image_size=model_config(recipe.model)["img_size"]
-            )
+            dataset = load_run_dataset(recipe.model, recipe.dataset)
         self.dataset = dataset
-        keras.utils.set_random_seed(recipe.seed)
-        self.model = build_model(recipe, self.dataset.num_classes)
-        self.image_size = self.model.config.image_size
         self.train_split = self.dataset.train
         if recipe.train_images:
-            self.train_split = Split(
-                self.train_split.images[: recipe.train_images],
-                self.train_split.labels[: recipe.train_images],
+            self.train_split = _first(self.train_split, recipe.train_images)
+        self.encoder = self._text_encoder() if self.text else None
+        keras.utils.set_random_seed(recipe.seed)
+        self.model = build_model(recipe, self.dataset.num_classes, self.encoder)
+        if self.text and recipe.embeddings:
+            found = load_word_vectors(
+                self.model,
+                recipe.embeddings,
+                self.encoder.vocabulary,
+                trainable=not recipe.freeze_embeddings,
             )
+            if verbose:
+                print(
+                    f"{found:,} of the {self.encoder.vocab_size:,} vocabulary entries have a "
+                    f"vector in {recipe.embeddings}."
+                )
         self.steps_per_epoch = max(1, len(self.train_split) // recipe.batch_size)
         self.model.compile(
             optimizer=build_optimizer(self.model, recipe, self.steps_per_epoch),
@@ -140,6 +157,10 @@ class Run:
                 self._finish_epoch()  # its evaluation failed last time
         else:
             self.recipe.save(self.folder / RECIPE)
+            if self.encoder is not None:
+                self.encoder.save(self.folder / ENCODER)
+        if not (self.folder / DATASET_CARD).exists():  # runs from before 0.3 gain it on resume
+            _write_json(self.folder / DATASET_CARD, dataset_card(self.dataset))
         for epoch in range(len(self.history), self.recipe.epochs):
             started = time.perf_counter()
             self._reseed(epoch)
@@ -206,8 +227,18 @@ class Run:
                 f"{test['accuracy']:.4f}, loss {test['loss']:.4f}"
             )
 
+    def _text_encoder(self):
+        """The run's saved encoder, or one learned from its training texts."""
+        if (self.folder / CHECKPOINT).exists():  # resuming: the vocabulary it trained with
+            return TextEncoder.load(self.folder / ENCODER)
+        return TextEncoder.learn(
+            self.train_split.texts, vocab_size=self.recipe.vocab_size, seq_len=self.recipe.seq_len
+        )
+
     def _read_images(self, split, work):
         """``work()``, with a failure to decode an image of ``split`` named by its file."""
+        if self.text:
+            return work()
         try:
             return work()
         except tf.errors.InvalidArgumentError as error:
@@ -233,12 +264,18 @@ class Run:
         )
 
     def epoch_batches(self, epoch):
-        """The augmented training batches of ``epoch``."""
-        return training_batches(self.train_split, self.dataset, self.recipe, self.image_size, epoch)
+        """The (augmented) training batches of ``epoch``."""
+        if self.text:
+            return text_training_batches(
+                self.train_split, self.dataset.num_classes, self.encoder, self.recipe, epoch
+            )
+        return training_batches(
+            self.train_split, self.dataset, self.recipe, self.model.config.image_size, epoch
+        )
 
     def test_metrics(self):
         """Loss and accuracy of the model now on the test split."""
-        return test_metrics(self.model, self.dataset, self.recipe.batch_size)
+        return test_metrics(self.model, self.dataset, self.recipe.batch_size, self.encoder)
 
     def _progress(self):
         """Keras' progress bar, counting the run's epochs (each ``fit`` call trains one)."""
@@ -298,9 +335,44 @@ class _RunProgress(keras.callbacks.ProgbarLogger):
         super().set_params({**params, "epochs": self.run_epochs})
 
 
-def build_model(recipe: Recipe, num_classes: int) -> CCT:
+def build_model(recipe: Recipe, num_classes: int, encoder: TextEncoder | None = None) -> CCT:
+    """The recipe's model for ``num_classes``; a text model's vocabulary is ``encoder``'s."""
+    text = {}
+    if is_text_model(recipe.model):
+        text = dict(vocab_size=encoder.vocab_size, seq_len=encoder.seq_len)
     with policy_scope(recipe.precision):
-        return create_model(recipe.model, num_classes=num_classes, jit_compile=recipe.jit_compile)
+        return create_model(
+            recipe.model, num_classes=num_classes, jit_compile=recipe.jit_compile, **text
+        )
+
+
+def load_run_dataset(model: str, spec: str) -> Dataset | TextDataset:
+    """The dataset ``spec`` as ``model`` takes it: texts, or images with their statistics at
+    the model's size."""
+    if is_text_model(model):
+        return load_text_dataset(spec)
+    return load_dataset(spec, image_size=model_config(model)["img_size"])
+
+
+def dataset_card(dataset: Dataset | TextDataset) -> dict:
+    """What predicting with a run needs of its dataset: class names, and the images' scaling."""
+    card = {"dataset": dataset.name, "class_names": list(dataset.class_names)}
+    if isinstance(dataset, Dataset):
+        card.update(mean=list(dataset.mean), std=list(dataset.std))
+    return card
+
+
+def _write_json(path, value):
+    text = json.dumps(value, indent=2) + "\n"
+    with atomic_output(path, expected_bytes=len(text.encode())) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def _first(split, count):
+    """The first ``count`` examples of ``split``."""
+    return dataclasses.replace(
+        split, **{f.name: getattr(split, f.name)[:count] for f in dataclasses.fields(split)}
+    )
 
 
 def build_optimizer(model, recipe, steps_per_epoch):
@@ -329,13 +401,18 @@ def build_optimizer(model, recipe, steps_per_epoch):
     return optimizer
 
 
-def test_metrics(model: CCT, dataset: Dataset, batch_size: int = 256) -> dict[str, float]:
-    """Cross-entropy (``"loss"``) and top-1 accuracy (``"accuracy"``) on the test split."""
+def test_metrics(
+    model: CCT, dataset: Dataset | TextDataset, batch_size: int = 256, encoder=None
+) -> dict[str, float]:
+    """Cross-entropy (``"loss"``) and top-1 accuracy (``"accuracy"``) on the test split; a text
+    model's texts are tokenized by ``encoder``."""
+    if encoder is not None:
+        batches = text_evaluation_batches(dataset.test, encoder, batch_size)
+    else:
+        batches = evaluation_batches(dataset.test, dataset, model.config.image_size, batch_size)
     logits, labels = [], []
-    for images, batch_labels in evaluation_batches(
-        dataset.test, dataset, model.config.image_size, batch_size
-    ):
-        logits.append(np.asarray(model(images, training=False), np.float64))
+    for inputs, batch_labels in batches:
+        logits.append(np.asarray(model(inputs, training=False), np.float64))
         labels.append(batch_labels.numpy())
     logits, labels = np.concatenate(logits), np.concatenate(labels)
     shifted = logits - logits.max(1, keepdims=True)
@@ -355,30 +432,41 @@ def evaluate(
     """Test loss and accuracy of a run's best weights, or of a weights file.
 
     Args:
-        source: a run folder (its ``best.weights.h5``) or a weights file.
-        dataset: ``digits``, ``cifar10``, ``cifar100`` or ``folder:PATH``.
+        source: a run folder (its ``best.weights.h5``) or a weights file of an image model.
+        dataset: ``digits``, ``cifar10``, ``cifar100`` or ``folder:PATH``; for a text run
+            ``fortunes``, ``agnews``, ``trec``, ``csv:PATH`` or ``folder:PATH``.
         model: the official name a weights file holds (a run folder knows its own).
-        batch_size: images per evaluation batch.
+        batch_size: examples per evaluation batch.
 
     Returns:
         ``{"loss": cross-entropy, "accuracy": top-1}`` on the test split. The weights' head
-        must have the dataset's classes: a head for other classes is refused.
+        must have the dataset's classes: a head for other classes is refused, and so is a
+        run whose class names differ from the dataset's.
     """
     source = Path(source)
+    encoder = None
     if source.is_dir():
-        if not (source / RECIPE).is_file():
-            raise RunError(f"{source} is not a run folder: it holds no {RECIPE}.")
-        recipe = make_recipe(None, **read_recipe_file(source / RECIPE))
+        recipe = read_run_recipe(source)
         name, weights = recipe.model, source / "best.weights.h5"
+        if is_text_model(name):
+            encoder = TextEncoder.load(source / ENCODER)
     elif source.is_file():
         if model is None:
             raise RunError(f"{source} is a weights file: say which model it holds (--model).")
+        if is_text_model(model):
+            raise RunError(
+                f"{model} is a text model: its weights index the vocabulary of the run that "
+                "trained them, so evaluate the run folder (it holds encoder.json)."
+            )
         name, weights = model, source
     else:
         raise FileNotFoundError(f"{source} does not exist: pass a run folder or a weights file.")
-    data = load_dataset(dataset, image_size=model_config(name)["img_size"])
+    data = load_run_dataset(name, dataset)
     if source.is_dir():
-        model = build_model(dataclasses.replace(recipe, jit_compile=False), data.num_classes)
+        _check_classes(source, data)
+        model = build_model(
+            dataclasses.replace(recipe, jit_compile=False), data.num_classes, encoder
+        )
     else:
         model = create_model(name, num_classes=data.num_classes)
     try:
@@ -387,4 +475,66 @@ def evaluate(
         raise RunError(
             f"Cannot evaluate {weights} on {dataset} ({data.num_classes} classes): {error}"
         ) from None
-    return test_metrics(model, data, batch_size)
+    return test_metrics(model, data, batch_size, encoder)
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """A run folder's best model, with what reading its inputs takes."""
+
+    model: CCT
+    recipe: Recipe
+    class_names: list[str]
+    dataset_card: dict
+    encoder: TextEncoder | None
+
+
+def load_run(folder: str | os.PathLike) -> TrainedRun:
+    """The best weights of the run in ``folder``, in the model they were trained in."""
+    folder = Path(folder)
+    recipe = read_run_recipe(folder)
+    card = read_dataset_card(folder)
+    if card is None:
+        raise RunError(
+            f"{folder} has no {DATASET_CARD} (runs before cct_fast 0.3 did not write it), so "
+            "its class names are unknown; `cct-fast evaluate` still works on it."
+        )
+    weights = folder / "best.weights.h5"
+    if not weights.exists():
+        raise RunError(f"{folder} holds no best.weights.h5: no epoch of it has finished.")
+    encoder = TextEncoder.load(folder / ENCODER) if is_text_model(recipe.model) else None
+    classes = card["class_names"]
+    model = build_model(dataclasses.replace(recipe, jit_compile=False), len(classes), encoder)
+    load_weights(model, weights, allow_new_head=False)
+    return TrainedRun(model, recipe, classes, card, encoder)
+
+
+def read_run_recipe(folder: Path) -> Recipe:
+    if not (folder / RECIPE).is_file():
+        raise RunError(f"{folder} is not a run folder: it holds no {RECIPE}.")
+    return make_recipe(None, **read_recipe_file(folder / RECIPE))
+
+
+def read_dataset_card(folder: Path) -> dict | None:
+    """The run's ``dataset.json``, or None for a run from before it was written."""
+    path = folder / DATASET_CARD
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise RunError(f"{path} is not readable JSON ({error}).") from None
+
+
+def _check_classes(folder, data):
+    """As many classes under other names: the head fits, and would be read wrong. (Another
+    number of classes is refused when the weights load, with the head's shapes.)"""
+    card = read_dataset_card(folder)
+    if card is None or len(card["class_names"]) != data.num_classes:
+        return
+    if card["class_names"] != list(data.class_names):
+        raise RunError(
+            f"{folder} was trained on the classes {card['class_names'][:10]} and "
+            f"{data.name} has {list(data.class_names)[:10]}: the head's outputs would be "
+            "read as the wrong classes."
+        )

@@ -169,10 +169,9 @@ def architecture_summary(layers, width, convolutions, classes) -> str:
     """What a set of weights holds, in the words of the model's arguments (``classes`` None:
     no head)."""
     head = "no head" if classes is None else f"a head for {classes} classes"
-    return (
-        f"{layers} encoder layers of width {width} after {convolutions} tokenizer "
-        f"convolution(s), and {head}"
-    )
+    # Text tokenizers and patch embeddings keep their weights elsewhere: no count to give.
+    tokenizer = f" after {convolutions} tokenizer convolution(s)" if convolutions else ""
+    return f"{layers} encoder layers of width {width}{tokenizer}, and {head}"
 
 
 def _official_architecture(shapes: dict[str, tuple]) -> str:
