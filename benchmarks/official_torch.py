@@ -1,5 +1,6 @@
 """The official PyTorch model as the anchor row of the benchmarks."""
 
+from cct_fast.testing.official_text import official_text_model
 from cct_fast.testing.official_torch import official_model
 
 
@@ -25,6 +26,37 @@ def train_step_function(config):
     def step(images_nchw, labels):
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(images_nchw), labels)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def text_inference_function(config):
+    """The official text computation (the reference of ``cct_fast.testing.official_text``,
+    with its two fixes) on (ids, mask) tensors."""
+    import torch
+
+    model = official_text_model(config).eval()
+
+    def run(ids, mask):
+        with torch.inference_mode():
+            return model(ids, mask).numpy()
+
+    return run
+
+
+def text_train_step_function(config):
+    import torch
+
+    model = official_text_model(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(ids, mask, labels):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(ids, mask), labels)
         loss.backward()
         optimizer.step()
         return loss.item()

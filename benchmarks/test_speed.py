@@ -5,7 +5,9 @@ One test per group, whose rows are timed interleaved (conftest.py): inference of
 bfloat16, with the custom ops; the CCT-7/3x1 training step (batch 64); one layer's attention
 alone, fused path against the custom op; CCT-7/3x1 training through the full CIFAR-10
 augmentation pipeline against the bare step (batch 128); the GEMM ceiling. In the default
-(smoke) run every row runs once at batch 2.
+(smoke) run every row runs once at batch 2. The text models: TextCCT-2 inference (batch 256,
+64 words, a 30,000-word vocabulary) and its training step (batch 64), against the official
+computation in PyTorch (the reference of ``cct_fast.testing.official_text``).
 """
 
 import pytest
@@ -22,6 +24,7 @@ from workloads import (
     inference_functions,
     macs_per_image,
     random_batch,
+    random_text_batch,
     train_step_functions,
     training_epoch_functions,
 )
@@ -191,4 +194,63 @@ def test_gemm_ceiling(time_rows, smoke):
 def test_macs_of_cct_7_3x1_32_are_the_published_figure():
     assert macs_per_image(cct_fast.create_model("cct_7_3x1_32").config) / 1e9 == pytest.approx(
         1.19, abs=0.01
+    )
+
+
+TEXT_NAME, TEXT_VOCAB = "text_cct_2", 30_000
+
+
+def test_text_inference(time_rows, smoke):
+    """TextCCT-2 on padded batches: reference, fused, both under XLA, and the official
+    computation in PyTorch; sentences per second."""
+    batch = _batch(smoke, 256)
+    model = cct_fast.create_model(TEXT_NAME, vocab_size=TEXT_VOCAB)
+    ids, mask, _ = random_text_batch(model.config, batch)
+    inputs = (tf.constant(ids), tf.constant(mask))
+    keras_rows = inference_functions(TEXT_NAME, "float32", vocab_size=TEXT_VOCAB)
+    keras_rows.pop(CUSTOM_ROW, None)  # it would time the fused path: the kernel has no mask
+    rows = {row: (lambda f=function: f(inputs)) for row, function in keras_rows.items()}
+
+    def official():
+        import torch
+
+        function = official_torch.text_inference_function(model.config)
+        return lambda: function(torch.from_numpy(ids).long(), torch.from_numpy(mask))
+
+    extra, missing = _official_rows(official)
+    rows.update(extra)
+    time_rows(
+        f"text inference {TEXT_NAME} batch {batch} seq_len 64 fp32",
+        rows,
+        batch,
+        2 * macs_per_image(model.config),
+        missing,
+    )
+
+
+def test_text_train_step(time_rows, smoke):
+    """One AdamW step of TextCCT-2 at batch 64: reference, fused, both under XLA, and the
+    official computation in PyTorch."""
+    batch = _batch(smoke, 64)
+    config = cct_fast.create_model(TEXT_NAME, vocab_size=TEXT_VOCAB).config
+    ids, mask, labels = random_text_batch(config, batch)
+    steps = train_step_functions(TEXT_NAME, batch, vocab_size=TEXT_VOCAB)
+    x, y = (tf.constant(ids), tf.constant(mask)), tf.constant(labels)
+    rows = {row: (lambda f=step: f(x, y)) for row, step in steps.items()}
+
+    def official():
+        import torch
+
+        step = official_torch.text_train_step_function(config)
+        tensors = torch.from_numpy(ids).long(), torch.from_numpy(mask), torch.from_numpy(labels)
+        return lambda: step(*tensors)
+
+    extra, missing = _official_rows(official)
+    rows.update(extra)
+    time_rows(
+        f"text train step {TEXT_NAME} batch {batch} fp32",
+        rows,
+        batch,
+        6 * macs_per_image(config),
+        missing,
     )

@@ -14,23 +14,24 @@ def macs_per_image(config) -> int:
     return costs(config).macs
 
 
-def keras_models(name, policy, implementations=("reference", "fused")):
-    """Models of ``name`` under ``policy`` in each implementation, holding the same weights."""
+def keras_models(name, policy, implementations=("reference", "fused"), **options):
+    """Models of ``name`` (built with ``options``) under ``policy`` in each implementation,
+    holding the same weights."""
     with policy_scope(policy):
-        first = cct_fast.create_model(name, implementation=implementations[0])
+        first = cct_fast.create_model(name, implementation=implementations[0], **options)
     return [first] + [rebuild(first, implementation=i, policy=policy) for i in implementations[1:]]
 
 
 CUSTOM_ROW = 'custom ops (implementation="custom")'
 
 
-def inference_functions(name, policy):
+def inference_functions(name, policy, **options):
     """Row name -> a function of a batch that returns materialised logits. The custom-ops row
     is there only where the library is built."""
     from cct_fast.compute import custom_ops
 
     implementations = ("reference", "fused") + (("custom",) if custom_ops.ops() else ())
-    reference, fused, *custom = keras_models(name, policy, implementations)
+    reference, fused, *custom = keras_models(name, policy, implementations, **options)
 
     def compiled(model, jit):
         function = tf.function(lambda x: model(x, training=False), jit_compile=jit)
@@ -78,12 +79,12 @@ def attention_functions(batch, tokens, heads, head_dim, dtype):
     return rows
 
 
-def train_step_functions(name, batch):
-    """Row name -> a function of (images, labels) running one AdamW step."""
+def train_step_functions(name, batch, **options):
+    """Row name -> a function of (inputs, labels) running one AdamW step."""
     functions = {}
     for implementation in ("reference", "fused"):
         for jit in (False, True):
-            model = cct_fast.create_model(name, implementation=implementation)
+            model = cct_fast.create_model(name, implementation=implementation, **options)
             model.compile(
                 optimizer=keras.optimizers.AdamW(5e-4, weight_decay=0.06),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -124,6 +125,15 @@ def training_epoch_functions(name, batch, steps, folder, seed=0):
         "bare train step (augmented batches in memory)": train(in_memory),
         "full augmentation pipeline (as `cct-fast train`)": train(run.epoch_batches(0)),
     }
+
+
+def random_text_batch(config, batch, seed=0):
+    """Random ids with a random number of real words per text (at least one), padded after."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, config.seq_len + 1, batch)
+    mask = np.arange(config.seq_len)[None, :] < lengths[:, None]
+    ids = np.where(mask, rng.integers(0, config.vocab_size, (batch, config.seq_len)), 1)
+    return ids.astype("int32"), mask, rng.integers(0, config.num_classes, batch)
 
 
 def random_batch(config, batch, seed=0):
