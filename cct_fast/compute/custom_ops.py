@@ -60,15 +60,18 @@ def _register_gradients():
 
     @tf.RegisterGradient("CctAttention")
     def _attention_gradient(op, grad_output, _grad_logsumexp):
-        # logsumexp is an internal output, never differentiated.
-        return ops().cct_attention_grad(
+        # logsumexp is an internal output, never differentiated; the seed has no gradient.
+        grad_qkv = ops().cct_attention_grad(
             op.inputs[0],
             op.outputs[0],
             op.outputs[1],
             grad_output,
+            op.inputs[1],
             num_heads=op.get_attr("num_heads"),
             scale=op.get_attr("scale"),
+            dropout_rate=op.get_attr("dropout_rate"),
         )
+        return grad_qkv, None
 
     @tf.RegisterGradient("CctSequencePool")
     def _pool_gradient(op, grad_output, _grad_weights):
@@ -76,10 +79,21 @@ def _register_gradients():
         return ops().cct_sequence_pool_grad(op.inputs[0], op.inputs[1], op.outputs[1], grad_output)
 
 
-def attention(qkv, num_heads, scale):
+def attention(qkv, num_heads, scale, dropout_rate=0.0, seed=None):
     """softmax(scale * q k^T) v per head of ``qkv`` (batch, tokens, 3 * width) packed as
-    (3, num_heads, head_dim); returns (batch, tokens, width) with the heads merged."""
-    output, _ = ops().cct_attention(qkv, num_heads=num_heads, scale=scale)
+    (3, num_heads, head_dim); returns (batch, tokens, width) with the heads merged.
+
+    With ``dropout_rate`` > 0 each probability is dropped with that chance and the rest
+    scaled by 1 / (1 - rate), from the Philox key ``seed`` (two int32 words): the same seed
+    draws the same mask, forward and backward (``kernels/common/philox.h``,
+    :mod:`cct_fast.testing.philox`)."""
+    if seed is None:
+        if dropout_rate:
+            raise ValueError("attention dropout needs a seed: two int32 words.")
+        seed = tf.zeros((2,), tf.int32)
+    output, _ = ops().cct_attention(
+        qkv, seed, num_heads=num_heads, scale=scale, dropout_rate=float(dropout_rate)
+    )
     return output
 
 

@@ -13,7 +13,6 @@ same weights.
 - the model runs on a GPU and the library has no CUDA kernels;
 - the call is compiled by XLA (``jit_compile=True``): XLA cannot compile custom ops;
 - the inputs have a dtype without a kernel (:data:`KERNEL_DTYPES`);
-- attention dropout is active (training with ``attention_dropout > 0``): the kernel has none;
 - the attention is masked (the text models): the kernel has no mask.
 """
 
@@ -24,6 +23,7 @@ import functools
 import warnings
 from collections.abc import Callable
 
+import keras
 import tensorflow as tf
 
 from cct_fast.compute import custom_ops, fused, reference
@@ -54,7 +54,9 @@ class Path:
     layer_norm: Callable  # (norm, x)
     residual_layer_norm: Callable  # (norm, x, branch): norm(x + branch)
     dense: Callable  # (layer, x, activation=None): tokens (..., in) -> (..., out)
-    attention: Callable  # (qkv, num_heads, scale, dropout=None, mask=None): (B, N, 3D) -> ...
+    # (qkv, num_heads, scale, dropout=None, mask=None): (B, N, 3D) -> (B, N, D); dropout is the
+    # layer's active keras.layers.Dropout, or None.
+    attention: Callable
     sequence_pool: Callable  # (layer, tokens): (B, N, D) -> (B, D)
 
 
@@ -68,7 +70,12 @@ def _fused_dense(layer, x, activation=None):
 
 
 def _custom_attention(qkv, num_heads, scale, dropout=None, mask=None):
-    return custom_ops.attention(qkv, num_heads, scale)
+    if dropout is None:
+        return custom_ops.attention(qkv, num_heads, scale)
+    # The op's Philox key, drawn from the Dropout layer's own seed generator: a run that
+    # re-seeds its layers (cct_fast.train) draws the same masks again.
+    seed = keras.random.randint((2,), 0, 2**31 - 1, seed=dropout.seed_generator, dtype="int32")
+    return custom_ops.attention(qkv, num_heads, scale, dropout_rate=dropout.rate, seed=seed)
 
 
 def _custom_sequence_pool(layer, tokens):
@@ -96,14 +103,12 @@ CUSTOM = dataclasses.replace(
 )
 
 
-def path(implementation, dtype="float32", attention_dropout=False, masked=False) -> Path:
+def path(implementation, dtype="float32", masked=False) -> Path:
     """The steps a layer built with ``implementation`` runs in this call, on inputs of
-    ``dtype``, with or without active attention dropout and an attention mask."""
+    ``dtype``, with or without an attention mask."""
     if implementation == "reference":
         return REFERENCE
-    if implementation in ("custom", "auto") and runs_custom(
-        implementation, dtype, attention_dropout, masked
-    ):
+    if implementation in ("custom", "auto") and runs_custom(implementation, dtype, masked):
         return CUSTOM
     return FUSED
 
@@ -112,7 +117,7 @@ def _device_type():
     return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
 
 
-def runs_custom(implementation, dtype="float32", attention_dropout=False, masked=False):
+def runs_custom(implementation, dtype="float32", masked=False):
     """Whether ``implementation`` runs the custom ops in this call; ``"custom"`` says once
     why not where it cannot."""
     device = _device_type()
@@ -129,8 +134,6 @@ def runs_custom(implementation, dtype="float32", attention_dropout=False, masked
         reason = f"the {device} kernels take {' or '.join(dtypes)}, not {dtype}"
     elif in_xla_context():
         reason = "XLA (jit_compile=True) cannot compile custom ops"
-    elif attention_dropout:
-        reason = "the attention kernel has no dropout (set attention_dropout=0 to train with it)"
     elif masked:
         reason = "the attention kernel has no mask (the text models mask their padding)"
     if reason is not None and implementation == "custom":

@@ -59,12 +59,13 @@ def bias_gelu(x, bias):
 
 def attention(qkv, num_heads, scale, dropout=None, mask=None):
     """Multi-head attention of a packed (batch, tokens, 3 * width) qkv tensor, heads merged
-    back to (batch, tokens, width); ``dropout`` (a function) applies to the probabilities,
+    back to (batch, tokens, width); ``dropout`` (a Keras ``Dropout`` layer, or None)
+    applies to the probabilities,
     ``mask`` (batch, tokens) as in :func:`cct_fast.compute.reference.masked_scores`."""
     q, k, v = split_heads(qkv, num_heads, scale)
     weights = attention_weights(q, k, mask)
     if dropout is not None:
-        weights = dropout(weights)
+        weights = dropout(weights, training=True)
     return merge_heads(tf.matmul(weights, v), tf.shape(qkv)[1])
 
 

@@ -37,7 +37,8 @@ def dense(layer, x, activation=None):
 def attention(qkv, num_heads, scale, dropout=None, mask=None):
     """softmax(q k^T * scale) v of a packed (batch, tokens, 3 * width) qkv tensor, heads merged
     back to (batch, tokens, width); the softmax in float32. ``mask`` (batch, tokens), boolean:
-    a score between two tokens counts only where both are real (:func:`masked_scores`)."""
+    a score between two tokens counts only where both are real (:func:`masked_scores`);
+    ``dropout`` (a Keras ``Dropout`` layer, or None) applies to the probabilities."""
     tokens, dim = ops.shape(qkv)[1], qkv.shape[-1] // 3
     qkv = ops.reshape(qkv, (-1, tokens, 3, num_heads, dim // num_heads))
     q, k, v = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)
@@ -46,7 +47,7 @@ def attention(qkv, num_heads, scale, dropout=None, mask=None):
         scores = masked_scores(scores, mask)
     weights = ops.cast(ops.softmax(scores, axis=-1), qkv.dtype)
     if dropout is not None:
-        weights = dropout(weights)
+        weights = dropout(weights, training=True)
     return ops.reshape(ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3)), (-1, tokens, dim))
 
 

@@ -22,6 +22,10 @@ using ParallelFor = std::function<void(int64_t count, int64_t cost_per_unit,
 struct AttentionShape {
   int64_t batch, tokens, heads, head_dim;
   float scale;
+  // keep < 1: dropout on the attention probabilities, each kept with probability keep and
+  // scaled by 1 / keep, drawn from (seed0, seed1) as kernels/common/philox.h says.
+  float keep = 1.0f;
+  uint32_t seed0 = 0, seed1 = 0;
 };
 
 struct PoolShape {

@@ -8,6 +8,11 @@
 // backward recomputes the probabilities from the saved log-sum-exp (as FlashAttention does) and
 // accumulates dK and dV per head, so threads never write the same memory. With AVX512_BF16,
 // bfloat16 scores and weighted sums use vdpbf16ps (bf16 pairs, float32 accumulation).
+//
+// Attention dropout (keep < 1) scales each probability by 0 or 1 / keep after the softmax's
+// denominators are taken, from the counter-based Philox of kernels/common/philox.h, computed
+// 16 (AVX-512) queries x 4 keys at a time; the backward regenerates the same factors, so no
+// mask is stored.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -15,6 +20,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../common/philox.h"
 #include "kernels.h"
 
 #if defined(__AVX512BF16__)
@@ -43,6 +49,8 @@ constexpr int R = 4;  // query rows per micro-kernel
 
 typedef float vf __attribute__((vector_size(W * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(W * sizeof(int32_t))));
+typedef uint32_t vu __attribute__((vector_size(W * sizeof(uint32_t))));
+typedef uint64_t vu64 __attribute__((vector_size(W * sizeof(uint64_t))));
 
 inline vf Load(const float* p) {
   vf v;
@@ -70,6 +78,55 @@ inline vf Exp(vf x) {
   vf power;
   std::memcpy(&power, &bits, sizeof power);
   return y * power;
+}
+
+// The high and low words of m * x, lane by lane.
+inline void MultiplyHighLow(uint32_t m, vu x, vu* high, vu* low) {
+  const vu64 product = __builtin_convertvector(x, vu64) * static_cast<uint64_t>(m);
+  *high = __builtin_convertvector(product >> 32, vu);
+  *low = __builtin_convertvector(product, vu);
+}
+
+// Dropout of one (batch, head)'s probabilities, or none (active false).
+struct HeadDropout {
+  bool active = false;
+  uint32_t threshold = 0, seed0 = 0, seed1 = 0, head = 0;  // head: batch * heads + h
+  float scale = 1.0f;                                      // 1 / keep
+
+  // The factors (0 or 1 / keep) of keys 4 * key4 .. 4 * key4 + 3 for queries query0 ..
+  // query0 + W - 1: Philox over W counters at once, one word per key.
+  void Factors(int64_t query0, int64_t key4, vf factors[4]) const {
+    vu c0, c1 = vu{} + static_cast<uint32_t>(key4), c2 = vu{} + head, c3 = vu{};
+    for (int lane = 0; lane < W; ++lane) c0[lane] = static_cast<uint32_t>(query0 + lane);
+    uint32_t k0 = seed0, k1 = seed1;
+    for (int round = 0; round < cct_philox::kRounds; ++round) {
+      vu high0, low0, high1, low1;
+      MultiplyHighLow(cct_philox::kMultiplier0, c0, &high0, &low0);
+      MultiplyHighLow(cct_philox::kMultiplier1, c2, &high1, &low1);
+      const vu next0 = high1 ^ c1 ^ k0, next2 = high0 ^ c3 ^ k1;
+      c1 = low1;
+      c3 = low0;
+      c0 = next0;
+      c2 = next2;
+      k0 += cct_philox::kWeyl0;
+      k1 += cct_philox::kWeyl1;
+    }
+    const vu words[4] = {c0, c1, c2, c3};
+    const vu threshold_vector = vu{} + threshold;
+    for (int k = 0; k < 4; ++k) factors[k] = words[k] < threshold_vector ? vf{} + scale : vf{};
+  }
+};
+
+HeadDropout DropoutOf(const AttentionShape& s, int64_t b, int64_t h) {
+  HeadDropout dropout;
+  if (s.keep >= 1.0f) return dropout;
+  dropout.active = true;
+  dropout.threshold = cct_philox::KeepThreshold(s.keep);
+  dropout.seed0 = s.seed0;
+  dropout.seed1 = s.seed1;
+  dropout.head = static_cast<uint32_t>(b * s.heads + h);
+  dropout.scale = 1.0f / s.keep;
+  return dropout;
 }
 
 inline int64_t RoundUp(int64_t n, int64_t multiple) {
@@ -185,7 +242,8 @@ const float* WholeVectorRows(const float* rows, int64_t tokens, int64_t head_dim
 constexpr int QB = COLS * W;
 
 void ForwardHead(const float* q, const float* k, const float* v, int64_t stride, int64_t tokens,
-                 int64_t head_dim, float scale, float* out, int64_t out_stride, float* lse) {
+                 int64_t head_dim, float scale, float* out, int64_t out_stride, float* lse,
+                 const HeadDropout& dropout) {
   Scratch& m = Scratch::ForThread();
   const int64_t dim = RoundUp(head_dim, W);
   m.rows.resize(dim * QB);  // Q^T panel
@@ -218,6 +276,13 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
         lse[i0 + c * W + i] = max[i] + std::log(sum[i]);
         inverse[c * W + i] = 1.0f / sum[i];
       }
+      if (!dropout.active) continue;
+      for (int64_t j0 = 0; j0 < tokens; j0 += 4) {
+        vf factors[4];
+        dropout.Factors(i0 + c * W, j0 / 4, factors);
+        for (int64_t j = j0; j < std::min<int64_t>(j0 + 4, tokens); ++j)
+          Store(st + j * QB + c * W, Load(st + j * QB + c * W) * factors[j - j0]);
+      }
     }
     Product(st, 1, QB, RoundUp(count, R), tokens, values, value_stride, dim, m.out_rows.data(),
             dim);
@@ -244,16 +309,17 @@ void AttentionForwardHead(const T* qkv, T* out, float* logsumexp, const Head& g,
                           int64_t h) {
   float* lse = logsumexp + (b * g.shape.heads + h) * g.shape.tokens;
   const int64_t hd = g.shape.head_dim, tokens = g.shape.tokens;
+  const HeadDropout dropout = DropoutOf(g.shape, b, h);
   if constexpr (std::is_same_v<T, float>) {
     ForwardHead(qkv + g.Offset(b, h, 0, 0), qkv + g.Offset(b, h, 0, 1), qkv + g.Offset(b, h, 0, 2),
                 g.row_stride, tokens, hd, g.shape.scale, out + g.OutOffset(b, h, 0),
-                g.shape.heads * hd, lse);
+                g.shape.heads * hd, lse, dropout);
   } else {  // bfloat16 without vdpbf16ps: through float copies of the head
     thread_local std::vector<float> head, result;
     HeadAsFloat(qkv, g, b, h, head);
     result.resize(tokens * hd);
     ForwardHead(head.data(), head.data() + hd, head.data() + 2 * hd, 3 * hd, tokens, hd,
-                g.shape.scale, result.data(), hd, lse);
+                g.shape.scale, result.data(), hd, lse, dropout);
     for (int64_t j = 0; j < tokens; ++j)
       for (int64_t d = 0; d < hd; ++d)
         FromFloat(result[j * hd + d], out + g.OutOffset(b, h, j) + d);
@@ -340,6 +406,7 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
   m.probabilities.resize(pairs * QB);
   m.out_rows.resize(QB * dim);
   float* lse = logsumexp + (b * g.shape.heads + h) * tokens;
+  const HeadDropout dropout = DropoutOf(g.shape, b, h);
   const __m512i interleave =
       _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
                        21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
@@ -362,11 +429,16 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
         max = s > max ? s : max;
       }
       vf sum = vf{};
+      vf factors[4];
       for (int64_t j = 0; j < pairs; j += 2) {
-        const vf p0 = Exp(Load(st + j * QB + c * W) * g.shape.scale - max);
-        const vf p1 =
-            j + 1 < tokens ? Exp(Load(st + (j + 1) * QB + c * W) * g.shape.scale - max) : zero;
+        vf p0 = Exp(Load(st + j * QB + c * W) * g.shape.scale - max);
+        vf p1 = j + 1 < tokens ? Exp(Load(st + (j + 1) * QB + c * W) * g.shape.scale - max) : zero;
         sum += p0 + p1;
+        if (dropout.active) {
+          if (j % 4 == 0) dropout.Factors(i0 + c * W, j / 4, factors);
+          p0 *= factors[j % 4];
+          p1 *= factors[j % 4 + 1];
+        }
         __m512 low, high;
         std::memcpy(&low, &p0, sizeof low);
         std::memcpy(&high, &p1, sizeof high);
@@ -394,7 +466,7 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
 void BackwardHead(const float* q, const float* k, const float* v, int64_t stride, const float* out,
                   const float* grad_out, int64_t out_stride, const float* lse, int64_t tokens,
                   int64_t head_dim, float scale, float* grad_q, float* grad_k, float* grad_v,
-                  int64_t grad_stride) {
+                  int64_t grad_stride, const HeadDropout& dropout) {
   Scratch& m = Scratch::ForThread();
   const int64_t dim = RoundUp(head_dim, W);
   m.rows.resize(2 * dim * QB);    // Q^T * scale, dO^T
@@ -432,11 +504,17 @@ void BackwardHead(const float* q, const float* k, const float* v, int64_t stride
     }
     Product(k, stride, 1, tokens, head_dim, qt, QB, QB, pt, QB);    // S^T
     Product(v, stride, 1, tokens, head_dim, dot, QB, QB, dst, QB);  // dP^T
+    // With dropout factors f: dV takes f P, and dS = P (f dP - delta).
+    vf factors[COLS][4];
+    for (int c = 0; c < COLS; ++c)
+      for (int k4 = 0; k4 < 4; ++k4) factors[c][k4] = vf{} + 1.0f;
     for (int64_t j = 0; j < tokens; ++j) {
       for (int c = 0; c < COLS; ++c) {
+        if (dropout.active && j % 4 == 0) dropout.Factors(i0 + c * W, j / 4, factors[c]);
+        const vf factor = factors[c][j % 4];
         const vf p = Exp(Load(pt + j * QB + c * W) - Load(query_lse + c * W));
-        const vf ds = p * (Load(dst + j * QB + c * W) - Load(delta + c * W)) * scale;
-        Store(pt + j * QB + c * W, p);
+        const vf ds = p * (Load(dst + j * QB + c * W) * factor - Load(delta + c * W)) * scale;
+        Store(pt + j * QB + c * W, p * factor);
         Store(dst + j * QB + c * W, ds);
       }
       for (int64_t i = count; i < QB; ++i) pt[j * QB + i] = dst[j * QB + i] = 0.0f;
@@ -459,11 +537,13 @@ void AttentionBackwardHead(const T* qkv, const T* out, const float* logsumexp, c
                            T* grad_qkv, const Head& g, int64_t b, int64_t h) {
   const float* lse = logsumexp + (b * g.shape.heads + h) * g.shape.tokens;
   const int64_t hd = g.shape.head_dim, tokens = g.shape.tokens, out_stride = g.shape.heads * hd;
+  const HeadDropout dropout = DropoutOf(g.shape, b, h);
   if constexpr (std::is_same_v<T, float>) {
     BackwardHead(qkv + g.Offset(b, h, 0, 0), qkv + g.Offset(b, h, 0, 1), qkv + g.Offset(b, h, 0, 2),
                  g.row_stride, out + g.OutOffset(b, h, 0), grad_out + g.OutOffset(b, h, 0),
                  out_stride, lse, tokens, hd, g.shape.scale, grad_qkv + g.Offset(b, h, 0, 0),
-                 grad_qkv + g.Offset(b, h, 0, 1), grad_qkv + g.Offset(b, h, 0, 2), g.row_stride);
+                 grad_qkv + g.Offset(b, h, 0, 1), grad_qkv + g.Offset(b, h, 0, 2), g.row_stride,
+                 dropout);
   } else {  // bfloat16: through float copies of the head
     thread_local std::vector<float> head, rows, grads;
     HeadAsFloat(qkv, g, b, h, head);
@@ -477,7 +557,7 @@ void AttentionBackwardHead(const T* qkv, const T* out, const float* logsumexp, c
     }
     BackwardHead(head.data(), head.data() + hd, head.data() + 2 * hd, 3 * hd, rows.data(),
                  rows.data() + hd, 2 * hd, lse, tokens, hd, g.shape.scale, grads.data(),
-                 grads.data() + hd, grads.data() + 2 * hd, 3 * hd);
+                 grads.data() + hd, grads.data() + 2 * hd, 3 * hd, dropout);
     for (int64_t j = 0; j < tokens; ++j)
       for (int part = 0; part < 3; ++part)
         for (int64_t d = 0; d < hd; ++d)

@@ -1,9 +1,13 @@
 // Fused attention on CUDA, float32, FlashAttention-style: each block streams K and V tiles of
 // one (batch, head) through shared memory and keeps an online softmax per query, so the score
 // matrix never reaches global memory. One thread owns one query row (forward, dQ) or one key row
-// (dK, dV); the backward recomputes probabilities from the saved log-sum-exp.
+// (dK, dV); the backward recomputes probabilities from the saved log-sum-exp. Dropout (keep < 1)
+// scales each probability by 0 or 1 / keep from the counter-based Philox of
+// kernels/common/philox.h: the forward and both backward kernels regenerate the same factors,
+// and the CPU kernels draw the same mask.
 #include <cuda_runtime.h>
 
+#include "../common/philox.h"
 #include "launchers.h"
 
 namespace {
@@ -18,6 +22,25 @@ struct Geometry {
   }
   __device__ int64_t Out(int64_t b, int64_t h, int64_t token, int head_dim) const {
     return ((b * tokens + token) * heads + h) * head_dim;
+  }
+};
+
+// The dropout of one call, or none (keep 1).
+struct Dropout {
+  float keep, scale;  // scale: 1 / keep
+  uint32_t threshold, seed0, seed1;
+
+  static Dropout Of(float keep, uint32_t seed0, uint32_t seed1) {
+    return Dropout{keep, 1.0f / keep, cct_philox::KeepThreshold(keep), seed0, seed1};
+  }
+  __device__ bool Active() const { return keep < 1.0f; }
+  // The Philox words of keys 4 * (key / 4) .. + 3 for `query` of (batch, head) `head`.
+  __device__ cct_philox::Words Words(int64_t query, int64_t key, int64_t head) const {
+    return cct_philox::Philox(static_cast<uint32_t>(query), static_cast<uint32_t>(key >> 2),
+                              static_cast<uint32_t>(head), 0u, seed0, seed1);
+  }
+  __device__ float Factor(const cct_philox::Words& words, int64_t key) const {
+    return words.w[key & 3] < threshold ? scale : 0.0f;
   }
 };
 
@@ -50,7 +73,7 @@ __device__ int LoadKeysAndValues(const float* qkv, const Geometry& g, int64_t b,
 template <int D>
 __global__ void __launch_bounds__(kBlock)
     ForwardKernel(const float* __restrict__ qkv, float* __restrict__ out,
-                  float* __restrict__ logsumexp, Geometry g, float scale) {
+                  float* __restrict__ logsumexp, Geometry g, float scale, Dropout dropout) {
   __shared__ float keys[kTile][D];
   __shared__ float values[kTile][D];
   const int64_t b = blockIdx.z, h = blockIdx.y;
@@ -62,6 +85,7 @@ __global__ void __launch_bounds__(kBlock)
     acc[d] = 0.0f;
   }
   float max = -INFINITY, sum = 0.0f;
+  cct_philox::Words words{};
   for (int64_t key0 = 0; key0 < g.tokens; key0 += kTile) {
     const int count = LoadKeysAndValues<D>(qkv, g, b, h, key0, keys, values);
     for (int j = 0; j < count; ++j) {
@@ -71,9 +95,14 @@ __global__ void __launch_bounds__(kBlock)
       const float new_max = fmaxf(max, s);
       const float correction = __expf(max - new_max);
       const float p = __expf(s - new_max);
-      sum = sum * correction + p;
+      sum = sum * correction + p;  // the denominator counts every probability
+      float kept = p;
+      if (dropout.Active()) {
+        if (j % 4 == 0) words = dropout.Words(query, key0 + j, b * g.heads + h);
+        kept *= dropout.Factor(words, key0 + j);
+      }
 #pragma unroll
-      for (int d = 0; d < D; ++d) acc[d] = acc[d] * correction + p * values[j][d];
+      for (int d = 0; d < D; ++d) acc[d] = acc[d] * correction + kept * values[j][d];
       max = new_max;
     }
   }
@@ -97,12 +126,13 @@ __global__ void DeltaKernel(const float* __restrict__ out, const float* __restri
   delta[i] = total;
 }
 
-// One thread per key: dV = sum_i P_ij dO_i, dK = scale * sum_i dS_ij q_i.
+// One thread per key: dV = sum_i f_ij P_ij dO_i, dK = scale * sum_i dS_ij q_i, with
+// dS_ij = P_ij (f_ij dP_ij - delta_i) and f the dropout factors (1 without dropout).
 template <int D>
 __global__ void __launch_bounds__(kBlock)
     KeyGradKernel(const float* __restrict__ qkv, const float* __restrict__ grad_out,
                   const float* __restrict__ logsumexp, const float* __restrict__ delta,
-                  float* __restrict__ grad_qkv, Geometry g, float scale) {
+                  float* __restrict__ grad_qkv, Geometry g, float scale, Dropout dropout) {
   __shared__ float queries[kTile][D];
   __shared__ float grads[kTile][D];
   __shared__ float lse[kTile], dlt[kTile];
@@ -139,10 +169,13 @@ __global__ void __launch_bounds__(kBlock)
         dp += grads[i][d] * v[d];
       }
       const float p = __expf(s * scale - lse[i]);
-      const float ds = p * (dp - dlt[i]) * scale;
+      const float factor =
+          dropout.Active() ? dropout.Factor(dropout.Words(query0 + i, key, b * g.heads + h), key)
+                           : 1.0f;
+      const float ds = p * (dp * factor - dlt[i]) * scale;
 #pragma unroll
       for (int d = 0; d < D; ++d) {
-        dv[d] += p * grads[i][d];
+        dv[d] += p * factor * grads[i][d];
         dk[d] += ds * queries[i][d];
       }
     }
@@ -161,7 +194,7 @@ template <int D>
 __global__ void __launch_bounds__(kBlock)
     QueryGradKernel(const float* __restrict__ qkv, const float* __restrict__ grad_out,
                     const float* __restrict__ logsumexp, const float* __restrict__ delta,
-                    float* __restrict__ grad_qkv, Geometry g, float scale) {
+                    float* __restrict__ grad_qkv, Geometry g, float scale, Dropout dropout) {
   __shared__ float keys[kTile][D];
   __shared__ float values[kTile][D];
   const int64_t b = blockIdx.z, h = blockIdx.y;
@@ -175,6 +208,7 @@ __global__ void __launch_bounds__(kBlock)
     dout[d] = active ? grad_out[g.Out(b, h, query, D) + d] : 0.0f;
     dq[d] = 0.0f;
   }
+  cct_philox::Words words{};
   for (int64_t key0 = 0; key0 < g.tokens; key0 += kTile) {
     const int count = LoadKeysAndValues<D>(qkv, g, b, h, key0, keys, values);
     for (int j = 0; j < count; ++j) {
@@ -183,6 +217,10 @@ __global__ void __launch_bounds__(kBlock)
       for (int d = 0; d < D; ++d) {
         s += q[d] * keys[j][d];
         dp += dout[d] * values[j][d];
+      }
+      if (dropout.Active()) {
+        if (j % 4 == 0) words = dropout.Words(query, key0 + j, b * g.heads + h);
+        dp *= dropout.Factor(words, key0 + j);
       }
       const float ds = __expf(s * scale - lse) * (dp - dlt) * scale;
 #pragma unroll
@@ -196,26 +234,28 @@ __global__ void __launch_bounds__(kBlock)
 
 template <int D>
 int Forward(const float* qkv, float* out, float* lse, int64_t batch, int64_t tokens, int64_t heads,
-            float scale, cudaStream_t stream) {
+            float scale, Dropout dropout, cudaStream_t stream) {
   const Geometry g{tokens, heads, 3 * heads * D};
   const dim3 grid(static_cast<unsigned>((tokens + kBlock - 1) / kBlock),
                   static_cast<unsigned>(heads), static_cast<unsigned>(batch));
-  ForwardKernel<D><<<grid, kBlock, 0, stream>>>(qkv, out, lse, g, scale);
+  ForwardKernel<D><<<grid, kBlock, 0, stream>>>(qkv, out, lse, g, scale, dropout);
   return static_cast<int>(cudaGetLastError());
 }
 
 template <int D>
 int Backward(const float* qkv, const float* out, const float* lse, const float* grad_out,
              float* grad_qkv, float* delta, int64_t batch, int64_t tokens, int64_t heads,
-             float scale, cudaStream_t stream) {
+             float scale, Dropout dropout, cudaStream_t stream) {
   const Geometry g{tokens, heads, 3 * heads * D};
   const int64_t rows = batch * heads * tokens;
   DeltaKernel<D><<<static_cast<unsigned>((rows + 255) / 256), 256, 0, stream>>>(out, grad_out,
                                                                                 delta, g, rows);
   const dim3 grid(static_cast<unsigned>((tokens + kBlock - 1) / kBlock),
                   static_cast<unsigned>(heads), static_cast<unsigned>(batch));
-  KeyGradKernel<D><<<grid, kBlock, 0, stream>>>(qkv, grad_out, lse, delta, grad_qkv, g, scale);
-  QueryGradKernel<D><<<grid, kBlock, 0, stream>>>(qkv, grad_out, lse, delta, grad_qkv, g, scale);
+  KeyGradKernel<D>
+      <<<grid, kBlock, 0, stream>>>(qkv, grad_out, lse, delta, grad_qkv, g, scale, dropout);
+  QueryGradKernel<D>
+      <<<grid, kBlock, 0, stream>>>(qkv, grad_out, lse, delta, grad_qkv, g, scale, dropout);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -223,18 +263,20 @@ int Backward(const float* qkv, const float* out, const float* lse, const float* 
 
 extern "C" int cct_cuda_attention_forward(const float* qkv, float* out, float* logsumexp,
                                           int64_t batch, int64_t tokens, int64_t heads,
-                                          int64_t head_dim, float scale, void* stream) {
+                                          int64_t head_dim, float scale, float keep, uint32_t seed0,
+                                          uint32_t seed1, void* stream) {
   if (batch == 0 || tokens == 0) return 0;
   auto s = static_cast<cudaStream_t>(stream);
+  const Dropout dropout = Dropout::Of(keep, seed0, seed1);
   switch (head_dim) {
     case 16:
-      return Forward<16>(qkv, out, logsumexp, batch, tokens, heads, scale, s);
+      return Forward<16>(qkv, out, logsumexp, batch, tokens, heads, scale, dropout, s);
     case 32:
-      return Forward<32>(qkv, out, logsumexp, batch, tokens, heads, scale, s);
+      return Forward<32>(qkv, out, logsumexp, batch, tokens, heads, scale, dropout, s);
     case 64:
-      return Forward<64>(qkv, out, logsumexp, batch, tokens, heads, scale, s);
+      return Forward<64>(qkv, out, logsumexp, batch, tokens, heads, scale, dropout, s);
     case 128:
-      return Forward<128>(qkv, out, logsumexp, batch, tokens, heads, scale, s);
+      return Forward<128>(qkv, out, logsumexp, batch, tokens, heads, scale, dropout, s);
     default:
       return CCT_CUDA_UNSUPPORTED;
   }
@@ -244,22 +286,24 @@ extern "C" int cct_cuda_attention_backward(const float* qkv, const float* out,
                                            const float* logsumexp, const float* grad_out,
                                            float* grad_qkv, float* delta, int64_t batch,
                                            int64_t tokens, int64_t heads, int64_t head_dim,
-                                           float scale, void* stream) {
+                                           float scale, float keep, uint32_t seed0, uint32_t seed1,
+                                           void* stream) {
   if (batch == 0 || tokens == 0) return 0;
   auto s = static_cast<cudaStream_t>(stream);
+  const Dropout dropout = Dropout::Of(keep, seed0, seed1);
   switch (head_dim) {
     case 16:
       return Backward<16>(qkv, out, logsumexp, grad_out, grad_qkv, delta, batch, tokens, heads,
-                          scale, s);
+                          scale, dropout, s);
     case 32:
       return Backward<32>(qkv, out, logsumexp, grad_out, grad_qkv, delta, batch, tokens, heads,
-                          scale, s);
+                          scale, dropout, s);
     case 64:
       return Backward<64>(qkv, out, logsumexp, grad_out, grad_qkv, delta, batch, tokens, heads,
-                          scale, s);
+                          scale, dropout, s);
     case 128:
       return Backward<128>(qkv, out, logsumexp, grad_out, grad_qkv, delta, batch, tokens, heads,
-                           scale, s);
+                           scale, dropout, s);
     default:
       return CCT_CUDA_UNSUPPORTED;
   }

@@ -15,15 +15,19 @@ extern "C" {
 
 // Layouts as kernels/cpu/kernels.h: qkv (batch, tokens, 3, heads, head_dim), out (batch,
 // tokens, heads, head_dim), logsumexp (batch, heads, tokens). head_dim: 16, 32, 64 or 128.
+// keep < 1: dropout on the probabilities from the Philox key (seed0, seed1), drawn as
+// kernels/common/philox.h says (the CPU kernels draw the same mask).
 CCT_CUDA_EXPORT int cct_cuda_attention_forward(const float* qkv, float* out, float* logsumexp,
                                                int64_t batch, int64_t tokens, int64_t heads,
-                                               int64_t head_dim, float scale, void* stream);
+                                               int64_t head_dim, float scale, float keep,
+                                               uint32_t seed0, uint32_t seed1, void* stream);
 // delta: a (batch, heads, tokens) float workspace.
 CCT_CUDA_EXPORT int cct_cuda_attention_backward(const float* qkv, const float* out,
                                                 const float* logsumexp, const float* grad_out,
                                                 float* grad_qkv, float* delta, int64_t batch,
                                                 int64_t tokens, int64_t heads, int64_t head_dim,
-                                                float scale, void* stream);
+                                                float scale, float keep, uint32_t seed0,
+                                                uint32_t seed1, void* stream);
 // bias: a device scalar.
 CCT_CUDA_EXPORT int cct_cuda_sequence_pool_forward(const float* tokens, const float* kernel,
                                                    const float* bias, float* out, float* weights,

@@ -6,12 +6,16 @@
 Needs PyTorch with CUDA. The kernels are called through their C launchers (the same functions
 the TensorFlow ops call) on PyTorch's stream and compared with a float64 reference attention and
 pooling on the same device: forward, log-sum-exp and gradients, on CCT shapes and odd ones.
-Then the forward is timed against ``torch.nn.functional.scaled_dot_product_attention`` on CCT
-shapes (sequence 256, head_dim 64, 4 heads, batch 64 and 128). Exits 1 if any check fails.
+Attention dropout: the kept elements must be the Philox mask of ``cct_fast/testing/philox.py``
+(the CPU kernels' too), the output and gradients those of the reference given that mask, and
+the keep rate 0.9 within 4 standard deviations over 16.7 M draws. Then the forward is timed
+against ``torch.nn.functional.scaled_dot_product_attention`` on CCT shapes (sequence 256,
+head_dim 64, 4 heads, batch 64 and 128), without and with dropout. Exits 1 if any check fails.
 """
 
 import argparse
 import ctypes
+import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -20,7 +24,9 @@ from pathlib import Path
 import torch
 
 SOURCES = Path(__file__).resolve().parents[1] / "cuda"
+PHILOX = Path(__file__).resolve().parents[2] / "cct_fast" / "testing" / "philox.py"
 TOLERANCE = 1e-5  # relative, float32 against float64
+RATE, SEED = 0.1, (20261126, 4294967289)
 CHECK_SHAPES = [(2, 256, 4, 64), (3, 1, 2, 32), (2, 37, 3, 128), (2, 65, 2, 16), (1, 259, 1, 64)]
 TIMING_SHAPES = [(64, 256, 4, 64), (128, 256, 4, 64)]
 
@@ -50,9 +56,9 @@ def compile_library(directory):
 
 def load(path):
     library = ctypes.CDLL(str(path))
-    i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
-    library.cct_cuda_attention_forward.argtypes = [ptr] * 3 + [i64] * 4 + [f32, ptr]
-    library.cct_cuda_attention_backward.argtypes = [ptr] * 6 + [i64] * 4 + [f32, ptr]
+    i64, f32, u32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_uint32, ctypes.c_void_p
+    library.cct_cuda_attention_forward.argtypes = [ptr] * 3 + [i64] * 4 + [f32, f32, u32, u32, ptr]
+    library.cct_cuda_attention_backward.argtypes = [ptr] * 6 + [i64] * 4 + [f32, f32, u32, u32, ptr]
     library.cct_cuda_sequence_pool_forward.argtypes = [ptr] * 5 + [i64] * 3 + [ptr]
     library.cct_cuda_sequence_pool_backward.argtypes = [ptr] * 8 + [i64] * 3 + [ptr]
     library.cct_cuda_error_string.restype = ctypes.c_char_p
@@ -68,7 +74,19 @@ def checked(library, code):
         raise RuntimeError(library.cct_cuda_error_string(code).decode())
 
 
-def attention(library, qkv, heads, scale):
+def philox_module():
+    """cct_fast/testing/philox.py, loaded by path: the package itself imports TensorFlow."""
+    spec = importlib.util.spec_from_file_location("philox", PHILOX)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def keep_of(rate):
+    return float(torch.tensor(1.0, dtype=torch.float32) - torch.tensor(rate, dtype=torch.float32))
+
+
+def attention(library, qkv, heads, scale, rate=0.0, seed=(0, 0)):
     batch, tokens, width = qkv.shape
     head_dim = width // (3 * heads)
     out = torch.empty(batch, tokens, heads * head_dim, device=qkv.device)
@@ -84,13 +102,15 @@ def attention(library, qkv, heads, scale):
             heads,
             head_dim,
             scale,
+            keep_of(rate),
+            *seed,
             stream(),
         ),
     )
     return out, lse
 
 
-def attention_backward(library, qkv, out, lse, grad_out, heads, scale):
+def attention_backward(library, qkv, out, lse, grad_out, heads, scale, rate=0.0, seed=(0, 0)):
     batch, tokens, width = qkv.shape
     grad = torch.empty_like(qkv)
     delta = torch.empty_like(lse)
@@ -108,17 +128,24 @@ def attention_backward(library, qkv, out, lse, grad_out, heads, scale):
             heads,
             width // (3 * heads),
             scale,
+            keep_of(rate),
+            *seed,
             stream(),
         ),
     )
     return grad
 
 
-def reference_attention(qkv, heads, scale):
+def reference_attention(qkv, heads, scale, factors=None):
+    """Attention in qkv's dtype; ``factors`` (batch, heads, tokens, tokens): the dropout's 0 or
+    1 / keep per probability."""
     batch, tokens, width = qkv.shape
     q, k, v = qkv.view(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
     scores = q @ k.transpose(-1, -2) * scale
-    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, tokens, -1)
+    probabilities = scores.softmax(-1)
+    if factors is not None:
+        probabilities = probabilities * factors
+    out = (probabilities @ v).transpose(1, 2).reshape(batch, tokens, -1)
     return out, scores.logsumexp(-1)
 
 
@@ -145,6 +172,44 @@ def check_attention(library):
         shape = f"attention batch {batch} tokens {tokens} heads {heads} head_dim {head_dim}"
         print(shape, " ".join(f"{k} {v:.1e}" for k, v in errors.items()))
         failures += [f"{shape}: {k} {v:.1e}" for k, v in errors.items() if v > TOLERANCE]
+    return failures
+
+
+def check_dropout(library):
+    """The CUDA mask is the Philox one, forward and backward, at the keep rate."""
+    philox = philox_module()
+    keep, failures = keep_of(RATE), []
+    for batch, tokens, heads, head_dim in [(2, 256, 4, 64), (2, 37, 3, 128), (1, 65, 2, 16)]:
+        mask = philox.dropout_mask(batch, heads, tokens, keep, SEED)
+        factors = torch.from_numpy(mask).cuda().double() / keep
+        qkv = torch.randn(batch, tokens, 3 * heads * head_dim, device="cuda")
+        grad_out = torch.randn(batch, tokens, heads * head_dim, device="cuda")
+        scale = head_dim**-0.5
+        out, lse = attention(library, qkv, heads, scale, RATE, SEED)
+        grad = attention_backward(library, qkv, out, lse, grad_out, heads, scale, RATE, SEED)
+        exact = qkv.double().requires_grad_()
+        expected, expected_lse = reference_attention(exact, heads, scale, factors)
+        (expected * grad_out.double()).sum().backward()
+        errors = {
+            "output": relative(out, expected.detach()),
+            "logsumexp": relative(lse, expected_lse.detach()),
+            "grad_qkv": relative(grad, exact.grad),
+        }
+        shape = f"dropout batch {batch} tokens {tokens} heads {heads} head_dim {head_dim}"
+        print(shape, " ".join(f"{k} {v:.1e}" for k, v in errors.items()))
+        failures += [f"{shape}: {k} {v:.1e}" for k, v in errors.items() if v > TOLERANCE]
+    # The keep rate: with v the identity, the output row of query i holds its kept
+    # probabilities (all positive), so the nonzeros count the kept draws.
+    batch, tokens, heads = 1024, 64, 4
+    qkv = torch.randn(batch, tokens, 3, heads, tokens, device="cuda")
+    qkv[:, :, 2] = torch.eye(tokens, device="cuda")[:, None, :]
+    out, _ = attention(library, qkv.reshape(batch, tokens, -1), heads, 0.3, RATE, SEED)
+    kept = (out.view(batch, tokens, heads, tokens) > 0).double().mean().item()
+    sigma = (keep * (1 - keep) / (batch * heads * tokens * tokens)) ** 0.5
+    draws = batch * heads * tokens**2
+    print(f"dropout keep rate {kept:.6f} over {draws:,} draws (4 sigma {4 * sigma:.1e})")
+    if abs(kept - keep) > 4 * sigma:
+        failures.append(f"dropout keep rate {kept:.6f}, expected {keep:.6f} +- {4 * sigma:.1e}")
     return failures
 
 
@@ -223,8 +288,13 @@ def time_attention(library):
         q, k, v = qkv.view(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         scale = head_dim**-0.5
-        ours = milliseconds(
-            lambda qkv=qkv, heads=heads, scale=scale: attention(library, qkv, heads, scale)
+        ours, dropped = (
+            milliseconds(
+                lambda qkv=qkv, heads=heads, scale=scale, rate=rate: attention(
+                    library, qkv, heads, scale, rate, SEED
+                )
+            )
+            for rate in (0.0, RATE)
         )
         sdpa = {
             str(dtype).removeprefix("torch."): milliseconds(
@@ -236,7 +306,8 @@ def time_attention(library):
         }
         print(
             f"forward batch {batch} tokens {tokens} heads {heads} head_dim {head_dim}: "
-            f"cct_fast float32 {ours:.3f} ms; scaled_dot_product_attention "
+            f"cct_fast float32 {ours:.3f} ms (with dropout {RATE}: {dropped:.3f} ms); "
+            "scaled_dot_product_attention "
             + ", ".join(
                 f"{name} {ms:.3f} ms ({ms / ours:.0%} of ours)" for name, ms in sdpa.items()
             )
@@ -253,7 +324,7 @@ def main():
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as directory:
         library = load(args.library or compile_library(directory))
-        failures = check_attention(library) + check_pooling(library)
+        failures = check_attention(library) + check_dropout(library) + check_pooling(library)
         time_attention(library)
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures))

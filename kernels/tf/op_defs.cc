@@ -21,17 +21,28 @@ absl::Status AttentionInputShape(InferenceContext* c, ShapeHandle* qkv, Dimensio
   return c->Multiply(*width, num_heads, width);
 }
 
+// seed: two int32 words, the Philox key of the attention dropout.
+absl::Status SeedShape(InferenceContext* c, int index) {
+  ShapeHandle seed;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(index), 1, &seed));
+  DimensionHandle words;
+  return c->WithValue(c->Dim(seed, 0), 2, &words);
+}
+
 REGISTER_OP("CctAttention")
     .Input("qkv: T")
+    .Input("seed: int32")
     .Output("output: T")
     .Output("logsumexp: float")
     .Attr("T: {float, bfloat16}")
     .Attr("num_heads: int >= 1")
     .Attr("scale: float")
+    .Attr("dropout_rate: float = 0.0")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle qkv;
       DimensionHandle width;
       TF_RETURN_IF_ERROR(AttentionInputShape(c, &qkv, &width));
+      TF_RETURN_IF_ERROR(SeedShape(c, 1));
       int num_heads;
       TF_RETURN_IF_ERROR(c->GetAttr("num_heads", &num_heads));
       c->set_output(0, c->MakeShape({c->Dim(qkv, 0), c->Dim(qkv, 1), width}));
@@ -41,6 +52,8 @@ REGISTER_OP("CctAttention")
     .Doc(R"doc(
 softmax(scale * q k^T) v for every head, without materialising the score matrix.
 qkv: (batch, tokens, 3 * num_heads * head_dim), laid out as (3, num_heads, head_dim).
+seed: (2,) int32, the key of the dropout's Philox draws (ignored at dropout_rate 0).
+dropout_rate: drop each probability with this chance and scale the rest by 1 / (1 - rate).
 output: (batch, tokens, num_heads * head_dim), heads merged.
 logsumexp: (batch, num_heads, tokens) of the scaled scores, for the gradient.
 )doc");
@@ -50,14 +63,17 @@ REGISTER_OP("CctAttentionGrad")
     .Input("output: T")
     .Input("logsumexp: float")
     .Input("grad_output: T")
+    .Input("seed: int32")
     .Output("grad_qkv: T")
     .Attr("T: {float, bfloat16}")
     .Attr("num_heads: int >= 1")
     .Attr("scale: float")
+    .Attr("dropout_rate: float = 0.0")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle qkv, out;
       DimensionHandle width;
       TF_RETURN_IF_ERROR(AttentionInputShape(c, &qkv, &width));
+      TF_RETURN_IF_ERROR(SeedShape(c, 4));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &out));
       TF_RETURN_IF_ERROR(c->Merge(c->input(1), c->input(3), &out));
       c->set_output(0, qkv);

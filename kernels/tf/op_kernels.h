@@ -32,6 +32,19 @@ inline absl::Status AttentionInput(const Tensor& qkv, int num_heads, float scale
   return absl::OkStatus();
 }
 
+// seed (2,) int32: the dropout's Philox key, into shape.
+inline absl::Status DropoutSeed(const Tensor& seed, float rate,
+                                cct_kernels::AttentionShape* shape) {
+  if (seed.shape() != TensorShape({2})) {
+    return errors::InvalidArgument("seed must be two int32 words, shape (2,), got ",
+                                   seed.shape().DebugString());
+  }
+  shape->keep = 1.0f - rate;
+  shape->seed0 = static_cast<uint32_t>(seed.flat<int32>()(0));
+  shape->seed1 = static_cast<uint32_t>(seed.flat<int32>()(1));
+  return absl::OkStatus();
+}
+
 // output and grad_output (batch, tokens, width) and logsumexp (batch, heads, tokens).
 inline absl::Status AttentionGradInputs(const Tensor& out, const Tensor& lse,
                                         const Tensor& grad_out,
@@ -83,26 +96,32 @@ inline absl::Status PoolGradInputs(const Tensor& weights, const Tensor& grad_out
 
 }  // namespace cct_checks
 
-// Base of the attention kernels: reads num_heads and scale, and checks qkv (and, for the
-// gradient, output, logsumexp and grad_output).
+// Base of the attention kernels: reads num_heads, scale and dropout_rate, and checks qkv and
+// the seed (and, for the gradient, output, logsumexp and grad_output).
 class AttentionKernel : public OpKernel {
  public:
   explicit AttentionKernel(OpKernelConstruction* context) : OpKernel(context) {
     OP_REQUIRES_OK(context, context->GetAttr("num_heads", &num_heads_));
     OP_REQUIRES_OK(context, context->GetAttr("scale", &scale_));
+    OP_REQUIRES_OK(context, context->GetAttr("dropout_rate", &dropout_rate_));
+    OP_REQUIRES(context, dropout_rate_ >= 0.0f && dropout_rate_ < 1.0f,
+                errors::InvalidArgument("dropout_rate must be in [0, 1), got ", dropout_rate_));
   }
 
  protected:
   absl::Status CheckInputs(OpKernelContext* context, cct_kernels::AttentionShape* shape) const {
     TF_RETURN_IF_ERROR(cct_checks::AttentionInput(context->input(0), num_heads_, scale_, shape));
-    if (context->num_inputs() == 1) return absl::OkStatus();
+    const bool gradient = context->num_inputs() == 5;
+    TF_RETURN_IF_ERROR(
+        cct_checks::DropoutSeed(context->input(gradient ? 4 : 1), dropout_rate_, shape));
+    if (!gradient) return absl::OkStatus();
     return cct_checks::AttentionGradInputs(context->input(1), context->input(2), context->input(3),
                                            *shape);
   }
 
  private:
   int num_heads_;
-  float scale_;
+  float scale_, dropout_rate_;
 };
 
 // What each device defines (ops_cpu.cc, ops_gpu.cc): the computation on checked, allocated
@@ -213,12 +232,15 @@ class SequencePoolGradOp : public PoolKernel {
   }
 };
 
-// The kernels of one device, registered under the op names of op_defs.cc.
-#define CCT_REGISTER_ATTENTION_KERNELS(DEVICE_NAME, DeviceTag, T)                              \
-  REGISTER_KERNEL_BUILDER(Name("CctAttention").Device(DEVICE_NAME).TypeConstraint<T>("T"),     \
-                          AttentionOp<DeviceTag, T>);                                          \
-  REGISTER_KERNEL_BUILDER(Name("CctAttentionGrad").Device(DEVICE_NAME).TypeConstraint<T>("T"), \
-                          AttentionGradOp<DeviceTag, T>)
+// The kernels of one device, registered under the op names of op_defs.cc. The seed is read on
+// the host (two words, the Philox key).
+#define CCT_REGISTER_ATTENTION_KERNELS(DEVICE_NAME, DeviceTag, T)                             \
+  REGISTER_KERNEL_BUILDER(                                                                    \
+      Name("CctAttention").Device(DEVICE_NAME).TypeConstraint<T>("T").HostMemory("seed"),     \
+      AttentionOp<DeviceTag, T>);                                                             \
+  REGISTER_KERNEL_BUILDER(                                                                    \
+      Name("CctAttentionGrad").Device(DEVICE_NAME).TypeConstraint<T>("T").HostMemory("seed"), \
+      AttentionGradOp<DeviceTag, T>)
 #define CCT_REGISTER_POOL_KERNELS(DEVICE_NAME, DeviceTag)                                          \
   REGISTER_KERNEL_BUILDER(Name("CctSequencePool").Device(DEVICE_NAME), SequencePoolOp<DeviceTag>); \
   REGISTER_KERNEL_BUILDER(Name("CctSequencePoolGrad").Device(DEVICE_NAME),                         \

@@ -30,7 +30,8 @@ struct AttentionFunctor<GPUDevice, float> {
                               Tensor* logsumexp, const cct_kernels::AttentionShape& s) {
     return Launched(cct_cuda_attention_forward(qkv.flat<float>().data(), out->flat<float>().data(),
                                                logsumexp->flat<float>().data(), s.batch, s.tokens,
-                                               s.heads, s.head_dim, s.scale, Stream(context)));
+                                               s.heads, s.head_dim, s.scale, s.keep, s.seed0,
+                                               s.seed1, Stream(context)));
   }
   static absl::Status Backward(OpKernelContext* context, const Tensor& qkv, const Tensor& out,
                                const Tensor& logsumexp, const Tensor& grad_out, Tensor* grad_qkv,
@@ -40,7 +41,8 @@ struct AttentionFunctor<GPUDevice, float> {
     return Launched(cct_cuda_attention_backward(
         qkv.flat<float>().data(), out.flat<float>().data(), logsumexp.flat<float>().data(),
         grad_out.flat<float>().data(), grad_qkv->flat<float>().data(), delta.flat<float>().data(),
-        s.batch, s.tokens, s.heads, s.head_dim, s.scale, Stream(context)));
+        s.batch, s.tokens, s.heads, s.head_dim, s.scale, s.keep, s.seed0, s.seed1,
+        Stream(context)));
   }
 };
 

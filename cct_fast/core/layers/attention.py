@@ -60,17 +60,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         """``token_mask`` (batch, tokens), boolean: attention only between real tokens."""
         dropout = bool(training) and self.attention_dropout > 0
         steps = dispatch.path(
-            self.implementation,
-            self.compute_dtype,
-            attention_dropout=dropout,
-            masked=token_mask is not None,
+            self.implementation, self.compute_dtype, masked=token_mask is not None
         )
         qkv = steps.dense(self.qkv, x)
         attended = steps.attention(
             qkv,
             self.num_heads,
             (x.shape[-1] // self.num_heads) ** -0.5,
-            dropout=lambda weights: self.attention_drop(weights, training=training),
+            dropout=self.attention_drop if dropout else None,
             mask=token_mask,
         )
         return self.projection_drop(steps.dense(self.proj, attended), training=training)
