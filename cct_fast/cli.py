@@ -103,6 +103,7 @@ def _train(args):
             epochs=args.epochs,
             batch_size=args.batch_size,
             precision=args.precision,
+            implementation=args.implementation,
             jit_compile=args.jit,
             seq_len=args.seq_len,
             embeddings=args.embeddings,
@@ -230,6 +231,11 @@ def build_parser():
     )
     train.add_argument("--no-jit", dest="jit", action="store_false")
     train.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    train.add_argument(
+        "--implementation",
+        choices=["fused", "custom", "reference", "auto"],
+        help="how attention and pooling compute (default fused; custom: the C++/CUDA ops)",
+    )
     train.add_argument("--seq-len", type=int, help="text models: pieces per text (default 64)")
     train.add_argument(
         "--embeddings", help="text models: GloVe-format word vectors for the embedding table"

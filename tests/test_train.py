@@ -179,8 +179,10 @@ def test_a_short_digits_run_learns_and_writes_its_files(tmp_path):
     assert best["accuracy"] == pytest.approx(run.best_accuracy)
 
 
-def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch):
-    settings = dict(QUICK, train_images=192, epochs=3, verbose=0)
+@pytest.mark.parametrize("implementation", ["fused", "custom"])
+def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch, implementation):
+    """Also through the custom ops, whose attention dropout draws from the layers' seeds."""
+    settings = dict(QUICK, train_images=192, epochs=3, verbose=0, implementation=implementation)
     whole = train.fit(out=tmp_path / "whole", **settings)
 
     original = train.Run._reseed

@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+from cct_fast.compute.dispatch import IMPLEMENTATIONS
 from cct_fast.core.names import is_text_model, model_config
 from cct_fast.errors import RecipeError
 from cct_fast.weights.files import atomic_output
@@ -42,6 +43,7 @@ class Recipe:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
     precision: str = "float32"
+    implementation: str = "fused"  # or "custom" (the C++/CUDA ops), "reference", "auto"
     jit_compile: bool = False
     seed: int = 0
     train_images: int = 0  # train on the first N training examples only (0: all of them)
@@ -197,6 +199,10 @@ def _validated(values, source):
     recipe = Recipe(**converted)
     if recipe.precision not in PRECISIONS:
         raise RecipeError(f"precision must be one of {PRECISIONS}; got {recipe.precision!r}.")
+    if recipe.implementation not in IMPLEMENTATIONS:
+        raise RecipeError(
+            f"implementation must be one of {IMPLEMENTATIONS}; got {recipe.implementation!r}."
+        )
     for key, (check, expected) in RANGES.items():
         value = getattr(recipe, key)
         pair = value if isinstance(value, tuple) else (value,)

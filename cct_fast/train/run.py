@@ -342,7 +342,11 @@ def build_model(recipe: Recipe, num_classes: int, encoder: TextEncoder | None = 
         text = dict(vocab_size=encoder.vocab_size, seq_len=encoder.seq_len)
     with policy_scope(recipe.precision):
         return create_model(
-            recipe.model, num_classes=num_classes, jit_compile=recipe.jit_compile, **text
+            recipe.model,
+            num_classes=num_classes,
+            jit_compile=recipe.jit_compile,
+            implementation=recipe.implementation,
+            **text,
         )
 
 
