@@ -1,5 +1,7 @@
 """The fused fast path against the reference implementation, on the same weights."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -171,3 +173,19 @@ def test_a_tensorflow_without_the_xla_context_check_warns(monkeypatch):
             assert xla.in_xla_context() is False
     finally:
         xla._warn_no_xla_context.cache_clear()
+
+
+def test_jit_compile_without_a_gpu_warns_once_and_still_compiles(monkeypatch):
+    from cct_fast.compute import xla
+
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("a GPU is visible: XLA is the fast path there")
+    xla.warn_if_no_gpu.cache_clear()
+    with pytest.warns(RuntimeWarning, match=r"without a GPU.*0\.89x in float32"):
+        model = cct_fast.create_model("cct_2_3x2_32", jit_compile=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process
+        cct_fast.create_model("cct_2_3x2_32", jit_compile=True)
+    assert model.jit_compile is True
+    model.compile(loss="mse")
+    assert model.jit_compile is True

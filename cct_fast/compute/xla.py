@@ -36,6 +36,25 @@ def _warn_no_xla_context():
     )
 
 
+@functools.cache
+def warn_if_no_gpu():
+    """Once per process, where no GPU is visible: a model compiled whole by XLA runs slower
+    than the default graph path on a CPU. XLA still compiles it, as asked."""
+    if tf.config.list_logical_devices("GPU"):
+        return
+    warnings.warn(
+        "cct_fast: jit_compile=True on a machine without a GPU. XLA's CPU backend uses neither "
+        "oneDNN's batched nor its bfloat16 matrix products, so a whole model under XLA runs "
+        "slower here than the default graph path, which already compiles the small steps "
+        "with XLA (CCT-7/3x1 inference measured 0.89x in float32 and 0.53x in bfloat16 on a "
+        "2-core AVX-512 CPU; the XLA flags xla_cpu_use_onednn and xla_cpu_use_xnnpack change "
+        "it by a few percent; benchmarks/RESULTS.md). On CPUs leave jit_compile=False; the "
+        "model is compiled with XLA as asked.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
 def compiled(function):
     """``tf.function(jit_compile=True)`` that takes Keras variables as well as tensors (a Keras
     variable is not a ``tf.Variable``, and tf.function would trace it as a Python object).

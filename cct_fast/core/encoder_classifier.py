@@ -8,6 +8,7 @@ from __future__ import annotations
 import keras
 
 from cct_fast.compute import dispatch
+from cct_fast.compute.xla import warn_if_no_gpu
 from cct_fast.core.layers import (
     ClassifierHead,
     SequencePooling,
@@ -30,6 +31,8 @@ class EncoderClassifier(keras.Model):
         self.classifier_activation = classifier_activation
         self._jit_compile_default = jit_compile
         self.jit_compile = jit_compile
+        if jit_compile:
+            warn_if_no_gpu()
         self.embedding_dropout = keras.layers.Dropout(config.dropout, name="embedding_dropout")
         self.blocks = [
             TransformerEncoderLayer(
@@ -87,6 +90,8 @@ class EncoderClassifier(keras.Model):
     def compile(self, *args, jit_compile=None, **kwargs):
         if jit_compile is None:
             jit_compile = self._jit_compile_default
+        if jit_compile is True:
+            warn_if_no_gpu()
         super().compile(*args, jit_compile=jit_compile, **kwargs)
 
     def get_config(self):
