@@ -1,13 +1,16 @@
-"""The official PyTorch model as the anchor row of the benchmarks."""
+"""The official PyTorch model as the anchor rows of the benchmarks: eager, and under
+``torch.compile`` (what a PyTorch user would run for speed)."""
 
 from cct_fast.testing.official_text import official_text_model
 from cct_fast.testing.official_torch import official_model
 
 
-def inference_function(config, bfloat16):
+def inference_function(config, bfloat16, compiled=False):
     import torch
 
     model = official_model(config).eval()
+    if compiled:
+        model = torch.compile(model)
 
     def run(images_nchw):
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bfloat16):
@@ -16,16 +19,20 @@ def inference_function(config, bfloat16):
     return run
 
 
-def train_step_function(config):
+def train_step_function(config, bfloat16=False, compiled=False):
+    """One AdamW step at the official training defaults (attention dropout 0.1, stochastic
+    depth 0.1), optionally under bfloat16 autocast and ``torch.compile``."""
     import torch
 
     model = official_model(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.06)
     loss_fn = torch.nn.CrossEntropyLoss()
+    forward = torch.compile(model) if compiled else model
 
     def step(images_nchw, labels):
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(images_nchw), labels)
+        with torch.autocast("cpu", torch.bfloat16, enabled=bfloat16):
+            loss = loss_fn(forward(images_nchw), labels)
         loss.backward()
         optimizer.step()
         return loss.item()

@@ -33,9 +33,10 @@ def group_table(groups, group):
     baseline = "reference" if "reference" in rows else rows[0]
     top = ceiling(groups, "bf16" if "bf16" in group else "fp32")
     rounds = len(entry["times"][baseline])
+    unit = "sentences/s" if group.startswith("text") else "images/s"
     lines = [
         f"\n### {group}\n",
-        f"| implementation | images/s | over {rounds} rounds | vs {baseline.split(' (')[0]} "
+        f"| implementation | {unit} | over {rounds} rounds | vs {baseline.split(' (')[0]} "
         "| over rounds | of GEMM ceiling |",
         "|---|---:|---:|---:|---:|---:|",
     ]

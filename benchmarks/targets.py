@@ -47,6 +47,22 @@ TARGETS = [
         1.3,
     ),
     Target(
+        "custom ops fp32 train step >= 1.5x the reference (official dropout defaults)",
+        TRAIN_STEP,
+        CUSTOM_ROW,
+        TRAIN_STEP,
+        "reference",
+        1.5,
+    ),
+    Target(
+        "custom ops mixed_bfloat16 train step >= 2.5x the reference fp32",
+        TRAIN_STEP,
+        f"{CUSTOM_ROW}, mixed_bfloat16",
+        TRAIN_STEP,
+        "reference",
+        2.5,
+    ),
+    Target(
         "custom ops >= 1.3x the fused path, fp32 inference",
         INFERENCE_FP32,
         CUSTOM_ROW,
@@ -61,6 +77,14 @@ TARGETS = [
         INFERENCE_BF16,
         "fused",
         1.3,
+    ),
+    Target(
+        "bf16 inference (fused) >= 1.15x the official model under torch.compile in bf16",
+        INFERENCE_BF16,
+        "fused",
+        INFERENCE_BF16,
+        "official PyTorch, torch.compile",
+        1.15,
     ),
     Target(
         "bf16 inference (fused) beats the official PyTorch model in bf16",

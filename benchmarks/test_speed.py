@@ -37,11 +37,18 @@ def _batch(smoke, batch):
     return 2 if smoke else batch
 
 
-def _official_rows(make):
-    """``{"official PyTorch": make()}``, or why it cannot run here."""
+COMPILED_ROW = "official PyTorch, torch.compile"
+
+
+def _official_rows(make, compiled=None):
+    """``{"official PyTorch": make()}`` (and ``COMPILED_ROW: compiled()``), or why they cannot
+    run here."""
+    rows = {"official PyTorch": make}
+    if compiled is not None:
+        rows[COMPILED_ROW] = compiled
     if official_module() is None:
-        return {}, {"official PyTorch": "torch and vit-pytorch are not installed"}
-    return {"official PyTorch": make()}, {}
+        return {}, {row: "torch and vit-pytorch are not installed" for row in rows}
+    return {row: function() for row, function in rows.items()}, {}
 
 
 def _onnx_rows(model, images, folder):
@@ -67,8 +74,8 @@ def _onnx_rows(model, images, folder):
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 @pytest.mark.parametrize("name, batch", INFERENCE)
 def test_inference(time_rows, smoke, name, batch, precision, tmp_path):
-    """Reference, fused, both under XLA, the custom ops, the official PyTorch model and (fp32)
-    ONNX Runtime on the same batch."""
+    """Reference, fused, both under XLA, the custom ops, the official PyTorch model (eager and
+    under torch.compile) and (fp32) ONNX Runtime on the same batch."""
     config = cct_fast.create_model(name).config
     images, _ = random_batch(config, _batch(smoke, batch))
     tensor = tf.constant(images)
@@ -76,15 +83,17 @@ def test_inference(time_rows, smoke, name, batch, precision, tmp_path):
     rows = {row: (lambda f=function: f(tensor)) for row, function in keras_rows.items()}
     missing = {} if CUSTOM_ROW in rows else {CUSTOM_ROW: str(custom_ops.unavailable_reason())}
 
-    def official():
+    def official(compiled=False):
         import torch
 
-        function = official_torch.inference_function(config, bfloat16=precision == "bf16")
+        function = official_torch.inference_function(
+            config, bfloat16=precision == "bf16", compiled=compiled
+        )
         nchw = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
         return lambda: function(nchw)
 
     for extra, why in (
-        _official_rows(official),
+        _official_rows(official, lambda: official(compiled=True)),
         _onnx_rows(cct_fast.create_model(name), images, tmp_path)
         if precision == "fp32"
         else ({}, {}),
@@ -135,25 +144,34 @@ TRAIN_NAME, TRAIN_BATCH = "cct_7_3x1_32", 64
 
 
 def test_train_step(time_rows, smoke):
-    """One AdamW step: reference, fused, both under XLA, and the official PyTorch model."""
+    """One AdamW step at the official training defaults (attention dropout 0.1, stochastic
+    depth 0.1): reference, fused, both under XLA, the custom ops, fused and custom in
+    mixed_bfloat16, and the official PyTorch model, eager and under torch.compile, in float32
+    and bfloat16 autocast."""
     config = cct_fast.create_model(TRAIN_NAME).config
     images, labels = random_batch(config, _batch(smoke, TRAIN_BATCH))
-    steps = train_step_functions(TRAIN_NAME, TRAIN_BATCH)
+    steps = train_step_functions(TRAIN_NAME, TRAIN_BATCH, with_custom=True)
     x, y = tf.constant(images), tf.constant(labels)
     rows = {row: (lambda f=step: f(x, y)) for row, step in steps.items()}
 
-    def official():
+    def official(bfloat16=False, compiled=False):
         import torch
 
-        step = official_torch.train_step_function(config)
+        step = official_torch.train_step_function(config, bfloat16=bfloat16, compiled=compiled)
         nchw, targets = (
             torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
             torch.from_numpy(labels),
         )
         return lambda: step(nchw, targets)
 
-    extra, missing = _official_rows(official)
+    extra, missing = _official_rows(official, lambda: official(compiled=True))
     rows.update(extra)
+    bf16, _ = _official_rows(
+        lambda: official(bfloat16=True), lambda: official(bfloat16=True, compiled=True)
+    )
+    rows.update({f"{row}, bfloat16 autocast": function for row, function in bf16.items()})
+    if CUSTOM_ROW not in rows:
+        missing[CUSTOM_ROW] = str(custom_ops.unavailable_reason())
     # A training step costs about three forward passes.
     time_rows(
         f"train step {TRAIN_NAME} batch {TRAIN_BATCH} fp32",

@@ -79,19 +79,28 @@ def attention_functions(batch, tokens, heads, head_dim, dtype):
     return rows
 
 
-def train_step_functions(name, batch, **options):
-    """Row name -> a function of (inputs, labels) running one AdamW step."""
+def train_step_functions(name, batch, with_custom=False, **options):
+    """Row name -> a function of (inputs, labels) running one AdamW step: reference and fused,
+    each also under XLA; ``with_custom`` adds the custom ops, and fused and custom under
+    mixed_bfloat16 (where the library is built)."""
+    from cct_fast.compute import custom_ops
+
+    variants = [(i, jit, "float32") for i in ("reference", "fused") for jit in (False, True)]
+    if with_custom and custom_ops.ops() is not None:
+        variants += [("custom", False, "float32")]
+        variants += [(i, False, "mixed_bfloat16") for i in ("fused", "custom")]
     functions = {}
-    for implementation in ("reference", "fused"):
-        for jit in (False, True):
+    for implementation, jit, policy in variants:
+        with policy_scope(policy):
             model = cct_fast.create_model(name, implementation=implementation, **options)
-            model.compile(
-                optimizer=keras.optimizers.AdamW(5e-4, weight_decay=0.06),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                jit_compile=jit,
-            )
-            row = implementation + (" under XLA" if jit else "")
-            functions[row] = lambda x, y, model=model: model.train_on_batch(x, y)
+        model.compile(
+            optimizer=keras.optimizers.AdamW(5e-4, weight_decay=0.06),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit,
+        )
+        row = CUSTOM_ROW if implementation == "custom" else implementation
+        row += (" under XLA" if jit else "") + (", mixed_bfloat16" if policy != "float32" else "")
+        functions[row] = lambda x, y, model=model: model.train_on_batch(x, y)
     return functions
 
 
