@@ -153,51 +153,41 @@ def relative(actual, expected):
     return float((actual.double() - expected).norm() / expected.norm().clamp_min(1e-30))
 
 
+def compare_attention(library, label, batch, tokens, heads, head_dim, rate=0.0):
+    """Forward, log-sum-exp and gradients against the float64 reference (given the Philox
+    mask when ``rate`` > 0); prints the errors and returns the failures."""
+    factors = None
+    if rate:
+        keep = keep_of(rate)
+        mask = philox_module().dropout_mask(batch, heads, tokens, keep, SEED)
+        factors = torch.from_numpy(mask).cuda().double() / keep
+    qkv = torch.randn(batch, tokens, 3 * heads * head_dim, device="cuda")
+    grad_out = torch.randn(batch, tokens, heads * head_dim, device="cuda")
+    scale = head_dim**-0.5
+    out, lse = attention(library, qkv, heads, scale, rate, SEED)
+    grad = attention_backward(library, qkv, out, lse, grad_out, heads, scale, rate, SEED)
+    exact = qkv.double().requires_grad_()
+    expected, expected_lse = reference_attention(exact, heads, scale, factors)
+    (expected * grad_out.double()).sum().backward()
+    errors = {
+        "output": relative(out, expected.detach()),
+        "logsumexp": relative(lse, expected_lse.detach()),
+        "grad_qkv": relative(grad, exact.grad),
+    }
+    shape = f"{label} batch {batch} tokens {tokens} heads {heads} head_dim {head_dim}"
+    print(shape, " ".join(f"{k} {v:.1e}" for k, v in errors.items()))
+    return [f"{shape}: {k} {v:.1e}" for k, v in errors.items() if v > TOLERANCE]
+
+
 def check_attention(library):
-    failures = []
-    for batch, tokens, heads, head_dim in CHECK_SHAPES:
-        qkv = torch.randn(batch, tokens, 3 * heads * head_dim, device="cuda")
-        grad_out = torch.randn(batch, tokens, heads * head_dim, device="cuda")
-        scale = head_dim**-0.5
-        out, lse = attention(library, qkv, heads, scale)
-        grad = attention_backward(library, qkv, out, lse, grad_out, heads, scale)
-        exact = qkv.double().requires_grad_()
-        expected, expected_lse = reference_attention(exact, heads, scale)
-        (expected * grad_out.double()).sum().backward()
-        errors = {
-            "output": relative(out, expected.detach()),
-            "logsumexp": relative(lse, expected_lse.detach()),
-            "grad_qkv": relative(grad, exact.grad),
-        }
-        shape = f"attention batch {batch} tokens {tokens} heads {heads} head_dim {head_dim}"
-        print(shape, " ".join(f"{k} {v:.1e}" for k, v in errors.items()))
-        failures += [f"{shape}: {k} {v:.1e}" for k, v in errors.items() if v > TOLERANCE]
-    return failures
+    return [f for shape in CHECK_SHAPES for f in compare_attention(library, "attention", *shape)]
 
 
 def check_dropout(library):
     """The CUDA mask is the Philox one, forward and backward, at the keep rate."""
-    philox = philox_module()
     keep, failures = keep_of(RATE), []
-    for batch, tokens, heads, head_dim in [(2, 256, 4, 64), (2, 37, 3, 128), (1, 65, 2, 16)]:
-        mask = philox.dropout_mask(batch, heads, tokens, keep, SEED)
-        factors = torch.from_numpy(mask).cuda().double() / keep
-        qkv = torch.randn(batch, tokens, 3 * heads * head_dim, device="cuda")
-        grad_out = torch.randn(batch, tokens, heads * head_dim, device="cuda")
-        scale = head_dim**-0.5
-        out, lse = attention(library, qkv, heads, scale, RATE, SEED)
-        grad = attention_backward(library, qkv, out, lse, grad_out, heads, scale, RATE, SEED)
-        exact = qkv.double().requires_grad_()
-        expected, expected_lse = reference_attention(exact, heads, scale, factors)
-        (expected * grad_out.double()).sum().backward()
-        errors = {
-            "output": relative(out, expected.detach()),
-            "logsumexp": relative(lse, expected_lse.detach()),
-            "grad_qkv": relative(grad, exact.grad),
-        }
-        shape = f"dropout batch {batch} tokens {tokens} heads {heads} head_dim {head_dim}"
-        print(shape, " ".join(f"{k} {v:.1e}" for k, v in errors.items()))
-        failures += [f"{shape}: {k} {v:.1e}" for k, v in errors.items() if v > TOLERANCE]
+    for shape in [(2, 256, 4, 64), (2, 37, 3, 128), (1, 65, 2, 16)]:
+        failures += compare_attention(library, "dropout", *shape, rate=RATE)
     # The keep rate: with v the identity, the output row of query i holds its kept
     # probabilities (all positive), so the nonzeros count the kept draws.
     batch, tokens, heads = 1024, 64, 4
