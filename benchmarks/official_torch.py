@@ -1,5 +1,7 @@
 """The official PyTorch model as the anchor rows of the benchmarks: eager, and under
-``torch.compile`` (what a PyTorch user would run for speed)."""
+``torch.compile`` (what a PyTorch user would run for speed). Compiled with static shapes: the
+models share one ``forward``, so after two batch sizes dynamo would trace it with a dynamic
+batch, and inductor then fails on the training step's drop-path (``ValueRangeError``)."""
 
 from cct_fast.testing.official_text import official_text_model
 from cct_fast.testing.official_torch import official_model
@@ -10,7 +12,7 @@ def inference_function(config, bfloat16, compiled=False):
 
     model = official_model(config).eval()
     if compiled:
-        model = torch.compile(model)
+        model = torch.compile(model, dynamic=False)
 
     def run(images_nchw):
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bfloat16):
@@ -27,7 +29,7 @@ def train_step_function(config, bfloat16=False, compiled=False):
     model = official_model(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.06)
     loss_fn = torch.nn.CrossEntropyLoss()
-    forward = torch.compile(model) if compiled else model
+    forward = torch.compile(model, dynamic=False) if compiled else model
 
     def step(images_nchw, labels):
         optimizer.zero_grad(set_to_none=True)
