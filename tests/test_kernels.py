@@ -83,9 +83,11 @@ def emulated_bfloat16_attention(qkv, heads, scale, rounds_probabilities):
     return _bfloat16(out.transpose(0, 2, 1, 3).reshape(batch, tokens, width))
 
 
-def emulated_bfloat16_attention_gradient(qkv, out, grad_out, heads, scale):
+def emulated_bfloat16_attention_gradient(qkv, out, grad_out, heads, scale, rounds_intermediates):
     """What the bfloat16 backward documents: FlashAttention's backward in float32 on the bf16
-    inputs, its saved (bf16) output and the bf16 output gradient, rounded to bf16."""
+    inputs, its saved (bf16) output and the bf16 output gradient, rounded to bf16; where the
+    kernel runs vdpbf16ps, the probabilities and the score gradients (scale included) are
+    rounded to bf16 before their products."""
     batch, tokens, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
     q, k, v = (
         qkv.astype(np.float64)
@@ -100,9 +102,12 @@ def emulated_bfloat16_attention_gradient(qkv, out, grad_out, heads, scale):
     p = np.exp(scores - scores.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     grad_scores = p * (np.einsum("bhid,bhjd->bhij", do, v) - (do * o).sum(-1, keepdims=True))
+    grad_scores *= scale
+    if rounds_intermediates:
+        p, grad_scores = _bfloat16(p), _bfloat16(grad_scores)
     grads = (
-        np.einsum("bhij,bhjd->bhid", grad_scores, k) * scale,
-        np.einsum("bhij,bhid->bhjd", grad_scores, q) * scale,
+        np.einsum("bhij,bhjd->bhid", grad_scores, k),
+        np.einsum("bhij,bhid->bhjd", grad_scores, q),
         np.einsum("bhij,bhid->bhjd", p, do),
     )
     return _bfloat16(
@@ -134,7 +139,7 @@ def test_bfloat16_attention_rounds_as_documented(head_dim, rng):
     assert_within_one_bfloat16_ulp(out, emulated_bfloat16_attention(qkv, 2, scale, vdpbf16ps))
     assert_within_one_bfloat16_ulp(
         tf.cast(grad, tf.float32).numpy(),
-        emulated_bfloat16_attention_gradient(qkv, out, _bfloat16(cotangent), 2, scale),
+        emulated_bfloat16_attention_gradient(qkv, out, _bfloat16(cotangent), 2, scale, vdpbf16ps),
     )
 
 

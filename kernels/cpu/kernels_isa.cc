@@ -7,7 +7,8 @@
 // softmax, and the weighted sum of V. The full tokens x tokens score matrix never exists. The
 // backward recomputes the probabilities from the saved log-sum-exp (as FlashAttention does) and
 // accumulates dK and dV per head, so threads never write the same memory. With AVX512_BF16,
-// bfloat16 scores and weighted sums use vdpbf16ps (bf16 pairs, float32 accumulation).
+// every product of the bfloat16 forward and backward is vdpbf16ps (bf16 pairs, float32
+// accumulation); without it, bfloat16 heads run the float32 code on float copies.
 //
 // Attention dropout (keep < 1) scales each probability by 0 or 1 / keep after the softmax's
 // denominators are taken, from the counter-based Philox of kernels/common/philox.h, computed
@@ -338,14 +339,15 @@ inline int64_t Interleaved(int64_t k, int64_t col, int64_t cols) {
   return ((k / 2) * cols + col) * 2 + (k & 1);
 }
 
-// out[r][col0 + i] = sum_k a(r, k) b(k, col0 + i) for r < R, i < C * 16; the pair
+// out[r][col0 + i] (+)= sum_k a(r, k) b(k, col0 + i) for r < R, i < C * 16; the pair
 // (a(r, k), a(r, k + 1)) is at a + r * a_row + (k / 2) * a_pair; depth even.
 template <int ROWS, int C>
 void BfPanel(const uint16_t* a, int64_t a_row, int64_t a_pair, int64_t depth, const uint16_t* b,
-             int64_t cols, int64_t col0, float* out, int64_t ldo) {
+             int64_t cols, int64_t col0, float* out, int64_t ldo, bool accumulate) {
   __m512 acc[ROWS][C];
   for (int r = 0; r < ROWS; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+    for (int c = 0; c < C; ++c)
+      acc[r][c] = accumulate ? _mm512_loadu_ps(out + r * ldo + col0 + c * BW) : _mm512_setzero_ps();
   for (int64_t k = 0; k < depth; k += 2) {
     __m512bh panel[C];
     for (int c = 0; c < C; ++c)
@@ -364,26 +366,130 @@ void BfPanel(const uint16_t* a, int64_t a_row, int64_t a_pair, int64_t depth, co
 
 template <int ROWS>
 void BfPanels(const uint16_t* a, int64_t a_row, int64_t a_pair, int64_t depth, const uint16_t* b,
-              int64_t cols, float* out, int64_t ldo) {
+              int64_t cols, float* out, int64_t ldo, bool accumulate) {
   int64_t col = 0;
   for (; col + 4 * BW <= cols; col += 4 * BW)
-    BfPanel<ROWS, 4>(a, a_row, a_pair, depth, b, cols, col, out, ldo);
-  for (; col < cols; col += BW) BfPanel<ROWS, 1>(a, a_row, a_pair, depth, b, cols, col, out, ldo);
+    BfPanel<ROWS, 4>(a, a_row, a_pair, depth, b, cols, col, out, ldo, accumulate);
+  for (; col < cols; col += BW)
+    BfPanel<ROWS, 1>(a, a_row, a_pair, depth, b, cols, col, out, ldo, accumulate);
 }
 
-// out (rows x cols) = A (rows x depth, pairs as BfPanel) times the interleaved b (depth x cols).
+// out (rows x cols) (+)= A (rows x depth, pairs as BfPanel) times the interleaved b
+// (depth x cols).
 void BfProduct(const uint16_t* a, int64_t a_row, int64_t a_pair, int64_t rows, int64_t depth,
-               const uint16_t* b, int64_t cols, float* out, int64_t ldo) {
+               const uint16_t* b, int64_t cols, float* out, int64_t ldo, bool accumulate = false) {
   int64_t r = 0;
   for (; r + R <= rows; r += R)
-    BfPanels<R>(a + r * a_row, a_row, a_pair, depth, b, cols, out + r * ldo, ldo);
+    BfPanels<R>(a + r * a_row, a_row, a_pair, depth, b, cols, out + r * ldo, ldo, accumulate);
   for (; r < rows; ++r)
-    BfPanels<1>(a + r * a_row, a_row, a_pair, depth, b, cols, out + r * ldo, ldo);
+    BfPanels<1>(a + r * a_row, a_row, a_pair, depth, b, cols, out + r * ldo, ldo, accumulate);
+}
+
+// 16 queries' values at keys j (even) and j + 1, rounded to bf16 and stored as 16 pairs.
+inline void StorePairs(vf even, vf odd, uint16_t* pairs) {
+  const __m512i interleave =
+      _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                       21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  __m512 low, high;
+  std::memcpy(&low, &even, sizeof low);
+  std::memcpy(&high, &odd, sizeof high);
+  const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(high, low);  // even in 0..15, odd above
+  _mm512_storeu_si512(pairs, _mm512_permutexvar_epi16(interleave, both));
+}
+
+// 16 floats rounded to bf16, stored in order.
+inline void StoreRow(vf x, uint16_t* row) {
+  __m512 v;
+  std::memcpy(&v, &x, sizeof v);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(row), (__m256i)_mm512_cvtneps_pbh(v));
+}
+
+// 16 bf16 values as floats.
+inline vf LoadBf16(const uint16_t* p) {
+  typedef uint16_t vu16 __attribute__((vector_size(BW * sizeof(uint16_t))));
+  vu16 halves;
+  std::memcpy(&halves, p, sizeof halves);
+  const vu bits = __builtin_convertvector(halves, vu) << 16;
+  vf v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+// The float32 sum of a[d] * b[d] over bf16 rows of n.
+float DotBf16(const uint16_t* a, const uint16_t* b, int64_t n) {
+  vf sum = vf{};
+  int64_t d = 0;
+  for (; d + BW <= n; d += BW) sum += LoadBf16(a + d) * LoadBf16(b + d);
+  float total = 0.0f;
+  for (int i = 0; i < BW; ++i) total += sum[i];
+  for (; d < n; ++d) total += ToFloat(a[d]) * ToFloat(b[d]);
+  return total;
+}
+
+// row[d] = bf16(values[d] * scale) for d < n.
+void RoundRow(const float* values, float scale, int64_t n, uint16_t* row) {
+  int64_t d = 0;
+  for (; d + BW <= n; d += BW) StoreRow(Load(values + d) * scale, row + d);
+  for (; d < n; ++d) FromFloat(values[d] * scale, row + d);
+}
+
+// rows (count x width, row stride `stride`) as an interleaved panel of RoundUp(count, 2) x cols,
+// zero-padded: the right-hand side of a product that reduces over the rows. Two rows at a
+// time, 32 values of each interleaved by two permutes.
+void InterleaveRows(const uint16_t* rows, int64_t stride, int64_t count, int64_t width,
+                    int64_t cols, std::vector<uint16_t>& panel) {
+  panel.assign(RoundUp(count, 2) * cols, 0);
+  // a[0] b[0] a[1] b[1] ... from a[0..15] and b[0..15], then from a[16..31] and b[16..31]
+  alignas(64) uint16_t low_index[32], high_index[32];
+  for (int i = 0; i < 32; ++i) {
+    low_index[i] = static_cast<uint16_t>(i / 2 + 32 * (i % 2));
+    high_index[i] = static_cast<uint16_t>(16 + i / 2 + 32 * (i % 2));
+  }
+  const __m512i low = _mm512_load_si512(low_index), high = _mm512_load_si512(high_index);
+  for (int64_t j = 0; j < count; j += 2) {
+    const uint16_t* even = rows + j * stride;
+    const uint16_t* odd = j + 1 < count ? even + stride : nullptr;
+    uint16_t* pairs = &panel[(j / 2) * cols * 2];
+    int64_t d = 0;
+    for (; d + 32 <= width; d += 32) {
+      const __m512i a = _mm512_loadu_si512(even + d);
+      const __m512i b = odd ? _mm512_loadu_si512(odd + d) : _mm512_setzero_si512();
+      _mm512_storeu_si512(pairs + 2 * d, _mm512_permutex2var_epi16(a, low, b));
+      _mm512_storeu_si512(pairs + 2 * d + 32, _mm512_permutex2var_epi16(a, high, b));
+    }
+    for (; d < width; ++d) {
+      pairs[2 * d] = even[d];
+      pairs[2 * d + 1] = odd ? odd[d] : 0;
+    }
+  }
+}
+
+// The transpose of rows (count <= QB rows of an even width, stride `stride`) as an interleaved
+// panel of width x QB, zero-padded: the right-hand side of a product that reduces over the row
+// width. Each pair of a row is one 32-bit word, gathered for 16 rows at a time.
+void InterleaveColumns(const uint16_t* rows, int64_t stride, int64_t count, int64_t width,
+                       std::vector<uint16_t>& panel) {
+  panel.assign(width * QB, 0);
+  uint32_t* words = reinterpret_cast<uint32_t*>(panel.data());  // (width / 2) x QB
+  for (int64_t i0 = 0; i0 < count; i0 += BW) {
+    const __mmask16 rows_left =
+        static_cast<__mmask16>((1u << std::min<int64_t>(BW, count - i0)) - 1u);
+    const __m512i offsets =
+        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                           _mm512_set1_epi32(static_cast<int>(stride * sizeof(uint16_t))));
+    const uint16_t* first = rows + i0 * stride;
+    for (int64_t p = 0; p < width / 2; ++p) {
+      const __m512i pair =
+          _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows_left, offsets, first + 2 * p, 1);
+      _mm512_storeu_si512(words + p * QB + i0, pair);
+    }
+  }
 }
 
 struct BfScratch {
-  std::vector<uint16_t> queries, values, probabilities;
-  std::vector<float> scores, out_rows;
+  std::vector<uint16_t> queries, values, probabilities, keys, grad_out_t, query_rows, grad_out_rows,
+      grad_score_rows, grad_score_pairs;
+  std::vector<float> scores, out_rows, grad_probabilities, grad_k, grad_v;
   static BfScratch& ForThread() {
     thread_local BfScratch scratch;
     return scratch;
@@ -396,28 +502,16 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
   BfScratch& m = BfScratch::ForThread();
   const int64_t tokens = g.shape.tokens, hd = g.shape.head_dim;
   const int64_t dim = RoundUp(hd, BW), pairs = RoundUp(tokens, 2);
-  m.values.assign(pairs * dim, 0);  // V interleaved along keys
-  for (int64_t j = 0; j < tokens; ++j) {
-    const uint16_t* v = qkv + g.Offset(b, h, j, 2);
-    for (int64_t d = 0; d < hd; ++d) m.values[Interleaved(j, d, dim)] = v[d];
-  }
-  m.queries.resize(hd * QB);
+  InterleaveRows(qkv + g.Offset(b, h, 0, 2), g.row_stride, tokens, hd, dim, m.values);
   m.scores.resize(tokens * QB);
   m.probabilities.resize(pairs * QB);
   m.out_rows.resize(QB * dim);
   float* lse = logsumexp + (b * g.shape.heads + h) * tokens;
   const HeadDropout dropout = DropoutOf(g.shape, b, h);
-  const __m512i interleave =
-      _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
-                       21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   const vf zero = vf{};
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
     const int64_t count = std::min<int64_t>(QB, tokens - i0);
-    std::fill(m.queries.begin(), m.queries.end(), 0);
-    for (int64_t i = 0; i < count; ++i) {
-      const uint16_t* q = qkv + g.Offset(b, h, i0 + i, 0);
-      for (int64_t d = 0; d < hd; ++d) m.queries[Interleaved(d, i, QB)] = q[d];
-    }
+    InterleaveColumns(qkv + g.Offset(b, h, i0, 0), g.row_stride, count, hd, m.queries);
     float* st = m.scores.data();
     BfProduct(qkv + g.Offset(b, h, 0, 1), g.row_stride, 2, tokens, hd, m.queries.data(), QB, st,
               QB);
@@ -439,12 +533,7 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
           p0 *= factors[j % 4];
           p1 *= factors[j % 4 + 1];
         }
-        __m512 low, high;
-        std::memcpy(&low, &p0, sizeof low);
-        std::memcpy(&high, &p1, sizeof high);
-        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(high, low);  // p0 in 0..15, p1 above
-        _mm512_storeu_si512(&m.probabilities[((j / 2) * QB + c * W) * 2],
-                            _mm512_permutexvar_epi16(interleave, both));
+        StorePairs(p0, p1, &m.probabilities[((j / 2) * QB + c * W) * 2]);
       }
       for (int i = 0; i < W && c * W + i < count; ++i) {
         lse[i0 + c * W + i] = max[i] + std::log(sum[i]);
@@ -454,8 +543,88 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
     BfProduct(m.probabilities.data(), 2, 2 * QB, count, pairs, m.values.data(), dim,
               m.out_rows.data(), dim);
     for (int64_t i = 0; i < count; ++i)
-      for (int64_t d = 0; d < hd; ++d)
-        FromFloat(m.out_rows[i * dim + d] * inverse[i], out + g.OutOffset(b, h, i0 + i) + d);
+      RoundRow(&m.out_rows[i * dim], inverse[i], hd, out + g.OutOffset(b, h, i0 + i));
+  }
+}
+
+// The float32 backward's structure (BackwardHead) with all five products as vdpbf16ps: S^T and
+// dP^T reduce over head dims (K and V rows from qkv against interleaved Q^T and dO^T panels);
+// dQ = dS K reduces over keys (dS in pairs along keys, K interleaved); dV += (f P)^T dO and
+// dK += dS^T Q reduce over queries (f P and dS as bf16 rows over queries, dO and Q interleaved).
+// f P and dS are rounded to bf16 before their products, as the forward rounds f P; every sum
+// is float32, and dQ, dK and dV are rounded once. For an even head_dim.
+void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsumexp,
+                    const uint16_t* grad_out, uint16_t* grad_qkv, const Head& g, int64_t b,
+                    int64_t h) {
+  BfScratch& m = BfScratch::ForThread();
+  const int64_t tokens = g.shape.tokens, hd = g.shape.head_dim, out_stride = g.shape.heads * hd;
+  const int64_t dim = RoundUp(hd, BW), pairs = RoundUp(tokens, 2);
+  const float scale = g.shape.scale;
+  const float* lse = logsumexp + (b * g.shape.heads + h) * tokens;
+  const uint16_t* q = qkv + g.Offset(b, h, 0, 0);
+  const uint16_t* o = out + g.OutOffset(b, h, 0);
+  const uint16_t* grad_o = grad_out + g.OutOffset(b, h, 0);
+  const HeadDropout dropout = DropoutOf(g.shape, b, h);
+  InterleaveRows(qkv + g.Offset(b, h, 0, 1), g.row_stride, tokens, hd, dim, m.keys);
+  m.scores.resize(tokens * QB);              // S^T
+  m.grad_probabilities.resize(tokens * QB);  // dP^T
+  m.probabilities.resize(tokens * QB);       // (f P)^T, bf16 rows over queries
+  m.grad_score_rows.resize(tokens * QB);     // dS^T, likewise
+  m.grad_score_pairs.resize(pairs * QB);     // dS, pairs along keys
+  m.out_rows.resize(QB * dim);               // dQ
+  m.grad_k.assign(tokens * dim, 0.0f);
+  m.grad_v.assign(tokens * dim, 0.0f);
+  for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
+    const int64_t count = std::min<int64_t>(QB, tokens - i0);
+    InterleaveColumns(q + i0 * g.row_stride, g.row_stride, count, hd, m.queries);
+    InterleaveColumns(grad_o + i0 * out_stride, out_stride, count, hd, m.grad_out_t);
+    InterleaveRows(q + i0 * g.row_stride, g.row_stride, count, hd, dim, m.query_rows);
+    InterleaveRows(grad_o + i0 * out_stride, out_stride, count, hd, dim, m.grad_out_rows);
+    m.query_rows.resize(QB * dim, 0);  // queries past count reduce as zeros
+    m.grad_out_rows.resize(QB * dim, 0);
+    alignas(64) float query_lse[QB] = {}, delta[QB] = {}, valid[QB] = {};
+    for (int64_t i = 0; i < count; ++i) {
+      delta[i] = DotBf16(grad_o + (i0 + i) * out_stride, o + (i0 + i) * out_stride, hd);
+      query_lse[i] = lse[i0 + i];
+      valid[i] = 1.0f;
+    }
+    float* st = m.scores.data();
+    float* dpt = m.grad_probabilities.data();
+    BfProduct(qkv + g.Offset(b, h, 0, 1), g.row_stride, 2, tokens, hd, m.queries.data(), QB, st,
+              QB);
+    BfProduct(qkv + g.Offset(b, h, 0, 2), g.row_stride, 2, tokens, hd, m.grad_out_t.data(), QB, dpt,
+              QB);
+    // With dropout factors f: dV takes f P, and dS = P (f dP - delta) * scale.
+    for (int c = 0; c < COLS; ++c) {
+      const vf column_lse = Load(query_lse + c * W), column_delta = Load(delta + c * W);
+      const vf column_valid = Load(valid + c * W);
+      vf factors[4] = {Splat(1.0f), Splat(1.0f), Splat(1.0f), Splat(1.0f)};
+      for (int64_t j = 0; j < pairs; j += 2) {
+        if (dropout.active && j % 4 == 0) dropout.Factors(i0 + c * W, j / 4, factors);
+        vf ds[2] = {};
+        for (int64_t key = j; key < std::min(j + 2, tokens); ++key) {
+          const int64_t at = key * QB + c * W;
+          const vf p = Exp(Load(st + at) * scale - column_lse) * column_valid;
+          const vf factor = factors[key % 4];
+          ds[key - j] = p * (Load(dpt + at) * factor - column_delta) * scale;
+          StoreRow(p * factor, &m.probabilities[at]);
+          StoreRow(ds[key - j], &m.grad_score_rows[at]);
+        }
+        StorePairs(ds[0], ds[1], &m.grad_score_pairs[((j / 2) * QB + c * W) * 2]);
+      }
+    }
+    BfProduct(m.grad_score_pairs.data(), 2, 2 * QB, count, pairs, m.keys.data(), dim,
+              m.out_rows.data(), dim);
+    for (int64_t i = 0; i < count; ++i)
+      RoundRow(&m.out_rows[i * dim], 1.0f, hd, grad_qkv + g.Offset(b, h, i0 + i, 0));
+    BfProduct(m.probabilities.data(), QB, 2, tokens, QB, m.grad_out_rows.data(), dim,
+              m.grad_v.data(), dim, true);
+    BfProduct(m.grad_score_rows.data(), QB, 2, tokens, QB, m.query_rows.data(), dim,
+              m.grad_k.data(), dim, true);
+  }
+  for (int64_t j = 0; j < tokens; ++j) {
+    RoundRow(&m.grad_k[j * dim], 1.0f, hd, grad_qkv + g.Offset(b, h, j, 1));
+    RoundRow(&m.grad_v[j * dim], 1.0f, hd, grad_qkv + g.Offset(b, h, j, 2));
   }
 }
 #endif
@@ -605,6 +774,12 @@ void Backward(const T* qkv, const T* out, const float* logsumexp, const T* grad_
               const AttentionShape& shape, const ParallelFor& parallel_for) {
   const Head g(shape);
   ForEachHead(shape, parallel_for, 3 * HeadCost(shape), [&](int64_t b, int64_t h) {
+#if defined(__AVX512BF16__)
+    if constexpr (std::is_same_v<T, uint16_t>) {
+      if (g.shape.head_dim % 2 == 0)
+        return BfBackwardHead(qkv, out, logsumexp, grad_out, grad_qkv, g, b, h);
+    }
+#endif
     AttentionBackwardHead(qkv, out, logsumexp, grad_out, grad_qkv, g, b, h);
   });
 }
