@@ -1,5 +1,5 @@
-"""The optional custom ops of ``kernels/``: multi-head attention over a packed qkv tensor and
-sequence pooling, each with its gradient.
+"""The optional custom ops of ``kernels/``: multi-head attention over a packed qkv tensor,
+sequence pooling and (on the CPU) residual + LayerNorm, each with its gradient.
 
 CMake builds them into ``cct_fast/libcct_fast_ops.so`` (``CCT_FAST_BUILD_KERNELS=1 pip install
 -e .``, or ``cmake -S . -B build && cmake --build build``). This module only loads them;
@@ -73,6 +73,22 @@ def _register_gradients():
         )
         return grad_qkv, None
 
+    @tf.RegisterGradient("CctLayerNorm")
+    def _layer_norm_gradient(op, grad_y, _grad_mean, _grad_rstd):
+        # mean and rstd are saved for the gradient, never differentiated.
+        residuals = op.get_attr("N")
+        x, gamma = op.inputs[0], op.inputs[1 + residuals]
+        grad_x, grad_gamma, grad_beta = ops().cct_layer_norm_grad(
+            x,
+            list(op.inputs[1 : 1 + residuals]),
+            gamma,
+            op.outputs[1],
+            op.outputs[2],
+            grad_y,
+            epsilon=op.get_attr("epsilon"),
+        )
+        return [grad_x] + [grad_x] * residuals + [grad_gamma, grad_beta]
+
     @tf.RegisterGradient("CctSequencePool")
     def _pool_gradient(op, grad_output, _grad_weights):
         # The weights output is returned for inspection only; sequence_pool() drops it.
@@ -102,3 +118,12 @@ def sequence_pool(tokens, kernel, bias):
     (B, D), in float32. ``kernel`` is (D,) and ``bias`` a scalar."""
     output, _ = ops().cct_sequence_pool(tokens, kernel, bias)
     return output
+
+
+def layer_norm(x, gamma, beta, epsilon, residual=None):
+    """LayerNorm over the last axis of ``x + residual`` (or of ``x``), statistics in float32,
+    returned in ``x``'s dtype (float32 or bfloat16); ``gamma`` and ``beta`` are float32. One
+    pass over each row forward and backward (CPU only)."""
+    residuals = [] if residual is None else [residual]
+    y, _, _ = ops().cct_layer_norm(x, residuals, gamma, beta, epsilon=epsilon)
+    return y

@@ -3,8 +3,9 @@
 A layer built with ``implementation=`` asks :func:`path` once per call and runs the steps of
 the :class:`Path` it gets: the Keras layers themselves (``"reference"``), the fused functions
 of :mod:`cct_fast.compute.fused` on the layers' variables (``"fused"``), or those with
-attention and sequence pooling in the custom ops of :mod:`cct_fast.compute.custom_ops`
-(``"custom"`` where they can run; ``"auto"`` where they were measured faster). All hold the
+attention, sequence pooling and, on the CPU, LayerNorm in the custom ops of
+:mod:`cct_fast.compute.custom_ops` (``"custom"`` where they can run; ``"auto"`` where they
+were measured faster). All hold the
 same weights.
 
 ``"custom"`` runs the fused path instead, saying why once, where the custom ops cannot run:
@@ -103,13 +104,28 @@ CUSTOM = dataclasses.replace(
 )
 
 
+def _custom_layer_norm(norm, x, residual=None):
+    gamma, beta = (tf.convert_to_tensor(w, tf.float32) for w in (norm.gamma, norm.beta))
+    return custom_ops.layer_norm(x, gamma, beta, norm.epsilon, residual=residual)
+
+
+# On the CPU the custom path also runs LayerNorm, and residual + LayerNorm, as one op: forward
+# and backward one pass over each row, 3.5x (float32) to 5x (bfloat16) faster than the XLA
+# clusters of the fused path, which were as fast as plain graph ops (benchmarks/RESULTS.md).
+CUSTOM_CPU = dataclasses.replace(
+    CUSTOM,
+    layer_norm=_custom_layer_norm,
+    residual_layer_norm=lambda norm, x, branch: _custom_layer_norm(norm, x, branch),
+)
+
+
 def path(implementation, dtype="float32", masked=False) -> Path:
     """The steps a layer built with ``implementation`` runs in this call, on inputs of
     ``dtype``, with or without an attention mask."""
     if implementation == "reference":
         return REFERENCE
     if implementation in ("custom", "auto") and runs_custom(implementation, dtype, masked):
-        return CUSTOM
+        return CUSTOM_CPU if _device_type() == "CPU" else CUSTOM
     return FUSED
 
 

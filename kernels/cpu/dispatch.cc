@@ -16,6 +16,16 @@ namespace cct_kernels {
                            const ParallelFor&);                                                   \
   void SequencePoolBackward(const float*, const float*, const float*, const float*, float*,       \
                             float*, float*, const PoolShape&, const ParallelFor&);                \
+  void LayerNormForward(const float*, const float*, const float*, const float*, float*, float*,   \
+                        float*, const LayerNormShape&, const ParallelFor&);                       \
+  void LayerNormForward(const uint16_t*, const uint16_t*, const float*, const float*, uint16_t*,  \
+                        float*, float*, const LayerNormShape&, const ParallelFor&);               \
+  void LayerNormBackward(const float*, const float*, const float*, const float*, const float*,    \
+                         const float*, float*, float*, float*, const LayerNormShape&,             \
+                         const ParallelFor&);                                                     \
+  void LayerNormBackward(const uint16_t*, const uint16_t*, const float*, const float*,            \
+                         const float*, const uint16_t*, uint16_t*, float*, float*,                \
+                         const LayerNormShape&, const ParallelFor&);                              \
   }
 CCT_DECLARE_ISA(avx512_bf16)
 CCT_DECLARE_ISA(avx512)
@@ -98,6 +108,31 @@ void SequencePoolBackward(const float* tokens, const float* kernel, const float*
                           const ParallelFor& parallel_for) {
   CCT_DISPATCH(SequencePoolBackward, tokens, kernel, weights, grad_out, grad_tokens, grad_kernel,
                grad_bias, shape, parallel_for)
+}
+
+void LayerNormForward(const float* x, const float* residual, const float* gamma, const float* beta,
+                      float* y, float* mean, float* rstd, const LayerNormShape& shape,
+                      const ParallelFor& parallel_for) {
+  CCT_DISPATCH(LayerNormForward, x, residual, gamma, beta, y, mean, rstd, shape, parallel_for)
+}
+void LayerNormForward(const uint16_t* x, const uint16_t* residual, const float* gamma,
+                      const float* beta, uint16_t* y, float* mean, float* rstd,
+                      const LayerNormShape& shape, const ParallelFor& parallel_for) {
+  CCT_DISPATCH(LayerNormForward, x, residual, gamma, beta, y, mean, rstd, shape, parallel_for)
+}
+void LayerNormBackward(const float* x, const float* residual, const float* gamma, const float* mean,
+                       const float* rstd, const float* grad_y, float* grad_x, float* grad_gamma,
+                       float* grad_beta, const LayerNormShape& shape,
+                       const ParallelFor& parallel_for) {
+  CCT_DISPATCH(LayerNormBackward, x, residual, gamma, mean, rstd, grad_y, grad_x, grad_gamma,
+               grad_beta, shape, parallel_for)
+}
+void LayerNormBackward(const uint16_t* x, const uint16_t* residual, const float* gamma,
+                       const float* mean, const float* rstd, const uint16_t* grad_y,
+                       uint16_t* grad_x, float* grad_gamma, float* grad_beta,
+                       const LayerNormShape& shape, const ParallelFor& parallel_for) {
+  CCT_DISPATCH(LayerNormBackward, x, residual, gamma, mean, rstd, grad_y, grad_x, grad_gamma,
+               grad_beta, shape, parallel_for)
 }
 
 }  // namespace cct_kernels

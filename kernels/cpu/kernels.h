@@ -32,6 +32,13 @@ struct PoolShape {
   int64_t batch, tokens, dim;
 };
 
+// LayerNorm of `rows` rows of `width`: x, residual (or null), y and grad_y (rows, width);
+// gamma, beta, grad_gamma, grad_beta (width); mean and rstd (rows), float32.
+struct LayerNormShape {
+  int64_t rows, width;
+  float epsilon;
+};
+
 // The instruction set the kernels run with on this CPU: "avx512_bf16", "avx512", "avx2" or
 // "baseline".
 const char* KernelIsa();
@@ -53,5 +60,20 @@ void SequencePoolBackward(const float* tokens, const float* kernel, const float*
                           const float* grad_out, float* grad_tokens, float* grad_kernel,
                           float* grad_bias, const PoolShape& shape,
                           const ParallelFor& parallel_for);
+
+void LayerNormForward(const float* x, const float* residual, const float* gamma, const float* beta,
+                      float* y, float* mean, float* rstd, const LayerNormShape& shape,
+                      const ParallelFor& parallel_for);
+void LayerNormForward(const uint16_t* x, const uint16_t* residual, const float* gamma,
+                      const float* beta, uint16_t* y, float* mean, float* rstd,
+                      const LayerNormShape& shape, const ParallelFor& parallel_for);
+void LayerNormBackward(const float* x, const float* residual, const float* gamma, const float* mean,
+                       const float* rstd, const float* grad_y, float* grad_x, float* grad_gamma,
+                       float* grad_beta, const LayerNormShape& shape,
+                       const ParallelFor& parallel_for);
+void LayerNormBackward(const uint16_t* x, const uint16_t* residual, const float* gamma,
+                       const float* mean, const float* rstd, const uint16_t* grad_y,
+                       uint16_t* grad_x, float* grad_gamma, float* grad_beta,
+                       const LayerNormShape& shape, const ParallelFor& parallel_for);
 
 }  // namespace cct_kernels

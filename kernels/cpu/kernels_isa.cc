@@ -23,13 +23,10 @@
 
 #include "../common/philox.h"
 #include "kernels.h"
+#include "vectors.h"
 
 #if defined(__AVX512BF16__)
 #include <immintrin.h>
-#endif
-
-#ifndef CCT_ISA
-#error "compile with -DCCT_ISA=<namespace>"
 #endif
 
 namespace cct_kernels {
@@ -37,29 +34,12 @@ namespace CCT_ISA {
 namespace {
 
 #if defined(__AVX512F__)
-constexpr int W = 16;    // floats per vector
 constexpr int COLS = 4;  // vectors per micro-kernel row: R x COLS accumulators
-#elif defined(__AVX2__)
-constexpr int W = 8;
-constexpr int COLS = 2;
 #else
-constexpr int W = 4;
 constexpr int COLS = 2;
 #endif
 constexpr int R = 4;  // query rows per micro-kernel
-
-typedef float vf __attribute__((vector_size(W * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(W * sizeof(int32_t))));
-typedef uint32_t vu __attribute__((vector_size(W * sizeof(uint32_t))));
 typedef uint64_t vu64 __attribute__((vector_size(W * sizeof(uint64_t))));
-
-inline vf Load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void Store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-inline vf Splat(float x) { return vf{} + x; }
 
 // exp over a vector: Cephes' range reduction and degree-6 polynomial, ~1e-7 relative error.
 inline vf Exp(vf x) {
@@ -128,29 +108,6 @@ HeadDropout DropoutOf(const AttentionShape& s, int64_t b, int64_t h) {
   dropout.head = static_cast<uint32_t>(b * s.heads + h);
   dropout.scale = 1.0f / s.keep;
   return dropout;
-}
-
-inline int64_t RoundUp(int64_t n, int64_t multiple) {
-  return (n + multiple - 1) / multiple * multiple;
-}
-
-inline float ToFloat(float x) { return x; }
-inline float ToFloat(uint16_t x) {
-  const uint32_t bits = static_cast<uint32_t>(x) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-inline void FromFloat(float x, float* out) { *out = x; }
-inline void FromFloat(float x, uint16_t* out) {  // round to nearest even, as Eigen does
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) {
-    *out = static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
-    return;
-  }
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  *out = static_cast<uint16_t>(bits >> 16);
 }
 
 // out[r][col0 + i] (+)= sum_k a[r * a_row + k * a_depth] * b[k * ldb + col0 + i]
@@ -404,22 +361,11 @@ inline void StoreRow(vf x, uint16_t* row) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(row), (__m256i)_mm512_cvtneps_pbh(v));
 }
 
-// 16 bf16 values as floats.
-inline vf LoadBf16(const uint16_t* p) {
-  typedef uint16_t vu16 __attribute__((vector_size(BW * sizeof(uint16_t))));
-  vu16 halves;
-  std::memcpy(&halves, p, sizeof halves);
-  const vu bits = __builtin_convertvector(halves, vu) << 16;
-  vf v;
-  std::memcpy(&v, &bits, sizeof v);
-  return v;
-}
-
 // The float32 sum of a[d] * b[d] over bf16 rows of n.
 float DotBf16(const uint16_t* a, const uint16_t* b, int64_t n) {
   vf sum = vf{};
   int64_t d = 0;
-  for (; d + BW <= n; d += BW) sum += LoadBf16(a + d) * LoadBf16(b + d);
+  for (; d + BW <= n; d += BW) sum += Load(a + d) * Load(b + d);
   float total = 0.0f;
   for (int i = 0; i < BW; ++i) total += sum[i];
   for (; d < n; ++d) total += ToFloat(a[d]) * ToFloat(b[d]);

@@ -1,7 +1,7 @@
-// The cct_fast ops as TensorFlow knows them: multi-head attention over a packed qkv tensor and
-// sequence pooling, each with its gradient op, and their shape functions. Shapes are checked
-// twice: here at graph construction, and on the tensors that arrive (op_kernels.h), so bad
-// input is a TensorFlow error, never a crash.
+// The cct_fast ops as TensorFlow knows them: multi-head attention over a packed qkv tensor,
+// sequence pooling and (residual +) LayerNorm, each with its gradient op, and their shape
+// functions. Shapes are checked twice: here at graph construction, and on the tensors that arrive
+// (op_kernels.h), so bad input is a TensorFlow error, never a crash.
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
@@ -115,6 +115,80 @@ REGISTER_OP("CctSequencePoolGrad")
       c->set_output(0, c->input(0));
       c->set_output(1, c->input(1));
       c->set_output(2, c->Scalar());
+      return absl::OkStatus();
+    });
+
+// x (..., width), the residual (0 or 1 of x's shape), gamma and beta (width): checks them and
+// returns x's shape and the statistics' shape (x's without its last axis).
+absl::Status LayerNormShapes(InferenceContext* c, bool gradient, ShapeHandle* x,
+                             ShapeHandle* rows) {
+  int residuals;
+  TF_RETURN_IF_ERROR(c->GetAttr("N", &residuals));
+  if (residuals > 1) {
+    return errors::InvalidArgument("CctLayerNorm takes at most one residual, got ", residuals);
+  }
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, x));
+  if (residuals == 1) TF_RETURN_IF_ERROR(c->Merge(*x, c->input(1), x));
+  DimensionHandle width = c->Dim(*x, -1);
+  ShapeHandle vector;
+  const int gamma = 1 + residuals, beta_or_mean = gamma + 1;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(gamma), 1, &vector));
+  TF_RETURN_IF_ERROR(c->Merge(width, c->Dim(vector, 0), &width));
+  TF_RETURN_IF_ERROR(c->Subshape(*x, 0, -1, rows));
+  if (!gradient) {
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(beta_or_mean), 1, &vector));
+    return c->Merge(width, c->Dim(vector, 0), &width);
+  }
+  for (int statistic : {beta_or_mean, beta_or_mean + 1})
+    TF_RETURN_IF_ERROR(c->Merge(*rows, c->input(statistic), rows));
+  return c->Merge(*x, c->input(beta_or_mean + 2), x);
+}
+
+REGISTER_OP("CctLayerNorm")
+    .Input("x: T")
+    .Input("residual: N * T")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Output("y: T")
+    .Output("mean: float")
+    .Output("rstd: float")
+    .Attr("T: {float, bfloat16}")
+    .Attr("N: int >= 0")
+    .Attr("epsilon: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle x, rows;
+      TF_RETURN_IF_ERROR(LayerNormShapes(c, false, &x, &rows));
+      c->set_output(0, x);
+      c->set_output(1, rows);
+      c->set_output(2, rows);
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+LayerNorm over the last axis of x + residual (or of x alone), statistics in float32.
+x: (..., width); residual: none, or one tensor of x's shape. gamma, beta: (width).
+y: (x + residual - mean) * rstd * gamma + beta, in x's dtype.
+mean, rstd: (...), float32: the row statistics, for the gradient.
+)doc");
+
+REGISTER_OP("CctLayerNormGrad")
+    .Input("x: T")
+    .Input("residual: N * T")
+    .Input("gamma: float")
+    .Input("mean: float")
+    .Input("rstd: float")
+    .Input("grad_y: T")
+    .Output("grad_x: T")
+    .Output("grad_gamma: float")
+    .Output("grad_beta: float")
+    .Attr("T: {float, bfloat16}")
+    .Attr("N: int >= 0")
+    .Attr("epsilon: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle x, rows;
+      TF_RETURN_IF_ERROR(LayerNormShapes(c, true, &x, &rows));
+      c->set_output(0, x);
+      c->set_output(1, c->Vector(c->Dim(x, -1)));
+      c->set_output(2, c->Vector(c->Dim(x, -1)));
       return absl::OkStatus();
     });
 

@@ -2,6 +2,8 @@
 // threads. bfloat16 tensors reach the kernels as their raw 16-bit words.
 #include <cstdint>
 #include <functional>
+#include <utility>
+#include <vector>
 
 #include "kernels.h"
 #include "op_kernels.h"
@@ -81,6 +83,121 @@ struct SequencePoolFunctor<CPUDevice> {
 };
 
 namespace {
+
+// The tensors of a LayerNorm op, checked: x, its residual (or none), gamma (and beta, or the
+// saved statistics and grad_y of the gradient).
+absl::Status LayerNormInputs(OpKernelContext* context, bool gradient, float epsilon,
+                             cct_kernels::LayerNormShape* shape) {
+  const Tensor& x = context->input(0);
+  if (x.dims() < 1 || x.dim_size(x.dims() - 1) == 0) {
+    return errors::InvalidArgument("x must be (..., width >= 1), got shape ",
+                                   x.shape().DebugString());
+  }
+  const int residuals = context->num_inputs() - (gradient ? 5 : 3);
+  if (residuals > 1) {
+    return errors::InvalidArgument("CctLayerNorm takes at most one residual, got ", residuals);
+  }
+  if (residuals == 1 && context->input(1).shape() != x.shape()) {
+    return errors::InvalidArgument("residual must have x's shape ", x.shape().DebugString(),
+                                   ", got ", context->input(1).shape().DebugString());
+  }
+  const int64_t width = x.dim_size(x.dims() - 1);
+  TensorShape rows = x.shape();
+  rows.RemoveLastDims(1);
+  const int gamma = 1 + residuals;
+  std::vector<std::pair<int, TensorShape>> expected = {{gamma, TensorShape({width})}};
+  if (gradient) {
+    expected.push_back({gamma + 1, rows});
+    expected.push_back({gamma + 2, rows});
+    expected.push_back({gamma + 3, x.shape()});
+  } else {
+    expected.push_back({gamma + 1, TensorShape({width})});
+  }
+  for (const auto& [index, shape_there] : expected) {
+    if (context->input(index).shape() != shape_there) {
+      return errors::InvalidArgument("input ", index, " of ", context->op_kernel().type_string(),
+                                     " must be ", shape_there.DebugString(), ", got ",
+                                     context->input(index).shape().DebugString());
+    }
+  }
+  *shape = {rows.num_elements(), width, epsilon};
+  return absl::OkStatus();
+}
+
+template <typename T>
+const typename Bits<T>::type* Residual(OpKernelContext* context, bool gradient) {
+  const bool has_residual = context->num_inputs() == (gradient ? 6 : 4);
+  return has_residual ? Raw<T>(context->input(1)) : nullptr;
+}
+
+// Base of the LayerNorm kernels: reads epsilon.
+class LayerNormKernel : public OpKernel {
+ public:
+  explicit LayerNormKernel(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("epsilon", &epsilon_));
+  }
+
+ protected:
+  float epsilon_;
+};
+
+template <typename T>
+class LayerNormOp : public LayerNormKernel {
+ public:
+  using LayerNormKernel::LayerNormKernel;
+
+  void Compute(OpKernelContext* context) override {
+    cct_kernels::LayerNormShape s;
+    OP_REQUIRES_OK(context, LayerNormInputs(context, false, epsilon_, &s));
+    const Tensor& x = context->input(0);
+    TensorShape rows = x.shape();
+    rows.RemoveLastDims(1);
+    Tensor *y = nullptr, *mean = nullptr, *rstd = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(context, context->allocate_output(1, rows, &mean));
+    OP_REQUIRES_OK(context, context->allocate_output(2, rows, &rstd));
+    if (s.rows == 0) return;
+    const int gamma = context->num_inputs() - 2;
+    cct_kernels::LayerNormForward(
+        Raw<T>(x), Residual<T>(context, false), context->input(gamma).flat<float>().data(),
+        context->input(gamma + 1).flat<float>().data(), Raw<T>(y), mean->flat<float>().data(),
+        rstd->flat<float>().data(), s, CpuParallelFor(context));
+  }
+};
+
+// Runs on zero rows too: the gamma and beta gradients are then zeros.
+template <typename T>
+class LayerNormGradOp : public LayerNormKernel {
+ public:
+  using LayerNormKernel::LayerNormKernel;
+
+  void Compute(OpKernelContext* context) override {
+    cct_kernels::LayerNormShape s;
+    OP_REQUIRES_OK(context, LayerNormInputs(context, true, epsilon_, &s));
+    const Tensor& x = context->input(0);
+    Tensor *grad_x = nullptr, *grad_gamma = nullptr, *grad_beta = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &grad_x));
+    OP_REQUIRES_OK(context, context->allocate_output(1, {s.width}, &grad_gamma));
+    OP_REQUIRES_OK(context, context->allocate_output(2, {s.width}, &grad_beta));
+    const int gamma = context->num_inputs() - 4;
+    cct_kernels::LayerNormBackward(
+        Raw<T>(x), Residual<T>(context, true), context->input(gamma).flat<float>().data(),
+        context->input(gamma + 1).flat<float>().data(),
+        context->input(gamma + 2).flat<float>().data(), Raw<T>(context->input(gamma + 3)),
+        Raw<T>(grad_x), grad_gamma->flat<float>().data(), grad_beta->flat<float>().data(), s,
+        CpuParallelFor(context));
+  }
+};
+
+#define CCT_REGISTER_LAYER_NORM_KERNELS(T)                                                    \
+  REGISTER_KERNEL_BUILDER(Name("CctLayerNorm").Device(DEVICE_CPU).TypeConstraint<T>("T"),     \
+                          LayerNormOp<T>);                                                    \
+  REGISTER_KERNEL_BUILDER(Name("CctLayerNormGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
+                          LayerNormGradOp<T>)
+CCT_REGISTER_LAYER_NORM_KERNELS(float);
+CCT_REGISTER_LAYER_NORM_KERNELS(bfloat16);
+#undef CCT_REGISTER_LAYER_NORM_KERNELS
+
 CCT_REGISTER_ATTENTION_KERNELS(DEVICE_CPU, CPUDevice, float);
 CCT_REGISTER_ATTENTION_KERNELS(DEVICE_CPU, CPUDevice, bfloat16);
 CCT_REGISTER_POOL_KERNELS(DEVICE_CPU, CPUDevice);

@@ -1,0 +1,160 @@
+// LayerNorm over the last axis, with an optional residual added first, forward and backward in
+// one pass over each row: y = (s - mean) * rstd * gamma + beta with s = x (+ residual), the
+// statistics in float32 whatever the element type. The backward recomputes s and x-hat from
+// the saved mean and rstd instead of storing them, and sums the gamma and beta gradients per
+// block of rows, then across blocks, so threads never write the same memory.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "kernels.h"
+#include "vectors.h"
+
+namespace cct_kernels {
+namespace CCT_ISA {
+namespace {
+
+// Rows per task: enough work to be worth a thread hand-off, few enough partial sums.
+constexpr int64_t kBlockRows = 64;
+
+float Sum(vf v) {
+  float total = 0.0f;
+  for (int i = 0; i < W; ++i) total += v[i];
+  return total;
+}
+
+// One row's s = x (+ residual) as floats, into `sum` (the row's width, padded to W).
+template <typename T>
+void RowSum(const T* x, const T* residual, int64_t width, float* sum) {
+  int64_t d = 0;
+  for (; d + W <= width; d += W)
+    Store(sum + d, residual ? Load(x + d) + Load(residual + d) : Load(x + d));
+  for (; d < width; ++d) sum[d] = ToFloat(x[d]) + (residual ? ToFloat(residual[d]) : 0.0f);
+}
+
+template <typename T>
+void Forward(const T* x, const T* residual, const float* gamma, const float* beta, T* y,
+             float* mean, float* rstd, const LayerNormShape& shape,
+             const ParallelFor& parallel_for) {
+  const int64_t width = shape.width;
+  const int64_t blocks = (shape.rows + kBlockRows - 1) / kBlockRows;
+  parallel_for(blocks, 8 * kBlockRows * width, [&](int64_t begin, int64_t end) {
+    std::vector<float> sum(RoundUp(width, W));
+    for (int64_t row = begin * kBlockRows; row < std::min(end * kBlockRows, shape.rows); ++row) {
+      const int64_t at = row * width;
+      RowSum(x + at, residual ? residual + at : nullptr, width, sum.data());
+      vf total = vf{};
+      int64_t d = 0;
+      for (; d + W <= width; d += W) total += Load(&sum[d]);
+      float row_mean = Sum(total);
+      for (; d < width; ++d) row_mean += sum[d];
+      row_mean /= static_cast<float>(width);
+      vf squares = vf{};
+      for (d = 0; d + W <= width; d += W) {
+        const vf centred = Load(&sum[d]) - row_mean;
+        squares += centred * centred;
+      }
+      float variance = Sum(squares);
+      for (; d < width; ++d) variance += (sum[d] - row_mean) * (sum[d] - row_mean);
+      const float row_rstd = 1.0f / std::sqrt(variance / static_cast<float>(width) + shape.epsilon);
+      mean[row] = row_mean;
+      rstd[row] = row_rstd;
+      for (d = 0; d + W <= width; d += W)
+        Store(y + at + d, (Load(&sum[d]) - row_mean) * row_rstd * Load(gamma + d) + Load(beta + d));
+      for (; d < width; ++d)
+        FromFloat((sum[d] - row_mean) * row_rstd * gamma[d] + beta[d], y + at + d);
+    }
+  });
+}
+
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma; dgamma = sum dy * xhat,
+// dbeta = sum dy over rows.
+template <typename T>
+void Backward(const T* x, const T* residual, const float* gamma, const float* mean,
+              const float* rstd, const T* grad_y, T* grad_x, float* grad_gamma, float* grad_beta,
+              const LayerNormShape& shape, const ParallelFor& parallel_for) {
+  const int64_t width = shape.width, padded = RoundUp(width, W);
+  const int64_t blocks = (shape.rows + kBlockRows - 1) / kBlockRows;
+  std::vector<float> partials(blocks * 2 * padded, 0.0f);  // per block: dgamma, dbeta
+  parallel_for(blocks, 12 * kBlockRows * width, [&](int64_t begin, int64_t end) {
+    std::vector<float> xhat(padded), g(padded), dy(padded);
+    for (int64_t block = begin; block < end; ++block) {
+      float* block_gamma = &partials[block * 2 * padded];
+      float* block_beta = block_gamma + padded;
+      const int64_t last = std::min((block + 1) * kBlockRows, shape.rows);
+      for (int64_t row = block * kBlockRows; row < last; ++row) {
+        const int64_t at = row * width;
+        RowSum(x + at, residual ? residual + at : nullptr, width, xhat.data());
+        RowSum(grad_y + at, static_cast<const T*>(nullptr), width, dy.data());
+        const float row_mean = mean[row], row_rstd = rstd[row];
+        vf g_total = vf{}, gx_total = vf{};
+        int64_t d = 0;
+        for (; d + W <= width; d += W) {
+          const vf h = (Load(&xhat[d]) - row_mean) * row_rstd, dyv = Load(&dy[d]);
+          const vf gv = dyv * Load(gamma + d);
+          Store(&xhat[d], h);
+          Store(&g[d], gv);
+          g_total += gv;
+          gx_total += gv * h;
+          Store(block_gamma + d, Load(block_gamma + d) + dyv * h);
+          Store(block_beta + d, Load(block_beta + d) + dyv);
+        }
+        float g_sum = Sum(g_total), gx_sum = Sum(gx_total);
+        for (; d < width; ++d) {
+          xhat[d] = (xhat[d] - row_mean) * row_rstd;
+          g[d] = dy[d] * gamma[d];
+          g_sum += g[d];
+          gx_sum += g[d] * xhat[d];
+          block_gamma[d] += dy[d] * xhat[d];
+          block_beta[d] += dy[d];
+        }
+        const float g_mean = g_sum / static_cast<float>(width);
+        const float gx_mean = gx_sum / static_cast<float>(width);
+        for (d = 0; d + W <= width; d += W)
+          Store(grad_x + at + d, (Load(&g[d]) - g_mean - Load(&xhat[d]) * gx_mean) * row_rstd);
+        for (; d < width; ++d)
+          FromFloat((g[d] - g_mean - xhat[d] * gx_mean) * row_rstd, grad_x + at + d);
+      }
+    }
+  });
+  std::fill(grad_gamma, grad_gamma + width, 0.0f);
+  std::fill(grad_beta, grad_beta + width, 0.0f);
+  for (int64_t block = 0; block < blocks; ++block) {
+    for (int64_t d = 0; d < width; ++d) {
+      grad_gamma[d] += partials[block * 2 * padded + d];
+      grad_beta[d] += partials[block * 2 * padded + padded + d];
+    }
+  }
+}
+
+}  // namespace
+
+void LayerNormForward(const float* x, const float* residual, const float* gamma, const float* beta,
+                      float* y, float* mean, float* rstd, const LayerNormShape& shape,
+                      const ParallelFor& parallel_for) {
+  Forward(x, residual, gamma, beta, y, mean, rstd, shape, parallel_for);
+}
+void LayerNormForward(const uint16_t* x, const uint16_t* residual, const float* gamma,
+                      const float* beta, uint16_t* y, float* mean, float* rstd,
+                      const LayerNormShape& shape, const ParallelFor& parallel_for) {
+  Forward(x, residual, gamma, beta, y, mean, rstd, shape, parallel_for);
+}
+void LayerNormBackward(const float* x, const float* residual, const float* gamma, const float* mean,
+                       const float* rstd, const float* grad_y, float* grad_x, float* grad_gamma,
+                       float* grad_beta, const LayerNormShape& shape,
+                       const ParallelFor& parallel_for) {
+  Backward(x, residual, gamma, mean, rstd, grad_y, grad_x, grad_gamma, grad_beta, shape,
+           parallel_for);
+}
+void LayerNormBackward(const uint16_t* x, const uint16_t* residual, const float* gamma,
+                       const float* mean, const float* rstd, const uint16_t* grad_y,
+                       uint16_t* grad_x, float* grad_gamma, float* grad_beta,
+                       const LayerNormShape& shape, const ParallelFor& parallel_for) {
+  Backward(x, residual, gamma, mean, rstd, grad_y, grad_x, grad_gamma, grad_beta, shape,
+           parallel_for);
+}
+
+}  // namespace CCT_ISA
+}  // namespace cct_kernels

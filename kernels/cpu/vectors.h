@@ -1,0 +1,85 @@
+// The vector basics of the CPU kernels, for the instruction set the including file is compiled
+// for (CMake compiles each *_isa.cc once per set, with CCT_ISA naming its namespace): GCC
+// vector types of W floats, loads and stores of float32 and of bfloat16 bits, and the scalar
+// conversions.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#ifndef CCT_ISA
+#error "compile with -DCCT_ISA=<namespace>"
+#endif
+
+namespace cct_kernels {
+namespace CCT_ISA {
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int W = 16;  // floats per vector
+#elif defined(__AVX2__)
+constexpr int W = 8;
+#else
+constexpr int W = 4;
+#endif
+
+typedef float vf __attribute__((vector_size(W * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(W * sizeof(int32_t))));
+typedef uint32_t vu __attribute__((vector_size(W * sizeof(uint32_t))));
+typedef uint16_t vu16 __attribute__((vector_size(W * sizeof(uint16_t))));
+
+inline vf Splat(float x) { return vf{} + x; }
+
+inline vf Load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void Store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+
+// W bfloat16 values (their raw bits) as floats.
+inline vf Load(const uint16_t* p) {
+  vu16 halves;
+  std::memcpy(&halves, p, sizeof halves);
+  const vu bits = __builtin_convertvector(halves, vu) << 16;
+  vf v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+// W floats rounded to bfloat16 (to nearest even, NaN kept quiet, as Eigen rounds).
+inline void Store(uint16_t* p, vf v) {
+  vu bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const vu rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const vu nan = (bits >> 16) | 0x40u;
+  const vu halves32 = (bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+  const vu16 halves = __builtin_convertvector(halves32, vu16);
+  std::memcpy(p, &halves, sizeof halves);
+}
+
+inline int64_t RoundUp(int64_t n, int64_t multiple) {
+  return (n + multiple - 1) / multiple * multiple;
+}
+
+inline float ToFloat(float x) { return x; }
+inline float ToFloat(uint16_t x) {
+  const uint32_t bits = static_cast<uint32_t>(x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline void FromFloat(float x, float* out) { *out = x; }
+inline void FromFloat(float x, uint16_t* out) {  // round to nearest even, as Eigen does
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) {
+    *out = static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
+    return;
+  }
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  *out = static_cast<uint16_t>(bits >> 16);
+}
+
+}  // namespace
+}  // namespace CCT_ISA
+}  // namespace cct_kernels
