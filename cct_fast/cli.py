@@ -234,7 +234,8 @@ def build_parser():
     train.add_argument(
         "--implementation",
         choices=["fused", "custom", "reference", "auto"],
-        help="how attention and pooling compute (default fused; custom: the C++/CUDA ops)",
+        help="how the layers compute (default auto: the custom C++/CUDA ops where they were "
+        "measured 1.3x faster, else fused)",
     )
     train.add_argument("--seq-len", type=int, help="text models: pieces per text (default 64)")
     train.add_argument(

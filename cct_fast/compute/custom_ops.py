@@ -40,6 +40,7 @@ def unavailable_reason():
     return _loaded()[1]
 
 
+@functools.cache
 def cpu_isa():
     """The instruction set the CPU kernels run with: avx512_bf16, avx512, avx2 or baseline."""
     if ops() is None:

@@ -32,9 +32,11 @@ from cct_fast.compute.xla import in_xla_context
 from cct_fast.errors import ConfigError
 
 IMPLEMENTATIONS = ("fused", "reference", "custom", "auto")
-# Device type -> whether "auto" takes the custom ops there: only where they beat the fused
-# path by 1.3x on a whole model (benchmarks/RESULTS.md; not measured on a GPU).
-AUTO_PREFERS_CUSTOM = {"CPU": False, "GPU": False}
+# Where "auto" takes the custom ops: (CPU instruction set of the kernels, compute dtype,
+# training step or inference) where they ran a whole CCT-7/3x1 at least 1.3x the fused path
+# (benchmarks/RESULTS.md, train step and inference groups, on the 2-core AVX512_BF16 CPU).
+# Nothing else was measured 1.3x faster, and nothing was measured on a GPU: fused there.
+AUTO_PREFERS_CUSTOM = frozenset({("avx512_bf16", "bfloat16", "training")})
 KERNEL_DTYPES = {"CPU": ("float32", "bfloat16"), "GPU": ("float32",)}
 
 
@@ -119,12 +121,14 @@ CUSTOM_CPU = dataclasses.replace(
 )
 
 
-def path(implementation, dtype="float32", masked=False) -> Path:
+def path(implementation, dtype="float32", masked=False, training=False) -> Path:
     """The steps a layer built with ``implementation`` runs in this call, on inputs of
-    ``dtype``, with or without an attention mask."""
+    ``dtype``, with or without an attention mask, in a training step or not."""
     if implementation == "reference":
         return REFERENCE
-    if implementation in ("custom", "auto") and runs_custom(implementation, dtype, masked):
+    if implementation in ("custom", "auto") and runs_custom(
+        implementation, dtype, masked, training
+    ):
         return CUSTOM_CPU if _device_type() == "CPU" else CUSTOM
     return FUSED
 
@@ -133,12 +137,20 @@ def _device_type():
     return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
 
 
-def runs_custom(implementation, dtype="float32", masked=False):
+def auto_prefers_custom(dtype, training):
+    """Whether ``"auto"`` takes the custom ops for this call (:data:`AUTO_PREFERS_CUSTOM`)."""
+    if _device_type() != "CPU" or custom_ops.ops() is None:
+        return False
+    case = (custom_ops.cpu_isa(), tf.as_dtype(dtype).name, "training" if training else "inference")
+    return case in AUTO_PREFERS_CUSTOM
+
+
+def runs_custom(implementation, dtype="float32", masked=False, training=False):
     """Whether ``implementation`` runs the custom ops in this call; ``"custom"`` says once
     why not where it cannot."""
-    device = _device_type()
-    if implementation == "auto" and not AUTO_PREFERS_CUSTOM[device]:
+    if implementation == "auto" and not auto_prefers_custom(dtype, training):
         return False
+    device = _device_type()
     dtypes = KERNEL_DTYPES[device]
     dtype = tf.as_dtype(dtype).name
     reason = None

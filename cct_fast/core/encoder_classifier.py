@@ -78,8 +78,9 @@ class EncoderClassifier(keras.Model):
         x = self.embedding_dropout(x, training=training)
         for block in self.blocks:
             x = block(x, training=training, token_mask=token_mask)
-        x = dispatch.path(self.implementation, self.compute_dtype).layer_norm(self.norm, x)
-        x = self.sequence_pool(x) if self.sequence_pool is not None else x[:, 0]
+        steps = dispatch.path(self.implementation, self.compute_dtype, training=bool(training))
+        x = steps.layer_norm(self.norm, x)
+        x = self.sequence_pool(x, training=training) if self.sequence_pool is not None else x[:, 0]
         if self.head is None:
             return x
         x = self.head(x)

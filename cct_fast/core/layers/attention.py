@@ -60,7 +60,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         """``token_mask`` (batch, tokens), boolean: attention only between real tokens."""
         dropout = bool(training) and self.attention_dropout > 0
         steps = dispatch.path(
-            self.implementation, self.compute_dtype, masked=token_mask is not None
+            self.implementation,
+            self.compute_dtype,
+            masked=token_mask is not None,
+            training=bool(training),
         )
         qkv = steps.dense(self.qkv, x)
         attended = steps.attention(

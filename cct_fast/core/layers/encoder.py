@@ -66,7 +66,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
 
     def call(self, x, training=False, token_mask=None):
         """``token_mask`` (batch, tokens), boolean: the attention's mask (text models)."""
-        steps = dispatch.path(self.implementation, self.compute_dtype)
+        steps = dispatch.path(self.implementation, self.compute_dtype, training=bool(training))
         normed = steps.layer_norm(self.pre_norm, x)
         attended = self.self_attn(normed, training=training, token_mask=token_mask)
         x = steps.residual_layer_norm(self.norm1, x, self.drop_path(attended, training=training))

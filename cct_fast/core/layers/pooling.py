@@ -27,8 +27,9 @@ class SequencePooling(keras.layers.Layer):
         self.attention_pool = torch_linear(1, name="attention_pool", dtype=self.dtype_policy)
         self.attention_pool.build(input_shape)
 
-    def call(self, tokens):
-        return dispatch.path(self.implementation).sequence_pool(self.attention_pool, tokens)
+    def call(self, tokens, training=False):
+        steps = dispatch.path(self.implementation, training=bool(training))
+        return steps.sequence_pool(self.attention_pool, tokens)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])
