@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # noqa: E402
 
-from cct_fast.compute import fused  # noqa: E402
+from cct_fast.compute import custom_ops, fused  # noqa: E402
 
 from results_file import write_block  # noqa: E402
 
@@ -103,6 +103,7 @@ def steps(batch, tokens, dim, heads, dtype):
             (rows,),
             None,
         ),
+        *residual_layer_norm_rows(rows, gamma, beta),
         ("linear1", graph(lambda x: fused.linear(x, w_1)), (rows,), gemm * hidden),
         (
             "bias + exact GELU, XLA",
@@ -122,6 +123,37 @@ def steps(batch, tokens, dim, heads, dtype):
             (pre_activation,),
             gemm * hidden,
         ),
+    ]
+
+
+def residual_layer_norm_rows(rows, gamma, beta):
+    """norm1(x + branch), forward and backward, in each form the module could take: the fused
+    path's XLA cluster, plain graph ops, and the custom op (where the library is built)."""
+    forms = {
+        "XLA cluster": fused.residual_layer_norm,
+        "graph ops": lambda x, r, g, b: tf.cast(
+            fused._layer_norm_float32(tf.cast(x, tf.float32) + tf.cast(r, tf.float32), g, b),
+            x.dtype,
+        ),
+    }
+    if custom_ops.ops() is not None:
+        forms["custom op"] = lambda x, r, g, b: custom_ops.layer_norm(
+            x, g, b, fused.LAYER_NORM_EPSILON, residual=r
+        )
+
+    def forward_backward(form):
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = form(x, x * 0.5, gamma, beta)
+            return tape.gradient(y, x, output_gradients=y)
+
+        return step
+
+    return [
+        (f"residual + layer norm fwd+bwd, {name}", forward_backward(form), (rows,), None)
+        for name, form in forms.items()
     ]
 
 
