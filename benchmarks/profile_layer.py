@@ -152,7 +152,7 @@ def residual_layer_norm_rows(rows, gamma, beta):
         return step
 
     return [
-        (f"residual + layer norm fwd+bwd, {name}", forward_backward(form), (rows,), None)
+        (f"residual + norm fwd+bwd, {name}", forward_backward(form), (rows,), None)
         for name, form in forms.items()
     ]
 

@@ -3,7 +3,7 @@ fastest on TensorFlow's CPU backend (``benchmarks/RESULTS.md`` holds the measure
 
 - LayerNorm and residual + LayerNorm are XLA clusters: one pass forward instead of the several
   kernels of ``tf.nn.moments`` (with the backward, the two are level; the custom path's CPU op
-  is 3.5-5x faster than either: ``benchmarks/profile_layer.py``).
+  is 2.3-3.4x faster than either: ``benchmarks/profile_layer.py``).
 - Linear layers are 2-D ``matmul`` + ``bias_add``, which Grappler's remapper fuses into one
   oneDNN call (Keras' Dense on 3-D inputs does not match that pattern). Bias + exact GELU is
   an XLA cluster, faster than TensorFlow's erf-based GELU and with a one-pass gradient.
