@@ -247,7 +247,11 @@ def build_parser():
         default=None,
         help="text models: keep the --embeddings vectors fixed",
     )
-    train.add_argument("--recipe", help="JSON or YAML file overriding recipe settings")
+    train.add_argument(
+        "--recipe",
+        help="JSON or YAML file overriding recipe settings, an official config file "
+        "(timm's settings), or an official config's name (e.g. cct_7-7x2_flowers102)",
+    )
     train.add_argument("--out", help="run folder (default runs/MODEL-DATASET-TIME)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.set_defaults(run=_train)

@@ -1,9 +1,10 @@
 """tf.data input pipelines for training and evaluation, built from the recipe.
 
-Training, per image: random resized crop (``crop_scale``, ``crop_ratio``) and horizontal flip;
-per batch: RandAugment, normalisation by the dataset's mean and std, label-smoothed one-hot
-targets, then MixUp or CutMix (CutMix with probability ``mixup_switch_prob``) until
-``mixup_off_epoch``.
+Training, per image: random resized crop (``crop_scale``, ``crop_ratio``,
+``train_interpolation``) and horizontal flip; per batch: RandAugment, normalisation by the
+dataset's mean and std, random erasing (``random_erasing``), label-smoothed one-hot targets,
+then MixUp or CutMix (CutMix with probability ``mixup_switch_prob``) until ``mixup_off_epoch``
+(0: throughout, as timm).
 
 Every random choice of epoch ``e`` comes from ``(recipe.seed, e)``: the order from a seeded
 permutation, the per-image crops and flips from stateless ops keyed by the image's place in
@@ -43,19 +44,44 @@ def epoch_seed(recipe, epoch, stream):
     return int(np.random.default_rng([recipe.seed, epoch, stream]).integers(2**31 - 1))
 
 
-def decoder(size):
+def decoder(size, interpolation="bilinear"):
     """Map function turning a path (or a uint8 image) into a float32 image of ``size``
-    (height, width) pixels."""
+    (height, width) pixels, or of its own size where ``size`` is None."""
 
     def decode(image):
         if image.dtype == tf.string:
             image = tf.io.decode_image(tf.io.read_file(image), channels=3, expand_animations=False)
         image = tf.cast(image, tf.float32)
-        if tuple(image.shape[:2]) == tuple(size):
+        if size is None or tuple(image.shape[:2]) == tuple(size):
             return image
-        return tf.image.resize(image, size)
+        return _resize(image, size, interpolation)
 
     return decode
+
+
+def _centre_crop(size, interpolation, crop_pct):
+    """Map function: timm's evaluation transform (Resize(int(size / crop_pct)) of the shorter
+    side, then CenterCrop(size)) of a path or uint8 image."""
+    read = decoder(None)
+    height, width = size
+    scaled = int(min(height, width) / crop_pct)
+
+    def transform(image):
+        image = read(image)
+        shape = tf.cast(tf.shape(image)[:2], tf.float32)
+        factor = scaled / tf.reduce_min(shape)
+        new = tf.maximum(tf.cast(tf.round(shape * factor), tf.int32), [height, width])
+        image = _resize(image, new, interpolation)
+        top, left = (new[0] - height) // 2, (new[1] - width) // 2
+        return tf.ensure_shape(image[top : top + height, left : left + width], (height, width, 3))
+
+    return transform
+
+
+def _resize(image, size, method):
+    """Resized in float32; bicubic overshoots, so the values are clipped back to 0..255."""
+    image = tf.image.resize(image, size, method=method)
+    return image if method == "bilinear" else tf.clip_by_value(image, 0.0, 255.0)
 
 
 def _source(split, order=None):
@@ -66,11 +92,16 @@ def _source(split, order=None):
     return tf.data.Dataset.from_tensor_slices((images, labels))
 
 
-def evaluation_batches(split, dataset, size, batch_size):
-    """Test images resized to ``size`` (height, width), normalised, with integer labels; in
-    file order."""
+def evaluation_batches(split, dataset, size, batch_size, interpolation="bilinear", crop_pct=0.0):
+    """Test images at ``size`` (height, width), normalised, with integer labels; in file
+    order. ``crop_pct`` 0 resizes each image to ``size``; otherwise, as timm evaluates, its
+    shorter side goes to ``size / crop_pct`` (aspect kept), then the centre ``size`` is cut."""
     mean, std = _scale(dataset)
-    decode = decoder(size)
+    decode = (
+        decoder(size, interpolation)
+        if not crop_pct
+        else _centre_crop(size, interpolation, crop_pct)
+    )
     return (
         _source(split)
         .map(lambda x, y: ((decode(x) - mean) / std, y), num_parallel_calls=PARALLEL_CALLS)
@@ -109,8 +140,9 @@ def training_batches(split, dataset, recipe, size, epoch):
 
 def _random_resized_crop(image, size, recipe, seed):
     """torchvision's RandomResizedCrop (area in ``crop_scale``, aspect ratio in
-    ``crop_ratio``, bilinear back to ``size``) and a horizontal flip with probability
-    ``hflip``, from stateless ops."""
+    ``crop_ratio``, back to ``size`` by ``train_interpolation``: bilinear, bicubic, or either
+    with even odds, as timm's "random") and a horizontal flip with probability ``hflip``, from
+    stateless ops."""
     begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image),
         tf.zeros((1, 0, 4)),
@@ -121,7 +153,17 @@ def _random_resized_crop(image, size, recipe, seed):
         max_attempts=10,
         use_image_if_no_bounding_boxes=True,
     )
-    image = tf.ensure_shape(tf.image.resize(tf.slice(image, begin, crop), size), (*size, 3))
+    crop = tf.slice(image, begin, crop)
+    if recipe.train_interpolation == "random":
+        bicubic_seed = tf.random.experimental.stateless_fold_in(seed, 2)
+        image = tf.cond(
+            tf.random.stateless_uniform((), bicubic_seed) < 0.5,
+            lambda: _resize(crop, size, "bicubic"),
+            lambda: _resize(crop, size, "bilinear"),
+        )
+    else:
+        image = _resize(crop, size, recipe.train_interpolation)
+    image = tf.ensure_shape(image, (*size, 3))
     flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
     flip = tf.random.stateless_uniform((), flip_seed) < recipe.hflip
     return tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
@@ -150,7 +192,7 @@ def _batch_augmentation(dataset, recipe, epoch):
             factor=(max(0.0, centre - spread), min(1.0, centre + spread)),
             seed=epoch_seed(recipe, epoch, 2),
         )
-    mixing = epoch < recipe.mixup_off_epoch
+    mixing = recipe.mixup_off_epoch == 0 or epoch < recipe.mixup_off_epoch
     mixup = cutmix = None
     if mixing and recipe.mixup_alpha:
         mixup = keras.layers.MixUp(alpha=recipe.mixup_alpha, seed=epoch_seed(recipe, epoch, 3))
@@ -159,11 +201,21 @@ def _batch_augmentation(dataset, recipe, epoch):
             factor=(recipe.cutmix_alpha, recipe.cutmix_alpha), seed=epoch_seed(recipe, epoch, 4)
         )
     switch = tf.random.Generator.from_seed(epoch_seed(recipe, epoch, 5))
+    erasing = None
+    if recipe.random_erasing:
+        # timm's "pixel" mode: per-pixel N(0, 1) noise in the normalised image.
+        erasing = keras.layers.RandomErasing(
+            factor=(recipe.random_erasing, recipe.random_erasing),
+            value_range=(0, 1),
+            seed=epoch_seed(recipe, epoch, 6),
+        )
 
     def augment(images, labels):
         if randaugment is not None:
             images = randaugment(images, training=True)
         images = (tf.cast(images, tf.float32) - mean) / std
+        if erasing is not None:
+            images = erasing(images, training=True)
         targets = tf.one_hot(labels, classes) * (1.0 - smoothing) + smoothing / classes
         if mixup is not None or cutmix is not None:
             data = {"images": images, "labels": targets}

@@ -11,11 +11,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from pathlib import Path
 
 from cct_fast.compute.dispatch import IMPLEMENTATIONS
 from cct_fast.core.names import is_text_model, model_config
 from cct_fast.errors import RecipeError
+from cct_fast.train.official_configs import (
+    OFFICIAL_CONFIGS,
+    is_official_config,
+    recipe_settings,
+)
 from cct_fast.weights.files import atomic_output
 
 
@@ -31,17 +37,26 @@ class Recipe:
     warmup_epochs: int = 10
     warmup_lr: float = 1e-5
     min_lr: float = 1e-5
+    cooldown_epochs: int = 0  # more epochs at min_lr after the cosine (timm's cooldown)
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.8  # 0 turns MixUp off
     cutmix_alpha: float = 1.0  # 0 turns CutMix off
     mixup_switch_prob: float = 0.5  # probability of CutMix rather than MixUp for a batch
-    mixup_off_epoch: int = 175
+    mixup_off_epoch: int = 175  # MixUp and CutMix stop here; 0: never (as timm reads it)
     randaugment_ops: int = 2  # 0 turns RandAugment off
     randaugment_magnitude: float = 9.0  # of 10
     randaugment_magnitude_std: float = 0.5
     crop_scale: tuple[float, float] = (0.8, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
+    random_erasing: float = 0.0  # probability of erasing a patch with per-pixel noise
+    img_size: int = 0  # 0: the model's own; another size is refused (not supported yet)
+    # Evaluation: 0 resizes each image to the model's size; else timm's transform: the shorter
+    # side resized to img_size / crop_pct, then the centre crop of img_size.
+    crop_pct: float = 0.0
+    train_interpolation: str = "bilinear"  # of the training crop: or "bicubic", "random"
+    interpolation: str = "bilinear"  # of the evaluation resize: or "bicubic"
+    weights: str = ""  # start from these: "official" or a checkpoint file (fine-tuning)
     precision: str = "float32"
     # "auto": the custom ops where measured 1.3x the fused path for this step (a bfloat16
     # training step on an AVX512_BF16 CPU), else "fused"; or "fused", "custom", "reference".
@@ -54,6 +69,10 @@ class Recipe:
     vocab_size: int = 30_000  # at most this many WordPiece entries, learned from the train split
     embeddings: str = ""  # a GloVe-format file of word vectors for the embedding table
     freeze_embeddings: bool = False  # keep those vectors fixed (the official embed_freeze)
+
+    @property
+    def total_epochs(self):
+        return self.epochs + self.cooldown_epochs
 
     @property
     def learning_rate(self):
@@ -96,15 +115,20 @@ TEXT_DEFAULTS = dict(
     hflip=0.0,
 )
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+INTERPOLATIONS = {
+    "train_interpolation": ("bilinear", "bicubic", "random"),
+    "interpolation": ("bilinear", "bicubic"),
+}
 IMAGE_ONLY_DATASETS = ("digits", "cifar10", "cifar100")
 TEXT_ONLY_DATASETS = ("fortunes", "agnews", "trec", "csv:")
 
 
 def make_recipe(file=None, **flags):
     """The recipe for ``flags`` (``model``, ``dataset``, ``epochs`` ...; None means unset) over
-    the defaults of the dataset and the contents of ``file``."""
+    the defaults of the dataset and the contents of ``file``: a recipe file, an official
+    config file, or the name of an official config (:data:`OFFICIAL_CONFIGS`)."""
     flags = {key: value for key, value in flags.items() if value is not None}
-    from_file = read_recipe_file(file) if file else {}
+    from_file = _recipe_source(file) if file else {}
     model = flags.get("model", from_file.get("model", Recipe.model))
     text = isinstance(model, str) and is_text_model(model)
     modality = TEXT_DEFAULTS if text else {}
@@ -112,6 +136,21 @@ def make_recipe(file=None, **flags):
     values = {"dataset": dataset, **modality, **DATASET_DEFAULTS.get(dataset, {}), **from_file}
     values.update(flags)
     return _validated(values, source=file or "the arguments")
+
+
+def _recipe_source(file):
+    """The settings of ``file``: an official config (by name, or a file of timm's settings)
+    mapped to recipe settings, with a note for each setting that changes nothing here."""
+    if not Path(file).exists() and str(file) in OFFICIAL_CONFIGS:
+        values, source = OFFICIAL_CONFIGS[str(file)], f"{file} (official)"
+    else:
+        values, source = read_recipe_file(file), str(file)
+        if not is_official_config(values):
+            return values
+    settings, notes = recipe_settings(values, source)
+    for note in notes:
+        warnings.warn(f"cct_fast: {source}: {note}.", UserWarning, stacklevel=3)
+    return settings
 
 
 def read_recipe_file(path):
@@ -172,6 +211,10 @@ RANGES = {
     "min_lr": _NON_NEGATIVE,
     "weight_decay": _NON_NEGATIVE,
     "warmup_epochs": _NON_NEGATIVE,
+    "cooldown_epochs": _NON_NEGATIVE,
+    "random_erasing": _PROBABILITY,
+    "img_size": _NON_NEGATIVE,
+    "crop_pct": _in(0, 1),
     "label_smoothing": _in(0, 1, high_open=True),
     "mixup_alpha": _NON_NEGATIVE,
     "cutmix_alpha": _NON_NEGATIVE,
@@ -201,6 +244,12 @@ def _validated(values, source):
     recipe = Recipe(**converted)
     if recipe.precision not in PRECISIONS:
         raise RecipeError(f"precision must be one of {PRECISIONS}; got {recipe.precision!r}.")
+    for key, choices in INTERPOLATIONS.items():
+        if getattr(recipe, key) not in choices:
+            raise RecipeError(
+                f"Recipe setting {key} in {source} must be one of {choices}; got "
+                f"{getattr(recipe, key)!r}."
+            )
     if recipe.implementation not in IMPLEMENTATIONS:
         raise RecipeError(
             f"implementation must be one of {IMPLEMENTATIONS}; got {recipe.implementation!r}."
@@ -215,9 +264,16 @@ def _validated(values, source):
                 f"{'values' if order else 'a value'} {expected}{order}."
             )
     try:
-        model_config(recipe.model)
+        config = model_config(recipe.model)
     except ValueError as error:
         raise RecipeError(f"Recipe setting model in {source}: {error}") from None
+    side = config.get("img_size")
+    if recipe.img_size and side is not None and recipe.img_size != side:
+        raise RecipeError(
+            f"Recipe setting img_size={recipe.img_size} in {source}: {recipe.model} takes "
+            f"{side} px; training at another size than the model name's is not "
+            "supported yet: pick the name of that size (e.g. cct_14_7x2_384)."
+        )
     text = is_text_model(recipe.model)
     if recipe.dataset.startswith(IMAGE_ONLY_DATASETS if text else TEXT_ONLY_DATASETS):
         kind, other = ("a text", "an image") if text else ("an image", "a text")

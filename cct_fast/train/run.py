@@ -127,7 +127,11 @@ class Run:
             self.train_split = _first(self.train_split, recipe.train_images)
         self.encoder = self._text_encoder() if self.text else None
         keras.utils.set_random_seed(recipe.seed)
-        self.model = build_model(recipe, self.dataset.num_classes, self.encoder)
+        # Pretrained weights start a fresh run only: a resumed one restores its checkpoint.
+        starts = recipe.weights and not (self.folder / CHECKPOINT).exists()
+        self.model = build_model(
+            recipe, self.dataset.num_classes, self.encoder, recipe.weights if starts else None
+        )
         if self.text and recipe.embeddings:
             found = load_word_vectors(
                 self.model,
@@ -161,7 +165,7 @@ class Run:
                 self.encoder.save(self.folder / ENCODER)
         if not (self.folder / DATASET_CARD).exists():  # runs from before 0.3 gain it on resume
             _write_json(self.folder / DATASET_CARD, dataset_card(self.dataset))
-        for epoch in range(len(self.history), self.recipe.epochs):
+        for epoch in range(len(self.history), self.recipe.total_epochs):
             started = time.perf_counter()
             self._reseed(epoch)
             try:
@@ -223,7 +227,7 @@ class Run:
         self._save_epoch()
         if self.verbose:
             print(
-                f"epoch {row['epoch']}/{self.recipe.epochs}: test accuracy "
+                f"epoch {row['epoch']}/{self.recipe.total_epochs}: test accuracy "
                 f"{test['accuracy']:.4f}, loss {test['loss']:.4f}"
             )
 
@@ -275,13 +279,20 @@ class Run:
 
     def test_metrics(self):
         """Loss and accuracy of the model now on the test split."""
-        return test_metrics(self.model, self.dataset, self.recipe.batch_size, self.encoder)
+        return test_metrics(
+            self.model,
+            self.dataset,
+            self.recipe.batch_size,
+            self.encoder,
+            self.recipe.interpolation,
+            self.recipe.crop_pct,
+        )
 
     def _progress(self):
         """Keras' progress bar, counting the run's epochs (each ``fit`` call trains one)."""
         if not self.verbose:
             return []
-        return [_RunProgress(self.recipe.epochs)]
+        return [_RunProgress(self.recipe.total_epochs)]
 
     @property
     def best_accuracy(self):
@@ -335,8 +346,12 @@ class _RunProgress(keras.callbacks.ProgbarLogger):
         super().set_params({**params, "epochs": self.run_epochs})
 
 
-def build_model(recipe: Recipe, num_classes: int, encoder: TextEncoder | None = None) -> CCT:
-    """The recipe's model for ``num_classes``; a text model's vocabulary is ``encoder``'s."""
+def build_model(
+    recipe: Recipe, num_classes: int, encoder: TextEncoder | None = None, weights=None
+) -> CCT:
+    """The recipe's model for ``num_classes``; a text model's vocabulary is ``encoder``'s;
+    ``weights`` as :func:`cct_fast.create_model` takes them (a head of another class count is
+    left fresh, a positional embedding resized)."""
     text = {}
     if is_text_model(recipe.model):
         text = dict(vocab_size=encoder.vocab_size, seq_len=encoder.seq_len)
@@ -346,6 +361,7 @@ def build_model(recipe: Recipe, num_classes: int, encoder: TextEncoder | None = 
             num_classes=num_classes,
             jit_compile=recipe.jit_compile,
             implementation=recipe.implementation,
+            weights=weights,
             **text,
         )
 
@@ -380,7 +396,8 @@ def _first(split, count):
 
 
 def build_optimizer(model, recipe, steps_per_epoch):
-    """AdamW with linear warm-up from ``warmup_lr`` and cosine decay to ``min_lr``, per step;
+    """AdamW with linear warm-up from ``warmup_lr`` and cosine decay to ``min_lr`` over
+    ``epochs``, per step, then ``min_lr`` through the ``cooldown_epochs``;
     no weight decay on vectors (norms, biases) and token embeddings, as timm's
     ``filter_bias_and_bn`` and the official ``no_weight_decay``."""
 
@@ -406,14 +423,24 @@ def build_optimizer(model, recipe, steps_per_epoch):
 
 
 def test_metrics(
-    model: CCT, dataset: Dataset | TextDataset, batch_size: int = 256, encoder=None
+    model: CCT,
+    dataset: Dataset | TextDataset,
+    batch_size: int = 256,
+    encoder=None,
+    interpolation="bilinear",
+    crop_pct=0.0,
 ) -> dict[str, float]:
-    """Cross-entropy (``"loss"``) and top-1 accuracy (``"accuracy"``) on the test split; a text
-    model's texts are tokenized by ``encoder``."""
+    """Cross-entropy (``"loss"``) and top-1 accuracy (``"accuracy"``) on the test split, images
+    brought to the model's size by ``interpolation`` and ``crop_pct``
+    (:func:`cct_fast.train.pipeline.evaluation_batches`); a text model's texts are tokenized
+    by ``encoder``."""
     if encoder is not None:
         batches = text_evaluation_batches(dataset.test, encoder, batch_size)
     else:
-        batches = evaluation_batches(dataset.test, dataset, model.config.image_size, batch_size)
+        size = model.config.image_size
+        batches = evaluation_batches(
+            dataset.test, dataset, size, batch_size, interpolation, crop_pct
+        )
     logits, labels = [], []
     for inputs, batch_labels in batches:
         logits.append(np.asarray(model(inputs, training=False), np.float64))
@@ -479,6 +506,8 @@ def evaluate(
         raise RunError(
             f"Cannot evaluate {weights} on {dataset} ({data.num_classes} classes): {error}"
         ) from None
+    if source.is_dir():
+        return test_metrics(model, data, batch_size, encoder, recipe.interpolation, recipe.crop_pct)
     return test_metrics(model, data, batch_size, encoder)
 
 
