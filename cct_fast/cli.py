@@ -108,6 +108,7 @@ def _train(args):
             seq_len=args.seq_len,
             embeddings=args.embeddings,
             freeze_embeddings=args.freeze_embeddings,
+            tensorboard=args.tensorboard,
         )
     except KeyboardInterrupt:
         return 130
@@ -251,6 +252,13 @@ def build_parser():
         "--recipe",
         help="JSON or YAML file overriding recipe settings, an official config file "
         "(timm's settings), or an official config's name (e.g. cct_7-7x2_flowers102)",
+    )
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        default=None,
+        help="also write each epoch's figures and the first augmented batch to "
+        "RUN/tensorboard (tensorboard --logdir RUN)",
     )
     train.add_argument("--out", help="run folder (default runs/MODEL-DATASET-TIME)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -67,7 +67,7 @@ def test_bad_recipe_files_are_refused_and_no_run_is_started(content, message, tm
     path.write_text(content)
     with pytest.raises(RecipeError, match=message):
         train.fit(out=tmp_path / "run", recipe_file=path, dataset="digits")
-    assert not (tmp_path / "run").exists()
+    assert not list((tmp_path / "run").glob("*.json"))  # nothing of a run written
 
 
 def test_digits_is_a_fixed_stratified_split_of_32px_rgb(digits):
@@ -258,3 +258,33 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     assert cli(["evaluate", str(out / "best.weights.h5"), "--dataset", "digits"]) == 2
     assert "say which model" in capsys.readouterr().err
     assert cli(["train", "--resume"]) == 2
+
+
+def test_tensorboard_holds_each_epoch_and_the_first_augmented_batch(tmp_path):
+    """``tensorboard`` writes the epoch's figures as scalars at step ``epoch`` and, after the
+    first, eight images of the first augmented batch, beside metrics.csv."""
+    settings = dict(QUICK, train_images=64, epochs=2, tensorboard=True)
+    run = train.fit(out=tmp_path / "run", verbose=0, **settings)
+    events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events
+    scalars, images = {}, []
+    for event in events:
+        for record in tf.compat.v1.train.summary_iterator(str(event)):
+            for value in record.summary.value:
+                if value.tag == "first augmented batch":
+                    images.append(tf.make_ndarray(value.tensor))
+                else:
+                    scalars[(value.tag, record.step)] = float(tf.make_ndarray(value.tensor))
+    for row in run.history:
+        for key in ("train_loss", "test_loss", "test_accuracy", "learning_rate"):
+            assert scalars[(key, row["epoch"])] == pytest.approx(row[key], rel=1e-6)
+    assert len(images) == 1 and len(images[0]) == 2 + 8  # width, height, then 8 PNGs
+
+
+def test_tensorboard_without_its_package_is_refused_before_training(tmp_path, monkeypatch):
+    from cct_fast.train import run as run_module
+
+    monkeypatch.setattr(run_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(train.RunError, match="needs the tensorboard package: pip install"):
+        train.fit(out=tmp_path / "run", epochs=1, verbose=0, tensorboard=True, **QUICK)
+    assert not list((tmp_path / "run").glob("*.json"))  # nothing of a run written

@@ -63,6 +63,7 @@ class Recipe:
     implementation: str = "auto"
     jit_compile: bool = False
     seed: int = 0
+    tensorboard: bool = False  # also write the epochs and the first augmented batch for it
     train_images: int = 0  # train on the first N training examples only (0: all of them)
     # Text models only.
     seq_len: int = 64  # WordPiece pieces per text, the official default

@@ -4,8 +4,9 @@ A run folder holds ``recipe.json`` (the resolved recipe), ``dataset.json`` (the 
 and an image dataset's mean and std), for a text model ``encoder.json`` (the
 :class:`~cct_fast.train.text_encoder.TextEncoder` learned from the training texts),
 ``checkpoint.npz`` (weights, optimizer state, finished epochs and metrics),
-``last.weights.h5``, ``best.weights.h5`` (highest test accuracy), ``metrics.csv`` and
-``curves.png``. Every file is written whole or not at all. Each epoch re-seeds the model's
+``last.weights.h5``, ``best.weights.h5`` (highest test accuracy), ``metrics.csv``,
+``curves.png`` and, with ``tensorboard``, TensorBoard's event files in ``tensorboard/``. Every
+file but those is written whole or not at all. Each epoch re-seeds the model's
 dropout generators and the input pipeline from ``(seed, epoch)``, so a resumed run ends
 where an uninterrupted one would.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import json
 import os
 import time
@@ -46,6 +48,7 @@ CHECKPOINT = "checkpoint.npz"
 RECIPE = "recipe.json"
 DATASET_CARD = "dataset.json"
 ENCODER = "encoder.json"
+TENSORBOARD = "tensorboard"  # event files, with --tensorboard
 
 
 def fit(
@@ -154,6 +157,7 @@ class Run:
         self.history = []
 
     def train(self):
+        self._check_tensorboard()
         self.folder.mkdir(parents=True, exist_ok=True)
         if (self.folder / CHECKPOINT).exists():
             self._restore()
@@ -225,11 +229,36 @@ class Run:
             seconds=round(row["seconds"] + time.perf_counter() - started, 2),
         )
         self._save_epoch()
+        if self.recipe.tensorboard:
+            self._write_tensorboard(row)
         if self.verbose:
             print(
                 f"epoch {row['epoch']}/{self.recipe.total_epochs}: test accuracy "
                 f"{test['accuracy']:.4f}, loss {test['loss']:.4f}"
             )
+
+    def _check_tensorboard(self):
+        """Before the first epoch: TensorFlow writes summaries only with tensorboard."""
+        if self.recipe.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise RunError(
+                "tensorboard=True needs the tensorboard package: pip install tensorboard "
+                "(or cct_fast[tensorboard])."
+            )
+
+    def _write_tensorboard(self, row):
+        """The epoch's row as scalars in ``tensorboard/``, at step ``epoch``; after the first
+        epoch of an image run, its first augmented batch too (normalisation undone)."""
+        writer = tf.summary.create_file_writer(str(self.folder / TENSORBOARD))
+        with writer.as_default(step=row["epoch"]):
+            for key in ("train_loss", "test_loss", "test_accuracy", "learning_rate"):
+                tf.summary.scalar(key, row[key])
+            if row["epoch"] == 1 and not self.text:
+                images, _ = next(iter(self.epoch_batches(0)))
+                mean = tf.constant(self.dataset.mean, tf.float32)
+                std = tf.constant(self.dataset.std, tf.float32)
+                shown = tf.clip_by_value(tf.cast(images, tf.float32) * std + mean, 0.0, 1.0)
+                tf.summary.image("first augmented batch", shown, max_outputs=8)
+        writer.close()
 
     def _text_encoder(self):
         """The run's saved encoder, or one learned from its training texts."""
