@@ -321,3 +321,20 @@ def test_evaluate_refuses_data_with_other_classes_and_names_missing_sources(tmp_
     assert (
         "nonexistent does not exist: pass a run folder or a weights file" in capsys.readouterr().err
     )
+
+
+def test_imagenet_reads_its_folders_with_the_official_statistics(tmp_path, rng):
+    """ImageNet's layout (train/<wnid>/, val/<wnid>/) and the official configs' mean and std,
+    not statistics measured on the images."""
+    root = _image_folder(
+        tmp_path / "ImageNet", rng, classes=("n01440764", "n01443537"), test_split="val"
+    )
+    dataset = data.load_dataset(f"imagenet:{root}", image_size=32)
+    assert dataset.class_names == ["n01440764", "n01443537"]
+    assert (len(dataset.train), len(dataset.test)) == (4, 4)
+    assert (dataset.mean, dataset.std) == data.IMAGENET_STATS
+    assert dataset.name == f"imagenet:{root}"
+    with pytest.raises(data.DatasetError, match="does not exist"):
+        data.load_dataset(f"imagenet:{tmp_path / 'elsewhere'}")
+    with pytest.raises(data.DatasetError, match=r"'imagenet:PATH' \(ImageNet's train/<wnid>/"):
+        data.load_dataset("imagenet")  # as an official config names it: the folder is needed

@@ -2,7 +2,9 @@
 
 ``digits`` (scikit-learn's 1,797 8x8 handwritten digits) ships with scikit-learn, so training
 works offline out of the box; ``cifar10``/``cifar100`` are fetched by Keras on first use;
-``folder:PATH`` reads ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` (or ``val``).
+``folder:PATH`` reads ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` (or ``val``);
+``imagenet:PATH`` reads ImageNet in that layout (``train/<wnid>/``, ``val/<wnid>/``) with the
+official configs' ImageNet statistics.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ CIFAR_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 @dataclasses.dataclass
@@ -63,8 +66,12 @@ def load_dataset(spec: str, image_size: int | tuple[int, int] = 224) -> Dataset:
         return _cifar(spec)
     if spec.startswith("folder:"):
         return _folder(Path(spec.removeprefix("folder:")).expanduser(), as_pair(image_size))
+    if spec.startswith("imagenet:"):
+        root = Path(spec.removeprefix("imagenet:")).expanduser()
+        return _folder(root, as_pair(image_size), "imagenet", IMAGENET_STATS)
     raise DatasetError(
-        f"Unknown dataset {spec!r}: expected 'digits', 'cifar10', 'cifar100' or 'folder:PATH'."
+        f"Unknown dataset {spec!r}: expected 'digits', 'cifar10', 'cifar100', 'folder:PATH' or "
+        "'imagenet:PATH' (ImageNet's train/<wnid>/ and val/<wnid>/ folders)."
     )
 
 
@@ -134,7 +141,9 @@ def _cifar(name):
     )
 
 
-def _folder(root, size):
+def _folder(root, size, kind="folder", statistics=None):
+    """The images under ``root``; their channel statistics are measured unless given (as
+    ImageNet's are, by the official configs)."""
     if not root.is_dir():
         raise DatasetError(f"Image folder {root} does not exist.")
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
@@ -160,8 +169,8 @@ def _folder(root, size):
             "ones or fill them."
         )
     _check_images(train.images + test.images, root)
-    mean, std = _folder_statistics(train, size)
-    return Dataset(f"folder:{root}", train, test, class_names, mean, std)
+    mean, std = statistics or _folder_statistics(train, size)
+    return Dataset(f"{kind}:{root}", train, test, class_names, mean, std)
 
 
 def _class_folders(directory):

@@ -16,6 +16,7 @@ import re
 
 from cct_fast.core.names import model_config
 from cct_fast.errors import RecipeError
+from cct_fast.train.data import CIFAR_STATS, IMAGENET_STATS
 
 # The official train.py's defaults for the settings a config may leave out (timm 0.4's
 # train.py, as the official repository ships it).
@@ -52,14 +53,14 @@ TRAIN_PY_DEFAULTS = {
 DATASET_FACTS = {
     "cifar10": dict(
         num_classes=10,
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2470, 0.2435, 0.2616),
+        mean=CIFAR_STATS["cifar10"][0],
+        std=CIFAR_STATS["cifar10"][1],
         splits=("train", "test"),
     ),
     "cifar100": dict(
         num_classes=100,
-        mean=(0.5071, 0.4867, 0.4408),
-        std=(0.2675, 0.2565, 0.2761),
+        mean=CIFAR_STATS["cifar100"][0],
+        std=CIFAR_STATS["cifar100"][1],
         splits=("train", "test"),
     ),
     "flowers102": dict(
@@ -70,8 +71,8 @@ DATASET_FACTS = {
     ),
     "imagenet": dict(
         num_classes=1000,
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
+        mean=IMAGENET_STATS[0],
+        std=IMAGENET_STATS[1],
         splits=("train", "validation"),
     ),
 }

@@ -120,7 +120,7 @@ INTERPOLATIONS = {
     "train_interpolation": ("bilinear", "bicubic", "random"),
     "interpolation": ("bilinear", "bicubic"),
 }
-IMAGE_ONLY_DATASETS = ("digits", "cifar10", "cifar100")
+IMAGE_ONLY_DATASETS = ("digits", "cifar10", "cifar100", "imagenet:")
 TEXT_ONLY_DATASETS = ("fortunes", "agnews", "trec", "csv:")
 
 
@@ -281,7 +281,7 @@ def _validated(values, source):
         raise RecipeError(
             f"Recipe settings in {source}: {recipe.model} is {kind} model and {recipe.dataset} "
             f"{other} dataset. Text models train on fortunes, agnews, trec, csv:PATH or "
-            "folder:PATH; image models on digits, cifar10, cifar100 or folder:PATH."
+            "folder:PATH; image models on digits, cifar10, cifar100, folder:PATH or imagenet:PATH."
         )
     if (recipe.embeddings or recipe.freeze_embeddings) and not text:
         raise RecipeError(
