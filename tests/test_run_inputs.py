@@ -338,3 +338,53 @@ def test_imagenet_reads_its_folders_with_the_official_statistics(tmp_path, rng):
         data.load_dataset(f"imagenet:{tmp_path / 'elsewhere'}")
     with pytest.raises(data.DatasetError, match=r"'imagenet:PATH' \(ImageNet's train/<wnid>/"):
         data.load_dataset("imagenet")  # as an official config names it: the folder is needed
+
+
+def _flowers_files(root, rng):
+    """Oxford Flowers-102's layout at a small scale: 12 jpgs of 3 classes, labels 1-based,
+    split ids 1-based."""
+    from scipy.io import savemat
+
+    (root / "jpg").mkdir(parents=True)
+    for n in range(1, 13):
+        image = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+        (root / "jpg" / f"image_{n:05d}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
+    labels = np.array([[1, 1, 1, 1, 2, 2, 2, 2, 102, 102, 102, 102]])
+    savemat(root / "imagelabels.mat", {"labels": labels})
+    savemat(
+        root / "setid.mat",
+        {"trnid": [[1, 5, 9]], "valid": [[2, 6, 10]], "tstid": [[3, 4, 7, 8, 11, 12]]},
+    )
+    return root
+
+
+def test_flowers102_reads_the_published_files_and_split(tmp_path, rng):
+    root = _flowers_files(tmp_path / "flowers", rng)
+    dataset = data.load_dataset(f"flowers102:{root}", image_size=32)
+    assert len(dataset.class_names) == 102 and (dataset.mean, dataset.std) == data.FLOWERS_STATS
+    assert [p.rsplit("/", 1)[1] for p in dataset.train.images] == [
+        "image_00001.jpg",
+        "image_00005.jpg",
+        "image_00009.jpg",
+    ]
+    np.testing.assert_array_equal(dataset.train.labels, [0, 1, 101])
+    np.testing.assert_array_equal(dataset.test.labels, [0, 1, 101])  # the "valid" split
+    final = data.load_dataset(f"flowers102-test:{root}")
+    np.testing.assert_array_equal(final.test.labels, [0, 0, 1, 1, 101, 101])
+    (root / "setid.mat").unlink()
+    with pytest.raises(data.DatasetError, match=r"lacks .*setid.mat: download 102flowers.tgz"):
+        data.load_dataset(f"flowers102:{root}")
+
+
+def test_a_flowers_run_trains_on_train_and_evaluates_on_valid(tmp_path, rng):
+    root = _flowers_files(tmp_path / "flowers", rng)
+    run = train.fit(
+        out=tmp_path / "run",
+        model="cct_2_3x2_32",
+        dataset=f"flowers102:{root}",
+        epochs=1,
+        batch_size=3,
+        verbose=0,
+    )
+    assert len(run.history) == 1 and run.model.config.num_classes == 102
+    assert run.dataset.test.images[0].endswith("image_00002.jpg")  # evaluated on "valid"

@@ -29,6 +29,10 @@ CIFAR_STATS = {
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
 }
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+FLOWERS_STATS = ((0.4353, 0.3773, 0.2872), (0.2966, 0.2455, 0.2698))
+# Oxford Flowers-102's published split (setid.mat): the official configs train on "trnid" and
+# validate on "valid"; "tstid" gives the final figure.
+FLOWERS_SPLITS = {"flowers102": ("trnid", "valid"), "flowers102-test": ("trnid", "tstid")}
 
 
 @dataclasses.dataclass
@@ -66,12 +70,17 @@ def load_dataset(spec: str, image_size: int | tuple[int, int] = 224) -> Dataset:
         return _cifar(spec)
     if spec.startswith("folder:"):
         return _folder(Path(spec.removeprefix("folder:")).expanduser(), as_pair(image_size))
+    kind, _, path = spec.partition(":")
+    if kind in FLOWERS_SPLITS and path:
+        return _flowers(Path(path).expanduser(), kind)
     if spec.startswith("imagenet:"):
         root = Path(spec.removeprefix("imagenet:")).expanduser()
         return _folder(root, as_pair(image_size), "imagenet", IMAGENET_STATS)
     raise DatasetError(
-        f"Unknown dataset {spec!r}: expected 'digits', 'cifar10', 'cifar100', 'folder:PATH' or "
-        "'imagenet:PATH' (ImageNet's train/<wnid>/ and val/<wnid>/ folders)."
+        f"Unknown dataset {spec!r}: expected 'digits', 'cifar10', 'cifar100', 'folder:PATH', "
+        "'imagenet:PATH' (ImageNet's train/<wnid>/ and val/<wnid>/ folders) or "
+        "'flowers102:PATH' (Oxford Flowers-102's jpg/, imagelabels.mat and setid.mat; "
+        "'flowers102-test:PATH' evaluates on its test split)."
     )
 
 
@@ -139,6 +148,48 @@ def _cifar(name):
         mean,
         std,
     )
+
+
+def _flowers(root, kind):
+    """Oxford Flowers-102 from its published files: ``jpg/image_NNNNN.jpg``,
+    ``imagelabels.mat`` (a label 1..102 per image) and ``setid.mat`` (1-based image numbers
+    of each split)."""
+    from scipy.io import loadmat
+
+    files = [root / "imagelabels.mat", root / "setid.mat", root / "jpg"]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise DatasetError(
+            f"Flowers-102 at {root} lacks {', '.join(missing)}: download 102flowers.tgz, "
+            "imagelabels.mat and setid.mat from the Oxford VGG page and unpack the archive "
+            "there (it makes jpg/)."
+        )
+    try:
+        labels = loadmat(files[0])["labels"].reshape(-1).astype(np.int64) - 1
+        split_ids = loadmat(files[1])
+        train_key, test_key = FLOWERS_SPLITS[kind]
+        ids = [split_ids[key].reshape(-1).astype(np.int64) for key in (train_key, test_key)]
+    except (ValueError, KeyError, OSError) as error:
+        raise DatasetError(
+            f"Flowers-102 at {root}: cannot read its .mat files ({error})."
+        ) from None
+    if (
+        labels.min() < 0
+        or labels.max() > 101
+        or any(i.min() < 1 or i.max() > len(labels) for i in ids)
+    ):
+        raise DatasetError(
+            f"Flowers-102 at {root}: labels must be 1..102 and split ids 1..{len(labels)}."
+        )
+
+    def split(numbers):
+        paths = [str(files[2] / f"image_{n:05d}.jpg") for n in numbers]
+        return Split(paths, labels[numbers - 1].astype(np.int32))
+
+    train, test = split(ids[0]), split(ids[1])
+    _check_images(train.images + test.images, root)
+    names = [f"{i:03d}" for i in range(1, 103)]
+    return Dataset(f"{kind}:{root}", train, test, names, *FLOWERS_STATS)
 
 
 def _folder(root, size, kind="folder", statistics=None):

@@ -16,7 +16,7 @@ import re
 
 from cct_fast.core.names import model_config
 from cct_fast.errors import RecipeError
-from cct_fast.train.data import CIFAR_STATS, IMAGENET_STATS
+from cct_fast.train.data import CIFAR_STATS, FLOWERS_STATS, IMAGENET_STATS
 
 # The official train.py's defaults for the settings a config may leave out (timm 0.4's
 # train.py, as the official repository ships it).
@@ -65,8 +65,8 @@ DATASET_FACTS = {
     ),
     "flowers102": dict(
         num_classes=102,
-        mean=(0.4353, 0.3773, 0.2872),
-        std=(0.2966, 0.2455, 0.2698),
+        mean=FLOWERS_STATS[0],
+        std=FLOWERS_STATS[1],
         splits=("train", "valid"),
     ),
     "imagenet": dict(

@@ -120,7 +120,7 @@ INTERPOLATIONS = {
     "train_interpolation": ("bilinear", "bicubic", "random"),
     "interpolation": ("bilinear", "bicubic"),
 }
-IMAGE_ONLY_DATASETS = ("digits", "cifar10", "cifar100", "imagenet:")
+IMAGE_ONLY_DATASETS = ("digits", "cifar10", "cifar100", "imagenet:", "flowers102")
 TEXT_ONLY_DATASETS = ("fortunes", "agnews", "trec", "csv:")
 
 
