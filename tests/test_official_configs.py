@@ -310,11 +310,6 @@ def test_an_official_config_maps_to_its_recipe(name):
     "name, message",
     [
         (
-            "cct_14-7x2_flowers102",
-            r"sched='step' \(the official train.py's default: the config does not set it\) "
-            r"is not supported: cct_fast trains with sched='cosine' only",
-        ),
-        (
             "cct_14-7x2_imagenet384",
             r"img_size=384 .* cct_14_7x2_224 takes 224 px; training at another size",
         ),
@@ -336,6 +331,7 @@ def _config_file(tmp_path, **changes):
     "changes, message",
     [
         (dict(opt="sgd"), r"opt='sgd' is not supported: cct_fast trains with opt='adamw'"),
+        (dict(sched="plateau"), r"sched='plateau' is not supported: .* cosine and step"),
         (dict(aa="v0"), r"aa='v0' is not supported: only timm's RandAugment"),
         (dict(aa="rand-m9-mstd0.5-w1"), r"has option\(s\) \['w'\]"),
         (dict(reprob=0.25, remode="const"), r"remode='const' is not supported"),
@@ -450,3 +446,37 @@ def test_a_run_starts_from_the_weights_it_is_given(tmp_path, rng):
     run = Run(tmp_path / "run", recipe, verbose=0)
     images = tf.constant(rng.standard_normal((2, 32, 32, 3)), tf.float32)
     np.testing.assert_allclose(run.model(images), start(images), rtol=1e-5, atol=1e-6)
+
+
+def test_the_flowers_fine_tune_keeps_the_step_schedule_its_file_leaves_in_place():
+    """configs/finetuned/cct_14-7x2_flowers102.yml sets no sched: the official train.py ran
+    its default, timm's step schedule (30 epochs, x0.1), with no cooldown."""
+    with warnings.catch_warnings(record=True):
+        recipe = make_recipe("cct_14-7x2_flowers102")
+    assert (recipe.schedule, recipe.decay_epochs, recipe.decay_rate) == ("step", 30, 0.1)
+    assert (recipe.model, recipe.weights, recipe.img_size) == ("cct_14_7x2_384", "official", 384)
+    assert (recipe.batch_size, recipe.lr, recipe.min_lr) == (20, 5e-5, 1e-8)
+    assert recipe.total_epochs == 300
+
+
+def test_the_step_schedule_is_timms_per_epoch():
+    import keras
+
+    recipe = make_recipe(
+        model="cct_2_3x2_32", dataset="digits", schedule="step", epochs=90, warmup_epochs=2,
+        warmup_lr=1e-6, lr=1e-3, lr_batch_size=64, batch_size=64, decay_epochs=30,
+    )  # fmt: skip
+    model = keras.Sequential([keras.layers.Dense(2)])
+    model.build((None, 3))
+    optimizer = build_optimizer(model, recipe, steps_per_epoch=10)
+    optimizer.build(model.trainable_variables)
+
+    def rate(step):
+        optimizer.iterations.assign(step)
+        return float(optimizer.learning_rate)
+
+    assert rate(0) == pytest.approx(1e-6) and rate(9) == pytest.approx(1e-6)  # per epoch
+    assert rate(10) == pytest.approx(1e-6 + (1e-3 - 1e-6) / 2)
+    assert rate(20) == pytest.approx(1e-3) and rate(299) == pytest.approx(1e-3)
+    assert rate(300) == pytest.approx(1e-4) and rate(600) == pytest.approx(1e-5)
+    assert recipe.total_epochs == 90  # no cooldown after a step schedule

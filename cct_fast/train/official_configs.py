@@ -31,6 +31,8 @@ TRAIN_PY_DEFAULTS = {
     "epochs": 200,
     "warmup_epochs": 3,
     "cooldown_epochs": 10,
+    "decay_epochs": 30,
+    "decay_rate": 0.1,
     "scale": [0.08, 1.0],
     "aa": None,
     "reprob": 0.0,
@@ -120,7 +122,6 @@ def recipe_settings(config, source) -> tuple[dict, list[str]]:
     _check_dataset_facts(values, dataset, refuse)
     for key, expected in (
         ("opt", "adamw"),
-        ("sched", "cosine"),
         ("mixup_mode", "batch"),
         ("mixup_prob", 1.0),
         ("model_ema", False),
@@ -129,7 +130,12 @@ def recipe_settings(config, source) -> tuple[dict, list[str]]:
             refuse(key, f"is not supported: cct_fast trains with {key}={expected!r} only")
     if values["reprob"] and values["remode"] != "pixel":
         refuse("remode", "is not supported: random erasing fills with per-pixel noise only")
+    if values["sched"] not in ("cosine", "step"):
+        refuse("sched", "is not supported: cct_fast has the cosine and step schedules only")
     settings.update(
+        schedule=values["sched"],
+        decay_epochs=values["decay_epochs"],
+        decay_rate=values["decay_rate"],
         epochs=values["epochs"],
         batch_size=values["batch_size"],
         # The official lr is for its own batch size; cct_fast scales it with the batch.
@@ -170,6 +176,8 @@ _SHARED_NAMES = {
     "epochs",
     "warmup_epochs",
     "cooldown_epochs",
+    "decay_epochs",
+    "decay_rate",
     "mixup_switch_prob",
     "mixup_off_epoch",
     "train_interpolation",
@@ -192,11 +200,11 @@ _CHECKED = {
 # string there, and YAML 1.1 reads "5e-4" (no dot) as a string.
 _FLOATS = {
     "lr", "min_lr", "warmup_lr", "weight_decay", "mixup", "cutmix", "mixup_prob",
-    "mixup_switch_prob", "smoothing", "reprob", "crop_pct",
+    "mixup_switch_prob", "smoothing", "reprob", "crop_pct", "decay_rate",
 }  # fmt: skip
 _INTS = {
     "batch_size", "epochs", "warmup_epochs", "cooldown_epochs", "mixup_off_epoch", "img_size",
-    "num_classes", "workers",
+    "num_classes", "workers", "decay_epochs",
 }  # fmt: skip
 
 

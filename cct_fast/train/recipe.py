@@ -38,6 +38,11 @@ class Recipe:
     warmup_lr: float = 1e-5
     min_lr: float = 1e-5
     cooldown_epochs: int = 0  # more epochs at min_lr after the cosine (timm's cooldown)
+    # "cosine" (per step), or timm's "step": lr * decay_rate ** (epoch // decay_epochs), per
+    # epoch, with no cooldown (as timm's step scheduler).
+    schedule: str = "cosine"
+    decay_epochs: int = 30
+    decay_rate: float = 0.1
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.8  # 0 turns MixUp off
     cutmix_alpha: float = 1.0  # 0 turns CutMix off
@@ -73,7 +78,7 @@ class Recipe:
 
     @property
     def total_epochs(self):
-        return self.epochs + self.cooldown_epochs
+        return self.epochs + (self.cooldown_epochs if self.schedule == "cosine" else 0)
 
     @property
     def learning_rate(self):
@@ -116,9 +121,10 @@ TEXT_DEFAULTS = dict(
     hflip=0.0,
 )
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-INTERPOLATIONS = {
+INTERPOLATIONS = {  # and the other settings that take one of a few names
     "train_interpolation": ("bilinear", "bicubic", "random"),
     "interpolation": ("bilinear", "bicubic"),
+    "schedule": ("cosine", "step"),
 }
 IMAGE_ONLY_DATASETS = ("digits", "cifar10", "cifar100", "imagenet:", "flowers102")
 TEXT_ONLY_DATASETS = ("fortunes", "agnews", "trec", "csv:")
@@ -213,6 +219,8 @@ RANGES = {
     "weight_decay": _NON_NEGATIVE,
     "warmup_epochs": _NON_NEGATIVE,
     "cooldown_epochs": _NON_NEGATIVE,
+    "decay_epochs": _in(1, None),
+    "decay_rate": _in(0, 1, low_open=True),
     "random_erasing": _PROBABILITY,
     "img_size": _NON_NEGATIVE,
     "crop_pct": _in(0, 1),
