@@ -202,6 +202,23 @@ def test_training_with_input_pipeline(time_rows, smoke, tmp_path):
     )
 
 
+FLOWERS_NAME, FLOWERS_BATCH, FLOWERS_STEPS = "cct_7_7x2_224_sine", 32, 3
+
+
+def test_training_with_the_flowers_pipeline(time_rows, smoke, tmp_path):
+    """The input pipeline must keep up at 224 px too: the official Flowers-102 config's
+    augmentation from JPEG files decoded on the fly, against its batches in memory."""
+    batch = _batch(smoke, FLOWERS_BATCH)
+    rows = training_epoch_functions(FLOWERS_NAME, batch, FLOWERS_STEPS, tmp_path, flowers=True)
+    config = cct_fast.create_model(FLOWERS_NAME).config
+    time_rows(
+        f"training {FLOWERS_NAME} batch {batch}, Flowers-102 recipe (mixed_bfloat16)",
+        rows,
+        batch * FLOWERS_STEPS,
+        6 * macs_per_image(config),
+    )
+
+
 def test_gemm_ceiling(time_rows, smoke):
     size = 256 if smoke else 4096
     rows = {}

@@ -104,25 +104,33 @@ def train_step_functions(name, batch, with_custom=False, **options):
     return functions
 
 
-def training_epoch_functions(name, batch, steps, folder, seed=0):
+def training_epoch_functions(name, batch, steps, folder, seed=0, flowers=False):
     """Row name -> a function that trains ``steps`` steps of ``batch`` images with
-    ``model.fit``, as ``cct-fast train`` does with the CIFAR-10 recipe: through the full
-    augmentation pipeline (random resized crop, flip, RandAugment, MixUp/CutMix, label
-    smoothing) from synthetic uint8 images, or from that pipeline's batches already in memory
-    (the bare train step). Both rows train the same model with the same compiled step."""
+    ``model.fit``, as ``cct-fast train`` does: through the full augmentation pipeline, or from
+    that pipeline's batches already in memory (the bare train step). Both rows train the same
+    model with the same compiled step.
+
+    The CIFAR-10 recipe (random resized crop, flip, RandAugment, MixUp/CutMix, label
+    smoothing) on synthetic uint8 32x32 images; with ``flowers``, the official Flowers-102
+    config (``cct_7-7x2_flowers102``: random bilinear/bicubic crops to 224 px and the rest)
+    on JPEG files of Flowers-102's typical size (500x375), decoded on the fly."""
     from cct_fast.train import Run
-    from cct_fast.train.data import CIFAR_STATS, Dataset, Split
+    from cct_fast.train.data import CIFAR_STATS, FLOWERS_STATS, Dataset, Split
     from cct_fast.train.recipe import make_recipe
 
-    recipe = make_recipe(model=name, dataset="cifar10", batch_size=batch)
     rng = np.random.default_rng(seed)
     count = batch * steps
-    split = Split(
-        rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, count)
-    )
-    mean, std = CIFAR_STATS["cifar10"]
-    synthetic = Dataset("synthetic cifar10", split, split, [str(i) for i in range(10)], mean, std)
-    run = Run(folder, recipe, verbose=0, dataset=synthetic)
+    if flowers:
+        recipe = make_recipe("cct_7-7x2_flowers102", model=name, batch_size=batch)
+        split = Split(_photo_files(rng, count, folder / "images"), rng.integers(0, 102, count))
+        stats, classes = FLOWERS_STATS, 102
+    else:
+        recipe = make_recipe(model=name, dataset="cifar10", batch_size=batch)
+        images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+        split = Split(images, rng.integers(0, 10, count))
+        stats, classes = CIFAR_STATS["cifar10"], 10
+    synthetic = Dataset("synthetic", split, split, [str(i) for i in range(classes)], *stats)
+    run = Run(folder / "run", recipe, verbose=0, dataset=synthetic)
     in_memory = run.epoch_batches(0).cache()
     for _ in in_memory:  # fill the cache
         pass
@@ -134,6 +142,19 @@ def training_epoch_functions(name, batch, steps, folder, seed=0):
         "bare train step (augmented batches in memory)": train(in_memory),
         "full augmentation pipeline (as `cct-fast train`)": train(run.epoch_batches(0)),
     }
+
+
+def _photo_files(rng, count, folder, size=(375, 500)):
+    """``count`` JPEG files of smooth random content (photo-like sizes, not noise)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        coarse = rng.uniform(0, 255, (12, 16, 3)).astype("float32")
+        image = tf.cast(tf.image.resize(coarse, size), tf.uint8)
+        path = folder / f"{i}.jpg"
+        path.write_bytes(tf.io.encode_jpeg(image, quality=90).numpy())
+        paths.append(str(path))
+    return paths
 
 
 def random_text_batch(config, batch, seed=0):
