@@ -480,3 +480,19 @@ def test_the_step_schedule_is_timms_per_epoch():
     assert rate(20) == pytest.approx(1e-3) and rate(299) == pytest.approx(1e-3)
     assert rate(300) == pytest.approx(1e-4) and rate(600) == pytest.approx(1e-5)
     assert recipe.total_epochs == 90  # no cooldown after a step schedule
+
+
+def test_a_recipe_file_of_cct_fast_settings_is_not_taken_for_an_official_config(tmp_path):
+    """Names both use (lr, epochs, interpolation, img_size ...) mean the same; only a setting
+    of the official train.py alone makes a file an official config."""
+    path = tmp_path / "mine.json"
+    path.write_text(
+        '{"model": "cct_2_3x2_32", "dataset": "digits", "lr": 1e-3, "interpolation": '
+        '"bicubic", "crop_pct": 0.875, "label_smoothing": 0.2}'
+    )
+    recipe = make_recipe(path)
+    assert (recipe.interpolation, recipe.crop_pct, recipe.label_smoothing) == (
+        "bicubic",
+        0.875,
+        0.2,
+    )

@@ -87,10 +87,11 @@ NOTED = {
 _RANDAUGMENT = re.compile(r"rand-m(?P<m>[\d.]+)(?P<rest>(-[a-z]+[\d.]+)*)")
 
 
-def is_official_config(values) -> bool:
-    """Whether a recipe file holds an official config: one of the settings only the official
-    train.py has."""
-    return bool(set(values) & (set(TRAIN_PY_DEFAULTS) - _SHARED_NAMES | _CHECKED | set(NOTED)))
+def is_official_config(values, recipe_fields) -> bool:
+    """Whether a recipe file holds an official config: a setting of the official train.py
+    that is not also one of ``recipe_fields`` (the names both use mean the same)."""
+    official = set(TRAIN_PY_DEFAULTS) | _CHECKED | set(NOTED)
+    return bool(set(values) & (official - set(recipe_fields)))
 
 
 def recipe_settings(config, source) -> tuple[dict, list[str]]:
@@ -166,22 +167,6 @@ def recipe_settings(config, source) -> tuple[dict, list[str]]:
     return settings, notes
 
 
-# Names the official train.py shares with the recipe (not by themselves a sign of a config).
-_SHARED_NAMES = {
-    "batch_size",
-    "weight_decay",
-    "lr",
-    "warmup_lr",
-    "min_lr",
-    "epochs",
-    "warmup_epochs",
-    "cooldown_epochs",
-    "decay_epochs",
-    "decay_rate",
-    "mixup_switch_prob",
-    "mixup_off_epoch",
-    "train_interpolation",
-}
 # Settings of the official train.py without a default there that the recipe takes, or that
 # are honoured by checking them against the dataset.
 _CHECKED = {

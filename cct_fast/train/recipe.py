@@ -152,7 +152,7 @@ def _recipe_source(file):
         values, source = OFFICIAL_CONFIGS[str(file)], f"{file} (official)"
     else:
         values, source = read_recipe_file(file), str(file)
-        if not is_official_config(values):
+        if not is_official_config(values, [f.name for f in dataclasses.fields(Recipe)]):
             return values
     settings, notes = recipe_settings(values, source)
     for note in notes:
