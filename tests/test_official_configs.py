@@ -362,20 +362,27 @@ def test_flags_override_an_official_config(tmp_path):
     assert (recipe.epochs, recipe.precision, recipe.cooldown_epochs) == (3, "float32", 10)
 
 
-def test_the_cooldown_holds_min_lr_after_the_cosine():
+def _learning_rate_at(recipe, steps_per_epoch):
+    """step -> the learning rate the recipe's optimizer applies at that step."""
     import keras
 
-    recipe = make_recipe(
-        model="cct_2_3x2_32", dataset="digits", epochs=4, warmup_epochs=1, cooldown_epochs=2
-    )
     model = keras.Sequential([keras.layers.Dense(2)])
     model.build((None, 3))
-    optimizer = build_optimizer(model, recipe, steps_per_epoch=10)
+    optimizer = build_optimizer(model, recipe, steps_per_epoch)
     optimizer.build(model.trainable_variables)
 
     def rate(step):
         optimizer.iterations.assign(step)
         return float(optimizer.learning_rate)
+
+    return rate
+
+
+def test_the_cooldown_holds_min_lr_after_the_cosine():
+    recipe = make_recipe(
+        model="cct_2_3x2_32", dataset="digits", epochs=4, warmup_epochs=1, cooldown_epochs=2
+    )
+    rate = _learning_rate_at(recipe, steps_per_epoch=10)
 
     assert recipe.total_epochs == 6
     assert rate(10) == pytest.approx(recipe.learning_rate)  # warm-up done
@@ -460,20 +467,11 @@ def test_the_flowers_fine_tune_keeps_the_step_schedule_its_file_leaves_in_place(
 
 
 def test_the_step_schedule_is_timms_per_epoch():
-    import keras
-
     recipe = make_recipe(
         model="cct_2_3x2_32", dataset="digits", schedule="step", epochs=90, warmup_epochs=2,
         warmup_lr=1e-6, lr=1e-3, lr_batch_size=64, batch_size=64, decay_epochs=30,
     )  # fmt: skip
-    model = keras.Sequential([keras.layers.Dense(2)])
-    model.build((None, 3))
-    optimizer = build_optimizer(model, recipe, steps_per_epoch=10)
-    optimizer.build(model.trainable_variables)
-
-    def rate(step):
-        optimizer.iterations.assign(step)
-        return float(optimizer.learning_rate)
+    rate = _learning_rate_at(recipe, steps_per_epoch=10)
 
     assert rate(0) == pytest.approx(1e-6) and rate(9) == pytest.approx(1e-6)  # per epoch
     assert rate(10) == pytest.approx(1e-6 + (1e-3 - 1e-6) / 2)
