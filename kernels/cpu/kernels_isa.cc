@@ -366,8 +366,7 @@ float DotBf16(const uint16_t* a, const uint16_t* b, int64_t n) {
   vf sum = vf{};
   int64_t d = 0;
   for (; d + BW <= n; d += BW) sum += Load(a + d) * Load(b + d);
-  float total = 0.0f;
-  for (int i = 0; i < BW; ++i) total += sum[i];
+  float total = Sum(sum);
   for (; d < n; ++d) total += ToFloat(a[d]) * ToFloat(b[d]);
   return total;
 }
@@ -386,12 +385,9 @@ void InterleaveRows(const uint16_t* rows, int64_t stride, int64_t count, int64_t
                     int64_t cols, std::vector<uint16_t>& panel) {
   panel.assign(RoundUp(count, 2) * cols, 0);
   // a[0] b[0] a[1] b[1] ... from a[0..15] and b[0..15], then from a[16..31] and b[16..31]
-  alignas(64) uint16_t low_index[32], high_index[32];
-  for (int i = 0; i < 32; ++i) {
-    low_index[i] = static_cast<uint16_t>(i / 2 + 32 * (i % 2));
-    high_index[i] = static_cast<uint16_t>(16 + i / 2 + 32 * (i % 2));
-  }
-  const __m512i low = _mm512_load_si512(low_index), high = _mm512_load_si512(high_index);
+  const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                       39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  const __m512i high = _mm512_add_epi16(low, _mm512_set1_epi16(16));
   for (int64_t j = 0; j < count; j += 2) {
     const uint16_t* even = rows + j * stride;
     const uint16_t* odd = j + 1 < count ? even + stride : nullptr;

@@ -19,12 +19,6 @@ namespace {
 // Rows per task: enough work to be worth a thread hand-off, few enough partial sums.
 constexpr int64_t kBlockRows = 64;
 
-float Sum(vf v) {
-  float total = 0.0f;
-  for (int i = 0; i < W; ++i) total += v[i];
-  return total;
-}
-
 // One row's s = x (+ residual) as floats, into `sum` (the row's width, padded to W).
 template <typename T>
 void RowSum(const T* x, const T* residual, int64_t width, float* sum) {

@@ -30,6 +30,13 @@ typedef uint16_t vu16 __attribute__((vector_size(W * sizeof(uint16_t))));
 
 inline vf Splat(float x) { return vf{} + x; }
 
+// The sum of a vector's lanes.
+inline float Sum(vf v) {
+  float total = 0.0f;
+  for (int i = 0; i < W; ++i) total += v[i];
+  return total;
+}
+
 inline vf Load(const float* p) {
   vf v;
   std::memcpy(&v, p, sizeof v);

@@ -84,10 +84,25 @@ struct SequencePoolFunctor<CPUDevice> {
 
 namespace {
 
-// The tensors of a LayerNorm op, checked: x, its residual (or none), gamma (and beta, or the
-// saved statistics and grad_y of the gradient).
-absl::Status LayerNormInputs(OpKernelContext* context, bool gradient, float epsilon,
-                             cct_kernels::LayerNormShape* shape) {
+// The inputs of a LayerNorm op, checked: x, its residual (or none), gamma, and beta (forward)
+// or the saved statistics and grad_y (gradient).
+struct LayerNormInputs {
+  cct_kernels::LayerNormShape shape;
+  TensorShape rows;  // x's shape without its last axis: the statistics'
+  bool has_residual;
+  int gamma;  // the index of gamma; the tensors after it follow in the op's order
+
+  template <typename T>
+  const typename Bits<T>::type* Residual(OpKernelContext* context) const {
+    return has_residual ? Raw<T>(context->input(1)) : nullptr;
+  }
+  const float* Floats(OpKernelContext* context, int after_gamma) const {
+    return context->input(gamma + after_gamma).flat<float>().data();
+  }
+};
+
+absl::Status CheckLayerNormInputs(OpKernelContext* context, bool gradient, float epsilon,
+                                  LayerNormInputs* inputs) {
   const Tensor& x = context->input(0);
   if (x.dims() < 1 || x.dim_size(x.dims() - 1) == 0) {
     return errors::InvalidArgument("x must be (..., width >= 1), got shape ",
@@ -120,14 +135,8 @@ absl::Status LayerNormInputs(OpKernelContext* context, bool gradient, float epsi
                                      context->input(index).shape().DebugString());
     }
   }
-  *shape = {rows.num_elements(), width, epsilon};
+  *inputs = {{rows.num_elements(), width, epsilon}, rows, residuals == 1, gamma};
   return absl::OkStatus();
-}
-
-template <typename T>
-const typename Bits<T>::type* Residual(OpKernelContext* context, bool gradient) {
-  const bool has_residual = context->num_inputs() == (gradient ? 6 : 4);
-  return has_residual ? Raw<T>(context->input(1)) : nullptr;
 }
 
 // Base of the LayerNorm kernels: reads epsilon.
@@ -147,21 +156,17 @@ class LayerNormOp : public LayerNormKernel {
   using LayerNormKernel::LayerNormKernel;
 
   void Compute(OpKernelContext* context) override {
-    cct_kernels::LayerNormShape s;
-    OP_REQUIRES_OK(context, LayerNormInputs(context, false, epsilon_, &s));
+    LayerNormInputs in;
+    OP_REQUIRES_OK(context, CheckLayerNormInputs(context, false, epsilon_, &in));
     const Tensor& x = context->input(0);
-    TensorShape rows = x.shape();
-    rows.RemoveLastDims(1);
     Tensor *y = nullptr, *mean = nullptr, *rstd = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &y));
-    OP_REQUIRES_OK(context, context->allocate_output(1, rows, &mean));
-    OP_REQUIRES_OK(context, context->allocate_output(2, rows, &rstd));
-    if (s.rows == 0) return;
-    const int gamma = context->num_inputs() - 2;
-    cct_kernels::LayerNormForward(
-        Raw<T>(x), Residual<T>(context, false), context->input(gamma).flat<float>().data(),
-        context->input(gamma + 1).flat<float>().data(), Raw<T>(y), mean->flat<float>().data(),
-        rstd->flat<float>().data(), s, CpuParallelFor(context));
+    OP_REQUIRES_OK(context, context->allocate_output(1, in.rows, &mean));
+    OP_REQUIRES_OK(context, context->allocate_output(2, in.rows, &rstd));
+    if (in.shape.rows == 0) return;
+    cct_kernels::LayerNormForward(Raw<T>(x), in.Residual<T>(context), in.Floats(context, 0),
+                                  in.Floats(context, 1), Raw<T>(y), mean->flat<float>().data(),
+                                  rstd->flat<float>().data(), in.shape, CpuParallelFor(context));
   }
 };
 
@@ -172,19 +177,17 @@ class LayerNormGradOp : public LayerNormKernel {
   using LayerNormKernel::LayerNormKernel;
 
   void Compute(OpKernelContext* context) override {
-    cct_kernels::LayerNormShape s;
-    OP_REQUIRES_OK(context, LayerNormInputs(context, true, epsilon_, &s));
+    LayerNormInputs in;
+    OP_REQUIRES_OK(context, CheckLayerNormInputs(context, true, epsilon_, &in));
     const Tensor& x = context->input(0);
     Tensor *grad_x = nullptr, *grad_gamma = nullptr, *grad_beta = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &grad_x));
-    OP_REQUIRES_OK(context, context->allocate_output(1, {s.width}, &grad_gamma));
-    OP_REQUIRES_OK(context, context->allocate_output(2, {s.width}, &grad_beta));
-    const int gamma = context->num_inputs() - 4;
+    OP_REQUIRES_OK(context, context->allocate_output(1, {in.shape.width}, &grad_gamma));
+    OP_REQUIRES_OK(context, context->allocate_output(2, {in.shape.width}, &grad_beta));
     cct_kernels::LayerNormBackward(
-        Raw<T>(x), Residual<T>(context, true), context->input(gamma).flat<float>().data(),
-        context->input(gamma + 1).flat<float>().data(),
-        context->input(gamma + 2).flat<float>().data(), Raw<T>(context->input(gamma + 3)),
-        Raw<T>(grad_x), grad_gamma->flat<float>().data(), grad_beta->flat<float>().data(), s,
+        Raw<T>(x), in.Residual<T>(context), in.Floats(context, 0), in.Floats(context, 1),
+        in.Floats(context, 2), Raw<T>(context->input(in.gamma + 3)), Raw<T>(grad_x),
+        grad_gamma->flat<float>().data(), grad_beta->flat<float>().data(), in.shape,
         CpuParallelFor(context));
   }
 };
