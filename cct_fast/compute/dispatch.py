@@ -116,9 +116,7 @@ def _custom_layer_norm(norm, x, residual=None):
 # plain graph ops, which are level with each other once the backward counts (profile block of
 # benchmarks/RESULTS.md: 6.2-7.0 ms against 15.7-21.2 ms for one CCT-7 layer at batch 64).
 CUSTOM_CPU = dataclasses.replace(
-    CUSTOM,
-    layer_norm=_custom_layer_norm,
-    residual_layer_norm=lambda norm, x, branch: _custom_layer_norm(norm, x, branch),
+    CUSTOM, layer_norm=_custom_layer_norm, residual_layer_norm=_custom_layer_norm
 )
 
 

@@ -90,19 +90,17 @@ _RANDAUGMENT = re.compile(r"rand-m(?P<m>[\d.]+)(?P<rest>(-[a-z]+[\d.]+)*)")
 def is_official_config(values, recipe_fields) -> bool:
     """Whether a recipe file holds an official config: a setting of the official train.py
     that is not also one of ``recipe_fields`` (the names both use mean the same)."""
-    official = set(TRAIN_PY_DEFAULTS) | _CHECKED | set(NOTED)
-    return bool(set(values) & (official - set(recipe_fields)))
+    return bool(set(values) & (_SETTINGS - set(recipe_fields)))
 
 
 def recipe_settings(config, source) -> tuple[dict, list[str]]:
     """The recipe settings of an official config, and notes on the settings that change
     nothing here. Raises :class:`RecipeError` naming a setting it cannot honour."""
-    known = set(TRAIN_PY_DEFAULTS) | set(_CHECKED) | set(NOTED) | {"model", "dataset"}
-    unknown = sorted(set(config) - known)
+    unknown = sorted(set(config) - _SETTINGS)
     if unknown:
         raise RecipeError(
             f"Official config {source}: setting(s) {unknown} are not read by cct_fast; "
-            f"known: {sorted(known)}."
+            f"known: {sorted(_SETTINGS)}."
         )
     values = {**TRAIN_PY_DEFAULTS, **{key: _as_read(key, v, source) for key, v in config.items()}}
 
@@ -179,6 +177,8 @@ _CHECKED = {
     "train_split",
     "val_split",
 }
+# Every setting of an official config that cct_fast reads.
+_SETTINGS = set(TRAIN_PY_DEFAULTS) | _CHECKED | set(NOTED) | {"model", "dataset"}
 
 
 # Settings the official train.py declares with type=float or type=int: argparse converts a

@@ -121,7 +121,7 @@ TEXT_DEFAULTS = dict(
     hflip=0.0,
 )
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-INTERPOLATIONS = {  # and the other settings that take one of a few names
+CHOICES = {  # the settings that take one of a few names
     "train_interpolation": ("bilinear", "bicubic", "random"),
     "interpolation": ("bilinear", "bicubic"),
     "schedule": ("cosine", "step"),
@@ -253,7 +253,7 @@ def _validated(values, source):
     recipe = Recipe(**converted)
     if recipe.precision not in PRECISIONS:
         raise RecipeError(f"precision must be one of {PRECISIONS}; got {recipe.precision!r}.")
-    for key, choices in INTERPOLATIONS.items():
+    for key, choices in CHOICES.items():
         if getattr(recipe, key) not in choices:
             raise RecipeError(
                 f"Recipe setting {key} in {source} must be one of {choices}; got "
@@ -289,7 +289,8 @@ def _validated(values, source):
         raise RecipeError(
             f"Recipe settings in {source}: {recipe.model} is {kind} model and {recipe.dataset} "
             f"{other} dataset. Text models train on fortunes, agnews, trec, csv:PATH or "
-            "folder:PATH; image models on digits, cifar10, cifar100, folder:PATH or imagenet:PATH."
+            "folder:PATH; image models on digits, cifar10, cifar100, folder:PATH, imagenet:PATH "
+            "or flowers102:PATH."
         )
     if (recipe.embeddings or recipe.freeze_embeddings) and not text:
         raise RecipeError(

@@ -155,6 +155,7 @@ class Run:
         )
         self.model.optimizer.build(self.model.trainable_variables)
         self.history = []
+        self._summaries = None  # TensorBoard's writer, once an epoch is written
 
     def train(self):
         self._check_tensorboard()
@@ -248,8 +249,9 @@ class Run:
     def _write_tensorboard(self, row):
         """The epoch's row as scalars in ``tensorboard/``, at step ``epoch``; after the first
         epoch of an image run, its first augmented batch too (normalisation undone)."""
-        writer = tf.summary.create_file_writer(str(self.folder / TENSORBOARD))
-        with writer.as_default(step=row["epoch"]):
+        if self._summaries is None:  # one events file for the run's epochs
+            self._summaries = tf.summary.create_file_writer(str(self.folder / TENSORBOARD))
+        with self._summaries.as_default(step=row["epoch"]):
             for key in ("train_loss", "test_loss", "test_accuracy", "learning_rate"):
                 tf.summary.scalar(key, row[key])
             if row["epoch"] == 1 and not self.text:
@@ -258,7 +260,7 @@ class Run:
                 std = tf.constant(self.dataset.std, tf.float32)
                 shown = tf.clip_by_value(tf.cast(images, tf.float32) * std + mean, 0.0, 1.0)
                 tf.summary.image("first augmented batch", shown, max_outputs=8)
-        writer.close()
+        self._summaries.flush()
 
     def _text_encoder(self):
         """The run's saved encoder, or one learned from its training texts."""
@@ -431,11 +433,8 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, peak, warmup_lr, warmup_epochs, steps_per_epoch, decay_epochs, decay_rate):
         self.peak, self.warmup_lr, self.warmup_epochs = peak, warmup_lr, warmup_epochs
-        self.steps_per_epoch, self.decay_epochs, self.decay_rate = (
-            steps_per_epoch,
-            decay_epochs,
-            decay_rate,
-        )
+        self.steps_per_epoch = steps_per_epoch
+        self.decay_epochs, self.decay_rate = decay_epochs, decay_rate
 
     def __call__(self, step):
         epoch = keras.ops.floor(keras.ops.cast(step, "float32") / self.steps_per_epoch)
