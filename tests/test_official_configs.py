@@ -412,12 +412,13 @@ def test_the_evaluation_crop_keeps_the_centre_as_timm_does():
 
 
 def test_a_digits_run_with_the_flowers_recipe_augmentations_trains_and_evaluates(tmp_path):
-    """RandomErasing, random bicubic/bilinear crops, MixUp/CutMix to the end, the bicubic
+    """The official Flowers-102 config (configs/datasets/flowers102.yml, the one with
+    RandomErasing): random bicubic/bilinear crops, MixUp/CutMix to the end, the bicubic
     evaluation crop and the cooldown, on a small model at 32 px."""
     with warnings.catch_warnings(record=True):
         run = train.fit(
             out=tmp_path / "run",
-            recipe_file="cct_7-7x2_flowers102",
+            recipe_file="flowers102",
             model="cct_2_3x2_32",
             dataset="digits",
             img_size=32,
@@ -431,10 +432,11 @@ def test_a_digits_run_with_the_flowers_recipe_augmentations_trains_and_evaluates
         )
     recipe = run.recipe
     assert (recipe.random_erasing, recipe.train_interpolation, recipe.crop_pct) == (
-        0.0,
+        0.25,
         "random",
         1.0,
     )
+    assert (recipe.mixup_off_epoch, recipe.interpolation) == (0, "bicubic")
     assert len(run.history) == 2  # one epoch and one of cooldown
     assert all(0.0 <= row["test_accuracy"] <= 1.0 for row in run.history)
     assert tf.reduce_all(tf.math.is_finite(run.model.trainable_variables[0]))
