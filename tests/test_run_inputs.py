@@ -388,3 +388,16 @@ def test_a_flowers_run_trains_on_train_and_evaluates_on_valid(tmp_path, rng):
     )
     assert len(run.history) == 1 and run.model.config.num_classes == 102
     assert run.dataset.test.images[0].endswith("image_00002.jpg")  # evaluated on "valid"
+
+
+def test_flowers102_refuses_labels_and_split_ids_out_of_range(tmp_path, rng):
+    from scipy.io import savemat
+
+    root = _flowers_files(tmp_path / "flowers", rng)
+    savemat(root / "imagelabels.mat", {"labels": [[1] * 11 + [103]]})
+    with pytest.raises(data.DatasetError, match=r"labels must be 1..102 and split ids 1..12"):
+        data.load_dataset(f"flowers102:{root}")
+    savemat(root / "imagelabels.mat", {"labels": [[1] * 12]})
+    savemat(root / "setid.mat", {"trnid": [[13]], "valid": [[2]], "tstid": [[3]]})
+    with pytest.raises(data.DatasetError, match=r"labels must be 1..102 and split ids 1..12"):
+        data.load_dataset(f"flowers102:{root}")
