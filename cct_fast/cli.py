@@ -109,6 +109,7 @@ def _train(args):
             embeddings=args.embeddings,
             freeze_embeddings=args.freeze_embeddings,
             tensorboard=args.tensorboard,
+            distribute=args.distribute or "",
         )
     except KeyboardInterrupt:
         return 130
@@ -259,6 +260,12 @@ def build_parser():
         default=None,
         help="also write each epoch's figures and the first augmented batch to "
         "RUN/tensorboard (tensorboard --logdir RUN)",
+    )
+    train.add_argument(
+        "--distribute",
+        choices=["mirrored", "multiworker"],
+        help="train on every local GPU (mirrored) or on the cluster in TF_CONFIG "
+        "(multiworker, the same command on each worker); --batch-size is the global batch",
     )
     train.add_argument("--out", help="run folder (default runs/MODEL-DATASET-TIME)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -5,6 +5,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices, so that tf.distribute's MirroredStrategy has two replicas to mirror
+# on a machine without GPUs (tests/test_distribute.py). TensorFlow takes this only before its
+# first op: here, before any test module is collected. Ops go to CPU:0 as before.
+LOGICAL_CPUS = 2
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS,
+)
 
 # The suite's random inputs come from this seed, so a case near its tolerance passes or fails
 # the same way every run. CCT_FAST_TEST_SEED=N explores other inputs.

@@ -58,7 +58,7 @@ class Path:
     residual_layer_norm: Callable  # (norm, x, branch): norm(x + branch)
     dense: Callable  # (layer, x, activation=None): tokens (..., in) -> (..., out)
     # (qkv, num_heads, scale, dropout=None, mask=None): (B, N, 3D) -> (B, N, D); dropout is the
-    # layer's active keras.layers.Dropout, or None.
+    # layer's active Dropout (cct_fast.core.layers.replica_dropout), or None.
     attention: Callable
     sequence_pool: Callable  # (layer, tokens): (B, N, D) -> (B, D)
 

@@ -6,6 +6,7 @@ differ only in how they make the tokens."""
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from cct_fast.compute import dispatch
 from cct_fast.compute.xla import warn_if_no_gpu
@@ -16,6 +17,7 @@ from cct_fast.core.layers import (
     TransformerEncoderLayer,
 )
 from cct_fast.core.layers.encoder import layer_norm
+from cct_fast.core.layers.replica_dropout import Dropout
 
 
 class EncoderClassifier(keras.Model):
@@ -33,7 +35,7 @@ class EncoderClassifier(keras.Model):
         self.jit_compile = jit_compile
         if jit_compile:
             warn_if_no_gpu()
-        self.embedding_dropout = keras.layers.Dropout(config.dropout, name="embedding_dropout")
+        self.embedding_dropout = Dropout(config.dropout, name="embedding_dropout")
         self.blocks = [
             TransformerEncoderLayer(
                 config.num_heads,
@@ -95,6 +97,27 @@ class EncoderClassifier(keras.Model):
             warn_if_no_gpu()
         super().compile(*args, jit_compile=jit_compile, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Build from the dataset's element spec. Under a ``tf.distribute`` strategy, Keras
+        pulls a first batch through a second iterator of the distributed dataset and reduces
+        it over the replicas, only to learn its shapes. Under ``MultiWorkerMirroredStrategy``
+        that reduce fails (keras-team/keras#20585), and the extra pull runs the input
+        pipeline's random layers one batch further than a run on one device draws them."""
+        if iterator is not None and data_batch is None:
+            spec = iterator.data_adapter.get_tf_dataset().element_spec
+            return super()._maybe_symbolic_build(data_batch=spec)
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def train_step(self, data):
+        """Keras' step. Across workers, Keras reduces each replica's logs by
+        ``strategy.reduce("MEAN", value, axis=0)``, which a scalar cannot take
+        (keras-team/keras#20585): there each log goes out as a vector of one, whose mean over
+        axis 0 and the replicas is the scalar Keras reduces to elsewhere."""
+        logs = super().train_step(data)
+        if not _across_workers(self.distribute_strategy):
+            return logs
+        return tf.nest.map_structure(lambda value: tf.reshape(value, (1,)), logs)
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -104,3 +127,11 @@ class EncoderClassifier(keras.Model):
             "jit_compile": self._jit_compile_default,
             "implementation": self.implementation,
         }
+
+
+def _across_workers(strategy):
+    """A ``MultiWorkerMirroredStrategy`` with more than one worker."""
+    return (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    )

@@ -8,7 +8,9 @@ and an image dataset's mean and std), for a text model ``encoder.json`` (the
 ``curves.png`` and, with ``tensorboard``, TensorBoard's event files in ``tensorboard/``. Every
 file but those is written whole or not at all. Each epoch re-seeds the model's
 dropout generators and the input pipeline from ``(seed, epoch)``, so a resumed run ends
-where an uninterrupted one would.
+where an uninterrupted one would. With ``distribute`` (:mod:`cct_fast.train.distribute`) a
+run trains on several devices or machines, the recipe's batch being the global one; only the
+chief worker writes the folder.
 
     from cct_fast import train
     run = train.fit(model="cct_2_3x2_32", dataset="digits", out="runs/digits")
@@ -16,6 +18,7 @@ where an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.util
@@ -32,6 +35,7 @@ from cct_fast.core.model import CCT, policy_scope
 from cct_fast.core.names import is_text_model, model_config
 from cct_fast.errors import CheckpointError, DatasetError, FolderBusy, RunError
 from cct_fast.train.data import Dataset, load_dataset, undecodable_images
+from cct_fast.train.distribute import check_batch, is_chief, make_strategy
 from cct_fast.train.pipeline import epoch_seed, evaluation_batches, training_batches
 from cct_fast.train.recipe import Recipe, make_recipe, read_recipe_file
 from cct_fast.train.reports import plot_curves, write_metrics
@@ -57,6 +61,7 @@ def fit(
     resume: bool = False,
     recipe_file: str | os.PathLike | None = None,
     verbose: int = 1,
+    distribute: str = "",
     **settings,
 ) -> Run:
     """Train a model as the recipe says, into a run folder that can be resumed.
@@ -66,6 +71,9 @@ def fit(
         resume: continue the run in ``out`` after its last finished epoch.
         recipe_file: a JSON or YAML file overriding recipe settings.
         verbose: 0 for silence, 1 for Keras' progress bar and a line per epoch.
+        distribute: ``"mirrored"`` (every local GPU) or ``"multiworker"`` (the cluster in
+            ``TF_CONFIG``), :mod:`cct_fast.train.distribute`; not part of the recipe, so a
+            run may resume on another number of devices.
         **settings: recipe fields (:class:`cct_fast.train.recipe.Recipe`): ``model``,
             ``dataset``, ``epochs``, ``batch_size``, ``precision``, ``jit_compile``, ...
 
@@ -81,15 +89,18 @@ def fit(
     out = Path(out)
     if resume and not (out / CHECKPOINT).exists():
         raise RunError(f"Nothing to resume: {out} holds no {CHECKPOINT}.")
+    strategy = make_strategy(distribute)
+    # One run writes into a folder; the other workers of a cluster only read it.
+    lock = folder_lock(out) if is_chief(strategy) else contextlib.nullcontext()
     try:
-        with folder_lock(out):  # held until the run ends: one run writes into a folder
+        with lock:  # held until the run ends
             if resume:
                 recipe = _resumed_recipe(out, recipe_file, settings)
             elif (out / CHECKPOINT).exists():
                 raise RunError(
                     f"{out} already holds a run; resume it with --resume or choose another --out."
                 )
-            return Run(out, recipe, verbose).train()
+            return Run(out, recipe, verbose, strategy=strategy).train()
     except FolderBusy as error:
         raise RunError(
             f"{error}: another run is training into it. Wait for it to end, or "
@@ -115,12 +126,21 @@ class Run:
     """One training run of ``recipe`` into ``folder``. ``dataset`` (a
     :class:`cct_fast.train.data.Dataset`, or a :class:`cct_fast.train.text_data.TextDataset`
     for a text model) replaces the one the recipe names: arrays already in memory, or
-    synthetic data."""
+    synthetic data. ``strategy`` (a ``tf.distribute.Strategy``, by default TensorFlow's
+    current one) holds the model, its optimizer and its training steps."""
 
     def __init__(
-        self, folder, recipe: Recipe, verbose=1, dataset: Dataset | TextDataset | None = None
+        self,
+        folder,
+        recipe: Recipe,
+        verbose=1,
+        dataset: Dataset | TextDataset | None = None,
+        strategy: tf.distribute.Strategy | None = None,
     ):
         self.folder, self.recipe, self.verbose = Path(folder), recipe, verbose
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.writes = is_chief(self.strategy)  # the folder's one writer
+        check_batch(self.strategy, recipe.batch_size)
         self.text = is_text_model(recipe.model)
         if dataset is None:
             dataset = load_run_dataset(recipe.model, recipe.dataset)
@@ -129,6 +149,13 @@ class Run:
         if recipe.train_images:
             self.train_split = _first(self.train_split, recipe.train_images)
         self.encoder = self._text_encoder() if self.text else None
+        with self.strategy.scope():
+            self._build(recipe, verbose)
+        self.history = []
+        self._summaries = None  # TensorBoard's writer, once an epoch is written
+
+    def _build(self, recipe, verbose):
+        """The model, its word vectors and its optimizer, in the strategy's scope."""
         keras.utils.set_random_seed(recipe.seed)
         # Pretrained weights start a fresh run only: a resumed one restores its checkpoint.
         starts = recipe.weights and not (self.folder / CHECKPOINT).exists()
@@ -154,21 +181,20 @@ class Run:
             jit_compile=recipe.jit_compile,
         )
         self.model.optimizer.build(self.model.trainable_variables)
-        self.history = []
-        self._summaries = None  # TensorBoard's writer, once an epoch is written
 
     def train(self):
         self._check_tensorboard()
-        self.folder.mkdir(parents=True, exist_ok=True)
         if (self.folder / CHECKPOINT).exists():
             self._restore()
             if self.history and self.history[-1]["test_accuracy"] is None:
                 self._finish_epoch()  # its evaluation failed last time
-        else:
+        elif self.writes:
+            self.folder.mkdir(parents=True, exist_ok=True)
             self.recipe.save(self.folder / RECIPE)
             if self.encoder is not None:
                 self.encoder.save(self.folder / ENCODER)
-        if not (self.folder / DATASET_CARD).exists():  # runs from before 0.3 gain it on resume
+        if self.writes and not (self.folder / DATASET_CARD).exists():
+            # runs from before 0.3 gain it on resume
             _write_json(self.folder / DATASET_CARD, dataset_card(self.dataset))
         for epoch in range(len(self.history), self.recipe.total_epochs):
             started = time.perf_counter()
@@ -178,7 +204,8 @@ class Run:
                     self.train_split, functools.partial(self._train_epoch, epoch)
                 )
             except KeyboardInterrupt:
-                self._save_interrupted(epoch)
+                if self.writes:
+                    self._save_interrupted(epoch)
                 raise
             loss = result.history["loss"][-1]
             if not np.isfinite(loss):
@@ -214,6 +241,8 @@ class Run:
         try:
             test = self._read_images(self.dataset.test, self.test_metrics)
         except BaseException:
+            if not self.writes:
+                raise
             try:
                 save_checkpoint(self.folder / CHECKPOINT, self.model, self.recipe, self.history)
                 kept = (
@@ -229,8 +258,9 @@ class Run:
             test_accuracy=test["accuracy"],
             seconds=round(row["seconds"] + time.perf_counter() - started, 2),
         )
-        self._save_epoch()
-        if self.recipe.tensorboard:
+        if self.writes:
+            self._save_epoch()
+        if self.writes and self.recipe.tensorboard:
             self._write_tensorboard(row)
         if self.verbose:
             print(

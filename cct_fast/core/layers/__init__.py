@@ -10,6 +10,7 @@ from cct_fast.core.layers.embedding import (
 from cct_fast.core.layers.encoder import TransformerEncoderLayer
 from cct_fast.core.layers.initializers import SinusoidalTable, TorchTruncatedNormal
 from cct_fast.core.layers.pooling import ClassifierHead, SequencePooling
+from cct_fast.core.layers.replica_dropout import Dropout, ReplicaSeedGenerator
 from cct_fast.core.layers.text import SequencePositions, TextTokenizer, WordEmbedding
 from cct_fast.core.layers.tokenizer import ConvTokenizer
 
@@ -18,8 +19,10 @@ __all__ = [
     "ClassifierHead",
     "ConvTokenizer",
     "DropPath",
+    "Dropout",
     "MultiHeadSelfAttention",
     "PositionalEmbedding",
+    "ReplicaSeedGenerator",
     "SequencePooling",
     "SequencePositions",
     "SinusoidalTable",

@@ -4,6 +4,7 @@ import keras
 
 from cct_fast.compute import dispatch
 from cct_fast.core.layers.initializers import TorchTruncatedNormal
+from cct_fast.core.layers.replica_dropout import Dropout
 from cct_fast.errors import ConfigError
 
 
@@ -42,8 +43,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.num_heads = num_heads
         self.attention_dropout = attention_dropout
         self.projection_dropout = projection_dropout
-        self.attention_drop = keras.layers.Dropout(attention_dropout, name="attention_drop")
-        self.projection_drop = keras.layers.Dropout(projection_dropout, name="projection_drop")
+        self.attention_drop = Dropout(attention_dropout, name="attention_drop")
+        self.projection_drop = Dropout(projection_dropout, name="projection_drop")
 
     def build(self, input_shape):
         dim = input_shape[-1]

@@ -3,13 +3,15 @@
 import keras
 from keras import ops
 
+from cct_fast.core.layers.replica_dropout import ReplicaSeedGenerator
 from cct_fast.errors import ConfigError
 
 
 @keras.saving.register_keras_serializable(package="cct_fast")
 class DropPath(keras.layers.Layer):
     """In training, zeroes a residual branch for a random subset of samples and scales the
-    kept ones by ``1 / (1 - rate)``; the identity in inference."""
+    kept ones by ``1 / (1 - rate)``; the identity in inference. Each replica of a strategy
+    draws its own samples (:class:`ReplicaSeedGenerator`)."""
 
     def __init__(self, rate=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -17,7 +19,7 @@ class DropPath(keras.layers.Layer):
             raise ConfigError(f"DropPath rate must be in [0, 1), got {rate!r}.")
         self.rate = rate
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = ReplicaSeedGenerator(seed, name="seed_generator")
 
     def call(self, x, training=False):
         if not training or self.rate == 0.0:

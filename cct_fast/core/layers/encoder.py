@@ -6,6 +6,7 @@ from cct_fast.compute import dispatch
 from cct_fast.compute.fused import LAYER_NORM_EPSILON
 from cct_fast.core.layers.attention import MultiHeadSelfAttention, torch_linear
 from cct_fast.core.layers.drop_path import DropPath
+from cct_fast.core.layers.replica_dropout import Dropout
 
 
 def layer_norm(name):
@@ -50,8 +51,8 @@ class TransformerEncoderLayer(keras.layers.Layer):
             name="self_attn",
         )
         self.norm1 = layer_norm("norm1")
-        self.dropout1 = keras.layers.Dropout(dropout, name="dropout1")
-        self.dropout2 = keras.layers.Dropout(dropout, name="dropout2")
+        self.dropout1 = Dropout(dropout, name="dropout1")
+        self.dropout2 = Dropout(dropout, name="dropout2")
         self.drop_path = DropPath(drop_path_rate, name="drop_path")
 
     def build(self, input_shape):
