@@ -102,6 +102,7 @@ def _train(args):
             dataset=args.dataset,
             epochs=args.epochs,
             batch_size=args.batch_size,
+            img_size=args.img_size,
             precision=args.precision,
             implementation=args.implementation,
             jit_compile=args.jit,
@@ -224,6 +225,12 @@ def build_parser():
     )
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
+    train.add_argument(
+        "--img-size",
+        type=int,
+        help="image models: train at this side, not the model name's (its positional "
+        "embedding, and one loaded from --recipe's weights, resized)",
+    )
     train.add_argument(
         "--jit",
         dest="jit",

@@ -284,6 +284,12 @@ EXPECTED = {
         warmup_lr=1e-6, mixup_off_epoch=0, random_erasing=0.25, crop_scale=(0.08, 1.0),
         img_size=224, crop_pct=0.9,
     ),
+    "cct_14-7x2_imagenet384": dict(
+        model="cct_14_7x2_224", dataset="imagenet", img_size=384, weights="official",
+        epochs=30, batch_size=96, lr_batch_size=96, lr=1e-5, min_lr=0.0, weight_decay=0.0,
+        warmup_epochs=0, warmup_lr=0.0, mixup_off_epoch=0, random_erasing=0.25,
+        crop_scale=(0.08, 1.0), crop_pct=0.9,
+    ),
 }  # fmt: skip
 # Shared by all of them: the official schedule's shape, timm's augmentations, amp.
 SHARED = dict(
@@ -306,20 +312,6 @@ def test_an_official_config_maps_to_its_recipe(name):
         assert getattr(recipe, key) == pytest.approx(value), key
 
 
-@pytest.mark.parametrize(
-    "name, message",
-    [
-        (
-            "cct_14-7x2_imagenet384",
-            r"img_size=384 .* cct_14_7x2_224 takes 224 px; training at another size",
-        ),
-    ],
-)
-def test_official_configs_cct_fast_cannot_honour_are_refused_by_setting(name, message):
-    with pytest.raises(RecipeError, match=message):
-        make_recipe(name)
-
-
 def _config_file(tmp_path, **changes):
     values = dict(OFFICIAL_FILES["cct_7-3x1_cifar10_300epochs"], **changes)
     path = tmp_path / "config.yml"
@@ -335,7 +327,6 @@ def _config_file(tmp_path, **changes):
         (dict(aa="v0"), r"aa='v0' is not supported: only timm's RandAugment"),
         (dict(aa="rand-m9-mstd0.5-w1"), r"has option\(s\) \['w'\]"),
         (dict(reprob=0.25, remode="const"), r"remode='const' is not supported"),
-        (dict(model_ema=True), r"model_ema=True is not supported"),
         (dict(mixup_prob=0.5), r"mixup_prob=0.5 is not supported"),
         (dict(num_classes=100), r"num_classes=100 is not cifar10's class count \(10\)"),
         (dict(mean=[0.5, 0.5, 0.5]), r"mean=\[0.5, 0.5, 0.5\] differs from cifar10's"),
@@ -348,6 +339,14 @@ def test_a_config_file_setting_that_cannot_be_honoured_is_refused_by_name(
 ):
     with pytest.raises(RecipeError, match=message):
         make_recipe(_config_file(tmp_path, **changes))
+
+
+def test_model_ema_maps_to_the_averaged_weights_at_timms_decay(tmp_path):
+    with warnings.catch_warnings(record=True):
+        assert make_recipe(_config_file(tmp_path, model_ema=True)).ema_decay == 0.9998
+        assert make_recipe(_config_file(tmp_path, model_ema=False)).ema_decay == 0.0
+        custom = _config_file(tmp_path, model_ema=True, model_ema_decay="5e-1")
+        assert make_recipe(custom).ema_decay == 0.5  # read as argparse's type=float reads it
 
 
 def test_settings_that_change_nothing_here_are_said_not_dropped(tmp_path):
@@ -455,6 +454,36 @@ def test_a_run_starts_from_the_weights_it_is_given(tmp_path, rng):
     run = Run(tmp_path / "run", recipe, verbose=0)
     images = tf.constant(rng.standard_normal((2, 32, 32, 3)), tf.float32)
     np.testing.assert_allclose(run.model(images), start(images), rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_at_another_size_than_the_model_names_starts_from_resized_weights(tmp_path, rng):
+    """As the ImageNet-384 fine-tune trains cct_14_7x2_224 at 384 px: the model is built at
+    ``img_size``, the checkpoint's positional embedding resized to its token grid (as
+    create_model does), and the run folder evaluates at that size."""
+    import cct_fast
+    from cct_fast.core.layers import resize_positional_embedding
+    from cct_fast.train.run import Run
+
+    start = cct_fast.create_model("cct_2_3x2_32", num_classes=10)
+    path = tmp_path / "start.weights.h5"
+    start.save_weights(path)
+    recipe = make_recipe(
+        model="cct_2_3x2_32", dataset="digits", img_size=48, weights=str(path), epochs=1,
+        batch_size=64, train_images=128,
+    )  # fmt: skip
+    run = Run(tmp_path / "run", recipe, verbose=0)
+    assert run.model.config.image_size == (48, 48)
+    embedding = [w for w in start.weights if "positional_embedding" in w.path][0]
+    grown = [w for w in run.model.weights if "positional_embedding" in w.path][0]
+    assert tuple(grown.shape) == (1, 144, 128)  # 48 px through two stride-2 pools: 12 x 12
+    np.testing.assert_allclose(grown, resize_positional_embedding(embedding, 12), rtol=1e-6)
+    run.train()
+    batch = next(iter(run.epoch_batches(0)))[0]
+    assert tuple(batch.shape[1:]) == (48, 48, 3)
+    result = cct_fast.train.evaluate(tmp_path / "run", "digits")
+    assert result["accuracy"] == pytest.approx(run.history[-1]["test_accuracy"])
+    with pytest.raises(RecipeError, match="img_size=48 .* is a text model"):
+        make_recipe(model="text_cct_2", dataset="fortunes", img_size=48)
 
 
 def test_the_flowers_fine_tune_keeps_the_step_schedule_its_file_leaves_in_place():

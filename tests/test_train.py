@@ -202,6 +202,44 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch,
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_with_ema_decay_each_epoch_evaluates_and_saves_the_moving_average(tmp_path, monkeypatch):
+    """timm's model_ema through Keras' use_ema: training goes on from the trained weights,
+    the epoch's test figures and best/last weights are the averages', and a resumed run
+    (averages in its checkpoint) ends where an uninterrupted one does."""
+    settings = dict(QUICK, train_images=192, epochs=3, verbose=0, ema_decay=0.9)
+    whole = train.fit(out=tmp_path / "whole", **settings)
+    trained = whole.model.get_weights()
+    averages = [v.numpy() for v in whole.model.optimizer.variables if "average" in v.path]
+    assert len(averages) == len(whole.model.trainable_variables)
+    last = train.build_model(whole.recipe, 10)
+    last.load_weights(tmp_path / "whole" / "last.weights.h5")
+    for variable, average in zip(last.trainable_variables, averages, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), average)
+    differ = [not np.array_equal(a, b) for a, b in zip(trained, last.get_weights(), strict=True)]
+    assert sum(differ) >= len(averages) - 1  # all but the pool's gradient-free bias, maybe
+    assert train.evaluate(tmp_path / "whole", "digits")["accuracy"] == pytest.approx(
+        whole.best_accuracy
+    )
+
+    original = train.Run._reseed
+
+    def interrupted_at_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        original(self, epoch)
+
+    monkeypatch.setattr(train.Run, "_reseed", interrupted_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(out=tmp_path / "split", **settings)
+    monkeypatch.undo()
+    resumed = train.fit(out=tmp_path / "split", resume=True, verbose=0)
+    for a, b in zip(trained, resumed.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert [r["test_accuracy"] for r in resumed.history] == [
+        r["test_accuracy"] for r in whole.history
+    ]
+
+
 def test_resume_refuses_other_settings_and_corrupt_checkpoints(tmp_path):
     folder = tmp_path / "run"
     train.fit(out=folder, epochs=1, verbose=0, **dict(QUICK, train_images=64))

@@ -47,6 +47,7 @@ TRAIN_PY_DEFAULTS = {
     "train_interpolation": "random",
     "amp": False,
     "model_ema": False,
+    "model_ema_decay": 0.9998,
     "pretrained": False,
 }
 
@@ -123,7 +124,6 @@ def recipe_settings(config, source) -> tuple[dict, list[str]]:
         ("opt", "adamw"),
         ("mixup_mode", "batch"),
         ("mixup_prob", 1.0),
-        ("model_ema", False),
     ):
         if values[key] != expected:
             refuse(key, f"is not supported: cct_fast trains with {key}={expected!r} only")
@@ -159,6 +159,8 @@ def recipe_settings(config, source) -> tuple[dict, list[str]]:
     for key in ("interpolation", "img_size", "crop_pct"):
         if key in values:
             settings[key] = values[key]
+    if values["model_ema"]:
+        settings["ema_decay"] = values["model_ema_decay"]
     if values["pretrained"]:
         settings["weights"] = "official"
     notes = [f"{key}={config[key]!r}: {why}" for key, why in NOTED.items() if key in config]
@@ -185,7 +187,7 @@ _SETTINGS = set(TRAIN_PY_DEFAULTS) | _CHECKED | set(NOTED) | {"model", "dataset"
 # string there, and YAML 1.1 reads "5e-4" (no dot) as a string.
 _FLOATS = {
     "lr", "min_lr", "warmup_lr", "weight_decay", "mixup", "cutmix", "mixup_prob",
-    "mixup_switch_prob", "smoothing", "reprob", "crop_pct", "decay_rate",
+    "mixup_switch_prob", "smoothing", "reprob", "crop_pct", "decay_rate", "model_ema_decay",
 }  # fmt: skip
 _INTS = {
     "batch_size", "epochs", "warmup_epochs", "cooldown_epochs", "mixup_off_epoch", "img_size",

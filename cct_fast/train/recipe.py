@@ -55,12 +55,17 @@ class Recipe:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
     random_erasing: float = 0.0  # probability of erasing a patch with per-pixel noise
-    img_size: int = 0  # 0: the model's own; another size is refused (not supported yet)
+    # 0: the model name's; another side trains the model at that size, its positional
+    # embedding (from weights, if any) resized as create_model does.
+    img_size: int = 0
     # Evaluation: 0 resizes each image to the model's size; else timm's transform: the shorter
     # side resized to img_size / crop_pct, then the centre crop of img_size.
     crop_pct: float = 0.0
     train_interpolation: str = "bilinear"  # of the training crop: or "bicubic", "random"
     interpolation: str = "bilinear"  # of the evaluation resize: or "bicubic"
+    # 0: no averaging; else the weights' exponential moving average at this decay per step
+    # (timm's model_ema, through Keras' use_ema) is what each epoch evaluates and saves.
+    ema_decay: float = 0.0
     weights: str = ""  # start from these: "official" or a checkpoint file (fine-tuning)
     precision: str = "float32"
     # "auto": the custom ops where measured 1.3x the fused path for this step (a bfloat16
@@ -222,6 +227,7 @@ RANGES = {
     "decay_epochs": _in(1, None),
     "decay_rate": _in(0, 1, low_open=True),
     "random_erasing": _PROBABILITY,
+    "ema_decay": _in(0, 1, high_open=True),
     "img_size": _NON_NEGATIVE,
     "crop_pct": _in(0, 1),
     "label_smoothing": _in(0, 1, high_open=True),
@@ -273,17 +279,15 @@ def _validated(values, source):
                 f"{'values' if order else 'a value'} {expected}{order}."
             )
     try:
-        config = model_config(recipe.model)
+        model_config(recipe.model)
     except ValueError as error:
         raise RecipeError(f"Recipe setting model in {source}: {error}") from None
-    side = config.get("img_size")
-    if recipe.img_size and side is not None and recipe.img_size != side:
-        raise RecipeError(
-            f"Recipe setting img_size={recipe.img_size} in {source}: {recipe.model} takes "
-            f"{side} px; training at another size than the model name's is not "
-            "supported yet: pick the name of that size (e.g. cct_14_7x2_384)."
-        )
     text = is_text_model(recipe.model)
+    if recipe.img_size and text:
+        raise RecipeError(
+            f"Recipe setting img_size={recipe.img_size} in {source}: {recipe.model} is a text "
+            "model; it takes seq_len, not an image size."
+        )
     if recipe.dataset.startswith(IMAGE_ONLY_DATASETS if text else TEXT_ONLY_DATASETS):
         kind, other = ("a text", "an image") if text else ("an image", "a text")
         raise RecipeError(

@@ -143,7 +143,7 @@ class Run:
         check_batch(self.strategy, recipe.batch_size)
         self.text = is_text_model(recipe.model)
         if dataset is None:
-            dataset = load_run_dataset(recipe.model, recipe.dataset)
+            dataset = load_run_dataset(recipe.model, recipe.dataset, recipe.img_size)
         self.dataset = dataset
         self.train_split = self.dataset.train
         if recipe.train_images:
@@ -239,7 +239,8 @@ class Run:
         instead of training it again."""
         row, started = self.history[-1], time.perf_counter()
         try:
-            test = self._read_images(self.dataset.test, self.test_metrics)
+            with self._averaged_weights():
+                test = self._read_images(self.dataset.test, self.test_metrics)
         except BaseException:
             if not self.writes:
                 raise
@@ -366,11 +367,28 @@ class Run:
                 np.asarray([epoch_seed(self.recipe, epoch, 100 + index), 0], dtype=state.dtype)
             )
 
+    @contextlib.contextmanager
+    def _averaged_weights(self):
+        """With ``ema_decay``: the weights' moving averages in the model for the block (what an
+        epoch evaluates and saves, as timm's model_ema), the trained weights back after it."""
+        if not self.recipe.ema_decay:
+            yield
+            return
+        variables = self.model.trainable_variables
+        trained = [v.numpy() for v in variables]
+        self.model.optimizer.swap_in_averages(variables)
+        try:
+            yield
+        finally:
+            for variable, value in zip(variables, trained, strict=True):
+                variable.assign(value)
+
     def _save_epoch(self):
         accuracies = [row["test_accuracy"] for row in self.history]
-        if accuracies[-1] >= max(accuracies):
-            save_weights(self.model, self.folder / "best.weights.h5")
-        save_weights(self.model, self.folder / "last.weights.h5")
+        with self._averaged_weights():
+            if accuracies[-1] >= max(accuracies):
+                save_weights(self.model, self.folder / "best.weights.h5")
+            save_weights(self.model, self.folder / "last.weights.h5")
         write_metrics(self.folder / "metrics.csv", self.history)
         plot_curves(self.folder / "curves.png", self.history)
         save_checkpoint(self.folder / CHECKPOINT, self.model, self.recipe, self.history)
@@ -412,10 +430,12 @@ def build_model(
 ) -> CCT:
     """The recipe's model for ``num_classes``; a text model's vocabulary is ``encoder``'s;
     ``weights`` as :func:`cct_fast.create_model` takes them (a head of another class count is
-    left fresh, a positional embedding resized)."""
-    text = {}
+    left fresh, a positional embedding resized), at the recipe's ``img_size`` if it sets one."""
+    sizes = {}
     if is_text_model(recipe.model):
-        text = dict(vocab_size=encoder.vocab_size, seq_len=encoder.seq_len)
+        sizes = dict(vocab_size=encoder.vocab_size, seq_len=encoder.seq_len)
+    elif recipe.img_size:
+        sizes = dict(img_size=recipe.img_size)
     with policy_scope(recipe.precision):
         return create_model(
             recipe.model,
@@ -423,16 +443,16 @@ def build_model(
             jit_compile=recipe.jit_compile,
             implementation=recipe.implementation,
             weights=weights,
-            **text,
+            **sizes,
         )
 
 
-def load_run_dataset(model: str, spec: str) -> Dataset | TextDataset:
+def load_run_dataset(model: str, spec: str, img_size: int = 0) -> Dataset | TextDataset:
     """The dataset ``spec`` as ``model`` takes it: texts, or images with their statistics at
-    the model's size."""
+    the size it trains at (``img_size``, or the model name's)."""
     if is_text_model(model):
         return load_text_dataset(spec)
-    return load_dataset(spec, image_size=model_config(model)["img_size"])
+    return load_dataset(spec, image_size=img_size or model_config(model)["img_size"])
 
 
 def dataset_card(dataset: Dataset | TextDataset) -> dict:
@@ -485,10 +505,24 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
         )
 
 
+class AveragingAdamW(keras.optimizers.AdamW):
+    """AdamW with ``use_ema`` whose ``fit`` leaves the trained weights in the model. Keras
+    puts the moving averages into the model at the end of every ``fit``, and a run calls
+    ``fit`` once per epoch, so training would go on from the averages; a run swaps them in
+    only to evaluate and save (``Run._averaged_weights``)."""
+
+    def finalize_variable_values(self, var_list):
+        pass
+
+    def swap_in_averages(self, var_list):
+        """The moving averages into ``var_list`` (the variables the optimizer was built on)."""
+        super().finalize_variable_values(var_list)
+
+
 def build_optimizer(model, recipe, steps_per_epoch):
     """AdamW with linear warm-up from ``warmup_lr`` and cosine decay to ``min_lr`` over
     ``epochs``, per step, then ``min_lr`` through the ``cooldown_epochs`` (or timm's step
-    schedule, :class:`StepDecay`);
+    schedule, :class:`StepDecay`), keeping the weights' moving average with ``ema_decay``;
     no weight decay on vectors (norms, biases) and token embeddings, as timm's
     ``filter_bias_and_bn`` and the official ``no_weight_decay``."""
 
@@ -512,7 +546,15 @@ def build_optimizer(model, recipe, steps_per_epoch):
             warmup_target=peak if warmup else None,
             warmup_steps=warmup,
         )
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=recipe.weight_decay)
+    if recipe.ema_decay:
+        optimizer = AveragingAdamW(
+            learning_rate=schedule,
+            weight_decay=recipe.weight_decay,
+            use_ema=True,
+            ema_momentum=recipe.ema_decay,
+        )
+    else:
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=recipe.weight_decay)
     optimizer.exclude_from_weight_decay(
         var_list=[
             v
@@ -593,7 +635,7 @@ def evaluate(
         name, weights = model, source
     else:
         raise FileNotFoundError(f"{source} does not exist: pass a run folder or a weights file.")
-    data = load_run_dataset(name, dataset)
+    data = load_run_dataset(name, dataset, recipe.img_size if source.is_dir() else 0)
     if source.is_dir():
         _check_classes(source, data)
         model = build_model(
