@@ -220,7 +220,8 @@ def build_parser():
     train.add_argument("--model", help="official model name (default cct_7_3x1_32)")
     train.add_argument(
         "--dataset",
-        help="images: digits, cifar10, cifar100 or folder:PATH (default cifar10); texts: "
+        help="images: digits, cifar10, cifar100, folder:PATH, imagenet:PATH, flowers102[:PATH] "
+        "or tfds:NAME (default cifar10); texts: "
         "fortunes, agnews, trec, csv:PATH or folder:PATH (default fortunes)",
     )
     train.add_argument("--epochs", type=int)

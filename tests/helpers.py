@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from cct_fast.testing.compare import relative_error  # noqa: F401 (the suite imports it here)
 
@@ -62,3 +63,21 @@ def random_images(rng, model, batch=2, dtype="float32"):
 def keras_model_roundtrip(model, path):
     model.save(path)
     return keras.models.load_model(path)
+
+
+def write_flowers_files(root, rng):
+    """Oxford Flowers-102's layout at a small scale: 12 jpgs of 3 classes, labels 1-based,
+    split ids 1-based."""
+    from scipy.io import savemat
+
+    (root / "jpg").mkdir(parents=True)
+    for n in range(1, 13):
+        image = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+        (root / "jpg" / f"image_{n:05d}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
+    labels = np.array([[1, 1, 1, 1, 2, 2, 2, 2, 102, 102, 102, 102]])
+    savemat(root / "imagelabels.mat", {"labels": labels})
+    savemat(
+        root / "setid.mat",
+        {"trnid": [[1, 5, 9]], "valid": [[2, 6, 10]], "tstid": [[3, 4, 7, 8, 11, 12]]},
+    )
+    return root

@@ -19,6 +19,8 @@ from cct_fast.cli import main as cli
 from cct_fast.train import data
 from cct_fast.train.recipe import RecipeError
 
+from helpers import write_flowers_files
+
 QUICK = dict(
     model="cct_2_3x2_32",
     dataset="digits",
@@ -340,26 +342,8 @@ def test_imagenet_reads_its_folders_with_the_official_statistics(tmp_path, rng):
         data.load_dataset("imagenet")  # as an official config names it: the folder is needed
 
 
-def _flowers_files(root, rng):
-    """Oxford Flowers-102's layout at a small scale: 12 jpgs of 3 classes, labels 1-based,
-    split ids 1-based."""
-    from scipy.io import savemat
-
-    (root / "jpg").mkdir(parents=True)
-    for n in range(1, 13):
-        image = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
-        (root / "jpg" / f"image_{n:05d}.jpg").write_bytes(tf.io.encode_jpeg(image).numpy())
-    labels = np.array([[1, 1, 1, 1, 2, 2, 2, 2, 102, 102, 102, 102]])
-    savemat(root / "imagelabels.mat", {"labels": labels})
-    savemat(
-        root / "setid.mat",
-        {"trnid": [[1, 5, 9]], "valid": [[2, 6, 10]], "tstid": [[3, 4, 7, 8, 11, 12]]},
-    )
-    return root
-
-
 def test_flowers102_reads_the_published_files_and_split(tmp_path, rng):
-    root = _flowers_files(tmp_path / "flowers", rng)
+    root = write_flowers_files(tmp_path / "flowers", rng)
     dataset = data.load_dataset(f"flowers102:{root}", image_size=32)
     assert len(dataset.class_names) == 102 and (dataset.mean, dataset.std) == data.FLOWERS_STATS
     assert [p.rsplit("/", 1)[1] for p in dataset.train.images] == [
@@ -377,7 +361,7 @@ def test_flowers102_reads_the_published_files_and_split(tmp_path, rng):
 
 
 def test_a_flowers_run_trains_on_train_and_evaluates_on_valid(tmp_path, rng):
-    root = _flowers_files(tmp_path / "flowers", rng)
+    root = write_flowers_files(tmp_path / "flowers", rng)
     run = train.fit(
         out=tmp_path / "run",
         model="cct_2_3x2_32",
@@ -393,7 +377,7 @@ def test_a_flowers_run_trains_on_train_and_evaluates_on_valid(tmp_path, rng):
 def test_flowers102_refuses_labels_and_split_ids_out_of_range(tmp_path, rng):
     from scipy.io import savemat
 
-    root = _flowers_files(tmp_path / "flowers", rng)
+    root = write_flowers_files(tmp_path / "flowers", rng)
     savemat(root / "imagelabels.mat", {"labels": [[1] * 11 + [103]]})
     with pytest.raises(data.DatasetError, match=r"labels must be 1..102 and split ids 1..12"):
         data.load_dataset(f"flowers102:{root}")

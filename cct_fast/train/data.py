@@ -4,7 +4,9 @@
 works offline out of the box; ``cifar10``/``cifar100`` are fetched by Keras on first use;
 ``folder:PATH`` reads ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` (or ``val``);
 ``imagenet:PATH`` reads ImageNet in that layout (``train/<wnid>/``, ``val/<wnid>/``) with the
-official configs' ImageNet statistics.
+official configs' ImageNet statistics; ``flowers102:PATH`` reads Oxford Flowers-102's published
+files, ``flowers102`` the same split from TensorFlow Datasets, and ``tfds:NAME`` any TFDS image
+classification set (:mod:`cct_fast.train.tfds_data`).
 """
 
 from __future__ import annotations
@@ -33,17 +35,29 @@ FLOWERS_STATS = ((0.4353, 0.3773, 0.2872), (0.2966, 0.2455, 0.2698))
 # Oxford Flowers-102's published split (setid.mat): the official configs train on "trnid" and
 # validate on "valid"; "tstid" gives the final figure.
 FLOWERS_SPLITS = {"flowers102": ("trnid", "valid"), "flowers102-test": ("trnid", "tstid")}
+# The same split as TensorFlow Datasets names it in oxford_flowers102.
+FLOWERS_TFDS_SPLITS = {"flowers102": ("train", "validation"), "flowers102-test": ("train", "test")}
 
 
 @dataclasses.dataclass
 class Split:
-    """Images as a uint8 (N, H, W, 3) array, or as file paths decoded on the fly."""
+    """Images as a uint8 (N, H, W, 3) array, or as file paths or image files' bytes (as
+    TensorFlow Datasets stores them) decoded on the fly."""
 
-    images: np.ndarray | list[str]
+    images: np.ndarray | list[str] | list[bytes]
     labels: np.ndarray
 
     def __len__(self):
         return len(self.labels)
+
+    @property
+    def encoded(self):
+        """True where the images are image files' bytes, not paths or pixels."""
+        return (
+            isinstance(self.images, list)
+            and bool(self.images)
+            and (isinstance(self.images[0], bytes))
+        )
 
 
 @dataclasses.dataclass
@@ -61,7 +75,8 @@ class Dataset:
 
 
 def load_dataset(spec: str, image_size: int | tuple[int, int] = 224) -> Dataset:
-    """``"digits"``, ``"cifar10"``, ``"cifar100"`` or ``"folder:PATH"``. A folder's channel
+    """``"digits"``, ``"cifar10"``, ``"cifar100"``, ``"folder:PATH"``, ``"imagenet:PATH"``,
+    ``"flowers102[-test][:PATH]"`` or ``"tfds:NAME"``. A folder's or TFDS set's channel
     statistics are those of its images at ``image_size`` (a side or (height, width)), the size
     the model trains at."""
     if spec == "digits":
@@ -73,6 +88,13 @@ def load_dataset(spec: str, image_size: int | tuple[int, int] = 224) -> Dataset:
     kind, _, path = spec.partition(":")
     if kind in FLOWERS_SPLITS and path:
         return _flowers(Path(path).expanduser(), kind)
+    if kind in FLOWERS_SPLITS or (kind == "tfds" and path):
+        from cct_fast.train.tfds_data import load_tfds
+
+        if kind == "tfds":
+            return load_tfds(path, image_size=as_pair(image_size))
+        train, test = FLOWERS_TFDS_SPLITS[kind]
+        return load_tfds("oxford_flowers102", train, test, statistics=FLOWERS_STATS, spec=kind)
     if spec.startswith("imagenet:"):
         root = Path(spec.removeprefix("imagenet:")).expanduser()
         return _folder(root, as_pair(image_size), "imagenet", IMAGENET_STATS)
@@ -80,7 +102,8 @@ def load_dataset(spec: str, image_size: int | tuple[int, int] = 224) -> Dataset:
         f"Unknown dataset {spec!r}: expected 'digits', 'cifar10', 'cifar100', 'folder:PATH', "
         "'imagenet:PATH' (ImageNet's train/<wnid>/ and val/<wnid>/ folders) or "
         "'flowers102:PATH' (Oxford Flowers-102's jpg/, imagelabels.mat and setid.mat; "
-        "'flowers102-test:PATH' evaluates on its test split)."
+        "'flowers102-test:PATH' evaluates on its test split; without :PATH, from TensorFlow "
+        "Datasets) or 'tfds:NAME' (a TensorFlow Datasets image classification set)."
     )
 
 
@@ -220,7 +243,7 @@ def _folder(root, size, kind="folder", statistics=None):
             "ones or fill them."
         )
     _check_images(train.images + test.images, root)
-    mean, std = statistics or _folder_statistics(train, size)
+    mean, std = statistics or measured_statistics(train, size)
     return Dataset(f"{kind}:{root}", train, test, class_names, mean, std)
 
 
@@ -258,16 +281,16 @@ def _check_images(paths, root, shown=10):
 def undecodable_images(split) -> list[str]:
     """The files of ``split`` that TensorFlow fails to decode. Each is decoded (slow): for the
     moment a decode has failed in the pipeline, whose error does not name the file."""
-    if not isinstance(split.images, list):
+    if not isinstance(split.images, list) or split.encoded:
         return []
     return [path for path in split.images if not decodes(path)]
 
 
-def _folder_statistics(split, size, sample=500):
+def measured_statistics(split, size, sample=500):
     """Channel statistics from up to ``sample`` evenly spaced training images, each decoded,
     resized to ``size`` as in training, and let go before the next."""
     import tensorflow as tf
 
-    decode = decoder(size)
+    decode = decoder(size, encoded=split.encoded)
     chosen = split.images[:: max(1, len(split) // sample)]
     return _statistics(decode(tf.constant(path)).numpy() for path in chosen)

@@ -44,13 +44,15 @@ def epoch_seed(recipe, epoch, stream):
     return int(np.random.default_rng([recipe.seed, epoch, stream]).integers(2**31 - 1))
 
 
-def decoder(size, interpolation="bilinear"):
-    """Map function turning a path (or a uint8 image) into a float32 image of ``size``
-    (height, width) pixels, or of its own size where ``size`` is None."""
+def decoder(size, interpolation="bilinear", encoded=False):
+    """Map function turning a path (``encoded``: an image file's bytes; or a uint8 image)
+    into a float32 image of ``size`` (height, width) pixels, or of its own size where ``size``
+    is None."""
 
     def decode(image):
         if image.dtype == tf.string:
-            image = tf.io.decode_image(tf.io.read_file(image), channels=3, expand_animations=False)
+            data = image if encoded else tf.io.read_file(image)
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
         image = tf.cast(image, tf.float32)
         if size is None or tuple(image.shape[:2]) == tuple(size):
             return image
@@ -59,10 +61,10 @@ def decoder(size, interpolation="bilinear"):
     return decode
 
 
-def _centre_crop(size, interpolation, crop_pct):
+def _centre_crop(size, interpolation, crop_pct, encoded=False):
     """Map function: timm's evaluation transform (Resize(int(size / crop_pct)) of the shorter
-    side, then CenterCrop(size)) of a path or uint8 image."""
-    read = decoder(None)
+    side, then CenterCrop(size)) of a path, encoded image or uint8 image."""
+    read = decoder(None, encoded=encoded)
     height, width = size
     scaled = int(min(height, width) / crop_pct)
 
@@ -98,9 +100,9 @@ def evaluation_batches(split, dataset, size, batch_size, interpolation="bilinear
     shorter side goes to ``size / crop_pct`` (aspect kept), then the centre ``size`` is cut."""
     mean, std = _scale(dataset)
     decode = (
-        decoder(size, interpolation)
+        decoder(size, interpolation, split.encoded)
         if not crop_pct
-        else _centre_crop(size, interpolation, crop_pct)
+        else _centre_crop(size, interpolation, crop_pct, split.encoded)
     )
     return (
         _source(split)
@@ -114,7 +116,7 @@ def evaluation_batches(split, dataset, size, batch_size, interpolation="bilinear
 def training_batches(split, dataset, recipe, size, epoch):
     """The batches of one training epoch: (normalised float32 images, soft targets)."""
     order = np.random.default_rng(epoch_seed(recipe, epoch, 0)).permutation(len(split))
-    decode = decoder(size)
+    decode = decoder(size, encoded=split.encoded)
     crop_seed = epoch_seed(recipe, epoch, 1)
 
     def per_image(index, example):

@@ -131,7 +131,7 @@ CHOICES = {  # the settings that take one of a few names
     "interpolation": ("bilinear", "bicubic"),
     "schedule": ("cosine", "step"),
 }
-IMAGE_ONLY_DATASETS = ("digits", "cifar10", "cifar100", "imagenet:", "flowers102")
+IMAGE_ONLY_DATASETS = ("digits", "cifar10", "cifar100", "imagenet:", "flowers102", "tfds:")
 TEXT_ONLY_DATASETS = ("fortunes", "agnews", "trec", "csv:")
 
 

@@ -607,7 +607,7 @@ def evaluate(
 
     Args:
         source: a run folder (its ``best.weights.h5``) or a weights file of an image model.
-        dataset: ``digits``, ``cifar10``, ``cifar100`` or ``folder:PATH``; for a text run
+        dataset: an image dataset (:func:`cct_fast.train.data.load_dataset`); for a text run
             ``fortunes``, ``agnews``, ``trec``, ``csv:PATH`` or ``folder:PATH``.
         model: the official name a weights file holds (a run folder knows its own).
         batch_size: examples per evaluation batch.

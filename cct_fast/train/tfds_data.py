@@ -1,0 +1,98 @@
+"""Image classification sets of TensorFlow Datasets: ``tfds:NAME``, and Flowers-102 by the
+name of its TFDS set, ``oxford_flowers102``.
+
+A set is prepared as TFDS prepares it on first use (downloaded into its data folder,
+``~/tensorflow_datasets`` or ``$TFDS_DATA_DIR``) and read whole into memory: images of one
+RGB shape as a uint8 array (CIFAR's), others as their image files' bytes, which the input
+pipeline decodes as it decodes image files (Flowers-102: about 330 MB). ImageNet (150 GB)
+belongs in ``imagenet:PATH``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from cct_fast.core.config import as_pair
+from cct_fast.errors import DatasetError
+from cct_fast.train.data import Dataset, Split, measured_statistics
+
+
+def load_tfds(
+    name: str,
+    train_split: str = "train",
+    test_split: str | None = None,
+    *,
+    image_size: int | tuple[int, int] = 224,
+    statistics=None,
+    spec: str | None = None,
+) -> Dataset:
+    """The TFDS set ``name``: ``train_split`` to train on, ``test_split`` (default ``test``,
+    else ``validation``) to evaluate on, with ``statistics`` ((mean, std)) or those measured
+    on the training images at ``image_size``."""
+    tfds = _tfds()
+    try:
+        # TFDS reads TFDS_DATA_DIR once, at its import; this reads it at each load.
+        builder = tfds.builder(name, data_dir=os.environ.get("TFDS_DATA_DIR"))
+    except tfds.core.registered.DatasetNotFoundError as error:
+        first = str(error).splitlines()[0]
+        raise DatasetError(f"TensorFlow Datasets has no set {name!r}: {first}") from None
+    features = builder.info.features
+    image = features["image"] if "image" in features else None
+    label = features["label"] if "label" in features else None
+    if not isinstance(image, tfds.features.Image) or not isinstance(
+        label, tfds.features.ClassLabel
+    ):
+        raise DatasetError(
+            f"tfds:{name} is not an image classification set: cct_fast reads an 'image' "
+            f"(Image) and a 'label' (ClassLabel); it has {sorted(features.keys())}."
+        )
+    _prepare(builder, name)
+    splits = set(builder.info.splits)
+    test_split = test_split or ("test" if "test" in splits else "validation")
+    for split in (train_split, test_split):
+        if split not in splits:
+            raise DatasetError(f"tfds:{name} has no split {split!r}; it has {sorted(splits)}.")
+    pixels = None not in image.shape and image.shape[-1] == 3
+    train, test = (_read(builder, split, pixels, tfds) for split in (train_split, test_split))
+    if statistics is None:
+        statistics = measured_statistics(train, as_pair(image_size))
+    return Dataset(spec or f"tfds:{name}", train, test, list(label.names), *statistics)
+
+
+def _tfds():
+    try:
+        import tensorflow_datasets
+    except ImportError:
+        raise DatasetError(
+            "TensorFlow Datasets sets need the tensorflow-datasets package: pip install "
+            "tensorflow-datasets (or cct_fast[tfds])."
+        ) from None
+    return tensorflow_datasets
+
+
+def _prepare(builder, name):
+    """TFDS' own first use: download and prepare, unless its data folder holds the set."""
+    if builder.is_prepared():
+        return
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # TFDS raises whatever its download or builder raised
+        raise DatasetError(
+            f"tfds:{name} is not prepared in {builder.data_dir}, and preparing it failed "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+            f"Offline: prepare it where the internet is reachable (`tfds build {name}`) and "
+            "copy the data folder here (or point TFDS_DATA_DIR at it)."
+        ) from None
+
+
+def _read(builder, split, pixels, tfds):
+    """One split: pixels where every image has one RGB shape, else the files' bytes."""
+    decoders = None if pixels else {"image": tfds.decode.SkipDecoding()}
+    dataset = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+    images, labels = [], []
+    for example in dataset.as_numpy_iterator():
+        images.append(example["image"])
+        labels.append(example["label"])
+    return Split(np.stack(images) if pixels else images, np.asarray(labels, np.int32))
