@@ -127,6 +127,23 @@ def test_each_epoch_draws_the_same_augmentations_in_every_run(digits):
     assert targets.max() < 0.91  # mixed and smoothed, never a pure one-hot
 
 
+def test_randaugment_draws_its_ops_per_image_each_with_probability_one_half(rng):
+    """timm's RandAugment: 2 ops per image, each applied with probability 0.5, so a quarter
+    of the images pass unchanged (Keras' RandAugment applies 2 ops to every image of a
+    batch); seeded draws repeat, and values stay in 0..255."""
+    from cct_fast.train.randaugment import PerImageRandAugment
+
+    images = tf.constant(rng.uniform(0, 255, (240, 24, 24, 3)), tf.float32)
+    first = PerImageRandAugment(2, (0.85, 0.95), seed=7)(images).numpy()
+    again = PerImageRandAugment(2, (0.85, 0.95), seed=7)(images).numpy()
+    other = PerImageRandAugment(2, (0.85, 0.95), seed=8)(images).numpy()
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    unchanged = np.all(first == images.numpy(), axis=(1, 2, 3)).sum()
+    assert 35 <= unchanged <= 85  # binomial(240, 1/4): mean 60, sd 6.7
+    assert first.shape == images.shape and first.min() >= 0 and first.max() <= 255
+
+
 def test_mixup_and_cutmix_stop_at_mixup_off_epoch(digits):
     recipe = make_recipe(dataset="cifar10", batch_size=32, mixup_off_epoch=1)
     mixed, plain = _epoch(digits, recipe, 0), _epoch(digits, recipe, 1)

@@ -1,10 +1,10 @@
 """tf.data input pipelines for training and evaluation, built from the recipe.
 
 Training, per image: random resized crop (``crop_scale``, ``crop_ratio``,
-``train_interpolation``) and horizontal flip; per batch: RandAugment, normalisation by the
-dataset's mean and std, random erasing (``random_erasing``), label-smoothed one-hot targets,
-then MixUp or CutMix (CutMix with probability ``mixup_switch_prob``) until ``mixup_off_epoch``
-(0: throughout, as timm).
+``train_interpolation``) and horizontal flip; per batch: RandAugment (its ops drawn per image,
+:mod:`cct_fast.train.randaugment`), normalisation by the dataset's mean and std, random
+erasing (``random_erasing``), label-smoothed one-hot targets, then MixUp or CutMix (CutMix
+with probability ``mixup_switch_prob``) until ``mixup_off_epoch`` (0: throughout, as timm).
 
 Every random choice of epoch ``e`` comes from ``(recipe.seed, e)``: the order from a seeded
 permutation, the per-image crops and flips from stateless ops keyed by the image's place in
@@ -25,6 +25,8 @@ import os
 
 import numpy as np
 import tensorflow as tf
+
+from cct_fast.train.randaugment import PerImageRandAugment
 
 PARALLEL_CALLS = os.cpu_count() or 1
 PREFETCH_BATCHES = 2
@@ -188,9 +190,8 @@ def _batch_augmentation(dataset, recipe, epoch):
         spread = recipe.randaugment_magnitude_std / 10
         centre = recipe.randaugment_magnitude / 10
         # timm samples the magnitude from N(m, mstd); Keras from a range: m +- mstd.
-        randaugment = keras.layers.RandAugment(
-            value_range=(0, 255),
-            num_ops=recipe.randaugment_ops,
+        randaugment = PerImageRandAugment(
+            recipe.randaugment_ops,
             factor=(max(0.0, centre - spread), min(1.0, centre + spread)),
             seed=epoch_seed(recipe, epoch, 2),
         )
@@ -214,7 +215,7 @@ def _batch_augmentation(dataset, recipe, epoch):
 
     def augment(images, labels):
         if randaugment is not None:
-            images = randaugment(images, training=True)
+            images = randaugment(images)
         images = (tf.cast(images, tf.float32) - mean) / std
         if erasing is not None:
             images = erasing(images, training=True)
