@@ -1,7 +1,10 @@
-"""Checks shared by the layer and model tests."""
+"""Checks shared by the layer and model tests, and the runs' interruption."""
+
+import contextlib
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from cct_fast.testing.compare import relative_error  # noqa: F401 (the suite imports it here)
@@ -81,3 +84,21 @@ def write_flowers_files(root, rng):
         {"trnid": [[1, 5, 9]], "valid": [[2, 6, 10]], "tstid": [[3, 4, 7, 8, 11, 12]]},
     )
     return root
+
+
+@contextlib.contextmanager
+def interrupted_at_epoch(epoch):
+    """Training runs started in the block stop as Ctrl-C stops them, when epoch ``epoch``
+    (0-based) begins."""
+    from cct_fast import train
+
+    original = train.Run._reseed
+
+    def interrupting(self, started):
+        if started == epoch:
+            raise KeyboardInterrupt
+        original(self, started)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train.Run, "_reseed", interrupting)
+        yield

@@ -19,6 +19,8 @@ from cct_fast import train
 from cct_fast.cli import main as cli
 from cct_fast.core.layers import Dropout, DropPath
 
+from helpers import interrupted_at_epoch
+
 TESTS = Path(__file__).resolve().parent
 
 
@@ -73,25 +75,17 @@ def test_mirrored_run_ends_with_the_weights_of_the_single_device_run(tmp_path, s
     assert_same_weights(mirrored.model, single_device_run.model)
 
 
-def test_resumed_mirrored_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+def test_resumed_mirrored_run_equals_an_uninterrupted_one(tmp_path):
     """With dropout drawn per replica, through the custom ops, started from the CLI."""
     settings = dict(SETTINGS, epochs=3, implementation="custom")
     whole = train.fit(out=tmp_path / "whole", distribute="mirrored", **settings)
 
-    original = train.Run._reseed
-
-    def interrupted_at_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original(self, epoch)
-
-    monkeypatch.setattr(train.Run, "_reseed", interrupted_at_epoch_2)
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({k: v for k, v in settings.items() if k != "verbose"}))
     split = tmp_path / "split"
     command = ["train", "--recipe", str(recipe), "--distribute", "mirrored", "--out", str(split)]
-    assert cli(command) == 130
-    monkeypatch.undo()
+    with interrupted_at_epoch(2):
+        assert cli(command) == 130
     resumed = train.fit(out=split, resume=True, distribute="mirrored", verbose=0)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     for a, b in zip(whole.model.get_weights(), resumed.model.get_weights(), strict=True):

@@ -11,6 +11,8 @@ from cct_fast.cli import main as cli
 from cct_fast.train import data, pipeline
 from cct_fast.train.recipe import Recipe, RecipeError, make_recipe
 
+from helpers import interrupted_at_epoch
+
 # A short digits run that learns within seconds (batch 32, 1 warm-up epoch, higher peak lr).
 QUICK = dict(
     model="cct_2_3x2_32",
@@ -197,29 +199,20 @@ def test_a_short_digits_run_learns_and_writes_its_files(tmp_path):
 
 
 @pytest.mark.parametrize("implementation", ["fused", "custom"])
-def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch, implementation):
+def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, implementation):
     """Also through the custom ops, whose attention dropout draws from the layers' seeds."""
     settings = dict(QUICK, train_images=192, epochs=3, verbose=0, implementation=implementation)
     whole = train.fit(out=tmp_path / "whole", **settings)
 
-    original = train.Run._reseed
-
-    def interrupted_at_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original(self, epoch)
-
-    monkeypatch.setattr(train.Run, "_reseed", interrupted_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_epoch(2), pytest.raises(KeyboardInterrupt):
         train.fit(out=tmp_path / "split", **settings)
-    monkeypatch.undo()
     resumed = train.fit(out=tmp_path / "split", resume=True, verbose=0)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     for a, b in zip(whole.model.get_weights(), resumed.model.get_weights(), strict=False):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_with_ema_decay_each_epoch_evaluates_and_saves_the_moving_average(tmp_path, monkeypatch):
+def test_with_ema_decay_each_epoch_evaluates_and_saves_the_moving_average(tmp_path):
     """timm's model_ema through Keras' use_ema: training goes on from the trained weights,
     the epoch's test figures and best/last weights are the averages', and a resumed run
     (averages in its checkpoint) ends where an uninterrupted one does."""
@@ -238,17 +231,8 @@ def test_with_ema_decay_each_epoch_evaluates_and_saves_the_moving_average(tmp_pa
         whole.best_accuracy
     )
 
-    original = train.Run._reseed
-
-    def interrupted_at_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original(self, epoch)
-
-    monkeypatch.setattr(train.Run, "_reseed", interrupted_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_epoch(2), pytest.raises(KeyboardInterrupt):
         train.fit(out=tmp_path / "split", **settings)
-    monkeypatch.undo()
     resumed = train.fit(out=tmp_path / "split", resume=True, verbose=0)
     for a, b in zip(trained, resumed.model.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -88,13 +88,10 @@ def load_dataset(spec: str, image_size: int | tuple[int, int] = 224) -> Dataset:
     kind, _, path = spec.partition(":")
     if kind in FLOWERS_SPLITS and path:
         return _flowers(Path(path).expanduser(), kind)
-    if kind in FLOWERS_SPLITS or (kind == "tfds" and path):
-        from cct_fast.train.tfds_data import load_tfds
-
-        if kind == "tfds":
-            return load_tfds(path, image_size=as_pair(image_size))
-        train, test = FLOWERS_TFDS_SPLITS[kind]
-        return load_tfds("oxford_flowers102", train, test, statistics=FLOWERS_STATS, spec=kind)
+    if kind == "tfds" and path:
+        return _tfds(spec, path, as_pair(image_size))
+    if kind in FLOWERS_SPLITS:
+        return _tfds(kind, "oxford_flowers102", None, *FLOWERS_TFDS_SPLITS[kind], FLOWERS_STATS)
     if spec.startswith("imagenet:"):
         root = Path(spec.removeprefix("imagenet:")).expanduser()
         return _folder(root, as_pair(image_size), "imagenet", IMAGENET_STATS)
@@ -213,6 +210,17 @@ def _flowers(root, kind):
     _check_images(train.images + test.images, root)
     names = [f"{i:03d}" for i in range(1, 103)]
     return Dataset(f"{kind}:{root}", train, test, names, *FLOWERS_STATS)
+
+
+def _tfds(spec, name, size, train_split="train", test_split=None, statistics=None):
+    """A TensorFlow Datasets set (:mod:`cct_fast.train.tfds_data`), its channel statistics
+    measured at ``size`` unless given."""
+    from cct_fast.train.tfds_data import read_tfds
+
+    train, test, names = read_tfds(name, train_split, test_split)
+    train, test = Split(*train), Split(*test)
+    statistics = statistics or measured_statistics(train, size)
+    return Dataset(spec, train, test, names, *statistics)
 
 
 def _folder(root, size, kind="folder", statistics=None):

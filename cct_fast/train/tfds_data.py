@@ -14,23 +14,14 @@ import os
 
 import numpy as np
 
-from cct_fast.core.config import as_pair
 from cct_fast.errors import DatasetError
-from cct_fast.train.data import Dataset, Split, measured_statistics
 
 
-def load_tfds(
-    name: str,
-    train_split: str = "train",
-    test_split: str | None = None,
-    *,
-    image_size: int | tuple[int, int] = 224,
-    statistics=None,
-    spec: str | None = None,
-) -> Dataset:
-    """The TFDS set ``name``: ``train_split`` to train on, ``test_split`` (default ``test``,
-    else ``validation``) to evaluate on, with ``statistics`` ((mean, std)) or those measured
-    on the training images at ``image_size``."""
+def read_tfds(name: str, train_split: str = "train", test_split: str | None = None):
+    """The TFDS set ``name`` as ``((train images, labels), (test images, labels), class
+    names)``: ``train_split`` to train on, ``test_split`` (default ``test``, else
+    ``validation``) to evaluate on; images as a uint8 array or a list of files' bytes.
+    :func:`cct_fast.train.data.load_dataset` makes the dataset of it."""
     tfds = _tfds()
     try:
         # TFDS reads TFDS_DATA_DIR once, at its import; this reads it at each load.
@@ -56,9 +47,7 @@ def load_tfds(
             raise DatasetError(f"tfds:{name} has no split {split!r}; it has {sorted(splits)}.")
     pixels = None not in image.shape and image.shape[-1] == 3
     train, test = (_read(builder, split, pixels, tfds) for split in (train_split, test_split))
-    if statistics is None:
-        statistics = measured_statistics(train, as_pair(image_size))
-    return Dataset(spec or f"tfds:{name}", train, test, list(label.names), *statistics)
+    return train, test, list(label.names)
 
 
 def _tfds():
@@ -95,4 +84,4 @@ def _read(builder, split, pixels, tfds):
     for example in dataset.as_numpy_iterator():
         images.append(example["image"])
         labels.append(example["label"])
-    return Split(np.stack(images) if pixels else images, np.asarray(labels, np.int32))
+    return np.stack(images) if pixels else images, np.asarray(labels, np.int32)
