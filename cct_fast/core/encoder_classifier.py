@@ -103,7 +103,8 @@ class EncoderClassifier(keras.Model):
         it over the replicas, only to learn its shapes. Under ``MultiWorkerMirroredStrategy``
         that reduce fails (keras-team/keras#20585), and the extra pull runs the input
         pipeline's random layers one batch further than a run on one device draws them."""
-        if iterator is not None and data_batch is None:
+        # Keras' own test for a strategy: without one, it builds when the step is traced.
+        if iterator is not None and data_batch is None and self._distribute_strategy is not None:
             spec = iterator.data_adapter.get_tf_dataset().element_spec
             return super()._maybe_symbolic_build(data_batch=spec)
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)

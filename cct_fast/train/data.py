@@ -53,11 +53,8 @@ class Split:
     @property
     def encoded(self):
         """True where the images are image files' bytes, not paths or pixels."""
-        return (
-            isinstance(self.images, list)
-            and bool(self.images)
-            and (isinstance(self.images[0], bytes))
-        )
+        images = self.images
+        return isinstance(images, list) and bool(images) and isinstance(images[0], bytes)
 
 
 @dataclasses.dataclass
