@@ -60,8 +60,12 @@ def published_flowers(tmp_path, rng, monkeypatch):
     return root
 
 
-def _pixels(split):
-    return [tf.io.decode_image(image, channels=3).numpy() for image in split.images]
+def _examples(split):
+    """``split`` as a sorted list of (label, decoded pixels): TFDS orders examples by a hash
+    of their keys. Files' bytes are decoded as they are, paths read first."""
+    read = (lambda image: image) if split.encoded else tf.io.read_file
+    pixels = (tf.io.decode_image(read(image), channels=3).numpy() for image in split.images)
+    return sorted((int(y), x.tobytes()) for x, y in zip(pixels, split.labels, strict=True))
 
 
 def test_flowers102_from_tfds_is_the_official_split_of_the_published_files(
@@ -73,21 +77,9 @@ def test_flowers102_from_tfds_is_the_official_split_of_the_published_files(
     assert from_tfds.train.encoded and (from_tfds.mean, from_tfds.std) == data.FLOWERS_STATS
     assert len(from_tfds.class_names) == 102 and from_tfds.class_names[0] == "pink primrose"
     for split in ("train", "test"):  # trnid and valid
-        ours, theirs = getattr(from_files, split), getattr(from_tfds, split)
-        # TFDS orders examples by a hash of their keys: compare as sets of (label, pixels).
-        files = sorted(
-            (int(y), x.tobytes()) for x, y in zip(_pixels_of_files(ours), ours.labels, strict=True)
-        )
-        tfds_ = sorted(
-            (int(y), x.tobytes()) for x, y in zip(_pixels(theirs), theirs.labels, strict=True)
-        )
-        assert files == tfds_
+        assert _examples(getattr(from_files, split)) == _examples(getattr(from_tfds, split))
     final = data.load_dataset("flowers102-test")  # prepared once: no download this time
     np.testing.assert_array_equal(np.sort(final.test.labels), [0, 0, 1, 1, 101, 101])
-
-
-def _pixels_of_files(split):
-    return [tf.io.decode_image(tf.io.read_file(path), channels=3).numpy() for path in split.images]
 
 
 def test_a_run_on_flowers102_from_tfds_decodes_the_stored_files(
