@@ -15,7 +15,8 @@
 #if defined(__CUDACC__)
 #define CCT_HOST_DEVICE __host__ __device__ __forceinline__
 #else
-#define CCT_HOST_DEVICE inline
+// static: each per-ISA CPU file keeps its own copy (kernels/cpu/vectors.h says why).
+#define CCT_HOST_DEVICE static inline
 #endif
 
 namespace cct_philox {

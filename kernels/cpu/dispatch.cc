@@ -1,4 +1,8 @@
-// Picks, once per process, the build of kernels_isa.cc that this CPU can run.
+// Picks, once per process, the build of the *_isa.cc kernels that this CPU can run.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "kernels.h"
 
 namespace cct_kernels {
@@ -35,9 +39,11 @@ CCT_DECLARE_ISA(baseline)
 
 namespace {
 
-enum class Isa { kAvx512Bf16, kAvx512, kAvx2, kBaseline };
+// Each instruction set runs wherever the ones after it in this list do.
+enum class Isa { kBaseline, kAvx2, kAvx512, kAvx512Bf16 };
+constexpr const char* kIsaNames[] = {"baseline", "avx2", "avx512", "avx512_bf16"};
 
-Isa Detect() {
+Isa Widest() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl")) {
@@ -47,15 +53,46 @@ Isa Detect() {
   return Isa::kBaseline;
 }
 
-Isa Selected() {
-  static const Isa isa = Detect();
-  return isa;
+struct Selection {
+  Isa isa;
+  char error[192];  // why CCT_FAST_KERNEL_ISA was not followed, or empty
+};
+
+// The widest set, or the narrower one CCT_FAST_KERNEL_ISA names (to test or measure the
+// kernels of another CPU on this one). Never a set this CPU cannot run.
+Selection Select() {
+  Selection selection = {Widest(), ""};
+  const char* requested = getenv("CCT_FAST_KERNEL_ISA");
+  if (requested == nullptr || *requested == '\0') return selection;
+  const char* widest = kIsaNames[static_cast<int>(selection.isa)];
+  for (int i = 0; i <= static_cast<int>(selection.isa); ++i) {
+    if (strcmp(requested, kIsaNames[i]) == 0) {
+      selection.isa = static_cast<Isa>(i);
+      return selection;
+    }
+  }
+  for (const char* name : kIsaNames) {
+    if (strcmp(requested, name) == 0) {
+      snprintf(selection.error, sizeof selection.error,
+               "CCT_FAST_KERNEL_ISA=%s, but this CPU runs at most %s", requested, widest);
+      return selection;
+    }
+  }
+  snprintf(selection.error, sizeof selection.error,
+           "CCT_FAST_KERNEL_ISA=%.40s is not one of avx512_bf16, avx512, avx2, baseline",
+           requested);
+  return selection;
+}
+
+const Selection& Selected() {
+  static const Selection selection = Select();
+  return selection;
 }
 
 }  // namespace
 
 #define CCT_DISPATCH(function, ...)              \
-  switch (Selected()) {                          \
+  switch (Selected().isa) {                      \
     case Isa::kAvx512Bf16:                       \
       return avx512_bf16::function(__VA_ARGS__); \
     case Isa::kAvx512:                           \
@@ -66,19 +103,9 @@ Isa Selected() {
       return baseline::function(__VA_ARGS__);    \
   }
 
-const char* KernelIsa() {
-  switch (Selected()) {
-    case Isa::kAvx512Bf16:
-      return "avx512_bf16";
-    case Isa::kAvx512:
-      return "avx512";
-    case Isa::kAvx2:
-      return "avx2";
-    case Isa::kBaseline:
-      return "baseline";
-  }
-  return "baseline";
-}
+const char* KernelIsa() { return kIsaNames[static_cast<int>(Selected().isa)]; }
+
+const char* KernelIsaError() { return Selected().error[0] ? Selected().error : nullptr; }
 
 void AttentionForward(const float* qkv, float* out, float* lse, const AttentionShape& shape,
                       const ParallelFor& parallel_for) {

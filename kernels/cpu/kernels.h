@@ -10,14 +10,19 @@
 // bfloat16 tensors are passed as their raw 16-bit patterns (uint16_t).
 #pragma once
 
-#include <cstdint>
-#include <functional>
+#include <stdint.h>
 
 namespace cct_kernels {
 
-// body(begin, end) over [0, count), split across threads; cost_per_unit in CPU cycles.
-using ParallelFor = std::function<void(int64_t count, int64_t cost_per_unit,
-                                       const std::function<void(int64_t, int64_t)>& body)>;
+// run(pool, count, cost_per_unit, body, context) calls body(context, begin, end) over [0, count),
+// split across the caller's threads; cost_per_unit in CPU cycles. Plain function pointers, not
+// std::function: the kernels compiled for each instruction set share no library code (see
+// CMakeLists.txt), and std::function's members are such code.
+struct ParallelFor {
+  typedef void (*Body)(const void* context, int64_t begin, int64_t end);
+  void (*run)(void* pool, int64_t count, int64_t cost_per_unit, Body body, const void* context);
+  void* pool;
+};
 
 struct AttentionShape {
   int64_t batch, tokens, heads, head_dim;
@@ -39,9 +44,13 @@ struct LayerNormShape {
   float epsilon;
 };
 
-// The instruction set the kernels run with on this CPU: "avx512_bf16", "avx512", "avx2" or
-// "baseline".
+// The instruction set the kernels run with: "avx512_bf16", "avx512", "avx2" or "baseline", the
+// widest this CPU has, or a narrower one named by the environment variable CCT_FAST_KERNEL_ISA
+// (read once per process).
 const char* KernelIsa();
+// Why CCT_FAST_KERNEL_ISA was not followed (an unknown name, or one this CPU cannot run), or
+// null. The kernels then run with the widest instruction set this CPU has.
+const char* KernelIsaError();
 
 void AttentionForward(const float* qkv, float* out, float* logsumexp, const AttentionShape& shape,
                       const ParallelFor& parallel_for);

@@ -14,12 +14,8 @@
 // denominators are taken, from the counter-based Philox of kernels/common/philox.h, computed
 // 16 (AVX-512) queries x 4 keys at a time; the backward regenerates the same factors, so no
 // mask is stored.
-#include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <limits>
-#include <type_traits>
-#include <vector>
+#include <math.h>
+#include <string.h>
 
 #include "../common/philox.h"
 #include "kernels.h"
@@ -57,7 +53,7 @@ inline vf Exp(vf x) {
   const vf y = p * r * r + r + 1.0f;
   const vi bits = biased << 23;
   vf power;
-  std::memcpy(&power, &bits, sizeof power);
+  memcpy(&power, &bits, sizeof power);
   return y * power;
 }
 
@@ -170,7 +166,7 @@ struct Head {
 };
 
 struct Scratch {
-  std::vector<float> keys, values, rows, rows2, scores, scores2, grad_k, grad_v, out_rows;
+  Buffer<float> keys, values, rows, rows2, scores, scores2, grad_k, grad_v, out_rows;
   static Scratch& ForThread() {
     thread_local Scratch scratch;
     return scratch;
@@ -181,14 +177,14 @@ struct Scratch {
 // vectors: the rows themselves where head_dim is a multiple of W, else zero-padded copies in
 // `padded` (and *stride becomes the padded width).
 const float* WholeVectorRows(const float* rows, int64_t tokens, int64_t head_dim, int64_t* stride,
-                             std::vector<float>& padded) {
+                             Buffer<float>& padded) {
   const int64_t dim = RoundUp(head_dim, W);
   if (dim == head_dim) return rows;
-  padded.assign(tokens * dim, 0.0f);
+  float* copy = padded.Zeroed(tokens * dim);
   for (int64_t j = 0; j < tokens; ++j)
-    std::memcpy(&padded[j * dim], rows + j * *stride, head_dim * sizeof(float));
+    memcpy(copy + j * dim, rows + j * *stride, head_dim * sizeof(float));
   *stride = dim;
-  return padded.data();
+  return copy;
 }
 
 // The forward of one head, float32. q, k, v: (tokens x head_dim) with row stride `stride`
@@ -204,16 +200,14 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
                  const HeadDropout& dropout) {
   Scratch& m = Scratch::ForThread();
   const int64_t dim = RoundUp(head_dim, W);
-  m.rows.resize(dim * QB);  // Q^T panel
-  m.scores.resize(tokens * QB);
-  m.out_rows.resize(QB * dim);
+  float* qt = m.rows.Reserve(dim * QB);  // Q^T panel
+  float* st = m.scores.Reserve(tokens * QB);
+  m.out_rows.Reserve(QB * dim);
   int64_t value_stride = stride;
   const float* values = WholeVectorRows(v, tokens, head_dim, &value_stride, m.values);
-  float* qt = m.rows.data();
-  float* st = m.scores.data();
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
-    const int64_t count = std::min<int64_t>(QB, tokens - i0);
-    std::fill(qt, qt + dim * QB, 0.0f);
+    const int64_t count = Min(QB, tokens - i0);
+    memset(qt, 0, dim * QB * sizeof(float));
     for (int64_t i = 0; i < count; ++i)
       for (int64_t d = 0; d < head_dim; ++d) qt[d * QB + i] = q[(i0 + i) * stride + d] * scale;
     Product(k, stride, 1, tokens, head_dim, qt, QB, QB, st, QB);
@@ -231,14 +225,14 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
         sum += p;
       }
       for (int i = 0; i < W && c * W + i < count; ++i) {
-        lse[i0 + c * W + i] = max[i] + std::log(sum[i]);
+        lse[i0 + c * W + i] = max[i] + logf(sum[i]);
         inverse[c * W + i] = 1.0f / sum[i];
       }
       if (!dropout.active) continue;
       for (int64_t j0 = 0; j0 < tokens; j0 += 4) {
         vf factors[4];
         dropout.Factors(i0 + c * W, j0 / 4, factors);
-        for (int64_t j = j0; j < std::min<int64_t>(j0 + 4, tokens); ++j)
+        for (int64_t j = j0; j < Min(j0 + 4, tokens); ++j)
           Store(st + j * QB + c * W, Load(st + j * QB + c * W) * factors[j - j0]);
       }
     }
@@ -252,36 +246,23 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
 }
 
 // q, k, v of head h in batch b as float rows of (q | k | v), 3 * head_dim wide.
-void HeadAsFloat(const uint16_t* qkv, const Head& g, int64_t b, int64_t h,
-                 std::vector<float>& head) {
+float* HeadAsFloat(const uint16_t* qkv, const Head& g, int64_t b, int64_t h,
+                   Buffer<float>& buffer) {
   const int64_t hd = g.shape.head_dim;
-  head.resize(g.shape.tokens * 3 * hd);
+  float* head = buffer.Reserve(g.shape.tokens * 3 * hd);
   for (int64_t j = 0; j < g.shape.tokens; ++j)
     for (int part = 0; part < 3; ++part)
       for (int64_t d = 0; d < hd; ++d)
         head[(j * 3 + part) * hd + d] = ToFloat(qkv[g.Offset(b, h, j, part) + d]);
+  return head;
 }
 
-template <typename T>
-void AttentionForwardHead(const T* qkv, T* out, float* logsumexp, const Head& g, int64_t b,
+void AttentionForwardHead(const float* qkv, float* out, float* logsumexp, const Head& g, int64_t b,
                           int64_t h) {
-  float* lse = logsumexp + (b * g.shape.heads + h) * g.shape.tokens;
-  const int64_t hd = g.shape.head_dim, tokens = g.shape.tokens;
-  const HeadDropout dropout = DropoutOf(g.shape, b, h);
-  if constexpr (std::is_same_v<T, float>) {
-    ForwardHead(qkv + g.Offset(b, h, 0, 0), qkv + g.Offset(b, h, 0, 1), qkv + g.Offset(b, h, 0, 2),
-                g.row_stride, tokens, hd, g.shape.scale, out + g.OutOffset(b, h, 0),
-                g.shape.heads * hd, lse, dropout);
-  } else {  // bfloat16 without vdpbf16ps: through float copies of the head
-    thread_local std::vector<float> head, result;
-    HeadAsFloat(qkv, g, b, h, head);
-    result.resize(tokens * hd);
-    ForwardHead(head.data(), head.data() + hd, head.data() + 2 * hd, 3 * hd, tokens, hd,
-                g.shape.scale, result.data(), hd, lse, dropout);
-    for (int64_t j = 0; j < tokens; ++j)
-      for (int64_t d = 0; d < hd; ++d)
-        FromFloat(result[j * hd + d], out + g.OutOffset(b, h, j) + d);
-  }
+  ForwardHead(qkv + g.Offset(b, h, 0, 0), qkv + g.Offset(b, h, 0, 1), qkv + g.Offset(b, h, 0, 2),
+              g.row_stride, g.shape.tokens, g.shape.head_dim, g.shape.scale,
+              out + g.OutOffset(b, h, 0), g.shape.heads * g.shape.head_dim,
+              logsumexp + (b * g.shape.heads + h) * g.shape.tokens, DropoutOf(g.shape, b, h));
 }
 
 #if defined(__AVX512BF16__)
@@ -312,7 +293,7 @@ void BfPanel(const uint16_t* a, int64_t a_row, int64_t a_pair, int64_t depth, co
     const uint16_t* pairs = a + (k / 2) * a_pair;
     for (int r = 0; r < ROWS; ++r) {
       uint32_t pair;
-      std::memcpy(&pair, pairs + r * a_row, sizeof pair);
+      memcpy(&pair, pairs + r * a_row, sizeof pair);
       const __m512bh scalar = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
       for (int c = 0; c < C; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], scalar, panel[c]);
     }
@@ -348,8 +329,8 @@ inline void StorePairs(vf even, vf odd, uint16_t* pairs) {
       _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
                        21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   __m512 low, high;
-  std::memcpy(&low, &even, sizeof low);
-  std::memcpy(&high, &odd, sizeof high);
+  memcpy(&low, &even, sizeof low);
+  memcpy(&high, &odd, sizeof high);
   const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(high, low);  // even in 0..15, odd above
   _mm512_storeu_si512(pairs, _mm512_permutexvar_epi16(interleave, both));
 }
@@ -357,7 +338,7 @@ inline void StorePairs(vf even, vf odd, uint16_t* pairs) {
 // 16 floats rounded to bf16, stored in order.
 inline void StoreRow(vf x, uint16_t* row) {
   __m512 v;
-  std::memcpy(&v, &x, sizeof v);
+  memcpy(&v, &x, sizeof v);
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(row), (__m256i)_mm512_cvtneps_pbh(v));
 }
 
@@ -378,12 +359,12 @@ void RoundRow(const float* values, float scale, int64_t n, uint16_t* row) {
   for (; d < n; ++d) FromFloat(values[d] * scale, row + d);
 }
 
-// rows (count x width, row stride `stride`) as an interleaved panel of RoundUp(count, 2) x cols,
-// zero-padded: the right-hand side of a product that reduces over the rows. Two rows at a
-// time, 32 values of each interleaved by two permutes.
+// rows (count x width, row stride `stride`) as an interleaved panel of panel_rows x cols
+// (panel_rows even, >= count), zero-padded: the right-hand side of a product that reduces over
+// the rows. Two rows at a time, 32 values of each interleaved by two permutes.
 void InterleaveRows(const uint16_t* rows, int64_t stride, int64_t count, int64_t width,
-                    int64_t cols, std::vector<uint16_t>& panel) {
-  panel.assign(RoundUp(count, 2) * cols, 0);
+                    int64_t cols, int64_t panel_rows, Buffer<uint16_t>& buffer) {
+  uint16_t* panel = buffer.Zeroed(panel_rows * cols);
   // a[0] b[0] a[1] b[1] ... from a[0..15] and b[0..15], then from a[16..31] and b[16..31]
   const __m512i low = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
@@ -391,7 +372,7 @@ void InterleaveRows(const uint16_t* rows, int64_t stride, int64_t count, int64_t
   for (int64_t j = 0; j < count; j += 2) {
     const uint16_t* even = rows + j * stride;
     const uint16_t* odd = j + 1 < count ? even + stride : nullptr;
-    uint16_t* pairs = &panel[(j / 2) * cols * 2];
+    uint16_t* pairs = panel + (j / 2) * cols * 2;
     int64_t d = 0;
     for (; d + 32 <= width; d += 32) {
       const __m512i a = _mm512_loadu_si512(even + d);
@@ -410,12 +391,10 @@ void InterleaveRows(const uint16_t* rows, int64_t stride, int64_t count, int64_t
 // panel of width x QB, zero-padded: the right-hand side of a product that reduces over the row
 // width. Each pair of a row is one 32-bit word, gathered for 16 rows at a time.
 void InterleaveColumns(const uint16_t* rows, int64_t stride, int64_t count, int64_t width,
-                       std::vector<uint16_t>& panel) {
-  panel.assign(width * QB, 0);
-  uint32_t* words = reinterpret_cast<uint32_t*>(panel.data());  // (width / 2) x QB
+                       Buffer<uint16_t>& panel) {
+  uint32_t* words = reinterpret_cast<uint32_t*>(panel.Zeroed(width * QB));  // (width / 2) x QB
   for (int64_t i0 = 0; i0 < count; i0 += BW) {
-    const __mmask16 rows_left =
-        static_cast<__mmask16>((1u << std::min<int64_t>(BW, count - i0)) - 1u);
+    const __mmask16 rows_left = static_cast<__mmask16>((1u << Min(BW, count - i0)) - 1u);
     const __m512i offsets =
         _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                            _mm512_set1_epi32(static_cast<int>(stride * sizeof(uint16_t))));
@@ -429,9 +408,9 @@ void InterleaveColumns(const uint16_t* rows, int64_t stride, int64_t count, int6
 }
 
 struct BfScratch {
-  std::vector<uint16_t> queries, values, probabilities, keys, grad_out_t, query_rows, grad_out_rows,
+  Buffer<uint16_t> queries, values, probabilities, keys, grad_out_t, query_rows, grad_out_rows,
       grad_score_rows, grad_score_pairs;
-  std::vector<float> scores, out_rows, grad_probabilities, grad_k, grad_v;
+  Buffer<float> scores, out_rows, grad_probabilities, grad_k, grad_v;
   static BfScratch& ForThread() {
     thread_local BfScratch scratch;
     return scratch;
@@ -444,17 +423,16 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
   BfScratch& m = BfScratch::ForThread();
   const int64_t tokens = g.shape.tokens, hd = g.shape.head_dim;
   const int64_t dim = RoundUp(hd, BW), pairs = RoundUp(tokens, 2);
-  InterleaveRows(qkv + g.Offset(b, h, 0, 2), g.row_stride, tokens, hd, dim, m.values);
-  m.scores.resize(tokens * QB);
-  m.probabilities.resize(pairs * QB);
-  m.out_rows.resize(QB * dim);
+  InterleaveRows(qkv + g.Offset(b, h, 0, 2), g.row_stride, tokens, hd, dim, pairs, m.values);
+  float* st = m.scores.Reserve(tokens * QB);
+  m.probabilities.Reserve(pairs * QB);
+  m.out_rows.Reserve(QB * dim);
   float* lse = logsumexp + (b * g.shape.heads + h) * tokens;
   const HeadDropout dropout = DropoutOf(g.shape, b, h);
   const vf zero = vf{};
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
-    const int64_t count = std::min<int64_t>(QB, tokens - i0);
+    const int64_t count = Min(QB, tokens - i0);
     InterleaveColumns(qkv + g.Offset(b, h, i0, 0), g.row_stride, count, hd, m.queries);
-    float* st = m.scores.data();
     BfProduct(qkv + g.Offset(b, h, 0, 1), g.row_stride, 2, tokens, hd, m.queries.data(), QB, st,
               QB);
     float inverse[QB];
@@ -478,7 +456,7 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
         StorePairs(p0, p1, &m.probabilities[((j / 2) * QB + c * W) * 2]);
       }
       for (int i = 0; i < W && c * W + i < count; ++i) {
-        lse[i0 + c * W + i] = max[i] + std::log(sum[i]);
+        lse[i0 + c * W + i] = max[i] + logf(sum[i]);
         inverse[c * W + i] = 1.0f / sum[i];
       }
     }
@@ -507,31 +485,28 @@ void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsu
   const uint16_t* o = out + g.OutOffset(b, h, 0);
   const uint16_t* grad_o = grad_out + g.OutOffset(b, h, 0);
   const HeadDropout dropout = DropoutOf(g.shape, b, h);
-  InterleaveRows(qkv + g.Offset(b, h, 0, 1), g.row_stride, tokens, hd, dim, m.keys);
-  m.scores.resize(tokens * QB);              // S^T
-  m.grad_probabilities.resize(tokens * QB);  // dP^T
-  m.probabilities.resize(tokens * QB);       // (f P)^T, bf16 rows over queries
-  m.grad_score_rows.resize(tokens * QB);     // dS^T, likewise
-  m.grad_score_pairs.resize(pairs * QB);     // dS, pairs along keys
-  m.out_rows.resize(QB * dim);               // dQ
-  m.grad_k.assign(tokens * dim, 0.0f);
-  m.grad_v.assign(tokens * dim, 0.0f);
+  InterleaveRows(qkv + g.Offset(b, h, 0, 1), g.row_stride, tokens, hd, dim, pairs, m.keys);
+  float* st = m.scores.Reserve(tokens * QB);               // S^T
+  float* dpt = m.grad_probabilities.Reserve(tokens * QB);  // dP^T
+  m.probabilities.Reserve(tokens * QB);                    // (f P)^T, bf16 rows over queries
+  m.grad_score_rows.Reserve(tokens * QB);                  // dS^T, likewise
+  m.grad_score_pairs.Reserve(pairs * QB);                  // dS, pairs along keys
+  m.out_rows.Reserve(QB * dim);                            // dQ
+  m.grad_k.Zeroed(tokens * dim);
+  m.grad_v.Zeroed(tokens * dim);
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
-    const int64_t count = std::min<int64_t>(QB, tokens - i0);
+    const int64_t count = Min(QB, tokens - i0);
     InterleaveColumns(q + i0 * g.row_stride, g.row_stride, count, hd, m.queries);
     InterleaveColumns(grad_o + i0 * out_stride, out_stride, count, hd, m.grad_out_t);
-    InterleaveRows(q + i0 * g.row_stride, g.row_stride, count, hd, dim, m.query_rows);
-    InterleaveRows(grad_o + i0 * out_stride, out_stride, count, hd, dim, m.grad_out_rows);
-    m.query_rows.resize(QB * dim, 0);  // queries past count reduce as zeros
-    m.grad_out_rows.resize(QB * dim, 0);
+    // QB rows: queries past count reduce as zeros.
+    InterleaveRows(q + i0 * g.row_stride, g.row_stride, count, hd, dim, QB, m.query_rows);
+    InterleaveRows(grad_o + i0 * out_stride, out_stride, count, hd, dim, QB, m.grad_out_rows);
     alignas(64) float query_lse[QB] = {}, delta[QB] = {}, valid[QB] = {};
     for (int64_t i = 0; i < count; ++i) {
       delta[i] = DotBf16(grad_o + (i0 + i) * out_stride, o + (i0 + i) * out_stride, hd);
       query_lse[i] = lse[i0 + i];
       valid[i] = 1.0f;
     }
-    float* st = m.scores.data();
-    float* dpt = m.grad_probabilities.data();
     BfProduct(qkv + g.Offset(b, h, 0, 1), g.row_stride, 2, tokens, hd, m.queries.data(), QB, st,
               QB);
     BfProduct(qkv + g.Offset(b, h, 0, 2), g.row_stride, 2, tokens, hd, m.grad_out_t.data(), QB, dpt,
@@ -544,7 +519,7 @@ void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsu
       for (int64_t j = 0; j < pairs; j += 2) {
         if (dropout.active && j % 4 == 0) dropout.Factors(i0 + c * W, j / 4, factors);
         vf ds[2] = {};
-        for (int64_t key = j; key < std::min(j + 2, tokens); ++key) {
+        for (int64_t key = j; key < Min(j + 2, tokens); ++key) {
           const int64_t at = key * QB + c * W;
           const vf p = Exp(Load(st + at) * scale - column_lse) * column_valid;
           const vf factor = factors[key % 4];
@@ -580,25 +555,21 @@ void BackwardHead(const float* q, const float* k, const float* v, int64_t stride
                   int64_t grad_stride, const HeadDropout& dropout) {
   Scratch& m = Scratch::ForThread();
   const int64_t dim = RoundUp(head_dim, W);
-  m.rows.resize(2 * dim * QB);    // Q^T * scale, dO^T
-  m.rows2.resize(2 * QB * dim);   // Q rows, dO rows
-  m.scores.resize(tokens * QB);   // P^T
-  m.scores2.resize(tokens * QB);  // dP^T, then dS^T
-  m.grad_k.assign(tokens * dim, 0.0f);
-  m.grad_v.assign(tokens * dim, 0.0f);
-  m.out_rows.resize(QB * dim);  // dQ rows
+  float* qt = m.rows.Reserve(2 * dim * QB);  // Q^T * scale, dO^T
+  float* dot = qt + dim * QB;
+  float* q_rows = m.rows2.Reserve(2 * QB * dim);  // Q rows, dO rows
+  float* do_rows = q_rows + QB * dim;
+  float* pt = m.scores.Reserve(tokens * QB);    // P^T
+  float* dst = m.scores2.Reserve(tokens * QB);  // dP^T, then dS^T
+  m.grad_k.Zeroed(tokens * dim);
+  m.grad_v.Zeroed(tokens * dim);
+  m.out_rows.Reserve(QB * dim);  // dQ rows
   int64_t key_stride = stride;
   const float* keys = WholeVectorRows(k, tokens, head_dim, &key_stride, m.keys);
-  float* qt = m.rows.data();
-  float* dot = m.rows.data() + dim * QB;
-  float* q_rows = m.rows2.data();
-  float* do_rows = m.rows2.data() + QB * dim;
-  float* pt = m.scores.data();
-  float* dst = m.scores2.data();
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
-    const int64_t count = std::min<int64_t>(QB, tokens - i0);
-    std::fill(m.rows.begin(), m.rows.end(), 0.0f);
-    std::fill(m.rows2.begin(), m.rows2.end(), 0.0f);
+    const int64_t count = Min(QB, tokens - i0);
+    memset(qt, 0, 2 * dim * QB * sizeof(float));
+    memset(q_rows, 0, 2 * QB * dim * sizeof(float));
     alignas(64) float query_lse[QB] = {}, delta[QB] = {};
     for (int64_t i = 0; i < count; ++i) {
       const float* qi = q + (i0 + i) * stride;
@@ -633,59 +604,83 @@ void BackwardHead(const float* q, const float* k, const float* v, int64_t stride
     // dQ = dS K; dV += P^T dO; dK += dS^T Q.
     Product(dst, 1, QB, RoundUp(count, R), tokens, keys, key_stride, dim, m.out_rows.data(), dim);
     for (int64_t i = 0; i < count; ++i)
-      std::memcpy(grad_q + (i0 + i) * grad_stride, &m.out_rows[i * dim], head_dim * sizeof(float));
+      memcpy(grad_q + (i0 + i) * grad_stride, &m.out_rows[i * dim], head_dim * sizeof(float));
     Product(pt, QB, 1, tokens, QB, do_rows, dim, dim, m.grad_v.data(), dim, true);
     Product(dst, QB, 1, tokens, QB, q_rows, dim, dim, m.grad_k.data(), dim, true);
   }
   for (int64_t j = 0; j < tokens; ++j) {
-    std::memcpy(grad_k + j * grad_stride, &m.grad_k[j * dim], head_dim * sizeof(float));
-    std::memcpy(grad_v + j * grad_stride, &m.grad_v[j * dim], head_dim * sizeof(float));
+    memcpy(grad_k + j * grad_stride, &m.grad_k[j * dim], head_dim * sizeof(float));
+    memcpy(grad_v + j * grad_stride, &m.grad_v[j * dim], head_dim * sizeof(float));
   }
 }
 
-template <typename T>
-void AttentionBackwardHead(const T* qkv, const T* out, const float* logsumexp, const T* grad_out,
-                           T* grad_qkv, const Head& g, int64_t b, int64_t h) {
-  const float* lse = logsumexp + (b * g.shape.heads + h) * g.shape.tokens;
-  const int64_t hd = g.shape.head_dim, tokens = g.shape.tokens, out_stride = g.shape.heads * hd;
-  const HeadDropout dropout = DropoutOf(g.shape, b, h);
-  if constexpr (std::is_same_v<T, float>) {
-    BackwardHead(qkv + g.Offset(b, h, 0, 0), qkv + g.Offset(b, h, 0, 1), qkv + g.Offset(b, h, 0, 2),
-                 g.row_stride, out + g.OutOffset(b, h, 0), grad_out + g.OutOffset(b, h, 0),
-                 out_stride, lse, tokens, hd, g.shape.scale, grad_qkv + g.Offset(b, h, 0, 0),
-                 grad_qkv + g.Offset(b, h, 0, 1), grad_qkv + g.Offset(b, h, 0, 2), g.row_stride,
-                 dropout);
-  } else {  // bfloat16: through float copies of the head
-    thread_local std::vector<float> head, rows, grads;
-    HeadAsFloat(qkv, g, b, h, head);
-    rows.resize(tokens * 2 * hd);  // out, grad_out
-    grads.resize(tokens * 3 * hd);
-    for (int64_t j = 0; j < tokens; ++j) {
-      for (int64_t d = 0; d < hd; ++d) {
-        rows[j * 2 * hd + d] = ToFloat(out[g.OutOffset(b, h, j) + d]);
-        rows[j * 2 * hd + hd + d] = ToFloat(grad_out[g.OutOffset(b, h, j) + d]);
-      }
+void AttentionForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const Head& g,
+                          int64_t b, int64_t h) {
+#if defined(__AVX512BF16__)
+  if (g.shape.head_dim % 2 == 0) return BfForwardHead(qkv, out, logsumexp, g, b, h);
+#endif
+  // Without vdpbf16ps, or for an odd head_dim: through float copies of the head.
+  const int64_t hd = g.shape.head_dim, tokens = g.shape.tokens;
+  thread_local Buffer<float> head_buffer, result_buffer;
+  const float* head = HeadAsFloat(qkv, g, b, h, head_buffer);
+  float* result = result_buffer.Reserve(tokens * hd);
+  ForwardHead(head, head + hd, head + 2 * hd, 3 * hd, tokens, hd, g.shape.scale, result, hd,
+              logsumexp + (b * g.shape.heads + h) * tokens, DropoutOf(g.shape, b, h));
+  for (int64_t j = 0; j < tokens; ++j)
+    for (int64_t d = 0; d < hd; ++d) FromFloat(result[j * hd + d], out + g.OutOffset(b, h, j) + d);
+}
+
+void AttentionBackwardHead(const float* qkv, const float* out, const float* logsumexp,
+                           const float* grad_out, float* grad_qkv, const Head& g, int64_t b,
+                           int64_t h) {
+  BackwardHead(qkv + g.Offset(b, h, 0, 0), qkv + g.Offset(b, h, 0, 1), qkv + g.Offset(b, h, 0, 2),
+               g.row_stride, out + g.OutOffset(b, h, 0), grad_out + g.OutOffset(b, h, 0),
+               g.shape.heads * g.shape.head_dim,
+               logsumexp + (b * g.shape.heads + h) * g.shape.tokens, g.shape.tokens,
+               g.shape.head_dim, g.shape.scale, grad_qkv + g.Offset(b, h, 0, 0),
+               grad_qkv + g.Offset(b, h, 0, 1), grad_qkv + g.Offset(b, h, 0, 2), g.row_stride,
+               DropoutOf(g.shape, b, h));
+}
+
+void AttentionBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsumexp,
+                           const uint16_t* grad_out, uint16_t* grad_qkv, const Head& g, int64_t b,
+                           int64_t h) {
+#if defined(__AVX512BF16__)
+  if (g.shape.head_dim % 2 == 0)
+    return BfBackwardHead(qkv, out, logsumexp, grad_out, grad_qkv, g, b, h);
+#endif
+  // Without vdpbf16ps, or for an odd head_dim: through float copies of the head.
+  const int64_t hd = g.shape.head_dim, tokens = g.shape.tokens;
+  thread_local Buffer<float> head_buffer, rows_buffer, grads_buffer;
+  const float* head = HeadAsFloat(qkv, g, b, h, head_buffer);
+  float* rows = rows_buffer.Reserve(tokens * 2 * hd);  // out, grad_out
+  float* grads = grads_buffer.Reserve(tokens * 3 * hd);
+  for (int64_t j = 0; j < tokens; ++j) {
+    for (int64_t d = 0; d < hd; ++d) {
+      rows[j * 2 * hd + d] = ToFloat(out[g.OutOffset(b, h, j) + d]);
+      rows[j * 2 * hd + hd + d] = ToFloat(grad_out[g.OutOffset(b, h, j) + d]);
     }
-    BackwardHead(head.data(), head.data() + hd, head.data() + 2 * hd, 3 * hd, rows.data(),
-                 rows.data() + hd, 2 * hd, lse, tokens, hd, g.shape.scale, grads.data(),
-                 grads.data() + hd, grads.data() + 2 * hd, 3 * hd, dropout);
-    for (int64_t j = 0; j < tokens; ++j)
-      for (int part = 0; part < 3; ++part)
-        for (int64_t d = 0; d < hd; ++d)
-          FromFloat(grads[(j * 3 + part) * hd + d], grad_qkv + g.Offset(b, h, j, part) + d);
   }
+  BackwardHead(head, head + hd, head + 2 * hd, 3 * hd, rows, rows + hd, 2 * hd,
+               logsumexp + (b * g.shape.heads + h) * tokens, tokens, hd, g.shape.scale, grads,
+               grads + hd, grads + 2 * hd, 3 * hd, DropoutOf(g.shape, b, h));
+  for (int64_t j = 0; j < tokens; ++j)
+    for (int part = 0; part < 3; ++part)
+      for (int64_t d = 0; d < hd; ++d)
+        FromFloat(grads[(j * 3 + part) * hd + d], grad_qkv + g.Offset(b, h, j, part) + d);
 }
 
 // Cycles per (batch, head) task, for the thread pool's splitting.
 int64_t HeadCost(const AttentionShape& s) {
-  return std::max<int64_t>(1, 4 * s.tokens * s.tokens * s.head_dim / (2 * W));
+  return Max(1, 4 * s.tokens * s.tokens * s.head_dim / (2 * W));
 }
 
-template <typename Body>
+// One (batch, head) task after another on the caller's threads.
+template <typename T>
 void ForEachHead(const AttentionShape& s, const ParallelFor& parallel_for, int64_t cost,
-                 Body body) {
-  parallel_for(s.batch * s.heads, cost, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) body(task / s.heads, task % s.heads);
+                 const T& head) {
+  Parallel(parallel_for, s.batch * s.heads, cost, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) head(task / s.heads, task % s.heads);
   });
 }
 
@@ -701,62 +696,45 @@ void AttentionForward(const float* qkv, float* out, float* logsumexp, const Atte
 void AttentionForward(const uint16_t* qkv, uint16_t* out, float* logsumexp,
                       const AttentionShape& shape, const ParallelFor& parallel_for) {
   const Head g(shape);
-  ForEachHead(shape, parallel_for, HeadCost(shape), [&](int64_t b, int64_t h) {
-#if defined(__AVX512BF16__)
-    if (g.shape.head_dim % 2 == 0) return BfForwardHead(qkv, out, logsumexp, g, b, h);
-#endif
-    AttentionForwardHead(qkv, out, logsumexp, g, b, h);
-  });
+  ForEachHead(shape, parallel_for, HeadCost(shape),
+              [&](int64_t b, int64_t h) { AttentionForwardHead(qkv, out, logsumexp, g, b, h); });
 }
-
-namespace {
-
-template <typename T>
-void Backward(const T* qkv, const T* out, const float* logsumexp, const T* grad_out, T* grad_qkv,
-              const AttentionShape& shape, const ParallelFor& parallel_for) {
-  const Head g(shape);
-  ForEachHead(shape, parallel_for, 3 * HeadCost(shape), [&](int64_t b, int64_t h) {
-#if defined(__AVX512BF16__)
-    if constexpr (std::is_same_v<T, uint16_t>) {
-      if (g.shape.head_dim % 2 == 0)
-        return BfBackwardHead(qkv, out, logsumexp, grad_out, grad_qkv, g, b, h);
-    }
-#endif
-    AttentionBackwardHead(qkv, out, logsumexp, grad_out, grad_qkv, g, b, h);
-  });
-}
-
-}  // namespace
 
 void AttentionBackward(const float* qkv, const float* out, const float* logsumexp,
                        const float* grad_out, float* grad_qkv, const AttentionShape& shape,
                        const ParallelFor& parallel_for) {
-  Backward(qkv, out, logsumexp, grad_out, grad_qkv, shape, parallel_for);
+  const Head g(shape);
+  ForEachHead(shape, parallel_for, 3 * HeadCost(shape), [&](int64_t b, int64_t h) {
+    AttentionBackwardHead(qkv, out, logsumexp, grad_out, grad_qkv, g, b, h);
+  });
 }
 
 void AttentionBackward(const uint16_t* qkv, const uint16_t* out, const float* logsumexp,
                        const uint16_t* grad_out, uint16_t* grad_qkv, const AttentionShape& shape,
                        const ParallelFor& parallel_for) {
-  Backward(qkv, out, logsumexp, grad_out, grad_qkv, shape, parallel_for);
+  const Head g(shape);
+  ForEachHead(shape, parallel_for, 3 * HeadCost(shape), [&](int64_t b, int64_t h) {
+    AttentionBackwardHead(qkv, out, logsumexp, grad_out, grad_qkv, g, b, h);
+  });
 }
 
 void SequencePoolForward(const float* tokens, const float* kernel, float bias, float* out,
                          float* weights, const PoolShape& s, const ParallelFor& parallel_for) {
-  parallel_for(s.batch, 4 * s.tokens * s.dim, [&](int64_t begin, int64_t end) {
+  Parallel(parallel_for, s.batch, 4 * s.tokens * s.dim, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const float* t = tokens + b * s.tokens * s.dim;
       float* w = weights + b * s.tokens;
-      float max = -std::numeric_limits<float>::infinity();
+      float max = -INFINITY;
       for (int64_t n = 0; n < s.tokens; ++n) {
         float score = bias;
         for (int64_t d = 0; d < s.dim; ++d) score += t[n * s.dim + d] * kernel[d];
         w[n] = score;
-        max = std::max(max, score);
+        max = score > max ? score : max;
       }
       float total = 0.0f;
-      for (int64_t n = 0; n < s.tokens; ++n) total += (w[n] = std::exp(w[n] - max));
+      for (int64_t n = 0; n < s.tokens; ++n) total += (w[n] = expf(w[n] - max));
       float* o = out + b * s.dim;
-      std::fill(o, o + s.dim, 0.0f);
+      memset(o, 0, s.dim * sizeof(float));
       for (int64_t n = 0; n < s.tokens; ++n) {
         w[n] /= total;
         for (int64_t d = 0; d < s.dim; ++d) o[d] += w[n] * t[n * s.dim + d];
@@ -770,8 +748,9 @@ void SequencePoolBackward(const float* tokens, const float* kernel, const float*
                           float* grad_bias, const PoolShape& s, const ParallelFor& parallel_for) {
   // With a_n = g . t_n and abar = sum_n w_n a_n: dscore_n = w_n (a_n - abar),
   // dt_n = w_n g + dscore_n kernel, dkernel = sum dscore_n t_n, dbias = sum dscore_n.
-  std::vector<float> score_grads(s.batch * s.tokens);
-  parallel_for(s.batch, 6 * s.tokens * s.dim, [&](int64_t begin, int64_t end) {
+  Buffer<float> score_grads;
+  score_grads.Reserve(s.batch * s.tokens);
+  Parallel(parallel_for, s.batch, 6 * s.tokens * s.dim, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const float* t = tokens + b * s.tokens * s.dim;
       const float* w = weights + b * s.tokens;
@@ -791,7 +770,7 @@ void SequencePoolBackward(const float* tokens, const float* kernel, const float*
       }
     }
   });
-  parallel_for(s.dim, 2 * s.batch * s.tokens, [&](int64_t begin, int64_t end) {
+  Parallel(parallel_for, s.dim, 2 * s.batch * s.tokens, [&](int64_t begin, int64_t end) {
     for (int64_t d = begin; d < end; ++d) {
       float sum = 0.0f;
       for (int64_t i = 0; i < s.batch * s.tokens; ++i)
@@ -800,7 +779,7 @@ void SequencePoolBackward(const float* tokens, const float* kernel, const float*
     }
   });
   float bias = 0.0f;
-  for (float ds : score_grads) bias += ds;
+  for (int64_t i = 0; i < s.batch * s.tokens; ++i) bias += score_grads[i];
   *grad_bias = bias;
 }
 

@@ -3,11 +3,8 @@
 // statistics in float32 whatever the element type. The backward recomputes s and x-hat from
 // the saved mean and rstd instead of storing them, and sums the gamma and beta gradients per
 // block of rows, then across blocks, so threads never write the same memory.
-#include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <type_traits>
-#include <vector>
+#include <math.h>
+#include <string.h>
 
 #include "kernels.h"
 #include "vectors.h"
@@ -34,11 +31,12 @@ void Forward(const T* x, const T* residual, const float* gamma, const float* bet
              const ParallelFor& parallel_for) {
   const int64_t width = shape.width;
   const int64_t blocks = (shape.rows + kBlockRows - 1) / kBlockRows;
-  parallel_for(blocks, 8 * kBlockRows * width, [&](int64_t begin, int64_t end) {
-    std::vector<float> sum(RoundUp(width, W));
-    for (int64_t row = begin * kBlockRows; row < std::min(end * kBlockRows, shape.rows); ++row) {
+  Parallel(parallel_for, blocks, 8 * kBlockRows * width, [&](int64_t begin, int64_t end) {
+    Buffer<float> buffer;
+    float* sum = buffer.Reserve(RoundUp(width, W));
+    for (int64_t row = begin * kBlockRows; row < Min(end * kBlockRows, shape.rows); ++row) {
       const int64_t at = row * width;
-      RowSum(x + at, residual ? residual + at : nullptr, width, sum.data());
+      RowSum(x + at, residual ? residual + at : nullptr, width, sum);
       vf total = vf{};
       int64_t d = 0;
       for (; d + W <= width; d += W) total += Load(&sum[d]);
@@ -52,7 +50,7 @@ void Forward(const T* x, const T* residual, const float* gamma, const float* bet
       }
       float variance = Sum(squares);
       for (; d < width; ++d) variance += (sum[d] - row_mean) * (sum[d] - row_mean);
-      const float row_rstd = 1.0f / std::sqrt(variance / static_cast<float>(width) + shape.epsilon);
+      const float row_rstd = 1.0f / sqrtf(variance / static_cast<float>(width) + shape.epsilon);
       mean[row] = row_mean;
       rstd[row] = row_rstd;
       for (d = 0; d + W <= width; d += W)
@@ -71,17 +69,21 @@ void Backward(const T* x, const T* residual, const float* gamma, const float* me
               const LayerNormShape& shape, const ParallelFor& parallel_for) {
   const int64_t width = shape.width, padded = RoundUp(width, W);
   const int64_t blocks = (shape.rows + kBlockRows - 1) / kBlockRows;
-  std::vector<float> partials(blocks * 2 * padded, 0.0f);  // per block: dgamma, dbeta
-  parallel_for(blocks, 12 * kBlockRows * width, [&](int64_t begin, int64_t end) {
-    std::vector<float> xhat(padded), g(padded), dy(padded);
+  Buffer<float> partials;  // per block: dgamma, dbeta
+  partials.Zeroed(blocks * 2 * padded);
+  Parallel(parallel_for, blocks, 12 * kBlockRows * width, [&](int64_t begin, int64_t end) {
+    Buffer<float> buffer;
+    float* xhat = buffer.Reserve(3 * padded);
+    float* g = xhat + padded;
+    float* dy = g + padded;
     for (int64_t block = begin; block < end; ++block) {
       float* block_gamma = &partials[block * 2 * padded];
       float* block_beta = block_gamma + padded;
-      const int64_t last = std::min((block + 1) * kBlockRows, shape.rows);
+      const int64_t last = Min((block + 1) * kBlockRows, shape.rows);
       for (int64_t row = block * kBlockRows; row < last; ++row) {
         const int64_t at = row * width;
-        RowSum(x + at, residual ? residual + at : nullptr, width, xhat.data());
-        RowSum(grad_y + at, static_cast<const T*>(nullptr), width, dy.data());
+        RowSum(x + at, residual ? residual + at : nullptr, width, xhat);
+        RowSum(grad_y + at, static_cast<const T*>(nullptr), width, dy);
         const float row_mean = mean[row], row_rstd = rstd[row];
         vf g_total = vf{}, gx_total = vf{};
         int64_t d = 0;
@@ -113,8 +115,8 @@ void Backward(const T* x, const T* residual, const float* gamma, const float* me
       }
     }
   });
-  std::fill(grad_gamma, grad_gamma + width, 0.0f);
-  std::fill(grad_beta, grad_beta + width, 0.0f);
+  memset(grad_gamma, 0, width * sizeof(float));
+  memset(grad_beta, 0, width * sizeof(float));
   for (int64_t block = 0; block < blocks; ++block) {
     for (int64_t d = 0; d < width; ++d) {
       grad_gamma[d] += partials[block * 2 * padded + d];

@@ -1,11 +1,19 @@
 // The vector basics of the CPU kernels, for the instruction set the including file is compiled
 // for (CMake compiles each *_isa.cc once per set, with CCT_ISA naming its namespace): GCC
-// vector types of W floats, loads and stores of float32 and of bfloat16 bits, and the scalar
-// conversions.
+// vector types of W floats, loads and stores of float32 and of bfloat16 bits, the scalar
+// conversions, scratch buffers and the thread-pool call.
+//
+// Everything an *_isa.cc file compiles lives in its own anonymous namespace, and those files
+// include only C headers: a C++ library template or inline function (std::vector, std::fill,
+// std::min, std::function...) would be compiled once per instruction set with the same symbol,
+// and the linker would keep one of those copies for all of them, so the AVX2 kernels could run
+// AVX-512 code. kernels/check_isa.py checks the built library for exactly that.
 #pragma once
 
-#include <cstdint>
-#include <cstring>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels.h"
 
 #ifndef CCT_ISA
 #error "compile with -DCCT_ISA=<namespace>"
@@ -39,46 +47,92 @@ inline float Sum(vf v) {
 
 inline vf Load(const float* p) {
   vf v;
-  std::memcpy(&v, p, sizeof v);
+  memcpy(&v, p, sizeof v);
   return v;
 }
-inline void Store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+inline void Store(float* p, vf v) { memcpy(p, &v, sizeof v); }
 
 // W bfloat16 values (their raw bits) as floats.
 inline vf Load(const uint16_t* p) {
   vu16 halves;
-  std::memcpy(&halves, p, sizeof halves);
+  memcpy(&halves, p, sizeof halves);
   const vu bits = __builtin_convertvector(halves, vu) << 16;
   vf v;
-  std::memcpy(&v, &bits, sizeof v);
+  memcpy(&v, &bits, sizeof v);
   return v;
 }
 // W floats rounded to bfloat16 (to nearest even, NaN kept quiet, as Eigen rounds).
 inline void Store(uint16_t* p, vf v) {
   vu bits;
-  std::memcpy(&bits, &v, sizeof bits);
+  memcpy(&bits, &v, sizeof bits);
   const vu rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
   const vu nan = (bits >> 16) | 0x40u;
   const vu halves32 = (bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
   const vu16 halves = __builtin_convertvector(halves32, vu16);
-  std::memcpy(p, &halves, sizeof halves);
+  memcpy(p, &halves, sizeof halves);
 }
 
 inline int64_t RoundUp(int64_t n, int64_t multiple) {
   return (n + multiple - 1) / multiple * multiple;
+}
+inline int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t Max(int64_t a, int64_t b) { return a < b ? b : a; }
+
+// A scratch array that grows and is never shrunk, kept per thread where it is reused.
+template <typename T>
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { delete[] data_; }
+
+  // Room for n elements, whose values are undefined.
+  T* Reserve(int64_t n) {
+    if (n > capacity_) {
+      delete[] data_;
+      data_ = new T[n];
+      capacity_ = n;
+    }
+    return data_;
+  }
+  // Room for n elements, all zero.
+  T* Zeroed(int64_t n) {
+    T* data = Reserve(n);
+    memset(data, 0, n * sizeof(T));
+    return data;
+  }
+  T* data() const { return data_; }
+  T& operator[](int64_t i) const { return data_[i]; }
+
+ private:
+  T* data_ = nullptr;
+  int64_t capacity_ = 0;
+};
+
+// body(begin, end) over [0, count) on the caller's threads (ParallelFor in kernels.h).
+template <typename Body>
+void Parallel(const ParallelFor& parallel_for, int64_t count, int64_t cost_per_unit,
+              const Body& body) {
+  parallel_for.run(
+      parallel_for.pool, count, cost_per_unit,
+      [](const void* context, int64_t begin, int64_t end) {
+        (*static_cast<const Body*>(context))(begin, end);
+      },
+      &body);
 }
 
 inline float ToFloat(float x) { return x; }
 inline float ToFloat(uint16_t x) {
   const uint32_t bits = static_cast<uint32_t>(x) << 16;
   float f;
-  std::memcpy(&f, &bits, sizeof f);
+  memcpy(&f, &bits, sizeof f);
   return f;
 }
 inline void FromFloat(float x, float* out) { *out = x; }
 inline void FromFloat(float x, uint16_t* out) {  // round to nearest even, as Eigen does
   uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
+  memcpy(&bits, &x, sizeof bits);
   if ((bits & 0x7fffffffu) > 0x7f800000u) {
     *out = static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
     return;

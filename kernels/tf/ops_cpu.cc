@@ -1,7 +1,6 @@
 // The CPU functors of the cct_fast ops: the C++ kernels of kernels/cpu on TensorFlow's intra-op
 // threads. bfloat16 tensors reach the kernels as their raw 16-bit words.
 #include <cstdint>
-#include <functional>
 #include <utility>
 #include <vector>
 
@@ -14,11 +13,14 @@ namespace {
 
 using CPUDevice = Eigen::ThreadPoolDevice;
 
+void RunOnPool(void* pool, int64_t count, int64_t cost, cct_kernels::ParallelFor::Body body,
+               const void* context) {
+  static_cast<thread::ThreadPool*>(pool)->ParallelFor(
+      count, cost, [body, context](int64_t begin, int64_t end) { body(context, begin, end); });
+}
+
 cct_kernels::ParallelFor CpuParallelFor(OpKernelContext* context) {
-  thread::ThreadPool* pool = context->device()->tensorflow_cpu_worker_threads()->workers;
-  return [pool](int64_t count, int64_t cost, const std::function<void(int64_t, int64_t)>& body) {
-    pool->ParallelFor(count, cost, body);
-  };
+  return {RunOnPool, context->device()->tensorflow_cpu_worker_threads()->workers};
 }
 
 // The element type the kernels take for T: float, or the bits of a bfloat16.
@@ -210,4 +212,7 @@ CCT_REGISTER_POOL_KERNELS(DEVICE_CPU, CPUDevice);
 // For cct_fast.compute.custom_ops: which instruction set the CPU kernels run with here.
 extern "C" __attribute__((visibility("default"))) const char* CctKernelIsa() {
   return cct_kernels::KernelIsa();
+}
+extern "C" __attribute__((visibility("default"))) const char* CctKernelIsaError() {
+  return cct_kernels::KernelIsaError();
 }
