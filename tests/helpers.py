@@ -29,6 +29,17 @@ def run_layer_test(layer, inputs, expected_shape, stochastic_in_training=False):
     return outputs
 
 
+def fixed_dropout(keep, mask):
+    """A dropout for the reference attention that drops what ``mask`` (batch, heads, queries,
+    keys) drops and scales the rest by 1 / ``keep``: the custom op's Philox draw, given."""
+    factors = np.asarray(mask, np.float64) / np.float64(np.float32(keep))
+
+    def dropout(weights, training=True):
+        return weights * tf.cast(factors, weights.dtype)
+
+    return dropout
+
+
 def trained_like(model, rng):
     """Draw every trainable weight afresh at the scales of a trained model (as
     ``official.trained_like`` does for the PyTorch model): He-scaled convolutions,

@@ -9,7 +9,7 @@ import cct_fast
 from cct_fast.compute import custom_ops, reference
 from cct_fast.testing.philox import dropout_mask, philox
 
-from helpers import relative_error
+from helpers import fixed_dropout, relative_error
 
 pytestmark = pytest.mark.skipif(
     not custom_ops.LIBRARY.exists(), reason=str(custom_ops.unavailable_reason())
@@ -81,17 +81,6 @@ def test_the_keep_rate_over_16_7_million_draws(rng):
     assert agreement == pytest.approx(KEEP**2 + (1 - KEEP) ** 2, abs=0.01)  # independent masks
 
 
-def _masked_reference(mask):
-    """The reference attention with the given mask as its dropout."""
-    factors = tf.constant(mask / np.float32(KEEP), tf.float32)
-
-    class FixedDropout:
-        def __call__(self, weights, training=True):
-            return weights * tf.cast(factors, weights.dtype)
-
-    return FixedDropout()
-
-
 @pytest.mark.parametrize(
     "batch, tokens, heads, head_dim",
     [(2, 256, 4, 64), (2, 37, 3, 128), (1, 65, 2, 20), (3, 1, 2, 32)],
@@ -100,7 +89,7 @@ def test_gradients_given_the_mask_equal_the_reference(batch, tokens, heads, head
     qkv = tf.constant(rng.standard_normal((batch, tokens, 3 * heads * head_dim)), tf.float32)
     cotangent = tf.constant(rng.standard_normal((batch, tokens, heads * head_dim)), tf.float32)
     scale = head_dim**-0.5
-    fixed = _masked_reference(dropout_mask(batch, heads, tokens, KEEP, SEED))
+    fixed = fixed_dropout(KEEP, dropout_mask(batch, heads, tokens, KEEP, SEED))
 
     def value_and_gradient(function):
         with tf.GradientTape() as tape:
@@ -125,7 +114,7 @@ def test_bfloat16_dropout_draws_the_same_mask_forward_and_backward(tokens, rng):
     shape = (2, tokens, 3 * 2 * 64)
     qkv = tf.constant(rng.standard_normal(shape), tf.bfloat16)
     cotangent = tf.constant(rng.standard_normal((2, tokens, 2 * 64)), tf.bfloat16)
-    fixed = _masked_reference(dropout_mask(2, 2, tokens, KEEP, SEED))
+    fixed = fixed_dropout(KEEP, dropout_mask(2, 2, tokens, KEEP, SEED))
 
     def value_and_gradient(function, dtype):
         x = tf.cast(qkv, dtype)

@@ -14,30 +14,58 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from cct_fast.errors import ConfigError
+
 LIBRARY = Path(__file__).parents[1] / "libcct_fast_ops.so"
 BUILD_HINT = "build it with `CCT_FAST_BUILD_KERNELS=1 pip install -e .` (needs cmake and g++)"
+# Names an instruction set narrower than this CPU's widest, for the CPU kernels to run with
+# (to test or time on one machine what another CPU gets); read once per process.
+ISA_VARIABLE = "CCT_FAST_KERNEL_ISA"
 
 
 @functools.cache
 def _loaded():
-    """(op module, None) or (None, why not)."""
+    """(op module, None, None), (None, why not, None), or (None, None, why the requested
+    instruction set cannot be had)."""
     if not LIBRARY.exists():
-        return None, f"{LIBRARY.name} is not built ({BUILD_HINT})"
+        return None, f"{LIBRARY.name} is not built ({BUILD_HINT})", None
     try:
         module = tf.load_op_library(str(LIBRARY))
     except (tf.errors.NotFoundError, OSError) as error:
-        return None, f"{LIBRARY} does not load ({error}); rebuild it against this TensorFlow"
+        return None, f"{LIBRARY} does not load ({error}); rebuild it against this TensorFlow", None
+    isa_error = _library_string("CctKernelIsaError")
+    if isa_error is not None:
+        return None, None, f"{isa_error}: unset {ISA_VARIABLE}, or name one of those."
     _register_gradients()
-    return module, None
+    return module, None, None
+
+
+def _library_string(symbol):
+    function = getattr(ctypes.CDLL(str(LIBRARY)), symbol)
+    function.restype = ctypes.c_char_p
+    value = function()
+    return None if value is None else value.decode()
+
+
+def _checked():
+    module, reason, isa_error = _loaded()
+    if isa_error is not None:
+        raise ConfigError(isa_error)
+    return module, reason
 
 
 def ops():
-    """The op module, or None where the library is missing (see :func:`unavailable_reason`)."""
-    return _loaded()[0]
+    """The op module, or None where the library is missing (see :func:`unavailable_reason`).
+
+    Raises:
+        ConfigError: ``CCT_FAST_KERNEL_ISA`` names an unknown instruction set, or one this CPU
+            cannot run.
+    """
+    return _checked()[0]
 
 
 def unavailable_reason():
-    return _loaded()[1]
+    return _checked()[1]
 
 
 @functools.cache
@@ -45,9 +73,7 @@ def cpu_isa():
     """The instruction set the CPU kernels run with: avx512_bf16, avx512, avx2 or baseline."""
     if ops() is None:
         return None
-    function = ctypes.CDLL(str(LIBRARY)).CctKernelIsa
-    function.restype = ctypes.c_char_p
-    return function().decode()
+    return _library_string("CctKernelIsa")
 
 
 def has_cuda_kernels():
