@@ -54,18 +54,23 @@ def test_recipe_file_overrides_dataset_defaults_and_flags_override_the_file(tmp_
 
 
 @pytest.mark.parametrize(
-    "content, message",
+    "name, content, message",
     [
-        ('{"learning_rate_peak": 1}', r"Unknown recipe setting\(s\) \['learning_rate_peak'\]"),
-        ('{"epochs": "many"}', r"epochs='many'.*expected an integer"),
-        ('{"crop_scale": 0.8}', "crop_scale=0.8.*expected a pair of numbers"),
-        ('{"precision": "float64"}', "precision must be one of"),
-        ('{"epochs": 3', "is not valid JSON"),
-        ("[1, 2]", "must hold a mapping"),
+        (
+            "r.json",
+            '{"learning_rate_peak": 1}',
+            r"Unknown recipe setting\(s\) \['learning_rate_peak'\]",
+        ),
+        ("r.json", '{"epochs": "many"}', r"epochs='many'.*expected an integer"),
+        ("r.json", '{"crop_scale": 0.8}', "crop_scale=0.8.*expected a pair of numbers"),
+        ("r.json", '{"precision": "float64"}', "precision must be one of"),
+        ("r.json", '{"epochs": 3', "is not valid JSON"),
+        ("r.yml", "epochs: [3", "is not valid YML"),
+        ("r.json", "[1, 2]", "must hold a mapping"),
     ],
 )
-def test_bad_recipe_files_are_refused_and_no_run_is_started(content, message, tmp_path):
-    path = tmp_path / "r.json"
+def test_bad_recipe_files_are_refused_and_no_run_is_started(name, content, message, tmp_path):
+    path = tmp_path / name
     path.write_text(content)
     with pytest.raises(RecipeError, match=message):
         train.fit(out=tmp_path / "run", recipe_file=path, dataset="digits")

@@ -2,8 +2,8 @@
 
 Precedence, lowest first: the official CIFAR values, the text recipe for a text model
 (:data:`TEXT_DEFAULTS`), the defaults of the dataset (``digits`` is 1,437 training images, so
-it gets a short schedule without flips or MixUp), a ``--recipe`` file (JSON, or YAML when
-PyYAML is installed), then explicit command-line flags.
+it gets a short schedule without flips or MixUp), a ``--recipe`` file (JSON or YAML, the
+official configs' form), then explicit command-line flags.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import json
 import math
 import warnings
 from pathlib import Path
+
+import yaml
 
 from cct_fast.compute.dispatch import IMPLEMENTATIONS
 from cct_fast.core.names import is_text_model, model_config
@@ -172,19 +174,8 @@ def read_recipe_file(path):
     except OSError as error:
         raise RecipeError(f"Cannot read recipe {path}: {error.strerror}.") from None
     try:
-        if path.suffix in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError:
-                raise RecipeError(
-                    f"{path} is YAML: pip install pyyaml, or write it as JSON."
-                ) from None
-            values = yaml.safe_load(text)
-        else:
-            values = json.loads(text)
-    except (ValueError, ImportError) as error:
-        if isinstance(error, RecipeError):
-            raise
+        values = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (ValueError, yaml.YAMLError) as error:
         raise RecipeError(
             f"Recipe {path} is not valid {path.suffix[1:].upper() or 'JSON'}: {error}"
         ) from None
