@@ -1,6 +1,8 @@
 """Checks shared by the layer and model tests, and the runs' interruption."""
 
 import contextlib
+import re
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -27,6 +29,12 @@ def run_layer_test(layer, inputs, expected_shape, stochastic_in_training=False):
     else:
         np.testing.assert_allclose(trained[0], outputs, rtol=1e-6, atol=1e-6)
     return outputs
+
+
+def cpu_flags():
+    """The instruction-set flags of this CPU, as Linux lists them (avx2, avx512f, ...)."""
+    match = re.search(r"^flags\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+    return set(match.group(1).split())
 
 
 def fixed_dropout(keep, mask):

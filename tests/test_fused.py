@@ -1,5 +1,8 @@
 """The fused fast path against the reference implementation, on the same weights."""
 
+import os
+import subprocess
+import sys
 import warnings
 
 import keras
@@ -11,7 +14,7 @@ import cct_fast
 import cct_fast.compute.fused
 from cct_fast.core.model import policy_scope, rebuild
 
-from helpers import random_images, relative_error, trained_like
+from helpers import cpu_flags, random_images, relative_error, trained_like
 
 VARIANTS = ["cct_7_3x1_32", "cct_2_3x2_32_sine", "cvt_4_4_32", "vit_2_4_32"]
 
@@ -143,6 +146,8 @@ def test_weights_move_between_implementations_without_conversion(tmp_path, rng):
 
 
 def test_bfloat16_attention_softmax_is_float32_softmax_rounded_once(rng):
+    """On every CPU: through oneDNN's bfloat16 softmax where it is exact, through float32
+    elsewhere (the next two tests)."""
     q = tf.cast(rng.standard_normal((2, 3, 50, 16)) * 2, tf.bfloat16)
     k = tf.cast(rng.standard_normal((2, 3, 50, 16)) * 2, tf.bfloat16)
     scores = tf.matmul(q, k, transpose_b=True)
@@ -151,6 +156,47 @@ def test_bfloat16_attention_softmax_is_float32_softmax_rounded_once(rng):
         np.asarray(cct_fast.compute.fused.attention_weights(q, k), np.float32),
         np.asarray(expected, np.float32),
     )
+
+
+def test_without_onednn_bfloat16_scores_are_cast_to_float32_first():
+    """TensorFlow's own bfloat16 softmax, which runs on CPUs without AVX-512 and wherever
+    oneDNN is off, computes in bfloat16: the probe must see it and take float32."""
+    script = """
+import numpy as np, tensorflow as tf
+from cct_fast.compute import fused
+scores = tf.cast(tf.random.stateless_normal((4, 64), (1, 2)) * 20, tf.bfloat16)
+direct = tf.nn.softmax(scores)
+rounded = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32)), tf.bfloat16)
+q = tf.reshape(scores, (1, 1, 4, 64))
+weights = fused.attention_weights(q, tf.eye(64, batch_shape=(1, 1), dtype=tf.bfloat16))
+print(fused.bfloat16_softmax_is_exact(), bool(tf.reduce_all(direct == rounded)),
+      bool(tf.reduce_all(weights[0, 0] == rounded)))
+"""
+    environment = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment
+    )
+    assert done.returncode == 0, done.stderr
+    probe, kernel_exact, weights_exact = done.stdout.split()
+    assert (probe, kernel_exact, weights_exact) == ("False", "False", "True")
+
+
+def test_onednn_bfloat16_softmax_is_taken_on_avx512_cpus():
+    """The 2.4x faster shortcut, where oneDNN's kernel runs (measured on an AVX512_BF16 CPU,
+    and on it with oneDNN limited to AVX512_CORE)."""
+    if not {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= cpu_flags():
+        pytest.skip("oneDNN's exact bfloat16 softmax runs on AVX-512 CPUs; this one has none")
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        pytest.skip("TF_ENABLE_ONEDNN_OPTS=0: oneDNN's kernels are off")
+    assert cct_fast.compute.fused.bfloat16_softmax_is_exact()
+    spec = tf.TensorSpec((1, 2, 8, 16), tf.bfloat16)
+    graph = (
+        tf.function(cct_fast.compute.fused.attention_weights)
+        .get_concrete_function(spec, spec)
+        .graph
+    )
+    softmax = [op for op in graph.get_operations() if op.type == "Softmax"]
+    assert [op.get_attr("T") for op in softmax] == [tf.bfloat16]
 
 
 def test_unknown_implementation():

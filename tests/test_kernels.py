@@ -7,10 +7,8 @@ fails them: it is not a reason to skip.
 """
 
 import os
-import re
 import shutil
 import warnings
-from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -21,7 +19,7 @@ import cct_fast
 from cct_fast.compute import custom_ops, dispatch, fused, reference
 from cct_fast.core.model import policy_scope, rebuild
 
-from helpers import relative_error, trained_like
+from helpers import cpu_flags, relative_error, trained_like
 
 pytestmark = pytest.mark.skipif(
     not custom_ops.LIBRARY.exists(), reason=str(custom_ops.unavailable_reason())
@@ -345,7 +343,7 @@ def test_onnx_exports_of_custom_models_hold_no_custom_op(tmp_path):
 def test_the_cpu_kernels_use_the_widest_instructions_this_cpu_has_or_the_one_named():
     """The widest, or the narrower one CCT_FAST_KERNEL_ISA names (tests/test_kernel_isas.py
     runs this suite so)."""
-    flags = set(re.search(r"flags\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1).split())
+    flags = cpu_flags()
     expected = (
         "avx512_bf16"
         if {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"} <= flags
