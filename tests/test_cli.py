@@ -94,7 +94,14 @@ def test_ci_runs_exactly_the_readme_test_command():
     readme_commands = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     install_and_run, test_command = readme_commands.group(1).strip().splitlines()
     assert "cct-fast" in install_and_run
-    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == test_command
+    printed = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "run"), "--print-command"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert printed.stdout.strip() == test_command
+    assert test_command.endswith("python -m pytest")
 
 
 def test_a_pattern_that_matches_nothing_says_so_and_suggests_names(capsys):
