@@ -19,6 +19,7 @@ from cct_fast.testing.official_torch import official_module
 
 import official_torch
 from workloads import (
+    ATTENTION_SHAPE,
     CUSTOM_ROW,
     attention_functions,
     inference_functions,
@@ -110,9 +111,6 @@ def test_inference(time_rows, smoke, name, batch, precision, tmp_path):
         2 * macs_per_image(config),
         missing,
     )
-
-
-ATTENTION_SHAPE = dict(batch=64, tokens=256, heads=4, head_dim=64)  # one CCT-7/3x1 layer
 
 
 @pytest.mark.parametrize("precision", list(PRECISIONS))

@@ -48,6 +48,9 @@ def inference_functions(name, policy, **options):
     return rows
 
 
+ATTENTION_SHAPE = dict(batch=64, tokens=256, heads=4, head_dim=64)  # one CCT-7/3x1 layer
+
+
 def attention_functions(batch, tokens, heads, head_dim, dtype):
     """Row name -> a function of a packed qkv (batch * tokens, 3 * width) tensor running the
     attention of one layer, forward or forward and backward: the fused path's steps (split

@@ -30,7 +30,6 @@ from helpers import fixed_dropout, relative_error
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = custom_ops.LIBRARY.with_name("cct_cpu_kernels")
-WIDEST_FIRST = ("avx512_bf16", "avx512", "avx2", "baseline")
 # QEMU CPU models without AVX-512, and the kernels each must get.
 EMULATED = {"Haswell": "avx2", "Nehalem": "baseline"}
 QEMU = shutil.which("qemu-x86_64")
@@ -57,7 +56,7 @@ def _runners():
     """(id, command prefix, environment, the kernels it must run)."""
     native = _native_isa()
     runners = []
-    for isa in WIDEST_FIRST[WIDEST_FIRST.index(native) :]:
+    for isa in custom_ops.KERNEL_ISAS[custom_ops.KERNEL_ISAS.index(native) :]:
         environment = dict(os.environ, **{custom_ops.ISA_VARIABLE: isa})
         runners.append((f"native-{isa}", [], environment, isa))
     for model, isa in EMULATED.items():
@@ -278,11 +277,11 @@ OP_SUITE = (
 )
 
 
-@pytest.mark.parametrize("isa", WIDEST_FIRST[1:])
+@pytest.mark.parametrize("isa", custom_ops.KERNEL_ISAS[1:])
 def test_the_op_suite_passes_under_each_narrower_instruction_set(isa):
     """The TensorFlow ops' own tests, on the kernels of a CPU narrower than this one."""
     native = _native_isa()
-    if WIDEST_FIRST.index(isa) <= WIDEST_FIRST.index(native):
+    if custom_ops.KERNEL_ISAS.index(isa) <= custom_ops.KERNEL_ISAS.index(native):
         pytest.skip(f"the suite itself runs {native}; {isa} is not narrower than it")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *OP_SUITE],

@@ -21,6 +21,8 @@ BUILD_HINT = "build it with `CCT_FAST_BUILD_KERNELS=1 pip install -e .` (needs c
 # Names an instruction set narrower than this CPU's widest, for the CPU kernels to run with
 # (to test or time on one machine what another CPU gets); read once per process.
 ISA_VARIABLE = "CCT_FAST_KERNEL_ISA"
+# The instruction sets the CPU kernels are built for, widest first (kernels/cpu/dispatch.cc).
+KERNEL_ISAS = ("avx512_bf16", "avx512", "avx2", "baseline")
 
 
 @functools.cache

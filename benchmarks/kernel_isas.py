@@ -1,0 +1,154 @@
+"""What each CPU gets from the custom ops: the same figures under every instruction set of
+the CPU kernels that this CPU can run, one process per set (``CCT_FAST_KERNEL_ISA``).
+
+    python benchmarks/kernel_isas.py [--steps 4] [--repeats 3]
+
+Per set: the attention op of one CCT-7/3x1 layer (batch 64, 256 tokens, 4 heads of 64),
+forward + backward, in float32 and bfloat16; and the CCT-7/3x1 training step at batch 64 with
+``implementation="custom"``, in float32 and mixed_bfloat16. The fused path, which uses no
+custom kernel, is timed in each process too, as the yardstick. Only the kernels change with
+the set: TensorFlow's own GEMMs keep this CPU's widest instructions, so a row says what the
+kernels give on such a CPU, not how fast that CPU is. Writes the kernel-isas block of
+RESULTS.md.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import cct_fast  # noqa: E402
+from cct_fast.compute import custom_ops  # noqa: E402
+from cct_fast.core.model import policy_scope  # noqa: E402
+
+from profile_layer import best_milliseconds  # noqa: E402
+from results_file import write_block  # noqa: E402
+from workloads import ATTENTION_SHAPE, attention_functions  # noqa: E402
+
+ISA_VARIABLE = custom_ops.ISA_VARIABLE
+TRAIN_NAME, TRAIN_BATCH = "cct_7_3x1_32", 64
+
+
+def attention_milliseconds(dtype, repeats):
+    """{"fused path": ms, "custom op": ms} for one layer's attention, forward + backward."""
+    functions = attention_functions(dtype=dtype, **ATTENTION_SHAPE)
+    width = ATTENTION_SHAPE["heads"] * ATTENTION_SHAPE["head_dim"]
+    shape = (ATTENTION_SHAPE["batch"], ATTENTION_SHAPE["tokens"], 3 * width)
+    qkv = tf.cast(tf.random.stateless_normal(shape, (0, 0)), dtype)
+    return {
+        row: best_milliseconds(functions[row + ", forward + backward"], qkv, repeats=repeats)
+        for row in ("fused path", "custom op")
+    }
+
+
+def train_images_per_second(implementation, policy, steps, repeats):
+    """Images per second of AdamW steps of CCT-7/3x1 at batch 64 (the best of ``repeats``
+    runs of ``steps`` steps)."""
+    with policy_scope(policy):
+        model = cct_fast.create_model(TRAIN_NAME, implementation=implementation)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(5e-4, weight_decay=0.06),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((TRAIN_BATCH, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 10, TRAIN_BATCH)
+    model.train_on_batch(images, labels)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(images, labels)
+        best = min(best, (time.perf_counter() - start) / steps)
+    return TRAIN_BATCH / best
+
+
+def measure(steps, repeats):
+    """This process's figures, under the instruction set CCT_FAST_KERNEL_ISA names."""
+    figures = {"isa": custom_ops.cpu_isa()}
+    for precision, dtype, policy in (
+        ("fp32", tf.float32, "float32"),
+        ("bf16", tf.bfloat16, "mixed_bfloat16"),
+    ):
+        attention = attention_milliseconds(dtype, repeats)
+        figures[f"attention {precision}"] = attention
+        figures[f"train {precision}"] = {
+            implementation: train_images_per_second(implementation, policy, steps, repeats)
+            for implementation in ("fused", "custom")
+        }
+    return figures
+
+
+def runnable_sets():
+    """The instruction sets of the kernels that this CPU can run, widest first."""
+    widest = custom_ops.cpu_isa() if ISA_VARIABLE not in os.environ else None
+    if widest is None:
+        raise SystemExit(
+            f"needs the custom ops built and {ISA_VARIABLE} unset: "
+            f"{custom_ops.unavailable_reason() or os.environ.get(ISA_VARIABLE)}"
+        )
+    return custom_ops.KERNEL_ISAS[custom_ops.KERNEL_ISAS.index(widest) :]
+
+
+def table(results):
+    lines = [
+        "| kernels | attention fwd+bwd fp32, ms (fused path) | bf16 | "
+        "train step fp32, img/s (fused) | mixed_bfloat16 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for figures in results:
+        cells = []
+        for precision in ("fp32", "bf16"):
+            attention = figures[f"attention {precision}"]
+            cells.append(f"{attention['custom op']:.1f} ({attention['fused path']:.1f})")
+        for precision in ("fp32", "bf16"):
+            train = figures[f"train {precision}"]
+            ratio = train["custom"] / train["fused"]
+            cells.append(f"{train['custom']:.1f} ({train['fused']:.1f}): {ratio:.2f}x")
+        lines.append(f"| {figures['isa']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(measure(args.steps, args.repeats)))
+        return
+    results = []
+    for isa in runnable_sets():
+        worker = subprocess.run(
+            [sys.executable, __file__, "--worker", f"--steps={args.steps}"]
+            + [f"--repeats={args.repeats}"],
+            env=dict(os.environ, **{ISA_VARIABLE: isa}),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results.append(json.loads(worker.stdout.strip().splitlines()[-1]))
+        print(table(results[-1:]).splitlines()[-1], flush=True)
+    command = " ".join(["python benchmarks/kernel_isas.py", *sys.argv[1:]])
+    write_block(
+        "kernel-isas",
+        command,
+        "### The custom ops under each instruction set of the CPU kernels\n\n"
+        "CCT-7/3x1: one layer's attention (batch 64, 256 tokens, 4 heads of 64), and the "
+        'AdamW step at batch 64 with `implementation="custom"` against `"fused"` (in '
+        "brackets). Only the kernels change from row to row; TensorFlow's own code keeps this "
+        "CPU's instructions.\n\n" + table(results),
+    )
+
+
+if __name__ == "__main__":
+    main()
