@@ -202,7 +202,7 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
   const int64_t dim = RoundUp(head_dim, W);
   float* qt = m.rows.Reserve(dim * QB);  // Q^T panel
   float* st = m.scores.Reserve(tokens * QB);
-  m.out_rows.Reserve(QB * dim);
+  float* out_rows = m.out_rows.Reserve(QB * dim);
   int64_t value_stride = stride;
   const float* values = WholeVectorRows(v, tokens, head_dim, &value_stride, m.values);
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
@@ -236,11 +236,10 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
           Store(st + j * QB + c * W, Load(st + j * QB + c * W) * factors[j - j0]);
       }
     }
-    Product(st, 1, QB, RoundUp(count, R), tokens, values, value_stride, dim, m.out_rows.data(),
-            dim);
+    Product(st, 1, QB, RoundUp(count, R), tokens, values, value_stride, dim, out_rows, dim);
     for (int64_t i = 0; i < count; ++i) {
       for (int64_t d = 0; d < head_dim; ++d)
-        out[(i0 + i) * out_stride + d] = m.out_rows[i * dim + d] * inverse[i];
+        out[(i0 + i) * out_stride + d] = out_rows[i * dim + d] * inverse[i];
     }
   }
 }
@@ -425,8 +424,8 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
   const int64_t dim = RoundUp(hd, BW), pairs = RoundUp(tokens, 2);
   InterleaveRows(qkv + g.Offset(b, h, 0, 2), g.row_stride, tokens, hd, dim, pairs, m.values);
   float* st = m.scores.Reserve(tokens * QB);
-  m.probabilities.Reserve(pairs * QB);
-  m.out_rows.Reserve(QB * dim);
+  uint16_t* probabilities = m.probabilities.Reserve(pairs * QB);
+  float* out_rows = m.out_rows.Reserve(QB * dim);
   float* lse = logsumexp + (b * g.shape.heads + h) * tokens;
   const HeadDropout dropout = DropoutOf(g.shape, b, h);
   const vf zero = vf{};
@@ -453,17 +452,16 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
           p0 *= factors[j % 4];
           p1 *= factors[j % 4 + 1];
         }
-        StorePairs(p0, p1, &m.probabilities[((j / 2) * QB + c * W) * 2]);
+        StorePairs(p0, p1, probabilities + ((j / 2) * QB + c * W) * 2);
       }
       for (int i = 0; i < W && c * W + i < count; ++i) {
         lse[i0 + c * W + i] = max[i] + logf(sum[i]);
         inverse[c * W + i] = 1.0f / sum[i];
       }
     }
-    BfProduct(m.probabilities.data(), 2, 2 * QB, count, pairs, m.values.data(), dim,
-              m.out_rows.data(), dim);
+    BfProduct(probabilities, 2, 2 * QB, count, pairs, m.values.data(), dim, out_rows, dim);
     for (int64_t i = 0; i < count; ++i)
-      RoundRow(&m.out_rows[i * dim], inverse[i], hd, out + g.OutOffset(b, h, i0 + i));
+      RoundRow(out_rows + i * dim, inverse[i], hd, out + g.OutOffset(b, h, i0 + i));
   }
 }
 
@@ -486,14 +484,14 @@ void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsu
   const uint16_t* grad_o = grad_out + g.OutOffset(b, h, 0);
   const HeadDropout dropout = DropoutOf(g.shape, b, h);
   InterleaveRows(qkv + g.Offset(b, h, 0, 1), g.row_stride, tokens, hd, dim, pairs, m.keys);
-  float* st = m.scores.Reserve(tokens * QB);               // S^T
-  float* dpt = m.grad_probabilities.Reserve(tokens * QB);  // dP^T
-  m.probabilities.Reserve(tokens * QB);                    // (f P)^T, bf16 rows over queries
-  m.grad_score_rows.Reserve(tokens * QB);                  // dS^T, likewise
-  m.grad_score_pairs.Reserve(pairs * QB);                  // dS, pairs along keys
-  m.out_rows.Reserve(QB * dim);                            // dQ
-  m.grad_k.Zeroed(tokens * dim);
-  m.grad_v.Zeroed(tokens * dim);
+  float* st = m.scores.Reserve(tokens * QB);                            // S^T
+  float* dpt = m.grad_probabilities.Reserve(tokens * QB);               // dP^T
+  uint16_t* probabilities = m.probabilities.Reserve(tokens * QB);       // (f P)^T, bf16 rows
+  uint16_t* grad_score_rows = m.grad_score_rows.Reserve(tokens * QB);   // dS^T, likewise
+  uint16_t* grad_score_pairs = m.grad_score_pairs.Reserve(pairs * QB);  // dS, pairs along keys
+  float* out_rows = m.out_rows.Reserve(QB * dim);                       // dQ
+  float* grad_k = m.grad_k.Zeroed(tokens * dim);
+  float* grad_v = m.grad_v.Zeroed(tokens * dim);
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
     const int64_t count = Min(QB, tokens - i0);
     InterleaveColumns(q + i0 * g.row_stride, g.row_stride, count, hd, m.queries);
@@ -524,24 +522,21 @@ void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsu
           const vf p = Exp(Load(st + at) * scale - column_lse) * column_valid;
           const vf factor = factors[key % 4];
           ds[key - j] = p * (Load(dpt + at) * factor - column_delta) * scale;
-          StoreRow(p * factor, &m.probabilities[at]);
-          StoreRow(ds[key - j], &m.grad_score_rows[at]);
+          StoreRow(p * factor, probabilities + at);
+          StoreRow(ds[key - j], grad_score_rows + at);
         }
-        StorePairs(ds[0], ds[1], &m.grad_score_pairs[((j / 2) * QB + c * W) * 2]);
+        StorePairs(ds[0], ds[1], grad_score_pairs + ((j / 2) * QB + c * W) * 2);
       }
     }
-    BfProduct(m.grad_score_pairs.data(), 2, 2 * QB, count, pairs, m.keys.data(), dim,
-              m.out_rows.data(), dim);
+    BfProduct(grad_score_pairs, 2, 2 * QB, count, pairs, m.keys.data(), dim, out_rows, dim);
     for (int64_t i = 0; i < count; ++i)
-      RoundRow(&m.out_rows[i * dim], 1.0f, hd, grad_qkv + g.Offset(b, h, i0 + i, 0));
-    BfProduct(m.probabilities.data(), QB, 2, tokens, QB, m.grad_out_rows.data(), dim,
-              m.grad_v.data(), dim, true);
-    BfProduct(m.grad_score_rows.data(), QB, 2, tokens, QB, m.query_rows.data(), dim,
-              m.grad_k.data(), dim, true);
+      RoundRow(out_rows + i * dim, 1.0f, hd, grad_qkv + g.Offset(b, h, i0 + i, 0));
+    BfProduct(probabilities, QB, 2, tokens, QB, m.grad_out_rows.data(), dim, grad_v, dim, true);
+    BfProduct(grad_score_rows, QB, 2, tokens, QB, m.query_rows.data(), dim, grad_k, dim, true);
   }
   for (int64_t j = 0; j < tokens; ++j) {
-    RoundRow(&m.grad_k[j * dim], 1.0f, hd, grad_qkv + g.Offset(b, h, j, 1));
-    RoundRow(&m.grad_v[j * dim], 1.0f, hd, grad_qkv + g.Offset(b, h, j, 2));
+    RoundRow(grad_k + j * dim, 1.0f, hd, grad_qkv + g.Offset(b, h, j, 1));
+    RoundRow(grad_v + j * dim, 1.0f, hd, grad_qkv + g.Offset(b, h, j, 2));
   }
 }
 #endif
@@ -561,9 +556,9 @@ void BackwardHead(const float* q, const float* k, const float* v, int64_t stride
   float* do_rows = q_rows + QB * dim;
   float* pt = m.scores.Reserve(tokens * QB);    // P^T
   float* dst = m.scores2.Reserve(tokens * QB);  // dP^T, then dS^T
-  m.grad_k.Zeroed(tokens * dim);
-  m.grad_v.Zeroed(tokens * dim);
-  m.out_rows.Reserve(QB * dim);  // dQ rows
+  float* grad_k_rows = m.grad_k.Zeroed(tokens * dim);
+  float* grad_v_rows = m.grad_v.Zeroed(tokens * dim);
+  float* out_rows = m.out_rows.Reserve(QB * dim);  // dQ rows
   int64_t key_stride = stride;
   const float* keys = WholeVectorRows(k, tokens, head_dim, &key_stride, m.keys);
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
@@ -602,15 +597,15 @@ void BackwardHead(const float* q, const float* k, const float* v, int64_t stride
       for (int64_t i = count; i < QB; ++i) pt[j * QB + i] = dst[j * QB + i] = 0.0f;
     }
     // dQ = dS K; dV += P^T dO; dK += dS^T Q.
-    Product(dst, 1, QB, RoundUp(count, R), tokens, keys, key_stride, dim, m.out_rows.data(), dim);
+    Product(dst, 1, QB, RoundUp(count, R), tokens, keys, key_stride, dim, out_rows, dim);
     for (int64_t i = 0; i < count; ++i)
-      memcpy(grad_q + (i0 + i) * grad_stride, &m.out_rows[i * dim], head_dim * sizeof(float));
-    Product(pt, QB, 1, tokens, QB, do_rows, dim, dim, m.grad_v.data(), dim, true);
-    Product(dst, QB, 1, tokens, QB, q_rows, dim, dim, m.grad_k.data(), dim, true);
+      memcpy(grad_q + (i0 + i) * grad_stride, out_rows + i * dim, head_dim * sizeof(float));
+    Product(pt, QB, 1, tokens, QB, do_rows, dim, dim, grad_v_rows, dim, true);
+    Product(dst, QB, 1, tokens, QB, q_rows, dim, dim, grad_k_rows, dim, true);
   }
   for (int64_t j = 0; j < tokens; ++j) {
-    memcpy(grad_k + j * grad_stride, &m.grad_k[j * dim], head_dim * sizeof(float));
-    memcpy(grad_v + j * grad_stride, &m.grad_v[j * dim], head_dim * sizeof(float));
+    memcpy(grad_k + j * grad_stride, grad_k_rows + j * dim, head_dim * sizeof(float));
+    memcpy(grad_v + j * grad_stride, grad_v_rows + j * dim, head_dim * sizeof(float));
   }
 }
 
