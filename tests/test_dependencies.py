@@ -1,14 +1,20 @@
 """The suite runs with everything the README's test command installs, or fails saying what is
 missing. Modules that test optional parts skip where a package is absent (a user's machine
-may lack torch), so without this check a missing test dependency would pass CI as skips."""
+may lack torch), so without these checks a missing test dependency would pass CI as skips."""
 
+import importlib.util
+import re
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
-# Installed by the README's test command with --no-deps, beside the dev extra.
+ROOT = Path(__file__).resolve().parents[1]
+# Installed by the README's test command with --no-deps, beside the dev extra; the official
+# architecture's tests skip without them (conftest.py's `official` fixture).
 WITHOUT_DEPENDENCIES = ["vit-pytorch", "einops"]
+FIX = "the suite needs what the README's test command installs"
 
 
 def _requirements():
@@ -18,24 +24,37 @@ def _requirements():
         requirement
         for requirement in declared
         if requirement.marker is None or requirement.marker.evaluate({"extra": "dev"})
-    ] + [Requirement(name) for name in WITHOUT_DEPENDENCIES]
+    ]
 
 
-@pytest.mark.parametrize("requirement", _requirements(), ids=str)
+def _skipped_without():
+    """Every module a test or benchmark module skips without (``pytest.importorskip``)."""
+    files = [*ROOT.glob("tests/*.py"), *ROOT.glob("benchmarks/*.py")]
+    names = {m for f in files for m in re.findall(r'importorskip\("([\w.]+)"', f.read_text())}
+    return sorted(names)
+
+
+@pytest.mark.parametrize(
+    "requirement",
+    _requirements() + [Requirement(name) for name in WITHOUT_DEPENDENCIES],
+    ids=str,
+)
 def test_each_core_and_dev_requirement_is_installed(requirement):
     try:
         version = metadata.version(requirement.name)
     except metadata.PackageNotFoundError:
-        pytest.fail(
-            f"{requirement.name} is not installed: the suite needs what the README's test "
-            "command installs (pip install -e '.[dev]', then vit-pytorch with --no-deps)."
-        )
+        pytest.fail(f"{requirement.name} is not installed: {FIX}.")
     assert requirement.specifier.contains(version, prereleases=True), (
         f"{requirement.name} {version} does not satisfy {requirement}"
     )
 
 
-def test_the_requirements_come_from_the_installed_metadata():
-    """Core and dev ones both: the parametrized test above checks what this list holds."""
-    names = {requirement.name for requirement in _requirements()}
-    assert {"tensorflow", "pyyaml", "torch", "tensorflow-text", "onnxruntime", "ruff"} <= names
+@pytest.mark.parametrize("module", _skipped_without())
+def test_every_module_the_suite_can_skip_without_is_installed(module):
+    """Also what a dev extra that lost a package would no longer install."""
+    assert importlib.util.find_spec(module) is not None, f"{module} is not importable: {FIX}."
+
+
+def test_the_lists_checked_above_are_read_from_the_project():
+    assert any(r.marker is not None for r in _requirements()), "no dev requirement declared"
+    assert {"torch", "tensorflow_text", "onnxruntime"} <= set(_skipped_without())
