@@ -60,6 +60,45 @@ def test_recipe_values_out_of_range_are_refused_before_a_run_starts(
     assert not (tmp_path / "run").exists()
 
 
+def _alias_bomb(levels=9, copies=9):
+    """A ~300-byte YAML recipe whose crop_scale stands for copies ** levels numbers."""
+    lines = ["anchors:", f"  l0: &l0 [{','.join(['1'] * copies)}]"]
+    for level in range(1, levels - 1):
+        lines.append(f"  l{level}: &l{level} [{','.join([f'*l{level - 1}'] * copies)}]")
+    lines.append(f"crop_scale: [{','.join([f'*l{levels - 2}'] * copies)}]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (_alias_bomb(), "holds more than 10,000 values or nests deeper than 8 levels"),
+        ('crop_scale: !!python/object/apply:os.system ["touch pwned"]', "is not valid YML"),
+        ("epochs: " + "[" * 20 + "]" * 20, "nests deeper than 8 levels"),
+        ("model: " + "x" * 20_000, "holds a text of 20,000 characters"),
+    ],
+    ids=["alias bomb", "python tag", "deep nesting", "long text"],
+)
+def test_hostile_yaml_recipes_are_refused_at_once_by_the_cli(tmp_path, content, message):
+    """The alias bomb once hung `cct-fast train` (its refusal printed all 9^9 values)."""
+    recipe = tmp_path / "recipe.yml"
+    recipe.write_text(content)
+    assert len(_alias_bomb()) < 500
+    result = subprocess.run(
+        [sys.executable, "-m", "cct_fast.cli", "train", "--recipe", str(recipe)]
+        + ["--dataset", "digits", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert len(result.stderr) < 2000
+    assert not (tmp_path / "run").exists() and not (tmp_path / "pwned").exists()
+
+
 def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
     tmp_path, monkeypatch
 ):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import reprlib
 import warnings
 from pathlib import Path
 
@@ -183,7 +184,39 @@ def read_recipe_file(path):
         raise RecipeError(
             f"Recipe {path} must hold a mapping of settings; got {type(values).__name__}."
         )
+    _check_size(values, path)
     return values
+
+
+# A recipe is a mapping of a few dozen settings of a value or two each. YAML aliases let a
+# 300-byte file stand for 9^9 values, which converting or printing would expand: a file past
+# these bounds is refused first, in time bounded by them.
+MAX_VALUES, MAX_DEPTH, MAX_TEXT = 10_000, 8, 10_000
+
+
+def _check_size(values, path):
+    """Counts every value as its aliases would expand, and stops at the first bound passed."""
+    count, stack = 0, [(values, 0)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            raise RecipeError(
+                f"Recipe {path} holds a text of {len(value):,} characters; a setting takes at "
+                f"most {MAX_TEXT:,}."
+            )
+        children = []
+        if isinstance(value, dict):
+            children = [*value.keys(), *value.values()]
+        elif isinstance(value, (list, tuple)):
+            children = value
+        if count + len(stack) + len(children) > MAX_VALUES or (children and depth >= MAX_DEPTH):
+            raise RecipeError(
+                f"Recipe {path} holds more than {MAX_VALUES:,} values or nests deeper than "
+                f"{MAX_DEPTH} levels (a YAML alias counts each time it is used): a recipe is a "
+                "mapping of settings, each a number, a text, true/false or a pair of numbers."
+            )
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _in(low, high, low_open=False, high_open=False):
@@ -320,8 +353,14 @@ def _converted(key, value, source):
         return _number(value, type(default))
     except (TypeError, ValueError):
         raise RecipeError(
-            f"Recipe setting {key}={value!r} in {source}: expected {_expected_kind(default)}."
+            f"Recipe setting {key}={_BRIEF.repr(value)} in {source}: expected "
+            f"{_expected_kind(default)}."
         ) from None
+
+
+# What a message shows of a value that came from a file: never the whole of it.
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother = 3, 80, 80
 
 
 def _number(value, kind):
