@@ -1,6 +1,7 @@
 """Bad inputs to training and evaluation runs: recipe values, image folders, a second run into
 the same folder, a loss that becomes NaN, interruptions and failed evaluations."""
 
+import io
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
 import zlib
 
 import numpy as np
@@ -424,3 +426,109 @@ def test_flowers102_refuses_labels_and_split_ids_out_of_range(tmp_path, rng):
     savemat(root / "setid.mat", {"trnid": [[13]], "valid": [[2]], "tstid": [[3]]})
     with pytest.raises(data.DatasetError, match=r"labels must be 1..102 and split ids 1..12"):
         data.load_dataset(f"flowers102:{root}")
+
+
+def _saved_checkpoint(folder):
+    """A real checkpoint.npz of a small model, the model, its recipe and the file's entries."""
+    from cct_fast.train.recipe import Recipe
+
+    recipe = Recipe(model="cct_2_3x2_32", dataset="digits")
+    model = train.build_model(recipe, 10)
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    path = folder / "checkpoint.npz"
+    train.save_checkpoint(path, model, recipe, [])
+    with zipfile.ZipFile(path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    return path, model, recipe, entries
+
+
+def _npy_header_only(shape, descr="<f4"):
+    """A .npy entry whose header declares ``shape`` and whose data is a few bytes."""
+    stream = io.BytesIO()
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(stream, header)
+    return stream.getvalue() + bytes(16)
+
+
+@pytest.mark.parametrize(
+    "replace, message",
+    [
+        ({"*/head/kernel.npy": _npy_header_only((10**11,))}, r"wrong dtypes or shapes"),
+        ({"extra.npy": _npy_header_only((10**11,))}, r"unexpected \['extra'\]"),
+        ({"state.npy": _npy_header_only((10**11,), "|u1")}, "declares 100,0.* more than"),
+        ({"state.npy": None}, "holds no run state"),
+        ({"*/head/bias.npy": b"\x93NUMPY\x09\x00"}, "not a readable cct-fast run checkpoint"),
+    ],
+    ids=["huge known array", "huge extra array", "huge state", "no state", "bad npy version"],
+)
+def test_a_crafted_checkpoint_is_refused_from_its_headers(tmp_path, replace, message):
+    """Names, dtypes, shapes and the declared total are checked before any data is read:
+    a 10^11-element header once ended in numpy's raw 373 GiB allocation error."""
+    path, model, recipe, entries = _saved_checkpoint(tmp_path)
+    # "*/head/kernel.npy": the model's own entry of that name.
+    replace = {
+        next(e for e in entries if e.endswith(name[1:])) if name[0] == "*" else name: data
+        for name, data in replace.items()
+    }
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in {**entries, **replace}.items():
+            if data is not None:
+                archive.writestr(name, data)
+    before = [v.numpy() for v in model.variables]
+    with pytest.raises(train.RunError, match=message):
+        train.load_checkpoint(path, model, recipe)
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.variables, strict=True))
+
+
+_PEAK_MEMORY_OF_A_BOMBED_CHECKPOINT = textwrap.dedent("""
+    import io, sys, zipfile
+    from pathlib import Path
+    import numpy as np
+    from cct_fast import train
+    from cct_fast.train.recipe import Recipe
+
+    def peak_mb():
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) // 1024
+
+    recipe = Recipe(model="cct_2_3x2_32", dataset="digits")
+    model = train.build_model(recipe, 10)
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    path = Path(sys.argv[1]) / "checkpoint.npz"
+    train.save_checkpoint(path, model, recipe, [])
+    # 512 MiB of zeros, deflated to half a megabyte, appended as one more array.
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("bomb.npy", "w", force_zip64=True) as entry:
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(
+                header, {"descr": "<f4", "fortran_order": False, "shape": (2**27,)}
+            )
+            entry.write(header.getvalue())
+            for _ in range(32):
+                entry.write(bytes(16 * 2**20))
+    before = peak_mb()
+    try:
+        train.load_checkpoint(path, model, recipe)
+    except train.RunError as error:
+        print("refused:", str(error).split(":")[1][:60])
+    print(path.stat().st_size // 2**20, peak_mb() - before)
+""")
+
+
+def test_a_checkpoint_with_a_deflated_bomb_is_refused_without_reading_it(tmp_path):
+    """The bomb once was read whole (and 3 GiB of it took 3.96 GB and 225 s) before the
+    names were compared."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY_OF_A_BOMBED_CHECKPOINT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    refusal, sizes = result.stdout.strip().splitlines()[-2:]
+    assert "unexpected ['bomb']" in refusal
+    file_mb, peak_growth_mb = map(int, sizes.split())
+    assert file_mb < 20 and peak_growth_mb < 50

@@ -5,12 +5,14 @@ file that resuming reads."""
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 
 import numpy as np
 
 from cct_fast.errors import RunError
 from cct_fast.weights.files import atomic_output
+from cct_fast.weights.pth import MAX_BYTES
 
 
 def seed_states(model):
@@ -43,35 +45,82 @@ def save_checkpoint(path, model, recipe, history):
 
 def load_checkpoint(path, model, recipe):
     """Restore what :func:`save_checkpoint` wrote into ``model`` and its optimizer; returns
-    the history. Checks everything before assigning anything."""
+    the history. Checks everything before assigning anything, and reads no array data before
+    the names, dtypes and shapes in the arrays' headers match the model and the optimizer and
+    their total is within :data:`~cct_fast.weights.pth.MAX_BYTES`: a crafted file makes it
+    allocate nothing it would not for a real one."""
+    targets = [(f"model/{v.path}", v) for v in model.variables if not _is_seed_state(v)]
+    targets += [(_optimizer_key(i, v), v) for i, v in enumerate(model.optimizer.variables)]
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-        state = json.loads(arrays.pop("state").tobytes())
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        with zipfile.ZipFile(path) as archive:
+            headers = {
+                name.removesuffix(".npy"): _npy_header(archive, name) for name in archive.namelist()
+            }
+            _check_headers(path, headers, targets)
+            state = json.loads(_read_array(archive, "state").tobytes())
+            if state["recipe"] != json.loads(json.dumps(recipe.to_dict())):
+                raise RunError(f"{path} was written by another recipe; nothing was loaded.")
+            arrays = {key: _read_array(archive, key) for key, _ in targets}
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
         raise RunError(
             f"{path} is not a readable cct-fast run checkpoint ({error}); nothing "
             f"was loaded. Remove it to start over."
         ) from None
-    if state["recipe"] != json.loads(json.dumps(recipe.to_dict())):
-        raise RunError(f"{path} was written by another recipe; nothing was loaded.")
-    targets = [(f"model/{v.path}", v) for v in model.variables if not _is_seed_state(v)]
-    targets += [(_optimizer_key(i, v), v) for i, v in enumerate(model.optimizer.variables)]
-    missing = [key for key, _ in targets if key not in arrays]
-    wrong = [
-        f"{key} {arrays[key].shape} vs {tuple(v.shape)}"
-        for key, v in targets
-        if key in arrays and arrays[key].shape != tuple(v.shape)
-    ]
-    if missing or wrong or len(arrays) != len(targets):
-        raise RunError(
-            f"{path} does not match this model: missing {missing[:3]}, wrong shapes "
-            f"{wrong[:3]}, {len(arrays)} arrays for {len(targets)} variables; "
-            f"nothing was loaded."
-        )
     for key, variable in targets:
         variable.assign(arrays[key])
     return state["history"]
+
+
+def _npy_header(archive, name):
+    """(shape, dtype) of one .npy entry, from its header alone."""
+    with archive.open(name) as entry:
+        version = np.lib.format.read_magic(entry)
+        read_header = _HEADER_READERS.get(version)
+        if read_header is None:
+            raise ValueError(f"{name} is .npy version {version}, which numpy.savez does not write")
+        shape, _, dtype = read_header(entry)
+    return tuple(shape), np.dtype(dtype)
+
+
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def _read_array(archive, key):
+    with archive.open(f"{key}.npy") as entry:
+        return np.lib.format.read_array(entry, allow_pickle=False)
+
+
+def _check_headers(path, headers, targets):
+    """Refuses a checkpoint whose arrays are not exactly the variables of ``targets`` (plus
+    the run state), with their shapes and dtypes, or that would take more than MAX_BYTES."""
+    expected = {key: (tuple(v.shape), np.dtype(v.dtype)) for key, v in targets}
+    state = headers.pop("state", None)
+    if state is None or state[1] != np.uint8 or len(state[0]) != 1:
+        raise RunError(f"{path} holds no run state; nothing was loaded. Remove it to start over.")
+    missing = [key for key in expected if key not in headers]
+    unexpected = [key for key in headers if key not in expected]
+    wrong = [
+        f"{key} {headers[key][1]}{list(headers[key][0])} vs {dtype}{list(shape)}"
+        for key, (shape, dtype) in expected.items()
+        if key in headers and headers[key] != (shape, dtype)
+    ]
+    if missing or unexpected or wrong:
+        raise RunError(
+            f"{path} does not match this model: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}, wrong dtypes or shapes {wrong[:3]} ({len(headers)} arrays for "
+            f"{len(expected)} variables); nothing was loaded."
+        )
+    declared = state[0][0] + sum(
+        math.prod(shape) * dtype.itemsize for shape, dtype in headers.values()
+    )
+    if declared > MAX_BYTES:
+        raise RunError(
+            f"{path} declares {declared:,} bytes of arrays, more than "
+            f"cct_fast.weights.pth.MAX_BYTES; nothing was loaded."
+        )
 
 
 def _optimizer_key(index, variable):
