@@ -63,3 +63,4 @@ __all__ = [*_EXPORTS, *_official_names()]
 if Path(sys.argv[0] if sys.argv else "").name != "cct-fast":
     importlib.import_module("cct_fast.core.model")  # registers the Keras classes
     importlib.import_module("cct_fast.core.text_model")
+    importlib.import_module("cct_fast.weights.loading")  # the models' checked load_weights

@@ -183,14 +183,16 @@ def test_backbone_weights_load_into_a_model_with_a_head_and_warn(tmp_path):
 
 
 def _assert_load_refused(model, path, pattern):
-    """Loading ``path`` fails with ``pattern``, without a warning, and assigns nothing."""
+    """Loading ``path``, through cct_fast.load_weights and through Keras' own
+    ``model.load_weights``, fails with ``pattern``, without a warning, and assigns nothing."""
     before = model.get_weights()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with pytest.raises(CheckpointError, match=pattern):
-            cct_fast.load_weights(model, path)
-    for old, new in zip(before, model.get_weights(), strict=False):
-        np.testing.assert_array_equal(old, new)
+    for load in (lambda: cct_fast.load_weights(model, path), lambda: model.load_weights(path)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(CheckpointError, match=pattern):
+                load()
+        for old, new in zip(before, model.get_weights(), strict=True):
+            np.testing.assert_array_equal(old, new)
 
 
 @pytest.mark.parametrize(
@@ -216,6 +218,32 @@ def test_keras_weights_of_a_deeper_model_are_refused_naming_the_depths(
         rf"(?s){file_name} does not fit {loaded} .*unexpected weights \(\d\): {extra_blocks}\n"
         rf".*It holds {depth} encoder layers .*; {loaded} has {shallower} encoder layers",
     )
+
+
+def test_keras_load_weights_refuses_another_head_unless_told_to_skip_it(tmp_path):
+    """As Keras' method: a mismatch is an error, and skip_mismatch=True skips it (the head
+    stays freshly initialised, with a warning); everything else is loaded and checked."""
+    trained = cct_fast.create_model("cct_2_3x2_32", num_classes=10)
+    cct_fast.save_weights(trained, tmp_path / "w.weights.h5")
+    model = cct_fast.create_model("cct_2_3x2_32", num_classes=3)
+    head = [w.numpy() for w in model.head.weights]
+    with pytest.raises(CheckpointError, match="head"):
+        model.load_weights(tmp_path / "w.weights.h5")
+    with pytest.warns(UserWarning, match="head"):
+        model.load_weights(tmp_path / "w.weights.h5", skip_mismatch=True)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(head, model.head.weights, strict=True))
+    np.testing.assert_array_equal(model.norm.gamma.numpy(), trained.norm.gamma.numpy())
+
+
+def test_keras_load_weights_reads_official_checkpoints_too(tmp_path):
+    model = cct_fast.create_model("cct_2_3x2_32")
+    other = cct_fast.create_model("cct_2_3x2_32")
+    path = tmp_path / "official.pth"
+    torch = pytest.importorskip("torch")
+    state = cct_fast.weights.official_keys.official_state_dict(model)
+    torch.save({key: torch.from_numpy(np.array(value)) for key, value in state.items()}, path)
+    other.load_weights(path)
+    assert_same_weights(model, other)
 
 
 def test_keras_weights_of_another_architecture_name_every_mismatch(tmp_path):

@@ -19,12 +19,33 @@ from cct_fast.core.layers import (
 from cct_fast.core.layers.encoder import layer_norm
 from cct_fast.core.layers.replica_dropout import Dropout
 
+# cct_fast.weights.loading.load_weights, which sits above this layer: it hands itself in when
+# it is imported (``import cct_fast`` imports it), and the models' load_weights runs it.
+_checked_load = None
+
+
+def use_checked_load(load):
+    """Makes ``load(model, path, allow_new_head=...)`` what the models' ``load_weights`` runs."""
+    global _checked_load
+    _checked_load = load
+
 
 class EncoderClassifier(keras.Model):
     """The shared part of the models; a subclass sets ``self.config`` (with ``width``,
     ``dropout``, ``attention_dropout``, ``num_heads``, ``feedforward_dim``,
     ``drop_path_rates``, ``seq_pool`` and ``num_classes``), builds its tokenizer, then calls
     :meth:`_add_encoder` and, in ``call``, :meth:`_classify` on its tokens."""
+
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        """Keras' method, checked and all or nothing as :func:`cct_fast.load_weights` is: a
+        file of another architecture (a deeper model's, which Keras itself would load into the
+        first blocks) is refused with both described, the model keeps its weights on any
+        failure, and PyTorch checkpoints are converted. A head of another shape is refused, as
+        Keras refuses it; ``skip_mismatch=True`` leaves it freshly initialised, with a warning.
+        Keras' other arguments go to Keras' own load."""
+        if kwargs:
+            return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+        _checked_load(self, filepath, allow_new_head=skip_mismatch)
 
     def _add_encoder(self, *, include_top, classifier_activation, jit_compile, implementation):
         config = self.config

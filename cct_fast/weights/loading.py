@@ -8,8 +8,10 @@ import math
 import os
 from pathlib import Path
 
+import keras
 import numpy as np
 
+from cct_fast.core.encoder_classifier import use_checked_load
 from cct_fast.core.model import CCT
 from cct_fast.errors import CheckpointError
 from cct_fast.weights.files import atomic_output
@@ -62,7 +64,7 @@ def load_weights(model: CCT, path: str | os.PathLike, *, allow_new_head: bool = 
         check_keras_weights(model, path, allow_new_head=allow_new_head)
         try:
             with _all_or_nothing(model):
-                model.load_weights(path)
+                keras.Model.load_weights(model, path)  # the models' own method runs this
         except (ValueError, OSError) as error:
             raise CheckpointError(
                 f"Cannot load Keras weights {path} into {model.name}: {error}; "
@@ -97,3 +99,6 @@ def save_weights(model: CCT, path: str | os.PathLike) -> Path:
                 f"Cannot save to {path.name!r}: use a .weights.h5 or .keras file name."
             )
     return path
+
+
+use_checked_load(load_weights)
