@@ -481,6 +481,20 @@ def test_a_crafted_checkpoint_is_refused_from_its_headers(tmp_path, replace, mes
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.variables, strict=True))
 
 
+def test_a_checkpoint_holding_nan_resumes_with_a_warning_naming_it(tmp_path):
+    """As weight files do: the run goes on, and says its model will compute NaN."""
+    path, model, recipe, entries = _saved_checkpoint(tmp_path)
+    key = next(name for name in entries if name.endswith("/head/kernel.npy"))
+    stream = io.BytesIO()
+    np.save(stream, np.full(np.load(io.BytesIO(entries[key])).shape, np.nan, np.float32))
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in {**entries, key: stream.getvalue()}.items():
+            archive.writestr(name, data)
+    with pytest.warns(UserWarning, match=r"NaN or Inf values in 1 tensor\(s\): model/.*head"):
+        assert train.load_checkpoint(path, model, recipe) == []
+    assert np.isnan(model.head.kernel.numpy()).all()
+
+
 _PEAK_MEMORY_OF_A_BOMBED_CHECKPOINT = textwrap.dedent("""
     import io, sys, zipfile
     from pathlib import Path

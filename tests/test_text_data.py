@@ -114,13 +114,27 @@ def test_a_csv_file_is_split_and_a_csv_folder_keeps_its_splits(tmp_path):
         ("", "is empty"),
         ("text,label\nhi,a\nhello,\nhey,b\n", r"1 row\(s\) lack a text or label cell \(rows 3\)"),
         ("text,label\nhi,a\nhey,b\nho,b\n", "class\\(es\\) a have a single text"),
+        ("text,label\n" + "hi,a\n" * 10, "every training text has the label 'a'.*two classes"),
+        (
+            "text,label\n" + "".join(f"t{i},c{i // 2}\n" for i in range(600)),
+            "600 texts of 300 classes cannot be split 80/20 .*120 test texts",
+        ),
     ],
+    ids=["columns", "no rows", "empty", "a row lacks", "a single text", "one class", "classes"],
 )
 def test_unreadable_csv_files_say_what_is_wrong(tmp_path, content, message):
     path = tmp_path / "data.csv"
     path.write_text(content)
     with pytest.raises(DatasetError, match=message):
         load_text_dataset(f"csv:{path}")
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "data.csv"
+    rows = "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(10))
+    path.write_bytes(("text,label\n" + rows).encode("utf-8-sig"))
+    dataset = load_text_dataset(f"csv:{path}")
+    assert dataset.class_names == ["a", "b"]
 
 
 def test_a_csv_in_another_encoding_is_refused(tmp_path):

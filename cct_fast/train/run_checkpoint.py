@@ -12,7 +12,7 @@ import numpy as np
 
 from cct_fast.errors import RunError
 from cct_fast.weights.files import atomic_output
-from cct_fast.weights.pth import MAX_BYTES
+from cct_fast.weights.pth import MAX_BYTES, warn_if_not_finite
 
 
 def seed_states(model):
@@ -66,6 +66,7 @@ def load_checkpoint(path, model, recipe):
             f"{path} is not a readable cct-fast run checkpoint ({error}); nothing "
             f"was loaded. Remove it to start over."
         ) from None
+    warn_if_not_finite(((key, arrays[key]) for key, _ in targets), path)
     for key, variable in targets:
         variable.assign(arrays[key])
     return state["history"]

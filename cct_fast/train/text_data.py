@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,11 @@ def _labelled(name, train_texts, train_names, test_texts, test_names, class_name
                 f"{class_names}. Delete the downloaded files to fetch them again."
             )
     class_names = class_names or sorted(set(train_names))
+    if len(class_names) < 2:
+        raise DatasetError(
+            f"{name}: every training text has the label {class_names[0]!r}; a classifier needs "
+            "at least two classes."
+        )
     unknown = sorted(set(test_names) - set(class_names))
     if unknown:
         raise DatasetError(
@@ -118,6 +124,13 @@ def _seeded_split(name, texts, names):
         raise DatasetError(
             f"{name}: class(es) {', '.join(map(str, lonely[:10]))} have a single text; a split "
             "into training and test texts needs at least two of each."
+        )
+    test_count = math.ceil(len(texts) * TEST_FRACTION)
+    if len(counts) > min(test_count, len(texts) - test_count):
+        raise DatasetError(
+            f"{name}: {len(texts)} texts of {len(counts)} classes cannot be split 80/20 with "
+            f"every class on both sides ({test_count} test texts); give each class at least "
+            "5 texts, or a folder with train.csv and test.csv."
         )
     train_x, test_x, train_y, test_y = train_test_split(
         texts, names, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=names
@@ -202,7 +215,8 @@ def _trec():
 def _read_csv(path):
     """``(texts, class names)`` from the ``text`` and ``label`` columns of ``path``."""
     try:
-        with path.open(newline="", encoding="utf-8") as file:
+        # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name.
+        with path.open(newline="", encoding="utf-8-sig") as file:
             rows = list(csv.reader(file))
     except UnicodeDecodeError as error:
         raise DatasetError(
