@@ -410,6 +410,32 @@ def test_the_evaluation_crop_keeps_the_centre_as_timm_does():
     assert np.all(squeezed[:, :3, 0] > 200)  # red at the sides
 
 
+@pytest.mark.parametrize("crop_pct", [0.875, 0.9])
+def test_the_evaluation_crop_is_timms_geometry_at_the_official_crop_pcts(crop_pct):
+    """timm's transform computed here: torchvision's Resize(int(32 / crop_pct)) sets the shorter
+    side to that and the longer to int(scaled * long / short), CenterCrop(32) starts at
+    round((new - 32) / 2). On a 50x79 image of linear ramps (x in red, y in green), bilinear
+    resampling keeps the ramps, so each output pixel says which source point it came from."""
+    height, width, size = 50, 79, 32
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    image = np.stack([3 * x, 4 * y, np.zeros_like(x)], axis=-1).astype(np.uint8)
+    dataset = Dataset("test", None, Split(image[None], np.array([0])), ["a"], (0, 0, 0), (1, 1, 1))
+    batches = pipeline.evaluation_batches(
+        dataset.test, dataset, (size, size), 1, "bilinear", crop_pct
+    )
+    got = next(iter(batches))[0][0].numpy() * 255
+
+    scaled = int(size / crop_pct)
+    new_height, new_width = scaled, int(scaled * width / height)
+    top, left = round((new_height - size) / 2), round((new_width - size) / 2)
+    rows = (top + np.arange(size) + 0.5) * height / new_height - 0.5
+    columns = (left + np.arange(size) + 0.5) * width / new_width - 0.5
+    np.testing.assert_allclose(got[..., 0], np.broadcast_to(3 * columns, (size, size)), atol=1.0)
+    np.testing.assert_allclose(
+        got[..., 1], np.broadcast_to(4 * rows[:, None], (size, size)), atol=1.0
+    )
+
+
 def test_a_digits_run_with_the_flowers_recipe_augmentations_trains_and_evaluates(tmp_path):
     """The official Flowers-102 config (configs/datasets/flowers102.yml, the one with
     RandomErasing): random bicubic/bilinear crops, MixUp/CutMix to the end, the bicubic

@@ -72,11 +72,14 @@ def _centre_crop(size, interpolation, crop_pct, encoded=False):
 
     def transform(image):
         image = read(image)
-        shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        factor = scaled / tf.reduce_min(shape)
-        new = tf.maximum(tf.cast(tf.round(shape * factor), tf.int32), [height, width])
+        shape = tf.shape(image)[:2]
+        short = tf.reduce_min(shape)
+        # As torchvision computes them: Resize(int) takes the shorter side to `scaled` and the
+        # longer to int(scaled * long / short), truncated; CenterCrop starts at
+        # round((new - size) / 2), halves to even as Python's round (and tf.round) go.
+        new = tf.maximum(tf.where(shape == short, scaled, scaled * shape // short), [height, width])
         image = _resize(image, new, interpolation)
-        top, left = (new[0] - height) // 2, (new[1] - width) // 2
+        top, left = tf.unstack(tf.cast(tf.round((new - [height, width]) / 2), tf.int32))
         return tf.ensure_shape(image[top : top + height, left : left + width], (height, width, 3))
 
     return transform
