@@ -147,6 +147,16 @@ def test_bad_distribution_settings_are_refused_before_training(tmp_path, monkeyp
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1"]}}')
     with pytest.raises(train.RunError, match="TF_CONFIG must be JSON with 'cluster' and 'task'"):
         train.fit(out=tmp_path / "b", distribute="multiworker", **SETTINGS)
+    for task, message in (
+        ('{"type": "worker", "index": 2}', r"task is worker 2, but its cluster lists 1 worker"),
+        ('{"type": "worker", "index": "0"}', r"task is worker '0'"),
+        ('{"type": "chief", "index": 0}', r"reading it failed at KeyError\('chief'\)"),
+    ):
+        monkeypatch.setenv(
+            "TF_CONFIG", f'{{"cluster": {{"worker": ["localhost:1"]}}, "task": {task}}}'
+        )
+        with pytest.raises(train.RunError, match=message):
+            train.fit(out=tmp_path / "b", distribute="multiworker", **SETTINGS)
     with pytest.raises(train.RunError, match="distribute must be one of mirrored, multiworker"):
         train.fit(out=tmp_path / "c", distribute="parameter_server", **SETTINGS)
     with pytest.raises(train.RunError, match="batch_size 33 is the global batch.*2 replicas"):

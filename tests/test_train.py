@@ -332,3 +332,24 @@ def test_tensorboard_without_its_package_is_refused_before_training(tmp_path, mo
     with pytest.raises(train.RunError, match="needs the tensorboard package: pip install"):
         train.fit(out=tmp_path / "run", epochs=1, verbose=0, tensorboard=True, **QUICK)
     assert not list((tmp_path / "run").glob("*.json"))  # nothing of a run written
+
+
+@pytest.mark.parametrize(
+    "card",
+    [
+        [],
+        {"dataset": "digits", "class_names": "0123456789"},
+        {"dataset": "digits", "class_names": ["only"]},
+        {"dataset": "digits", "class_names": ["a", 2]},
+        {"dataset": "digits", "class_names": ["a", "b"], "mean": [0.5, 0.5, 0.5]},
+        {"dataset": "digits", "class_names": ["a", "b"], "mean": [0.5] * 3, "std": [True] * 3},
+    ],
+    ids=["a list", "a text", "one class", "a number", "mean alone", "std of booleans"],
+)
+def test_a_dataset_card_that_no_run_writes_is_refused_by_name(tmp_path, card):
+    (tmp_path / "dataset.json").write_text(json.dumps(card))
+    with pytest.raises(train.RunError, match=r"dataset.json is not what a run writes"):
+        train.run.read_dataset_card(tmp_path)
+    good = {"dataset": "digits", "class_names": ["a", "b"], "mean": [0.5] * 3, "std": [0.2] * 3}
+    (tmp_path / "dataset.json").write_text(json.dumps(good))
+    assert train.run.read_dataset_card(tmp_path) == good

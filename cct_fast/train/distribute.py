@@ -49,12 +49,19 @@ def _check_tf_config():
         )
     try:
         config = json.loads(text)
-        config["cluster"], config["task"]["type"], config["task"]["index"]
+        kind, index = config["task"]["type"], config["task"]["index"]
+        tasks = config["cluster"][kind]
     except (ValueError, KeyError, TypeError) as error:
         raise RunError(
             f"TF_CONFIG must be JSON with 'cluster' and 'task' ({{'type', 'index'}}); "
             f"reading it failed at {error!r}."
         ) from None
+    if not isinstance(tasks, list) or not isinstance(index, int) or not 0 <= index < len(tasks):
+        raise RunError(
+            f"TF_CONFIG's task is {kind} {index!r}, but its cluster lists "
+            f"{len(tasks) if isinstance(tasks, list) else 'no list of'} {kind} address(es): "
+            "the index counts from 0 within that list."
+        )
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

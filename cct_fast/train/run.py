@@ -697,9 +697,35 @@ def read_dataset_card(folder: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        card = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise RunError(f"{path} is not readable JSON ({error}).") from None
+    if not _is_dataset_card(card):
+        raise RunError(
+            f"{path} is not what a run writes: expected an object with 'dataset' (a text), "
+            "'class_names' (two or more texts) and, for an image run, 'mean' and 'std' (three "
+            "numbers each). Remove it to have `cct-fast train --resume` write it again."
+        )
+    return card
+
+
+def _is_dataset_card(card):
+    def numbers(value):
+        return (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+        )
+
+    return (
+        isinstance(card, dict)
+        and isinstance(card.get("dataset"), str)
+        and isinstance(card.get("class_names"), list)
+        and len(card["class_names"]) >= 2
+        and all(isinstance(name, str) for name in card["class_names"])
+        and (("mean" in card) == ("std" in card))
+        and ("mean" not in card or (numbers(card["mean"]) and numbers(card["std"])))
+    )
 
 
 def _check_classes(folder, data):
