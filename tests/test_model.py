@@ -175,6 +175,12 @@ def test_what_is_not_an_array_is_named(small, given):
         small(given)
 
 
+def test_a_text_models_inputs_are_named_for_what_they_are(small):
+    ids, mask = np.zeros((2, 64), "int32"), np.ones((2, 64), bool)
+    with pytest.raises(TypeError, match=r"is an image model .*got 2 2-D arrays, as a text"):
+        small((ids, mask))
+
+
 def test_non_square_models_take_non_square_images_and_save(tmp_path, rng):
     model = cct_fast.create_model("cct_2_3x2_32", img_size=(32, 48))
     images = rng.standard_normal((2, 32, 48, 3)).astype("float32")

@@ -119,8 +119,9 @@ def test_inputs_are_checked_with_what_was_expected():
         model(ids)
     with pytest.raises(ValueError, match=r"vocabulary of 1000 ids; got token ids from 1000 to"):
         model((np.where(ids == 0, 1000, 1), ids == 0))
-    with pytest.raises(TypeError, match="takes token ids, not texts: tokenize them first"):
-        model((tf.constant(["a dog"] * 2), ids > 0))
+    for texts in ((tf.constant(["a dog"] * 2), ids > 0), ["a dog"], "a dog", np.array(["a dog"])):
+        with pytest.raises(TypeError, match="takes token ids, not texts: tokenize them first"):
+            model(texts)
     with pytest.raises(TypeError, match=r"boolean \(or 0/1 integer\) mask; got .*float32"):
         model((ids, ids.astype("float32")))
     with pytest.raises(cct_fast.ConfigError, match="seq_len 62 must be a multiple"):

@@ -177,6 +177,16 @@ class CCT(EncoderClassifier):
                 f"{self.name} takes a batch of images: a float tensor or numpy array of shape "
                 f"{self._expected_shape()}; got a {type(images).__name__}."
             )
+        if (
+            isinstance(images, (list, tuple))
+            and images
+            and all(len(getattr(part, "shape", ())) == 2 for part in images)
+        ):
+            raise TypeError(
+                f"{self.name} is an image model and takes one batch of images of shape "
+                f"{self._expected_shape()}; got {len(images)} 2-D arrays, as a text model's "
+                "(token_ids, mask)."
+            )
         if _batch_size(images) == 0:
             self._check_images(images)
             one = ops.zeros((1,) + tuple(images.shape[1:]), images.dtype)

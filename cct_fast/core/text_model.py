@@ -147,6 +147,11 @@ class TextCCT(EncoderClassifier):
             self.positions.build(tokens)
         self._build_encoder(tokens)
 
+    def __call__(self, inputs, *args, **kwargs):
+        # Before Keras, which refuses a Python string or a list of them as "not a tensor".
+        self._refuse_texts(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
     def call(self, inputs, training=False):
         ids, mask = self._ids_and_mask(inputs)
         x = self.word_embedding(ids, mask)
@@ -161,15 +166,18 @@ class TextCCT(EncoderClassifier):
             x = self.positions(x)
         return self._classify(x, training=training, token_mask=token_mask)
 
-    def _ids_and_mask(self, inputs):
-        """``(token_ids, mask)`` from a pair or a dict with those keys, checked."""
-        if isinstance(inputs, dict):
-            inputs = (inputs.get("token_ids"), inputs.get("mask"))
+    def _refuse_texts(self, inputs):
         if _holds_strings(inputs):
             raise TypeError(
                 f"{self.name} takes token ids, not texts: tokenize them first with the run's "
                 "TextEncoder (encoder(texts) gives (token_ids, mask))."
             )
+
+    def _ids_and_mask(self, inputs):
+        """``(token_ids, mask)`` from a pair or a dict with those keys, checked."""
+        if isinstance(inputs, dict):
+            inputs = (inputs.get("token_ids"), inputs.get("mask"))
+        self._refuse_texts(inputs)
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
             raise TypeError(
                 f"{self.name} takes (token_ids, mask), each (batch, {self.config.seq_len}), or a "
@@ -206,11 +214,17 @@ class TextCCT(EncoderClassifier):
 
 
 def _holds_strings(inputs):
+    """Whether ``inputs`` are texts: a string, or a list, tuple or tensor of them."""
     first = inputs[0] if isinstance(inputs, (list, tuple)) and inputs else inputs
     if isinstance(first, (str, bytes)):
         return True
     dtype = getattr(first, "dtype", None)
-    return dtype is not None and str(dtype) in ("string", "<dtype: 'string'>", "object")
+    if dtype is None:
+        return False
+    return getattr(dtype, "kind", None) in ("U", "S", "O") or str(dtype) in (
+        "string",
+        "<dtype: 'string'>",
+    )
 
 
 def _concrete(tensor):
