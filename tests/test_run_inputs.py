@@ -299,6 +299,20 @@ _PEAK_MEMORY_OF_STATISTICS = textwrap.dedent("""
 """)
 
 
+def _python_script(script, folder):
+    """``script`` in a fresh interpreter on ``folder``, which must exit 0. The scripts read
+    their own peak memory (VmHWM in /proc/self/status: ru_maxrss would carry this process's)."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
 def test_folder_statistics_of_large_photos_take_bounded_memory(tmp_path):
     """Eight 3-megapixel photos: the statistics once took 1.7 GB for them (all decoded at full
     size into float64); one at a time at training size they take a few tens of MB."""
@@ -310,14 +324,7 @@ def test_folder_statistics_of_large_photos_take_bounded_memory(tmp_path):
     for i in range(8):
         (root / "train/view" / f"{i}.jpg").write_bytes(photo)
     (root / "test/view/0.jpg").write_bytes(photo)
-    result = subprocess.run(
-        [sys.executable, "-c", _PEAK_MEMORY_OF_STATISTICS, str(root)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = _python_script(_PEAK_MEMORY_OF_STATISTICS, root)
     assert int(result.stdout.split()[-1]) < 300  # MB above the peak after import
 
 
@@ -534,14 +541,7 @@ _PEAK_MEMORY_OF_A_BOMBED_CHECKPOINT = textwrap.dedent("""
 def test_a_checkpoint_with_a_deflated_bomb_is_refused_without_reading_it(tmp_path):
     """The bomb once was read whole (and 3 GiB of it took 3.96 GB and 225 s) before the
     names were compared."""
-    result = subprocess.run(
-        [sys.executable, "-c", _PEAK_MEMORY_OF_A_BOMBED_CHECKPOINT, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = _python_script(_PEAK_MEMORY_OF_A_BOMBED_CHECKPOINT, tmp_path)
     refusal, sizes = result.stdout.strip().splitlines()[-2:]
     assert "unexpected ['bomb']" in refusal
     file_mb, peak_growth_mb = map(int, sizes.split())
