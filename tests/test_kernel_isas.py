@@ -11,6 +11,7 @@ backward. Then the op suite itself runs under each narrower instruction set this
 ``kernels/check_isa.py``, which the build runs, is shown to catch the fault it exists for.
 """
 
+import functools
 import os
 import platform
 import shutil
@@ -39,10 +40,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _environment(isa=None):
+    """This process's environment with CCT_FAST_KERNEL_ISA set to ``isa``, or unset."""
+    environment = {k: v for k, v in os.environ.items() if k != custom_ops.ISA_VARIABLE}
+    return environment if isa is None else {**environment, custom_ops.ISA_VARIABLE: isa}
+
+
+@functools.cache
 def _native_isa():
     """The widest set this CPU has, as the dispatcher finds it without being told."""
-    environment = {k: v for k, v in os.environ.items() if k != custom_ops.ISA_VARIABLE}
-    return _run([], ["isa"], environment).stdout.split()[0]
+    return _run([], ["isa"], _environment()).stdout.split()[0]
 
 
 def _run(prefix, arguments, environment=None):
@@ -57,11 +64,9 @@ def _runners():
     native = _native_isa()
     runners = []
     for isa in custom_ops.KERNEL_ISAS[custom_ops.KERNEL_ISAS.index(native) :]:
-        environment = dict(os.environ, **{custom_ops.ISA_VARIABLE: isa})
-        runners.append((f"native-{isa}", [], environment, isa))
+        runners.append((f"native-{isa}", [], _environment(isa), isa))
     for model, isa in EMULATED.items():
-        environment = {k: v for k, v in os.environ.items() if k != custom_ops.ISA_VARIABLE}
-        runners.append((f"qemu-{model}", [QEMU, "-cpu", model], environment, isa))
+        runners.append((f"qemu-{model}", [QEMU, "-cpu", model], _environment(), isa))
     return runners
 
 
@@ -250,14 +255,14 @@ def test_an_instruction_set_the_cpu_lacks_is_refused_by_name():
     keeps the widest set and says why; the Python side raises that as a ConfigError."""
     widest = _native_isa()
     for requested, reason in (("avx9", "is not one of avx512_bf16"), ("avx512", "at most avx2")):
-        environment = dict(os.environ, **{custom_ops.ISA_VARIABLE: requested})
+        environment = _environment(requested)
         prefix = [] if requested == "avx9" else [QEMU, "-cpu", "Haswell"]
         if prefix and QEMU is None:
             continue  # the native half still ran
         isa, message = _run(prefix, ["isa"], environment).stdout.splitlines()
         assert isa == (widest if requested == "avx9" else "avx2")
         assert reason in message
-    environment = dict(os.environ, **{custom_ops.ISA_VARIABLE: "avx9"})
+    environment = _environment("avx9")
     done = subprocess.run(
         [sys.executable, "-c", "from cct_fast.compute import custom_ops; custom_ops.ops()"],
         capture_output=True,
@@ -288,7 +293,7 @@ def test_the_op_suite_passes_under_each_narrower_instruction_set(isa):
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=dict(os.environ, **{custom_ops.ISA_VARIABLE: isa}),
+        env=_environment(isa),
         timeout=1200,
     )
     summary = done.stdout.strip().splitlines()[-1]

@@ -74,10 +74,10 @@ def _centre_crop(size, interpolation, crop_pct, encoded=False):
         image = read(image)
         shape = tf.shape(image)[:2]
         short = tf.reduce_min(shape)
-        # As torchvision computes them: Resize(int) takes the shorter side to `scaled` and the
-        # longer to int(scaled * long / short), truncated; CenterCrop starts at
+        # As torchvision computes them: Resize(int) takes each side to int(scaled * side / short),
+        # truncated, so the shorter one to `scaled`; CenterCrop starts at
         # round((new - size) / 2), halves to even as Python's round (and tf.round) go.
-        new = tf.maximum(tf.where(shape == short, scaled, scaled * shape // short), [height, width])
+        new = tf.maximum(scaled * shape // short, [height, width])
         image = _resize(image, new, interpolation)
         top, left = tf.unstack(tf.cast(tf.round((new - [height, width]) / 2), tf.int32))
         return tf.ensure_shape(image[top : top + height, left : left + width], (height, width, 3))
