@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 from pathlib import Path
 
 import tensorflow as tf
@@ -22,6 +23,9 @@ from cct_fast.weights.files import atomic_output
 RESERVED_TOKENS = ("[UNK]", "[PAD]")
 PADDING_ID = RESERVED_TOKENS.index("[PAD]")  # the official Embedder's padding_idx
 FORMAT = "cct_fast.TextEncoder/1"
+# encoder.json is read whole: 64 MiB holds a vocabulary of millions of entries, far past the
+# 30,000 that learn() makes by default.
+MAX_FILE_BYTES = 64 * 2**20
 
 
 def _text():
@@ -40,13 +44,13 @@ class TextEncoder:
     mask that is true on real pieces. Callable on a batch of strings inside ``tf.data``."""
 
     def __init__(self, vocabulary: list[str], seq_len: int = 64, lower_case: bool = True):
-        if list(vocabulary[: len(RESERVED_TOKENS)]) != list(RESERVED_TOKENS):
-            raise DatasetError(
-                f"A vocabulary must start with {list(RESERVED_TOKENS)} (ids 0 and 1); this one "
-                f"starts with {list(vocabulary[:2])}."
-            )
+        problem = _vocabulary_problem(vocabulary)
+        if problem:
+            raise DatasetError(f"Not a WordPiece vocabulary: {problem}.")
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-            raise DatasetError(f"seq_len must be a positive integer; got {seq_len!r}.")
+            raise DatasetError(f"seq_len must be a positive integer; got {seq_len!r:.40}.")
+        if not isinstance(lower_case, bool):
+            raise DatasetError(f"lower_case must be true or false; got {lower_case!r:.40}.")
         self.vocabulary = list(vocabulary)
         self.seq_len = seq_len
         self.lower_case = lower_case
@@ -117,9 +121,41 @@ class TextEncoder:
     def load(cls, path: str | os.PathLike) -> TextEncoder:
         path = Path(path)
         try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise ValueError(
+                    f"{size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB an encoder "
+                    "takes (cct_fast.train.text_encoder.MAX_FILE_BYTES)"
+                )
             saved = json.loads(path.read_text(encoding="utf-8"))
             if saved.get("format") != FORMAT:
                 raise ValueError(f"format {saved.get('format')!r}, expected {FORMAT!r}")
             return cls(saved["vocabulary"], saved["seq_len"], saved["lower_case"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise DatasetError(f"{path} is not a saved cct_fast text encoder ({error}).") from None
+            raise DatasetError(f"{path} is not a saved cct_fast text encoder ({error})") from None
+
+
+def _vocabulary_problem(vocabulary) -> str | None:
+    """What makes ``vocabulary`` unusable by ``FastWordpieceTokenizer`` (whose own errors are a
+    bare RuntimeError or a pybind signature dump), or None."""
+    if not isinstance(vocabulary, (list, tuple)):
+        return f"expected a list of strings, got {type(vocabulary).__name__}"
+    if list(vocabulary[: len(RESERVED_TOKENS)]) != list(RESERVED_TOKENS):
+        return (
+            f"it must start with {list(RESERVED_TOKENS)} (ids 0 and 1); this one starts with "
+            f"{reprlib.repr(list(vocabulary[:2]))}"
+        )
+    odd = [i for i, entry in enumerate(vocabulary) if not isinstance(entry, str) or not entry]
+    if odd:
+        return (
+            f"entries {odd[:5]} are {reprlib.repr([vocabulary[i] for i in odd[:5]])}, where "
+            "every entry is a non-empty string"
+        )
+    seen, repeated = set(), []
+    for entry in vocabulary:
+        if entry in seen:
+            repeated.append(entry)
+        seen.add(entry)
+    if repeated:
+        return f"{len(repeated)} entries appear twice, such as {reprlib.repr(repeated[:5])}"
+    return None
