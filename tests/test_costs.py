@@ -6,7 +6,7 @@ import math
 import pytest
 
 import cct_fast
-from cct_fast.core.costs import costs
+from cct_fast.core.costs import costs, weight_count
 
 
 def test_cct_7_3x1_matches_the_official_count_and_adds_the_attention_matmuls():
@@ -45,3 +45,24 @@ def test_a_text_model_counts_its_tokenizer_and_encoder():
     assert cost.convolutions == 65 * 4 * 300 * 128
     assert cost.linears == 2 * 33 * (4 * 128 * 128 + 2 * 128 * 128) + 33 * 128 + 128 * 4
     assert cost.attention_matmuls == 2 * 2 * 33 * 33 * 128
+
+
+@pytest.mark.parametrize(
+    "name, settings",
+    [
+        ("cct_2_3x2_32", {}),
+        ("cct_14_7x2_384", {}),
+        ("cct_7_7x2_224_sine", dict(img_size=(96, 160))),
+        ("cvt_4_4_32", dict(num_classes=7)),
+        ("vit_6_4_32", {}),
+        ("text_cct_2", dict(vocab_size=500)),
+        ("text_cvt_4", dict(vocab_size=500)),
+        ("text_vit_6", dict(vocab_size=500, seq_len=40)),
+        ("text_transformer_2", dict(vocab_size=500)),
+    ],
+)
+def test_the_weight_count_is_that_of_the_built_model(name, settings):
+    model = cct_fast.create_model(name, **settings)
+    assert weight_count(model.config) == model.count_params()
+    headless = cct_fast.create_model(name, include_top=False, **settings)
+    assert weight_count(headless.config, include_top=False) == headless.count_params()

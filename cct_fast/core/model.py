@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras import ops
 
 from cct_fast.core.config import CCTConfig
+from cct_fast.core.costs import check_fits_in_memory
 from cct_fast.core.encoder_classifier import EncoderClassifier
 from cct_fast.core.layers import (
     ClassToken,
@@ -126,6 +127,7 @@ class CCT(EncoderClassifier):
             positional_embedding=positional_embedding,
             seq_pool=seq_pool,
         )
+        check_fits_in_memory(config, name)
         self.config = config
         convolutional = config.tokenizer == "convolutional"
         self.tokenizer = ConvTokenizer(

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from cct_fast.core.costs import check_fits_in_memory
 from cct_fast.core.encoder_classifier import EncoderClassifier
 from cct_fast.core.layers import ClassToken
 from cct_fast.core.layers.text import SequencePositions, TextTokenizer, WordEmbedding
@@ -97,6 +98,7 @@ class TextCCT(EncoderClassifier):
             positional_embedding=positional_embedding,
             seq_pool=seq_pool,
         )
+        check_fits_in_memory(config, name)
         self.config = config
 
         self.word_embedding = WordEmbedding(
