@@ -53,3 +53,17 @@ def official():
         logits=official_torch.official_logits,
         torch=torch,
     )
+
+
+@pytest.fixture(scope="session")
+def topic_run(tmp_path_factory):
+    """A finished text_cct_2 run on three topics (tests/helpers.py ``topic_csv``), and its
+    dataset name: the text tests read it, none may change it."""
+    from cct_fast import train
+
+    from helpers import QUICK_TEXT, topic_csv
+
+    folder = tmp_path_factory.mktemp("text")
+    dataset = topic_csv(folder / "topics.csv")
+    run = train.fit(out=folder / "run", dataset=dataset, verbose=0, **QUICK_TEXT)
+    return run, dataset

@@ -121,3 +121,25 @@ def interrupted_at_epoch(epoch):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train.Run, "_reseed", interrupting)
         yield
+
+
+_TOPICS = {
+    "animals": ["cat", "dog", "horse", "cow", "sheep", "goat"],
+    "weather": ["rain", "snow", "storm", "wind", "cloud", "sun"],
+    "sport": ["goal", "match", "team", "score", "coach", "league"],
+}
+_FILLER = ["the", "a", "today", "we", "saw", "some", "and", "then", "more"]
+# A corpus that text_cct_2 learns in a few epochs: each text names three words of its topic.
+QUICK_TEXT = dict(model="text_cct_2", seq_len=16, epochs=3, batch_size=16, warmup_epochs=1, lr=2e-3)
+
+
+def topic_csv(path, per_topic=40, seed=0):
+    """A CSV of three topics, ``per_topic`` texts each; returns its dataset name."""
+    rng = np.random.default_rng(seed)
+    lines = ["text,label"]
+    for topic, words in _TOPICS.items():
+        for _ in range(per_topic):
+            chosen = list(rng.choice(words, 3)) + list(rng.choice(_FILLER, 4))
+            lines.append(f"{' '.join(rng.permutation(chosen))},{topic}")
+    path.write_text("\n".join(lines) + "\n")
+    return f"csv:{path}"

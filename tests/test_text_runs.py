@@ -14,35 +14,7 @@ from cct_fast.train import text_data
 from cct_fast.train.predict import predict
 from cct_fast.train.text_encoder import TextEncoder
 
-from helpers import relative_error
-
-TOPICS = {
-    "animals": ["cat", "dog", "horse", "cow", "sheep", "goat"],
-    "weather": ["rain", "snow", "storm", "wind", "cloud", "sun"],
-    "sport": ["goal", "match", "team", "score", "coach", "league"],
-}
-FILLER = ["the", "a", "today", "we", "saw", "some", "and", "then", "more"]
-# A corpus that text_cct_2 learns in a few epochs: each text names three words of its topic.
-QUICK = dict(model="text_cct_2", seq_len=16, epochs=3, batch_size=16, warmup_epochs=1, lr=2e-3)
-
-
-def _topic_csv(path, per_topic=40, seed=0):
-    rng = np.random.default_rng(seed)
-    lines = ["text,label"]
-    for topic, words in TOPICS.items():
-        for _ in range(per_topic):
-            chosen = list(rng.choice(words, 3)) + list(rng.choice(FILLER, 4))
-            lines.append(f"{' '.join(rng.permutation(chosen))},{topic}")
-    path.write_text("\n".join(lines) + "\n")
-    return f"csv:{path}"
-
-
-@pytest.fixture(scope="module")
-def topic_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("text")
-    dataset = _topic_csv(folder / "topics.csv")
-    run = train.fit(out=folder / "run", dataset=dataset, verbose=0, **QUICK)
-    return run, dataset
+from helpers import QUICK_TEXT, relative_error, topic_csv
 
 
 def test_a_text_run_learns_and_writes_its_encoder_and_classes(topic_run):
@@ -82,7 +54,7 @@ def test_a_resumed_text_run_ends_where_an_uninterrupted_one_does(topic_run, tmp_
 
     monkeypatch.setattr(train.Run, "_finish_epoch", stop_after_two)
     with pytest.raises(KeyboardInterrupt):
-        train.fit(out=tmp_path / "split", dataset=dataset, verbose=0, **QUICK)
+        train.fit(out=tmp_path / "split", dataset=dataset, verbose=0, **QUICK_TEXT)
     monkeypatch.setattr(train.Run, "_finish_epoch", original)
     resumed = train.fit(out=tmp_path / "split", resume=True, verbose=0)
     assert [r["train_loss"] for r in resumed.history] == pytest.approx(
@@ -131,7 +103,7 @@ def test_text_models_export_in_float32_and_float16(name, tmp_path, rng):
 
 
 def test_pretrained_vectors_fill_and_freeze_the_embedding_table(tmp_path):
-    dataset = _topic_csv(tmp_path / "topics.csv")
+    dataset = topic_csv(tmp_path / "topics.csv")
     vectors = {"cat": 0.5, "storm": -0.25}
     glove = tmp_path / "glove.txt"
     glove.write_text("".join(f"{w} {' '.join([str(v)] * 300)}\n" for w, v in vectors.items()))
@@ -141,7 +113,7 @@ def test_pretrained_vectors_fill_and_freeze_the_embedding_table(tmp_path):
         verbose=0,
         embeddings=str(glove),
         freeze_embeddings=True,
-        **dict(QUICK, epochs=1),
+        **dict(QUICK_TEXT, epochs=1),
     )
     table = run.model.word_embedding.table
     assert not table.trainable
@@ -150,7 +122,7 @@ def test_pretrained_vectors_fill_and_freeze_the_embedding_table(tmp_path):
 
 
 def test_the_cli_trains_predicts_and_refuses_bad_text_data(tmp_path, capsys):
-    dataset = _topic_csv(tmp_path / "topics.csv", per_topic=10)
+    dataset = topic_csv(tmp_path / "topics.csv", per_topic=10)
     out = tmp_path / "run"
     argv = ["train", "--model", "text_cct_2", "--dataset", dataset, "--epochs", "1"]
     assert cli([*argv, "--seq-len", "16", "--out", str(out)]) == 0

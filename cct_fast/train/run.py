@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cct_fast.core.costs import check_fits_in_memory
 from cct_fast.core.model import CCT, policy_scope
 from cct_fast.core.names import is_text_model, model_config
 from cct_fast.errors import CheckpointError, DatasetError, FolderBusy, RunError
@@ -43,8 +44,8 @@ from cct_fast.train.run_checkpoint import load_checkpoint, save_checkpoint, seed
 from cct_fast.train.text_data import TextDataset, load_text_dataset
 from cct_fast.train.text_encoder import TextEncoder
 from cct_fast.train.text_pipeline import text_evaluation_batches, text_training_batches
-from cct_fast.weights.files import atomic_output, folder_lock
-from cct_fast.weights.loading import load_weights, save_weights
+from cct_fast.weights.files import atomic_output, check_room_for, folder_lock
+from cct_fast.weights.loading import load_weights, save_weights, variable_bytes
 from cct_fast.weights.word_vectors import load_word_vectors
 from cct_fast.zoo import create_model
 
@@ -162,6 +163,10 @@ class Run:
         self.model = build_model(
             recipe, self.dataset.num_classes, self.encoder, recipe.weights if starts else None
         )
+        if not tf.config.list_logical_devices("GPU"):  # the batch's memory is this machine's
+            check_fits_in_memory(
+                self.model.config, recipe.model, examples=recipe.batch_size, training=True
+            )
         if self.text and recipe.embeddings:
             found = load_word_vectors(
                 self.model,
@@ -184,6 +189,11 @@ class Run:
 
     def train(self):
         self._check_tensorboard()
+        if self.writes:
+            weights = variable_bytes(self.model.weights)
+            state = weights + variable_bytes(self.model.optimizer.variables)
+            sizes = {"best.weights.h5": weights, "last.weights.h5": weights, CHECKPOINT: state}
+            check_room_for(self.folder, sizes, "this run")
         if (self.folder / CHECKPOINT).exists():
             self._restore()
             if self.history and self.history[-1]["test_accuracy"] is None:
@@ -296,7 +306,7 @@ class Run:
     def _text_encoder(self):
         """The run's saved encoder, or one learned from its training texts."""
         if (self.folder / CHECKPOINT).exists():  # resuming: the vocabulary it trained with
-            return TextEncoder.load(self.folder / ENCODER)
+            return read_run_encoder(self.folder, self.recipe)
         return TextEncoder.learn(
             self.train_split.texts, vocab_size=self.recipe.vocab_size, seq_len=self.recipe.seq_len
         )
@@ -623,7 +633,7 @@ def evaluate(
         recipe = read_run_recipe(source)
         name, weights = recipe.model, source / "best.weights.h5"
         if is_text_model(name):
-            encoder = TextEncoder.load(source / ENCODER)
+            encoder = read_run_encoder(source, recipe)
     elif source.is_file():
         if model is None:
             raise RunError(f"{source} is a weights file: say which model it holds (--model).")
@@ -678,7 +688,7 @@ def load_run(folder: str | os.PathLike) -> TrainedRun:
     weights = folder / "best.weights.h5"
     if not weights.exists():
         raise RunError(f"{folder} holds no best.weights.h5: no epoch of it has finished.")
-    encoder = TextEncoder.load(folder / ENCODER) if is_text_model(recipe.model) else None
+    encoder = read_run_encoder(folder, recipe) if is_text_model(recipe.model) else None
     classes = card["class_names"]
     model = build_model(dataclasses.replace(recipe, jit_compile=False), len(classes), encoder)
     load_weights(model, weights, allow_new_head=False)
@@ -689,6 +699,18 @@ def read_run_recipe(folder: Path) -> Recipe:
     if not (folder / RECIPE).is_file():
         raise RunError(f"{folder} is not a run folder: it holds no {RECIPE}.")
     return make_recipe(None, **read_recipe_file(folder / RECIPE))
+
+
+def read_run_encoder(folder: Path, recipe: Recipe) -> TextEncoder:
+    """A text run's ``encoder.json``, which must pad to the recipe's ``seq_len``: the model is
+    built from the encoder's sizes."""
+    encoder = TextEncoder.load(folder / ENCODER)
+    if encoder.seq_len != recipe.seq_len:
+        raise RunError(
+            f"{folder / ENCODER} pads texts to {encoder.seq_len} pieces and {folder / RECIPE} "
+            f"says seq_len {recipe.seq_len}: one of them was changed after the run wrote them."
+        )
+    return encoder
 
 
 def read_dataset_card(folder: Path) -> dict | None:

@@ -57,6 +57,26 @@ def _check_space(folder: Path, expected_bytes: int, path: Path, kept: str):
         )
 
 
+def check_room_for(folder: Path, sizes: dict[str, int], what: str) -> None:
+    """Refuse, before anything is written, files of ``sizes`` (name -> bytes) that ``folder``'s
+    disk cannot hold: what each adds over the file of that name already there, plus a
+    temporary copy of the largest, which :func:`atomic_output` writes beside it."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    grows = sum(
+        max(0, size - ((folder / name).stat().st_size if (folder / name).is_file() else 0))
+        for name, size in sizes.items()
+    )
+    needed = grows + max(sizes.values(), default=0) + _SLACK_BYTES
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise WriteError(
+            errno.ENOSPC,
+            f"Not enough space for {what} in {folder}: its {', '.join(sizes)} need about "
+            f"{needed / 2**20:,.1f} MB and {free / 2**20:,.1f} MB are free; nothing was written",
+        )
+
+
 @contextlib.contextmanager
 def _released_on_failure(temporary: Path):
     """A writer that fails on a full disk (h5py) keeps the temporary file open in objects that

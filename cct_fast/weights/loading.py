@@ -77,6 +77,11 @@ def load_weights(model: CCT, path: str | os.PathLike, *, allow_new_head: bool = 
         )
 
 
+def variable_bytes(variables) -> int:
+    """The bytes that ``variables``' values take."""
+    return sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
+
+
 def save_weights(model: CCT, path: str | os.PathLike) -> Path:
     """Save ``model`` whole or not at all.
 
@@ -88,8 +93,7 @@ def save_weights(model: CCT, path: str | os.PathLike) -> Path:
         ``path``, written; on failure the file there before is unchanged.
     """
     path = Path(path)
-    data_bytes = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.weights)
-    with atomic_output(path, expected_bytes=data_bytes) as temporary:
+    with atomic_output(path, expected_bytes=variable_bytes(model.weights)) as temporary:
         if path.name.endswith(".weights.h5"):
             model.save_weights(temporary)
         elif path.suffix == ".keras":
