@@ -214,3 +214,51 @@ def test_refused_and_unsupported_objects_are_told_apart(tmp_path):
     runs_code = write_pth(tmp_path / "code.pth", {"w": Call(Global("os", "system"), "echo hi")}, {})
     with pytest.raises(CheckpointError, match="holds more than tensors .*asks for os.system"):
         read_state_dict(runs_code)
+
+
+_PEAK_MEMORY_OF_A_TABLE_THAT_DOES_NOT_FIT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    import cct_fast
+
+    def peak_mb():
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) // 1024
+
+    model = cct_fast.create_model("text_cct_2", vocab_size=1000)
+    before = peak_mb()
+    try:
+        cct_fast.load_weights(model, sys.argv[1])
+    except cct_fast.CheckpointError as error:
+        print(str(error).splitlines()[1])
+    print(peak_mb() - before)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_a_table_that_does_not_fit_the_model_is_refused_before_it_is_decompressed(tmp_path):
+    """A text checkpoint's declared word table is compared with the model first: a 540 MB one
+    (the issue's held 3.6 GB, under MAX_BYTES) for a 1,000-word model is never inflated."""
+    import cct_fast
+    from cct_fast.weights.official_keys import official_state_dict
+
+    arrays = official_state_dict(cct_fast.create_model("text_cct_2", vocab_size=1000))
+    state, storages = {}, {}
+    for key, (name, array) in enumerate(arrays.items()):
+        state[name] = tensor(str(key), array.shape)
+        storages[str(key)] = np.ascontiguousarray(array, "<f4").tobytes()
+    rows = 450_000
+    state["embedder.embeddings.weight"] = tensor("table", (rows, 300))
+    storages["table"] = Zeros(rows * 300 * 4)
+    path = write_pth(tmp_path / "text.pth", state, storages, deflated={"table"})
+    assert path.stat().st_size < 4 * 2**20
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY_OF_A_TABLE_THAT_DOES_NOT_FIT, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    refusal, growth = result.stdout.strip().splitlines()[-2:]
+    assert "embedder.embeddings.weight: checkpoint (450000, 300), model (1000, 300)" in refusal
+    assert int(growth) < 50

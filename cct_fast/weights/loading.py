@@ -16,8 +16,8 @@ from cct_fast.core.model import CCT
 from cct_fast.errors import CheckpointError
 from cct_fast.weights.files import atomic_output
 from cct_fast.weights.keras_files import check_keras_weights
-from cct_fast.weights.official_keys import load_official_state_dict
-from cct_fast.weights.pth import read_state_dict
+from cct_fast.weights.official_keys import check_official_state_dict, load_official_state_dict
+from cct_fast.weights.pth import declared_state_dict, read_state_dict
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar")
 KERAS_SUFFIXES = (".weights.h5", ".keras")
@@ -55,6 +55,10 @@ def load_weights(model: CCT, path: str | os.PathLike, *, allow_new_head: bool = 
         raise FileNotFoundError(f"No weights file at {path}.")
     name = path.name.lower()
     if name.endswith(TORCH_SUFFIXES):
+        # Names and shapes first: a table that cannot fit is refused before it is decompressed.
+        declared = declared_state_dict(path)
+        if declared is not None:
+            check_official_state_dict(model, declared, str(path), allow_new_head)
         state_dict = read_state_dict(path)
         with _all_or_nothing(model):
             load_official_state_dict(

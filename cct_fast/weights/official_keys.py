@@ -203,14 +203,14 @@ def mismatch_error(
     )
 
 
-def load_official_state_dict(model, state_dict, source="state dict", allow_new_head=True) -> None:
-    """Load an official state dict (numpy arrays) into ``model``.
-
-    Every problem (missing, unexpected or mis-shaped tensors) is collected and reported in one
-    :class:`CheckpointError` that names each tensor and both shapes; nothing is assigned then.
-    A head for another class count is left freshly initialised with a warning, unless
-    ``allow_new_head`` is False, when it is one more mismatch.
-    """
+def check_official_state_dict(
+    model, state_dict, source="state dict", allow_new_head=True
+) -> dict[str, _Slot]:
+    """Compare an official state dict with ``model`` by names and shapes alone (its values may be
+    :class:`~cct_fast.weights.pth.DeclaredTensor` objects, data unread), and raise one
+    :class:`CheckpointError` naming every missing, unexpected or mis-shaped tensor with both
+    shapes. A head for another class count passes unless ``allow_new_head`` is False. Returns
+    the model's slots."""
     slots = official_slots(model)
     optional = _optional_keys(model)
     missing = sorted(set(slots) - set(state_dict) - optional)
@@ -223,7 +223,7 @@ def load_official_state_dict(model, state_dict, source="state dict", allow_new_h
         and not slot.may_resize(array, allow_new_head)
     ]
     if missing or unexpected or mismatched:
-        given_shapes = {key: np.shape(value) for key, value in state_dict.items()}
+        given_shapes = {key: tuple(value.shape) for key, value in state_dict.items()}
         model_shapes = {key: slot.official_shape for key, slot in slots.items()}
         raise mismatch_error(
             source,
@@ -235,7 +235,14 @@ def load_official_state_dict(model, state_dict, source="state dict", allow_new_h
             held=_official_architecture(given_shapes),
             has=_official_architecture(model_shapes),
         )
+    return slots
 
+
+def load_official_state_dict(model, state_dict, source="state dict", allow_new_head=True) -> None:
+    """Load an official state dict (numpy arrays) into ``model``, after
+    :func:`check_official_state_dict`: nothing is assigned unless every tensor fits. A head for
+    another class count is left freshly initialised with a warning."""
+    slots = check_official_state_dict(model, state_dict, source, allow_new_head)
     stores = {}
     for key, slot in slots.items():
         if key in state_dict:

@@ -19,6 +19,7 @@ A checkpoint may come from anyone, so what a file can make the reader do is boun
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import math
 import pickle
@@ -88,6 +89,18 @@ class _Storage:
         self.key, self.array = key, array
 
 
+@dataclasses.dataclass(frozen=True)
+class DeclaredTensor:
+    """A checkpoint tensor's shape and dtype as its pickle declares them, its data unread."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -120,9 +133,13 @@ class _Budget:
 
 
 class _TensorOnlyUnpickler(pickle.Unpickler):
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, budget: _Budget):
+    """``declared_only``: check every storage and view as when reading, and give each tensor as
+    a :class:`DeclaredTensor`, no storage decompressed."""
+
+    def __init__(self, file, archive, prefix: str, budget: _Budget, declared_only=False):
         super().__init__(file)
         self._archive, self._prefix, self._budget = archive, prefix, budget
+        self._declared_only = declared_only
         self._storages = {}
 
     def find_class(self, module, name):
@@ -168,6 +185,11 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
                 f"{storage_type.name} take {expected}"
             )
         self._budget.charge(expected, f"storage {key} ({numel:,} elements)")
+        if self._declared_only:  # numel elements that take no memory: the views' bounds hold
+            empty = np.zeros(1, dtype)
+            virtual = np.lib.stride_tricks.as_strided(empty, (numel,), (0,), writeable=False)
+            self._storages[key] = _Storage(key, virtual)
+            return self._storages[key]
         with self._archive.open(entry) as file:
             raw = file.read(expected)  # a deflated entry is decompressed no further
         if len(raw) != expected:
@@ -207,6 +229,8 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
                 f"reaches elements {lowest}..{highest} of storage {storage.key}, which holds "
                 f"{len(array)}"
             )
+        if self._declared_only:
+            return DeclaredTensor(tuple(size), array.dtype)
         base = array[offset:] if elements else array[:0]
         view = np.lib.stride_tricks.as_strided(
             base,
@@ -223,7 +247,7 @@ def _rebuild_parameter(data, *_):
     return data
 
 
-def _read_zip_checkpoint(path: Path, budget: _Budget):
+def _read_zip_checkpoint(path: Path, budget: _Budget, declared_only=False):
     with zipfile.ZipFile(path) as archive:
         pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
         if len(pickles) != 1:
@@ -239,7 +263,10 @@ def _read_zip_checkpoint(path: Path, budget: _Budget):
         budget.charge(description.file_size, "its data.pkl")
         with archive.open(description) as file:
             pickled = file.read(description.file_size)
-        return _TensorOnlyUnpickler(io.BytesIO(pickled), archive, prefix, budget).load()
+        unpickler = _TensorOnlyUnpickler(
+            io.BytesIO(pickled), archive, prefix, budget, declared_only
+        )
+        return unpickler.load()
 
 
 class _NothingAllowed(pickle.Unpickler):
@@ -283,7 +310,7 @@ def _read_legacy_checkpoint(path: Path):
 
 
 def _to_numpy(value, budget: _Budget):
-    if isinstance(value, np.ndarray):
+    if isinstance(value, (np.ndarray, DeclaredTensor)):
         return value
     if type(value).__module__.startswith("torch") and hasattr(value, "numel"):
         import torch
@@ -363,13 +390,29 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     """The state dict of a PyTorch checkpoint file, as numpy arrays. Never runs pickled code,
     never reads outside a storage, and allocates at most :data:`MAX_BYTES`; tensors holding NaN
     or Inf are named in a warning."""
+    state_dict = _read(Path(path), declared_only=False)
+    warn_if_not_finite(state_dict.items(), path)
+    return state_dict
+
+
+def declared_state_dict(path) -> dict[str, DeclaredTensor] | None:
+    """The names, shapes and dtypes of a PyTorch checkpoint's tensors, checked as
+    :func:`read_state_dict` checks them, with no tensor data decompressed: what a loader
+    compares with its model before reading a large file. None for a pre-1.6 file, which only
+    torch reads, and reads whole."""
     path = Path(path)
+    if path.is_file() and _is_legacy_checkpoint(_first_bytes(path)):
+        return None
+    return _read(path, declared_only=True)
+
+
+def _read(path: Path, declared_only: bool):
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint file at {path}.")
     budget = _Budget(MAX_BYTES)
     try:
         if zipfile.is_zipfile(path):
-            checkpoint = _read_zip_checkpoint(path, budget)
+            checkpoint = _read_zip_checkpoint(path, budget, declared_only)
         elif _is_legacy_checkpoint(head := _first_bytes(path)):
             checkpoint = _read_legacy_checkpoint(path)
         elif head.startswith(b"PK\x03\x04"):
@@ -382,7 +425,7 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
                 f"Cannot read {path}: it is not a PyTorch checkpoint (neither the zip format of "
                 "torch.save nor its pre-1.6 format)."
             )
-        state_dict = unwrap_state_dict(checkpoint, source=str(path), budget=budget)
+        return unwrap_state_dict(checkpoint, source=str(path), budget=budget)
     except CheckpointError:
         raise
     except _Refused as error:
@@ -408,5 +451,3 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
             f"Cannot read {path}: the file is truncated, corrupt or not a PyTorch checkpoint "
             f"({type(error).__name__.lstrip('_')}: {error})."
         ) from None
-    warn_if_not_finite(state_dict.items(), path)
-    return state_dict
