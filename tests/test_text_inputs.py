@@ -1,21 +1,24 @@
-"""Hostile and odd inputs to text runs: a run folder's encoder.json edited by hand, sequence
-lengths and widths that cannot fit in memory, a disk too small for the run."""
+"""Hostile and odd inputs to text runs: a run folder's encoder.json edited by hand, ids outside
+the vocabulary, sequence lengths and widths that cannot fit in memory, a disk too small for
+the run."""
 
 import hashlib
 import json
 import shutil
 from collections import namedtuple
 
+import numpy as np
 import pytest
 
 import cct_fast
 from cct_fast import train
 from cct_fast.cli import main as cli
 from cct_fast.errors import ConfigError, DatasetError, WriteError
+from cct_fast.export import load_onnx, to_onnx
 from cct_fast.train import text_encoder
 from cct_fast.train.text_encoder import TextEncoder
 
-from helpers import QUICK_TEXT, topic_csv
+from helpers import QUICK_TEXT, relative_error, topic_csv
 
 
 def _contents(folder):
@@ -82,6 +85,26 @@ def test_encoder_files_and_settings_out_of_bounds_are_refused(tmp_path, monkeypa
     monkeypatch.setattr(text_encoder, "MAX_FILE_BYTES", path.stat().st_size - 1)
     with pytest.raises(DatasetError, match="over the 0 MiB an encoder takes"):
         TextEncoder.load(path)
+
+
+def test_ids_outside_the_vocabulary_are_named_on_every_path(topic_run, tmp_path):
+    run, _ = topic_run
+    model, vocab_size = run.model, run.model.config.vocab_size
+    ids, mask = (np.asarray(value) for value in run.encoder(["a cat", "the storm today"]))
+    predictor = load_onnx(to_onnx(model, tmp_path / "text.onnx"), ["CPUExecutionProvider"])
+    assert predictor.vocab_size == vocab_size
+    for wrong in (vocab_size, -1):
+        bad = ids.copy()
+        bad[1, 0] = wrong
+        message = f"vocabulary of {vocab_size} ids; got token ids from {bad.min()} to {bad.max()}"
+        with pytest.raises(ValueError, match=message):
+            model((bad, mask))
+        with pytest.raises(ValueError, match=message):
+            model.predict((bad, mask), verbose=0)
+        with pytest.raises(ValueError, match=message):
+            predictor.predict((bad, mask))
+    good = model.predict((ids, mask), verbose=0)
+    assert relative_error(predictor.predict((ids, mask)), good) <= 1e-4
 
 
 @pytest.mark.parametrize(

@@ -154,6 +154,14 @@ class TextCCT(EncoderClassifier):
         self._refuse_texts(inputs)
         return super().__call__(inputs, *args, **kwargs)
 
+    def predict(self, x, *args, **kwargs):
+        """Keras' ``predict``, with ``(token_ids, mask)`` arrays checked first as a call checks
+        them: inside the traced step an id outside the vocabulary is only a GatherV2 error on
+        the CPU, and a silent zero row on a GPU."""
+        if isinstance(x, (list, tuple, dict)):
+            self._ids_and_mask(x)
+        return super().predict(x, *args, **kwargs)
+
     def call(self, inputs, training=False):
         ids, mask = self._ids_and_mask(inputs)
         x = self.word_embedding(ids, mask)

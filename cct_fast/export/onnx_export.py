@@ -24,7 +24,7 @@ from cct_fast.core.text_model import TextCCT
 from cct_fast.errors import ConfigError, ExportError
 from cct_fast.export import fusion
 from cct_fast.export.optional import require
-from cct_fast.export.predictor import TEXT_INPUTS
+from cct_fast.export.predictor import TEXT_INPUTS, VOCAB_SIZE_KEY
 from cct_fast.testing.compare import relative_error
 from cct_fast.weights.files import atomic_output
 
@@ -115,6 +115,8 @@ def to_onnx(
     _pad_values_in_float32(proto)
     if optimize:
         proto = _optimized(proto, twin)
+    if text:
+        onnx.helper.set_model_props(proto, {VOCAB_SIZE_KEY: str(twin.config.vocab_size)})
     onnx.checker.check_model(proto)
     exact = twin if dtype == "float32" else rebuild(model, policy="float32")
     _verify(proto, exact, batch_size or 2, seed, TOLERANCES[dtype])

@@ -10,6 +10,8 @@ import numpy as np
 from cct_fast.export.optional import require
 
 TEXT_INPUTS = ("token_ids", "mask")
+# A text export's metadata entry holding its vocabulary size, the ids the graph can look up.
+VOCAB_SIZE_KEY = "cct_fast.vocab_size"
 
 
 class OnnxPredictor:
@@ -22,6 +24,8 @@ class OnnxPredictor:
         self.text = tuple(spec.name for spec in specs) == TEXT_INPUTS
         spec = specs[0]
         self.input_name, self.input_shape = spec.name, tuple(spec.shape)
+        vocab_size = session.get_modelmeta().custom_metadata_map.get(VOCAB_SIZE_KEY)
+        self.vocab_size = int(vocab_size) if vocab_size else None  # older exports lack it
 
     @property
     def providers(self):
@@ -63,6 +67,12 @@ class OnnxPredictor:
             raise TypeError(f"Expected integer token ids; got {ids.dtype}.")
         if mask.dtype != bool and not np.issubdtype(mask.dtype, np.integer):
             raise TypeError(f"Expected a boolean (or 0/1 integer) mask; got {mask.dtype}.")
+        if self.vocab_size and ids.size and not 0 <= ids.min() <= ids.max() < self.vocab_size:
+            raise ValueError(
+                f"The model has a vocabulary of {self.vocab_size} ids; got token ids from "
+                f"{ids.min()} to {ids.max()}. Encode texts with the run's encoder.json, whose "
+                "vocabulary the model was trained with."
+            )
         feeds = {"token_ids": ids.astype(np.int32), "mask": mask.astype(bool)}
         return self.session.run(None, feeds)[0]
 
