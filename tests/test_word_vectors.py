@@ -48,3 +48,20 @@ def test_mismatches_name_the_line_and_both_widths(tmp_path):
         load_word_vectors(_model(), tmp_path / "bad.txt", VOCABULARY)
     with pytest.raises(cct_fast.CheckpointError, match="vocab_size=len"):
         load_word_vectors(_model(), _glove(tmp_path / "g.txt"), VOCABULARY[:3])
+
+
+def test_malformed_vector_files_are_refused_and_leave_the_table_as_it_was(tmp_path):
+    model = _model()
+    before = model.word_embedding.table.numpy().copy()
+    _glove(tmp_path / "nan.txt", rows={"apple": 1.0, "storm": float("nan")})
+    with pytest.raises(cct_fast.CheckpointError, match="line 2: the vector for 'storm' holds NaN"):
+        load_word_vectors(model, tmp_path / "nan.txt", VOCABULARY)
+    # word2vec's binary format: a header line, then each word and its raw float32 values
+    vector = np.ones(8, np.float32)
+    (tmp_path / "w2v.bin").write_bytes(b"1 8\napple " + vector.tobytes() + b"\n")
+    with pytest.raises(cct_fast.CheckpointError, match="save_word2vec_format.*binary=False"):
+        load_word_vectors(model, tmp_path / "w2v.bin", VOCABULARY)
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(cct_fast.CheckpointError, match="empty.txt is empty"):
+        load_word_vectors(model, tmp_path / "empty.txt", VOCABULARY)
+    np.testing.assert_array_equal(model.word_embedding.table.numpy(), before)

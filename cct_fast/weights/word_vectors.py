@@ -46,26 +46,45 @@ def load_word_vectors(
         if not (word.startswith("[") and word.endswith("]")) and not word.startswith("##")
     }
     rows = table.numpy()
-    found = 0
+    found, lines_read = 0, 0
     path = Path(path)
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            word, _, rest = line.rstrip("\n").partition(" ")
-            if word not in wanted:
-                continue
-            try:
-                vector = np.asarray(rest.split(" "), dtype=np.float32)
-            except ValueError:
-                raise CheckpointError(
-                    f"{path}, line {number}: expected a word and {width} numbers."
-                ) from None
-            if vector.shape != (width,):
-                raise CheckpointError(
-                    f"{path}, line {number}: a vector of {vector.size} values for {word!r}; "
-                    f"{model.name}'s word embedding is {width} wide."
-                )
-            rows[wanted.pop(word)] = vector
-            found += 1
+    try:
+        with open(path, encoding="utf-8") as lines:
+            for lines_read, line in enumerate(lines, 1):
+                word, _, rest = line.rstrip("\n").partition(" ")
+                if word not in wanted:
+                    continue
+                rows[wanted.pop(word)] = _vector(rest, width, path, lines_read, word, model.name)
+                found += 1
+    except UnicodeDecodeError:
+        raise CheckpointError(
+            f"{path} is not a text file of word vectors (GloVe's format: a line 'word v1 v2 ...' "
+            "per word, UTF-8). A binary word2vec file can be written as text with gensim's "
+            "KeyedVectors.save_word2vec_format(path, binary=False)."
+        ) from None
+    if not lines_read:
+        raise CheckpointError(f"{path} is empty: expected a line 'word v1 v2 ...' per word.")
     table.assign(rows)
     model.word_embedding.trainable = trainable
     return found
+
+
+def _vector(text, width, path, line, word, model_name):
+    """The ``width`` finite numbers of one line's ``text``."""
+    try:
+        vector = np.asarray(text.split(" "), dtype=np.float32)
+    except ValueError:
+        raise CheckpointError(
+            f"{path}, line {line}: expected a word and {width} numbers."
+        ) from None
+    if vector.shape != (width,):
+        raise CheckpointError(
+            f"{path}, line {line}: a vector of {vector.size} values for {word!r}; "
+            f"{model_name}'s word embedding is {width} wide."
+        )
+    if not np.isfinite(vector).all():
+        raise CheckpointError(
+            f"{path}, line {line}: the vector for {word!r} holds NaN or Inf; a model trained "
+            "from it computes NaN."
+        )
+    return vector
