@@ -1,6 +1,7 @@
 """Text datasets (fortunes, AG News, TREC, CSV, folders) and the text recipe."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -180,3 +181,38 @@ def test_text_models_get_the_text_recipe_and_their_own_datasets():
         make_recipe(model="cct_2_3x2_32", dataset="digits", embeddings="glove.txt")
     with pytest.raises(RecipeError, match="no embeddings file is given"):
         make_recipe(model="text_cct_2", freeze_embeddings=True)
+
+
+def test_a_text_folder_names_every_file_that_is_no_readable_text(tmp_path, monkeypatch):
+    """A FIFO once blocked the run for ever and a link loop ended in a raw OSError."""
+    for split in ("train", "test"):
+        for name in ("ham", "spam"):
+            (tmp_path / split / name).mkdir(parents=True)
+            (tmp_path / split / name / "0.txt").write_text(f"{name} text")
+    ham = tmp_path / "train" / "ham"
+    (ham / "linked.txt").symlink_to(tmp_path / "train" / "spam" / "0.txt")
+    assert len(load_text_dataset(f"folder:{tmp_path}").train) == 3  # a link to a text is read
+    os.mkfifo(ham / "fifo.txt")
+    (ham / "loop.txt").symlink_to(ham / "loop.txt")
+    (ham / "gone.txt").symlink_to(tmp_path / "missing.txt")
+    (ham / "long.txt").write_text("word " * 300)
+    monkeypatch.setattr(text_data, "MAX_TEXT_BYTES", 1000)
+    with pytest.raises(DatasetError, match=r"4 .txt file\(s\) under .*train cannot be read") as no:
+        load_text_dataset(f"folder:{tmp_path}")
+    lines = str(no.value).splitlines()[1:]
+    assert [line.split(": ")[0].rsplit("/", 1)[1] for line in lines] == [
+        "fifo.txt",
+        "gone.txt",
+        "long.txt",
+        "loop.txt",
+    ]
+    assert "not a regular file" in lines[0] and "No such file" in lines[1]
+    assert "over the 0 MiB a text may take" in lines[2] and "symbolic links" in lines[3]
+
+
+def test_texts_of_a_megabyte_are_read_from_a_csv(tmp_path):
+    """The csv module's own field limit is 128 KiB."""
+    long = "word " * 200_000
+    _write_csv(tmp_path / "long.csv", [(long, "a"), (long, "b")] * 5)
+    dataset = load_text_dataset(f"csv:{tmp_path / 'long.csv'}")
+    assert sorted(map(len, dataset.train.texts + dataset.test.texts)) == [len(long)] * 10

@@ -88,3 +88,21 @@ def test_without_tensorflow_text_one_message_says_how_to_install_it(monkeypatch)
         TextEncoder.learn(["some text"])
     with pytest.raises(ImportError, match=r"pip install 'cct-fast\[text\]'"):
         TextEncoder(["[UNK]", "[PAD]", "a"])
+
+
+def test_other_scripts_and_emoji_are_pieces_of_the_vocabulary():
+    texts = ["猫 と 犬 🐱 🐶", "дождь и снег ⛈", "مباراة كرة القدم ⚽"] * 20
+    learned = TextEncoder.learn(texts, vocab_size=100, seq_len=6)
+    ids, mask = learned(["снег 🐶 القدم", "⚽ 猫"])
+    words = [
+        [learned.vocabulary[i] for i in row[: int(real.sum())]]
+        for row, real in zip(ids.numpy(), mask.numpy(), strict=True)
+    ]
+    assert words == [["снег", "🐶", "القدم"], ["⚽", "猫"]]
+
+
+def test_a_single_piece_per_text_still_leaves_a_token():
+    """seq_len 1: the convolution's padding leaves the tokenizer two tokens."""
+    model = cct_fast.create_model("text_cct_2", vocab_size=10, seq_len=1)
+    logits = model((np.array([[3], [1]]), np.array([[True], [False]])))
+    assert model.config.sequence_length == 2 and np.isfinite(logits).all()

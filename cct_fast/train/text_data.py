@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,8 @@ TREC_URL = "https://cogcomp.seas.upenn.edu/Data/QA/QC/"
 TREC_FILES = {"train": "train_5500.label", "test": "TREC_10.label"}
 TREC_CLASSES = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]  # the coarse classes
 TEXT_DATASETS = "'fortunes', 'agnews', 'trec', 'csv:PATH' or 'folder:PATH'"
+# The longest text read, in bytes: a book, where the models read the first seq_len (64) pieces.
+MAX_TEXT_BYTES = 10 * 2**20
 
 
 @dataclasses.dataclass
@@ -214,6 +218,7 @@ def _trec():
 
 def _read_csv(path):
     """``(texts, class names)`` from the ``text`` and ``label`` columns of ``path``."""
+    limit = csv.field_size_limit(MAX_TEXT_BYTES)  # the module's default is 128 KiB
     try:
         # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name.
         with path.open(newline="", encoding="utf-8-sig") as file:
@@ -223,7 +228,12 @@ def _read_csv(path):
             f"{path} is not UTF-8 text ({error.reason}); save it as UTF-8."
         ) from None
     except csv.Error as error:
-        raise DatasetError(f"{path} is not a readable CSV file: {error}.") from None
+        raise DatasetError(
+            f"{path} is not a readable CSV file: {error} (a text may take "
+            f"{MAX_TEXT_BYTES // 2**20} MiB)."
+        ) from None
+    finally:
+        csv.field_size_limit(limit)
     if not rows:
         raise DatasetError(f"{path} is empty: expected a header with 'text' and 'label'.")
     header = [cell.strip().lower() for cell in rows[0]]
@@ -276,12 +286,16 @@ def _text_folder(root, spec):
         classes = sorted(p for p in directory.iterdir() if p.is_dir())
         if not classes:
             raise DatasetError(f"{directory} holds no class folders.")
-        empty = []
+        empty, unreadable = [], []
         for folder in classes:
             files = sorted(folder.glob("*.txt"))
             if not files and split == "train":
                 empty.append(folder.name)
             for file in files:
+                problem = _unreadable_text_file(file)
+                if problem:
+                    unreadable.append(f"{file}: {problem}")
+                    continue
                 try:
                     texts.append(file.read_text(encoding="utf-8"))
                 except UnicodeDecodeError as error:
@@ -289,6 +303,11 @@ def _text_folder(root, spec):
                         f"{file} is not UTF-8 text ({error.reason}); save it as UTF-8."
                     ) from None
                 names.append(folder.name)
+        if unreadable:
+            raise DatasetError(
+                f"{len(unreadable)} .txt file(s) under {directory} cannot be read as texts:\n  "
+                + "\n  ".join(unreadable[:10])
+            )
         if empty:
             raise DatasetError(
                 f"Class folder(s) {', '.join(empty)} under {directory} hold no .txt files: each "
@@ -296,3 +315,19 @@ def _text_folder(root, spec):
             )
         splits[split] = texts, names
     return _labelled(spec, *splits["train"], *splits["test"])
+
+
+def _unreadable_text_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as one text (a FIFO would block the run for ever), or None."""
+    try:
+        status = path.stat()
+    except OSError as error:  # a broken link, a link loop
+        return os.strerror(error.errno) if error.errno else str(error)
+    if not stat.S_ISREG(status.st_mode):
+        return "not a regular file (a FIFO, socket or device)"
+    if status.st_size > MAX_TEXT_BYTES:
+        return (
+            f"{status.st_size / 2**20:,.0f} MiB, over the {MAX_TEXT_BYTES // 2**20} MiB a text "
+            "may take (cct_fast.train.text_data.MAX_TEXT_BYTES)"
+        )
+    return None
