@@ -91,6 +91,24 @@ def _describe(args):
 
 
 def _train(args):
+    settings = dict(
+        model=args.model,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        img_size=args.img_size,
+        precision=args.precision,
+        implementation=args.implementation,
+        jit_compile=args.jit,
+        seq_len=args.seq_len,
+        embeddings=args.embeddings,
+        freeze_embeddings=args.freeze_embeddings,
+        tensorboard=args.tensorboard,
+    )
+    if not args.resume:
+        from cct_fast.train.preflight import check_new_run
+
+        check_new_run(args.recipe, **settings)
     from cct_fast import train
 
     try:
@@ -98,19 +116,8 @@ def _train(args):
             out=args.out,
             resume=args.resume,
             recipe_file=args.recipe,
-            model=args.model,
-            dataset=args.dataset,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            img_size=args.img_size,
-            precision=args.precision,
-            implementation=args.implementation,
-            jit_compile=args.jit,
-            seq_len=args.seq_len,
-            embeddings=args.embeddings,
-            freeze_embeddings=args.freeze_embeddings,
-            tensorboard=args.tensorboard,
             distribute=args.distribute or "",
+            **settings,
         )
     except KeyboardInterrupt:
         return 130

@@ -63,6 +63,41 @@ def test_help_and_models_answer_without_tensorflow():
     assert result.stderr == ""
 
 
+def test_train_refuses_bad_recipes_and_text_files_before_tensorflow_starts(tmp_path):
+    """Under load, TensorFlow's start-up made an instant refusal take 15-85 s."""
+    (tmp_path / "recipe.yml").write_text("epochs: -3\n")
+    (tmp_path / "one.csv").write_text("text,label\n" + "a b,x\n" * 10)
+    (tmp_path / "fine.csv").write_text("text,label\n" + "a b,x\nc d,y\n" * 10)
+    cases = [
+        ["--recipe", str(tmp_path / "recipe.yml")],
+        ["--model", "text_cct_2", "--dataset", f"csv:{tmp_path / 'one.csv'}"],
+        ["--model", "text_cct_2", "--dataset", f"csv:{tmp_path / 'missing.csv'}"],
+        ["--model", "cct_2_3x2_32", "--dataset", f"csv:{tmp_path / 'fine.csv'}"],
+    ]
+    result = _run_python(
+        "import sys; sys.argv = ['/usr/bin/cct-fast']\n"
+        "from cct_fast.cli import main\n"
+        f"for argv in {cases!r}:\n"
+        f"    print(main(['train', '--out', {str(tmp_path / 'run')!r}, *argv]))\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    assert result.stdout.split() == ["2", "2", "2", "2", "False"]
+    errors = result.stderr.splitlines()
+    assert len(errors) == 4 and all(line.startswith("cct-fast train: error: ") for line in errors)
+    for line, words in zip(
+        errors,
+        [
+            "epochs",
+            "a classifier needs at least two classes",
+            "missing.csv does not exist",
+            "image model",
+        ],
+        strict=True,
+    ):
+        assert words in line, line
+    assert not (tmp_path / "run").exists()
+
+
 def test_import_cct_fast_registers_the_keras_classes(tmp_path):
     """So that keras.models.load_model finds them in a fresh process."""
     import cct_fast

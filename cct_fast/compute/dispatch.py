@@ -27,11 +27,10 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from cct_fast.compute import custom_ops, fused, reference
+from cct_fast.compute import IMPLEMENTATIONS, custom_ops, fused, reference
 from cct_fast.compute.xla import in_xla_context
 from cct_fast.errors import ConfigError
 
-IMPLEMENTATIONS = ("fused", "reference", "custom", "auto")
 # Where "auto" takes the custom ops: (CPU instruction set of the kernels, compute dtype,
 # training step or inference) where they ran a whole CCT-7/3x1 at least 1.3x the fused path
 # (benchmarks/RESULTS.md, train step and inference groups, on the 2-core AVX512_BF16 CPU).

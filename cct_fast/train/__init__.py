@@ -8,37 +8,46 @@ and curves of a run folder (:mod:`.reports`), and prediction from a run folder
 
     from cct_fast import train
     run = train.fit(model="cct_2_3x2_32", dataset="digits", out="runs/digits")
+
+Each name is imported on first use: the recipe and the text datasets need no TensorFlow, so
+``cct-fast train`` refuses a bad recipe or data file before TensorFlow starts.
 """
 
-from cct_fast.errors import RecipeError, RunError
-from cct_fast.train import distribute
-from cct_fast.train.predict import predict
-from cct_fast.train.recipe import Recipe, make_recipe
-from cct_fast.train.run import (
-    Run,
-    build_model,
-    build_optimizer,
-    evaluate,
-    fit,
-    load_run,
-    test_metrics,
-)
-from cct_fast.train.run_checkpoint import load_checkpoint, save_checkpoint
+import importlib
+import importlib.util
 
-__all__ = [
-    "Recipe",
-    "RecipeError",
-    "Run",
-    "RunError",
-    "build_model",
-    "build_optimizer",
-    "distribute",
-    "evaluate",
-    "fit",
-    "load_run",
-    "load_checkpoint",
-    "make_recipe",
-    "predict",
-    "save_checkpoint",
-    "test_metrics",
-]
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "Recipe": "cct_fast.train.recipe",
+    "make_recipe": "cct_fast.train.recipe",
+    "RecipeError": "cct_fast.errors",
+    "RunError": "cct_fast.errors",
+    "Run": "cct_fast.train.run",
+    "build_model": "cct_fast.train.run",
+    "build_optimizer": "cct_fast.train.run",
+    "evaluate": "cct_fast.train.run",
+    "fit": "cct_fast.train.run",
+    "load_run": "cct_fast.train.run",
+    "test_metrics": "cct_fast.train.run",
+    "load_checkpoint": "cct_fast.train.run_checkpoint",
+    "save_checkpoint": "cct_fast.train.run_checkpoint",
+    "predict": "cct_fast.train.predict",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a module: train.data
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module 'cct_fast.train' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_EXPORTS})
+
+
+__all__ = list(_EXPORTS)

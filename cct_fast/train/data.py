@@ -20,18 +20,12 @@ from cct_fast.core.config import as_pair
 from cct_fast.errors import DatasetError
 from cct_fast.train.images import decodes, unusable_images
 from cct_fast.train.pipeline import decoder
+from cct_fast.train.statistics import CIFAR_STATS, FLOWERS_STATS, IMAGENET_STATS
 
 DIGITS_SIDE = 32
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # the split is fixed, so accuracies are comparable between runs
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-# Per-channel mean and std of the training images, as the official configs use.
-CIFAR_STATS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
-}
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-FLOWERS_STATS = ((0.4353, 0.3773, 0.2872), (0.2966, 0.2455, 0.2698))
 # Oxford Flowers-102's published split (setid.mat): the official configs train on "trnid" and
 # validate on "valid"; "tstid" gives the final figure.
 FLOWERS_SPLITS = {"flowers102": ("trnid", "valid"), "flowers102-test": ("trnid", "tstid")}

@@ -16,7 +16,7 @@ import re
 
 from cct_fast.core.names import model_config
 from cct_fast.errors import RecipeError
-from cct_fast.train.data import CIFAR_STATS, FLOWERS_STATS, IMAGENET_STATS
+from cct_fast.train.statistics import CIFAR_STATS, FLOWERS_STATS, IMAGENET_STATS
 
 # The official train.py's defaults for the settings a config may leave out (timm 0.4's
 # train.py, as the official repository ships it).

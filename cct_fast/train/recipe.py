@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from cct_fast.compute.dispatch import IMPLEMENTATIONS
+from cct_fast.compute import IMPLEMENTATIONS
 from cct_fast.core.names import is_text_model, model_config
 from cct_fast.errors import RecipeError
 from cct_fast.train.official_configs import (
