@@ -269,6 +269,28 @@ def test_a_jpeg_with_bytes_after_its_end_is_accepted(tmp_path, rng):
     assert len(data.load_dataset(f"folder:{root}").train) == 5
 
 
+def test_a_truncated_jpeg_is_named_without_libjpeg_lines_on_stderr(tmp_path, rng):
+    """At the command's log level (2), libjpeg's "Premature end of JPEG data" reached stderr
+    beside the package's own message."""
+    jpeg = tf.io.encode_jpeg(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).numpy()
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from cct_fast.train.images import unusable_images\n"
+            "print(unusable_images(sys.argv[1:])); print('after', file=sys.stderr)",
+            str(tmp_path / "cut.jpg"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert "a truncated JPEG: the file ends before the image does" in result.stdout
+    assert "JPEG" not in result.stderr and result.stderr.endswith("after\n")
+
+
 def test_an_image_that_breaks_during_training_is_named(tmp_path, rng):
     root = _image_folder(tmp_path / "images", rng, per_class=16)
     dataset = data.load_dataset(f"folder:{root}", image_size=32)

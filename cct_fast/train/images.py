@@ -9,6 +9,9 @@ whatever its name says), end as a whole file of its format ends, and declare no 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 
 from cct_fast.errors import ImageFileError
@@ -71,14 +74,32 @@ def _header(file, size):
 
 
 def decodes(path) -> bool:
-    """Whether TensorFlow decodes the file at ``path`` (it is decoded: slow)."""
+    """Whether TensorFlow decodes the file at ``path`` (it is decoded: slow). What libjpeg or
+    libpng print about a bad file is not shown: the caller names the file and what is wrong."""
     import tensorflow as tf
 
     try:
-        tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
+        with _native_stderr_silenced():
+            tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False)
     except (tf.errors.OpError, ValueError):
         return False
     return True
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 to /dev/null for the block: the decoders' C++ log lines ("Premature
+    end of JPEG data", "Improper call to JPEG library in state 201") bypass Python's
+    ``sys.stderr`` and TensorFlow's log level."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def check_image_file(path) -> tuple[int, int]:
