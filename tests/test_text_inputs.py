@@ -22,7 +22,12 @@ from helpers import QUICK_TEXT, relative_error, topic_csv
 
 
 def _contents(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    """Each file of a run folder and a hash of its bytes, the lock a run takes left out."""
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.iterdir()
+        if p.name != ".lock"
+    }
 
 
 def _nothing_written(folder):
@@ -73,6 +78,15 @@ def test_an_encoder_that_disagrees_with_the_recipe_is_refused(run_copy, capsys):
     error = capsys.readouterr().err
     assert "text_cct_2 cannot run in this machine's memory" in error
     assert "50,000,001 tokens" in error
+
+
+def test_a_recipe_switched_to_another_model_is_refused_on_resume(run_copy, capsys):
+    _edit_json(run_copy / "recipe.json", model="text_cct_4")
+    before = _contents(run_copy)
+    assert cli(["train", "--resume", "--out", str(run_copy)]) == 2
+    error = capsys.readouterr().err
+    assert "checkpoint.npz does not match this model" in error and "nothing was loaded" in error
+    assert _contents(run_copy) == before
 
 
 def test_encoder_files_and_settings_out_of_bounds_are_refused(tmp_path, monkeypatch):
