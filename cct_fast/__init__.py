@@ -14,6 +14,8 @@ import importlib
 import sys
 from pathlib import Path
 
+from cct_fast.lazy import lazy_getattr
+
 __version__ = "0.3.0"
 
 # Public name -> the module that defines it.
@@ -41,17 +43,14 @@ def _official_names():
     return list_models()
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    elif name in _SUBPACKAGES:
-        value = importlib.import_module(f"cct_fast.{name}")
-    elif name in _official_names():  # one function per official name: cct_fast.cct_7_3x1_32()
-        value = getattr(importlib.import_module("cct_fast.zoo"), name)
-    else:
+def _official_model(name):
+    """One function per official name: ``cct_fast.cct_7_3x1_32()``."""
+    if name not in _official_names():
         raise AttributeError(f"module 'cct_fast' has no attribute {name!r}")
-    globals()[name] = value
-    return value
+    return getattr(importlib.import_module("cct_fast.zoo"), name)
+
+
+__getattr__ = lazy_getattr(__name__, _EXPORTS, fallback=_official_model)
 
 
 def __dir__():

@@ -8,11 +8,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "cct_fast"
-# Bottom to top. A module may import from its own part or from a lower one. zoo sits above
-# weights because create_model loads weights; testing above zoo because its comparisons build
-# models; export and train are peers and do not import each other.
+# Bottom to top. A module may import from its own part or from a lower one. lazy (the packages'
+# names imported on first use) imports nothing of cct_fast; zoo sits above weights because
+# create_model loads weights; testing above zoo because its comparisons build models; export
+# and train are peers and do not import each other.
 LAYERS = {
     "errors": 0,
+    "lazy": 0,
     "compute": 1,
     "core": 2,
     "weights": 3,

@@ -13,8 +13,7 @@ Each name is imported on first use: the recipe and the text datasets need no Ten
 ``cct-fast train`` refuses a bad recipe or data file before TensorFlow starts.
 """
 
-import importlib
-import importlib.util
+from cct_fast.lazy import lazy_getattr
 
 # Public name -> the module that defines it.
 _EXPORTS = {
@@ -35,15 +34,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    elif importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a module: train.data
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module 'cct_fast.train' has no attribute {name!r}")
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 def __dir__():
