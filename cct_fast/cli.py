@@ -105,10 +105,11 @@ def _train(args):
         freeze_embeddings=args.freeze_embeddings,
         tensorboard=args.tensorboard,
     )
+    data = None
     if not args.resume:
         from cct_fast.train.preflight import check_new_run
 
-        check_new_run(args.recipe, **settings)
+        data = check_new_run(args.recipe, **settings)
     from cct_fast import train
 
     try:
@@ -117,6 +118,7 @@ def _train(args):
             resume=args.resume,
             recipe_file=args.recipe,
             distribute=args.distribute or "",
+            data=data,
             **settings,
         )
     except KeyboardInterrupt:

@@ -121,11 +121,15 @@ def test_pretrained_vectors_fill_and_freeze_the_embedding_table(tmp_path):
         np.testing.assert_array_equal(table.numpy()[run.encoder.vocabulary.index(word)], value)
 
 
-def test_the_cli_trains_predicts_and_refuses_bad_text_data(tmp_path, capsys):
+def test_the_cli_trains_predicts_and_refuses_bad_text_data(tmp_path, capsys, monkeypatch):
     dataset = topic_csv(tmp_path / "topics.csv", per_topic=10)
     out = tmp_path / "run"
     argv = ["train", "--model", "text_cct_2", "--dataset", dataset, "--epochs", "1"]
+    reads = []
+    read_csv = text_data._read_csv
+    monkeypatch.setattr(text_data, "_read_csv", lambda path: reads.append(path) or read_csv(path))
     assert cli([*argv, "--seq-len", "16", "--out", str(out)]) == 0
+    assert reads == [tmp_path / "topics.csv"]  # checked before TensorFlow, and read once
     assert "text_cct_2 on csv:" in capsys.readouterr().out
     assert cli(["predict", str(out), "a dog and a cow", "--top", "3"]) == 0
     line = capsys.readouterr().out.strip()

@@ -63,6 +63,7 @@ def fit(
     recipe_file: str | os.PathLike | None = None,
     verbose: int = 1,
     distribute: str = "",
+    data: Dataset | TextDataset | None = None,
     **settings,
 ) -> Run:
     """Train a model as the recipe says, into a run folder that can be resumed.
@@ -75,6 +76,8 @@ def fit(
         distribute: ``"mirrored"`` (every local GPU) or ``"multiworker"`` (the cluster in
             ``TF_CONFIG``), :mod:`cct_fast.train.distribute`; not part of the recipe, so a
             run may resume on another number of devices.
+        data: the dataset that ``settings["dataset"]`` names, already loaded (the command
+            line loads a text dataset before TensorFlow starts, to refuse bad files early).
         **settings: recipe fields (:class:`cct_fast.train.recipe.Recipe`): ``model``,
             ``dataset``, ``epochs``, ``batch_size``, ``precision``, ``jit_compile``, ...
 
@@ -101,7 +104,7 @@ def fit(
                 raise RunError(
                     f"{out} already holds a run; resume it with --resume or choose another --out."
                 )
-            return Run(out, recipe, verbose, strategy=strategy).train()
+            return Run(out, recipe, verbose, dataset=data, strategy=strategy).train()
     except FolderBusy as error:
         raise RunError(
             f"{error}: another run is training into it. Wait for it to end, or "
