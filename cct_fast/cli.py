@@ -105,11 +105,9 @@ def _train(args):
         freeze_embeddings=args.freeze_embeddings,
         tensorboard=args.tensorboard,
     )
-    data = None
-    if not args.resume:
-        from cct_fast.train.preflight import check_new_run
+    from cct_fast.train.preflight import check_run
 
-        data = check_new_run(args.recipe, **settings)
+    data = check_run(args.out, args.resume, args.recipe, **settings)
     from cct_fast import train
 
     try:

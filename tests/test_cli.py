@@ -63,39 +63,58 @@ def test_help_and_models_answer_without_tensorflow():
     assert result.stderr == ""
 
 
-def test_train_refuses_bad_recipes_and_text_files_before_tensorflow_starts(tmp_path):
+def test_train_refuses_bad_runs_recipes_and_data_files_before_tensorflow_starts(tmp_path):
     """Under load, TensorFlow's start-up made an instant refusal take 15-85 s."""
+    from cct_fast.train.recipe import make_recipe
+
     (tmp_path / "recipe.yml").write_text("epochs: -3\n")
     (tmp_path / "one.csv").write_text("text,label\n" + "a b,x\n" * 10)
     (tmp_path / "fine.csv").write_text("text,label\n" + "a b,x\nc d,y\n" * 10)
+    for split in ("train", "test"):
+        for name in ("cat", "dog"):
+            (tmp_path / "images" / split / name).mkdir(parents=True)
+            (tmp_path / "images" / split / name / "a.png").write_bytes(b"not a png")
+    done = tmp_path / "done"  # a run folder, as a run leaves it
+    done.mkdir()
+    make_recipe(None, model="cct_2_3x2_32", dataset="digits", epochs=3).save(done / "recipe.json")
+    (done / "checkpoint.npz").write_bytes(b"")
+    before = {path: path.stat().st_mtime_ns for path in done.iterdir()}
+    fresh = ["--out", str(tmp_path / "run")]
     cases = [
-        ["--recipe", str(tmp_path / "recipe.yml")],
-        ["--model", "text_cct_2", "--dataset", f"csv:{tmp_path / 'one.csv'}"],
-        ["--model", "text_cct_2", "--dataset", f"csv:{tmp_path / 'missing.csv'}"],
-        ["--model", "cct_2_3x2_32", "--dataset", f"csv:{tmp_path / 'fine.csv'}"],
+        [*fresh, "--recipe", str(tmp_path / "recipe.yml")],
+        [*fresh, "--model", "text_cct_2", "--dataset", f"csv:{tmp_path / 'one.csv'}"],
+        [*fresh, "--model", "text_cct_2", "--dataset", f"csv:{tmp_path / 'missing.csv'}"],
+        [*fresh, "--model", "cct_2_3x2_32", "--dataset", f"csv:{tmp_path / 'fine.csv'}"],
+        [*fresh, "--model", "cct_2_3x2_32", "--dataset", f"folder:{tmp_path / 'images'}"],
+        ["--out", str(done), "--model", "cct_2_3x2_32"],
+        ["--resume", "--out", str(tmp_path / "run")],
+        ["--resume", "--out", str(done), "--epochs", "5"],
     ]
     result = _run_python(
         "import sys; sys.argv = ['/usr/bin/cct-fast']\n"
         "from cct_fast.cli import main\n"
         f"for argv in {cases!r}:\n"
-        f"    print(main(['train', '--out', {str(tmp_path / 'run')!r}, *argv]))\n"
+        "    print(main(['train', *argv]))\n"
         "print('tensorflow' in sys.modules)\n"
     )
-    assert result.stdout.split() == ["2", "2", "2", "2", "False"]
-    errors = result.stderr.splitlines()
-    assert len(errors) == 4 and all(line.startswith("cct-fast train: error: ") for line in errors)
-    for line, words in zip(
-        errors,
-        [
-            "epochs",
-            "a classifier needs at least two classes",
-            "missing.csv does not exist",
-            "image model",
-        ],
-        strict=True,
-    ):
+    assert result.stdout.split() == ["2"] * len(cases) + ["False"]
+    errors = result.stderr.split("cct-fast train: error: ")
+    assert errors[0] == ""  # nothing but the package's messages
+    expected = [
+        "epochs",
+        "a classifier needs at least two classes",
+        "missing.csv does not exist",
+        "image model",
+        "4 of the 4 images",
+        "already holds a run",
+        "Nothing to resume",
+        "started with other settings (epochs)",
+    ]
+    assert len(errors[1:]) == len(expected), result.stderr
+    for line, words in zip(errors[1:], expected, strict=True):
         assert words in line, line
     assert not (tmp_path / "run").exists()
+    assert {path: path.stat().st_mtime_ns for path in done.iterdir()} == before
 
 
 def test_import_cct_fast_registers_the_keras_classes(tmp_path):

@@ -1,16 +1,17 @@
 """Training and evaluation: image datasets (:mod:`.data`, image files checked up front by
 :mod:`.images`) and text datasets (:mod:`.text_data`, tokenized by :mod:`.text_encoder`),
 tf.data input pipelines (:mod:`.pipeline`, :mod:`.text_pipeline`), the official recipe and
-the text recipe (:mod:`.recipe`), resumable runs (:mod:`.run`) with their checkpoint format
-(:mod:`.run_checkpoint`), on several devices or machines (:mod:`.distribute`), the metrics
-and curves of a run folder (:mod:`.reports`), and prediction from a run folder
-(:mod:`.predict`).
+the text recipe (:mod:`.recipe`), resumable runs (:mod:`.run`) with their folder's files
+(:mod:`.run_folder`) and checkpoint format (:mod:`.run_checkpoint`), on several devices or
+machines (:mod:`.distribute`), the metrics and curves of a run folder (:mod:`.reports`), and
+prediction from a run folder (:mod:`.predict`).
 
     from cct_fast import train
     run = train.fit(model="cct_2_3x2_32", dataset="digits", out="runs/digits")
 
-Each name is imported on first use: the recipe and the text datasets need no TensorFlow, so
-``cct-fast train`` refuses a bad recipe or data file before TensorFlow starts.
+Each name is imported on first use: the recipe, the run folder's files and the datasets' file
+checks need no TensorFlow, so ``cct-fast train`` refuses a bad run folder, recipe or data file
+before TensorFlow starts (:mod:`.preflight`).
 """
 
 from cct_fast.lazy import lazy_getattr

@@ -19,7 +19,6 @@ import numpy as np
 from cct_fast.core.config import as_pair
 from cct_fast.errors import DatasetError
 from cct_fast.train.images import decodes, unusable_images
-from cct_fast.train.pipeline import decoder
 from cct_fast.train.statistics import CIFAR_STATS, FLOWERS_STATS, IMAGENET_STATS
 
 DIGITS_SIDE = 32
@@ -57,35 +56,58 @@ class Dataset:
     train: Split
     test: Split
     class_names: list[str]
-    mean: tuple[float, float, float]  # of images scaled to [0, 1]
-    std: tuple[float, float, float]
+    # Of the images scaled to [0, 1]; None until measured (load_dataset(measure=False)).
+    mean: tuple[float, float, float] | None
+    std: tuple[float, float, float] | None
 
     @property
     def num_classes(self):
         return len(self.class_names)
 
 
-def load_dataset(spec: str, image_size: int | tuple[int, int] = 224) -> Dataset:
+def load_dataset(
+    spec: str, image_size: int | tuple[int, int] = 224, measure: bool = True
+) -> Dataset:
     """``"digits"``, ``"cifar10"``, ``"cifar100"``, ``"folder:PATH"``, ``"imagenet:PATH"``,
     ``"flowers102[-test][:PATH]"`` or ``"tfds:NAME"``. A folder's or TFDS set's channel
     statistics are those of its images at ``image_size`` (a side or (height, width)), the size
-    the model trains at."""
+    the model trains at; with ``measure=False`` they are left None, for :func:`measured`."""
+    dataset = _read(spec)
+    return measured(dataset, image_size) if measure else dataset
+
+
+def reads_local_files(spec: str) -> bool:
+    """Whether ``spec`` names image files on this machine, which :func:`load_dataset` lists
+    and checks without TensorFlow."""
+    kind, _, path = spec.partition(":")
+    return kind in ("folder", "imagenet") or (kind in FLOWERS_SPLITS and bool(path))
+
+
+def measured(dataset: Dataset, image_size: int | tuple[int, int]) -> Dataset:
+    """``dataset`` with its channel statistics, measured at ``image_size`` if it has none."""
+    if dataset.mean is not None:
+        return dataset
+    mean, std = measured_statistics(dataset.train, as_pair(image_size))
+    return dataclasses.replace(dataset, mean=mean, std=std)
+
+
+def _read(spec):
     if spec == "digits":
         return _digits()
     if spec in CIFAR_STATS:
         return _cifar(spec)
     if spec.startswith("folder:"):
-        return _folder(Path(spec.removeprefix("folder:")).expanduser(), as_pair(image_size))
+        return _folder(Path(spec.removeprefix("folder:")).expanduser())
     kind, _, path = spec.partition(":")
     if kind in FLOWERS_SPLITS and path:
         return _flowers(Path(path).expanduser(), kind)
     if kind == "tfds" and path:
-        return _tfds(spec, path, as_pair(image_size))
+        return _tfds(spec, path)
     if kind in FLOWERS_SPLITS:
-        return _tfds(kind, "oxford_flowers102", None, *FLOWERS_TFDS_SPLITS[kind], FLOWERS_STATS)
+        return _tfds(kind, "oxford_flowers102", *FLOWERS_TFDS_SPLITS[kind], FLOWERS_STATS)
     if spec.startswith("imagenet:"):
         root = Path(spec.removeprefix("imagenet:")).expanduser()
-        return _folder(root, as_pair(image_size), "imagenet", IMAGENET_STATS)
+        return _folder(root, "imagenet", IMAGENET_STATS)
     raise DatasetError(
         f"Unknown dataset {spec!r}: expected 'digits', 'cifar10', 'cifar100', 'folder:PATH', "
         "'imagenet:PATH' (ImageNet's train/<wnid>/ and val/<wnid>/ folders) or "
@@ -203,20 +225,18 @@ def _flowers(root, kind):
     return Dataset(f"{kind}:{root}", train, test, names, *FLOWERS_STATS)
 
 
-def _tfds(spec, name, size, train_split="train", test_split=None, statistics=None):
-    """A TensorFlow Datasets set (:mod:`cct_fast.train.tfds_data`), its channel statistics
-    measured at ``size`` unless given."""
+def _tfds(spec, name, train_split="train", test_split=None, statistics=(None, None)):
+    """A TensorFlow Datasets set (:mod:`cct_fast.train.tfds_data`); its channel statistics
+    are to be measured unless given."""
     from cct_fast.train.tfds_data import read_tfds
 
     train, test, names = read_tfds(name, train_split, test_split)
-    train, test = Split(*train), Split(*test)
-    statistics = statistics or measured_statistics(train, size)
-    return Dataset(spec, train, test, names, *statistics)
+    return Dataset(spec, Split(*train), Split(*test), names, *statistics)
 
 
-def _folder(root, size, kind="folder", statistics=None):
-    """The images under ``root``; their channel statistics are measured unless given (as
-    ImageNet's are, by the official configs)."""
+def _folder(root, kind="folder", statistics=(None, None)):
+    """The images under ``root``; their channel statistics are to be measured unless given
+    (as ImageNet's are, by the official configs)."""
     if not root.is_dir():
         raise DatasetError(f"Image folder {root} does not exist.")
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
@@ -242,8 +262,7 @@ def _folder(root, size, kind="folder", statistics=None):
             "ones or fill them."
         )
     _check_images(train.images + test.images, root)
-    mean, std = statistics or measured_statistics(train, size)
-    return Dataset(f"{kind}:{root}", train, test, class_names, mean, std)
+    return Dataset(f"{kind}:{root}", train, test, class_names, *statistics)
 
 
 def _class_folders(directory):
@@ -289,6 +308,8 @@ def measured_statistics(split, size, sample=500):
     """Channel statistics from up to ``sample`` evenly spaced training images, each decoded,
     resized to ``size`` as in training, and let go before the next."""
     import tensorflow as tf
+
+    from cct_fast.train.pipeline import decoder
 
     decode = decoder(size, encoded=split.encoded)
     chosen = split.images[:: max(1, len(split) // sample)]

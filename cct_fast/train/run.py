@@ -35,12 +35,23 @@ from cct_fast.core.costs import check_fits_in_memory
 from cct_fast.core.model import CCT, policy_scope
 from cct_fast.core.names import is_text_model, model_config
 from cct_fast.errors import CheckpointError, DatasetError, FolderBusy, RunError
-from cct_fast.train.data import Dataset, load_dataset, undecodable_images
+from cct_fast.train.data import Dataset, load_dataset, measured, undecodable_images
 from cct_fast.train.distribute import check_batch, is_chief, make_strategy
 from cct_fast.train.pipeline import epoch_seed, evaluation_batches, training_batches
-from cct_fast.train.recipe import Recipe, make_recipe, read_recipe_file
+from cct_fast.train.recipe import Recipe, make_recipe
 from cct_fast.train.reports import plot_curves, write_metrics
 from cct_fast.train.run_checkpoint import load_checkpoint, save_checkpoint, seed_states
+from cct_fast.train.run_folder import (
+    CHECKPOINT,
+    DATASET_CARD,
+    ENCODER,
+    RECIPE,
+    TENSORBOARD,
+    check_new_folder,
+    read_run_recipe,
+    resumable_folder,
+    resumed_recipe,
+)
 from cct_fast.train.text_data import TextDataset, load_text_dataset
 from cct_fast.train.text_encoder import TextEncoder
 from cct_fast.train.text_pipeline import text_evaluation_batches, text_training_batches
@@ -48,12 +59,6 @@ from cct_fast.weights.files import atomic_output, check_room_for, folder_lock
 from cct_fast.weights.loading import load_weights, save_weights, variable_bytes
 from cct_fast.weights.word_vectors import load_word_vectors
 from cct_fast.zoo import create_model
-
-CHECKPOINT = "checkpoint.npz"
-RECIPE = "recipe.json"
-DATASET_CARD = "dataset.json"
-ENCODER = "encoder.json"
-TENSORBOARD = "tensorboard"  # event files, with --tensorboard
 
 
 def fit(
@@ -84,46 +89,29 @@ def fit(
     Returns:
         The finished :class:`Run`: its ``model``, ``history`` and ``folder``.
     """
-    if out is None and resume:
-        raise RunError("Resuming needs the run folder (--out RUN_DIR).")
-    recipe = None if resume else make_recipe(recipe_file, **settings)
-    if out is None:
-        dataset = recipe.dataset.replace(":", "_").replace("/", "_")
-        out = f"runs/{recipe.model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = Path(out)
-    if resume and not (out / CHECKPOINT).exists():
-        raise RunError(f"Nothing to resume: {out} holds no {CHECKPOINT}.")
+    if resume:
+        out = resumable_folder(out)
+    else:
+        recipe = make_recipe(recipe_file, **settings)
+        if out is None:
+            dataset = recipe.dataset.replace(":", "_").replace("/", "_")
+            out = f"runs/{recipe.model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = Path(out)
     strategy = make_strategy(distribute)
     # One run writes into a folder; the other workers of a cluster only read it.
     lock = folder_lock(out) if is_chief(strategy) else contextlib.nullcontext()
     try:
         with lock:  # held until the run ends
             if resume:
-                recipe = _resumed_recipe(out, recipe_file, settings)
-            elif (out / CHECKPOINT).exists():
-                raise RunError(
-                    f"{out} already holds a run; resume it with --resume or choose another --out."
-                )
+                recipe = resumed_recipe(out, recipe_file, settings)
+            else:
+                check_new_folder(out)
             return Run(out, recipe, verbose, dataset=data, strategy=strategy).train()
     except FolderBusy as error:
         raise RunError(
             f"{error}: another run is training into it. Wait for it to end, or "
             "choose another --out."
         ) from None
-
-
-def _resumed_recipe(out, recipe_file, settings):
-    """The saved recipe; a run resumes as it was started, or its schedule would change."""
-    recipe = make_recipe(None, **read_recipe_file(out / RECIPE))
-    asked = read_recipe_file(recipe_file) if recipe_file else {}
-    asked.update({key: value for key, value in settings.items() if value is not None})
-    changed = sorted(key for key, value in asked.items() if getattr(recipe, key, None) != value)
-    if changed:
-        raise RunError(
-            f"{out} was started with other settings ({', '.join(changed)}); resume "
-            f"it as it was (--resume --out {out}), or start a new run."
-        )
-    return recipe
 
 
 class Run:
@@ -146,9 +134,7 @@ class Run:
         self.writes = is_chief(self.strategy)  # the folder's one writer
         check_batch(self.strategy, recipe.batch_size)
         self.text = is_text_model(recipe.model)
-        if dataset is None:
-            dataset = load_run_dataset(recipe.model, recipe.dataset, recipe.img_size)
-        self.dataset = dataset
+        self.dataset = load_run_dataset(recipe.model, recipe.dataset, recipe.img_size, dataset)
         self.train_split = self.dataset.train
         if recipe.train_images:
             self.train_split = _first(self.train_split, recipe.train_images)
@@ -460,12 +446,16 @@ def build_model(
         )
 
 
-def load_run_dataset(model: str, spec: str, img_size: int = 0) -> Dataset | TextDataset:
+def load_run_dataset(
+    model: str, spec: str, img_size: int = 0, loaded: Dataset | TextDataset | None = None
+) -> Dataset | TextDataset:
     """The dataset ``spec`` as ``model`` takes it: texts, or images with their statistics at
-    the size it trains at (``img_size``, or the model name's)."""
+    the size it trains at (``img_size``, or the model name's). ``loaded`` replaces what
+    ``spec`` names; its statistics are measured here if it has none."""
     if is_text_model(model):
-        return load_text_dataset(spec)
-    return load_dataset(spec, image_size=img_size or model_config(model)["img_size"])
+        return load_text_dataset(spec) if loaded is None else loaded
+    size = img_size or model_config(model)["img_size"]
+    return load_dataset(spec, size) if loaded is None else measured(loaded, size)
 
 
 def dataset_card(dataset: Dataset | TextDataset) -> dict:
@@ -696,12 +686,6 @@ def load_run(folder: str | os.PathLike) -> TrainedRun:
     model = build_model(dataclasses.replace(recipe, jit_compile=False), len(classes), encoder)
     load_weights(model, weights, allow_new_head=False)
     return TrainedRun(model, recipe, classes, card, encoder)
-
-
-def read_run_recipe(folder: Path) -> Recipe:
-    if not (folder / RECIPE).is_file():
-        raise RunError(f"{folder} is not a run folder: it holds no {RECIPE}.")
-    return make_recipe(None, **read_recipe_file(folder / RECIPE))
 
 
 def read_run_encoder(folder: Path, recipe: Recipe) -> TextEncoder:

@@ -1,0 +1,55 @@
+"""A run folder's file names and the recipe a run into it trains by, read without
+TensorFlow, so that ``cct-fast train --resume`` refuses a folder it cannot resume before
+TensorFlow starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cct_fast.errors import RunError
+from cct_fast.train.recipe import Recipe, make_recipe, read_recipe_file
+
+CHECKPOINT = "checkpoint.npz"
+RECIPE = "recipe.json"
+DATASET_CARD = "dataset.json"
+ENCODER = "encoder.json"
+TENSORBOARD = "tensorboard"  # event files, with --tensorboard
+
+
+def resumable_folder(out) -> Path:
+    """``out`` as a path, if it holds a run to resume."""
+    if out is None:
+        raise RunError("Resuming needs the run folder (--out RUN_DIR).")
+    out = Path(out)
+    if not (out / CHECKPOINT).exists():
+        raise RunError(f"Nothing to resume: {out} holds no {CHECKPOINT}.")
+    return out
+
+
+def check_new_folder(out: Path):
+    """A new run's folder must not hold one already."""
+    if (out / CHECKPOINT).exists():
+        raise RunError(
+            f"{out} already holds a run; resume it with --resume or choose another --out."
+        )
+
+
+def resumed_recipe(out: Path, recipe_file, settings: dict) -> Recipe:
+    """The saved recipe; a run resumes as it was started, or its schedule would change.
+    ``recipe_file`` and ``settings`` (None where unset) may only repeat it."""
+    recipe = read_run_recipe(out)
+    asked = read_recipe_file(recipe_file) if recipe_file else {}
+    asked.update({key: value for key, value in settings.items() if value is not None})
+    changed = sorted(key for key, value in asked.items() if getattr(recipe, key, None) != value)
+    if changed:
+        raise RunError(
+            f"{out} was started with other settings ({', '.join(changed)}); resume "
+            f"it as it was (--resume --out {out}), or start a new run."
+        )
+    return recipe
+
+
+def read_run_recipe(folder: Path) -> Recipe:
+    if not (folder / RECIPE).is_file():
+        raise RunError(f"{folder} is not a run folder: it holds no {RECIPE}.")
+    return make_recipe(None, **read_recipe_file(folder / RECIPE))
