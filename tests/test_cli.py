@@ -108,7 +108,7 @@ def test_train_refuses_bad_runs_recipes_and_data_files_before_tensorflow_starts(
         "4 of the 4 images",
         "already holds a run",
         "Nothing to resume",
-        "started with other settings (epochs)",
+        "started with other settings (epochs 3, asked 5)",
     ]
     assert len(errors[1:]) == len(expected), result.stderr
     for line, words in zip(errors[1:], expected, strict=True):

@@ -249,7 +249,7 @@ def test_with_ema_decay_each_epoch_evaluates_and_saves_the_moving_average(tmp_pa
 def test_resume_refuses_other_settings_and_corrupt_checkpoints(tmp_path):
     folder = tmp_path / "run"
     train.fit(out=folder, epochs=1, verbose=0, **dict(QUICK, train_images=64))
-    with pytest.raises(train.RunError, match="started with other settings \\(epochs\\)"):
+    with pytest.raises(train.RunError, match="started with other settings \\(epochs 1, asked 5\\)"):
         train.fit(out=folder, resume=True, epochs=5, verbose=0)
     with pytest.raises(train.RunError, match="already holds a run"):
         train.fit(out=folder, epochs=1, verbose=0, **dict(QUICK, train_images=64))

@@ -353,14 +353,17 @@ def _converted(key, value, source):
         return _number(value, type(default))
     except (TypeError, ValueError):
         raise RecipeError(
-            f"Recipe setting {key}={_BRIEF.repr(value)} in {source}: expected "
-            f"{_expected_kind(default)}."
+            f"Recipe setting {key}={brief(value)} in {source}: expected {_expected_kind(default)}."
         ) from None
 
 
-# What a message shows of a value that came from a file: never the whole of it.
 _BRIEF = reprlib.Repr()
 _BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother = 3, 80, 80
+
+
+def brief(value) -> str:
+    """What a message shows of a value that came from a file: never the whole of it."""
+    return _BRIEF.repr(value)
 
 
 def _number(value, kind):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cct_fast.errors import RunError
-from cct_fast.train.recipe import Recipe, make_recipe, read_recipe_file
+from cct_fast.train.recipe import Recipe, brief, make_recipe, read_recipe_file
 
 CHECKPOINT = "checkpoint.npz"
 RECIPE = "recipe.json"
@@ -42,8 +42,12 @@ def resumed_recipe(out: Path, recipe_file, settings: dict) -> Recipe:
     asked.update({key: value for key, value in settings.items() if value is not None})
     changed = sorted(key for key, value in asked.items() if getattr(recipe, key, None) != value)
     if changed:
+        differences = ", ".join(
+            f"{key} {brief(getattr(recipe, key, None))}, asked {brief(asked[key])}"
+            for key in changed
+        )
         raise RunError(
-            f"{out} was started with other settings ({', '.join(changed)}); resume "
+            f"{out} was started with other settings ({differences}); resume "
             f"it as it was (--resume --out {out}), or start a new run."
         )
     return recipe
