@@ -55,23 +55,26 @@ def _official_rows(make, compiled=None, smoke=False):
     return {row: function() for row, function in rows.items()}, missing
 
 
-def _onnx_rows(model, images, folder):
-    """The ONNX Runtime rows (plain and fused graph) on ``images``, or why they cannot run."""
+def _onnx_rows(name, images, folder, smoke):
+    """The ONNX Runtime rows (plain and fused graph) of model ``name`` on ``images``, or why
+    they cannot run. The smoke run exports the first model only: CCT-14's two exports took 80
+    of its seconds, and the export's correctness is tests/test_export.py's."""
+    graphs = {"plain": False, "fused": True}
+    names = {graph: f"ONNX Runtime (CPU, {graph} graph)" for graph in graphs}
+    if smoke and name != INFERENCE[0][0]:
+        return {}, dict.fromkeys(names.values(), "exported in the full benchmark run only")
     try:
         import onnxruntime  # noqa: F401
         import tf2onnx  # noqa: F401
 
         from cct_fast.export import load_onnx, to_onnx
     except ImportError:
-        return {}, {
-            f"ONNX Runtime (CPU, {graph} graph)": "tf2onnx or onnxruntime missing"
-            for graph in ("plain", "fused")
-        }
-    rows = {}
-    for graph, optimize in (("plain", False), ("fused", True)):
+        return {}, dict.fromkeys(names.values(), "tf2onnx or onnxruntime missing")
+    rows, model = {}, cct_fast.create_model(name)
+    for graph, optimize in graphs.items():
         path = to_onnx(model, folder / f"{graph}.onnx", optimize=optimize)
         predictor = load_onnx(path, providers=["CPUExecutionProvider"])
-        rows[f"ONNX Runtime (CPU, {graph} graph)"] = lambda p=predictor: p.predict(images)
+        rows[names[graph]] = lambda p=predictor: p.predict(images)
     return rows, {}
 
 
@@ -98,9 +101,7 @@ def test_inference(time_rows, smoke, name, batch, precision, tmp_path):
 
     for extra, why in (
         _official_rows(official, lambda: official(compiled=True), smoke),
-        _onnx_rows(cct_fast.create_model(name), images, tmp_path)
-        if precision == "fp32"
-        else ({}, {}),
+        _onnx_rows(name, images, tmp_path, smoke) if precision == "fp32" else ({}, {}),
     ):
         rows.update(extra)
         missing.update(why)
