@@ -42,12 +42,12 @@ def train_step_function(config, bfloat16=False, compiled=False):
     return step
 
 
-def text_inference_function(config):
+def text_inference_function(name, **overrides):
     """The official text computation (the reference of ``cct_fast.testing.official_text``,
     with its two fixes) on (ids, mask) tensors."""
     import torch
 
-    model = official_text_model(config).eval()
+    model = official_text_model(name, **overrides).eval()
 
     def run(ids, mask):
         with torch.inference_mode():
@@ -56,10 +56,10 @@ def text_inference_function(config):
     return run
 
 
-def text_train_step_function(config):
+def text_train_step_function(name, **overrides):
     import torch
 
-    model = official_text_model(config).train()
+    model = official_text_model(name, **overrides).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     loss_fn = torch.nn.CrossEntropyLoss()
 

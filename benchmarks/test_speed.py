@@ -251,7 +251,9 @@ def test_text_inference(time_rows, smoke):
     def official():
         import torch
 
-        function = official_torch.text_inference_function(model.config)
+        function = official_torch.text_inference_function(
+            TEXT_NAME, vocab_size=TEXT_VOCAB, num_classes=model.config.num_classes
+        )
         return lambda: function(torch.from_numpy(ids).long(), torch.from_numpy(mask))
 
     extra, missing = _official_rows(official)
@@ -278,7 +280,9 @@ def test_text_train_step(time_rows, smoke):
     def official():
         import torch
 
-        step = official_torch.text_train_step_function(config)
+        step = official_torch.text_train_step_function(
+            TEXT_NAME, vocab_size=TEXT_VOCAB, num_classes=config.num_classes
+        )
         tensors = torch.from_numpy(ids).long(), torch.from_numpy(mask), torch.from_numpy(labels)
         return lambda: step(*tensors)
 

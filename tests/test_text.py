@@ -13,6 +13,7 @@ from helpers import relative_error
 
 PARITY_TOLERANCE = 1e-5
 VOCAB = 1000  # the official 100,000 x 300 table adds nothing to these checks but time
+CLASSES = 4  # AG News's, as nlp/README.md counts them
 
 
 @pytest.fixture(scope="session")
@@ -63,26 +64,53 @@ def test_parameter_counts_published_by_the_official_code(name, kernel_size, expe
     assert trainable - VOCAB * 300 == expected
 
 
+def test_the_official_sizes_are_those_read_from_the_official_files():
+    """cct_fast's table against the reference's, each entry of which names its file."""
+    from cct_fast.testing.official_text import OFFICIAL_TEXT_DEFAULTS, OFFICIAL_TEXT_SIZES
+
+    assert set(OFFICIAL_TEXT_SIZES) == set(cct_fast.list_models("text_*"))
+    for name, sizes in OFFICIAL_TEXT_SIZES.items():
+        config = cct_fast.create_model(name).config
+        built = (config.num_layers, config.num_heads, config.mlp_ratio, config.width)
+        assert built == sizes, name
+        assert (config.vocab_size, config.padding_idx, config.seq_len, config.kernel_size) == (
+            OFFICIAL_TEXT_DEFAULTS["vocab_size"],
+            OFFICIAL_TEXT_DEFAULTS["padding_idx"],
+            OFFICIAL_TEXT_DEFAULTS["seq_len"],
+            OFFICIAL_TEXT_DEFAULTS["kernel_size"],
+        )
+
+
 @pytest.mark.parametrize("name", cct_fast.list_models("text_*"))
 def test_parameter_count_matches_the_reference(official, official_text, name):
-    model = cct_fast.create_model(name, vocab_size=VOCAB)
-    reference = official_text.official_text_model(model.config)
+    model = cct_fast.create_model(name, vocab_size=VOCAB, num_classes=CLASSES)
+    reference = official_text.official_text_model(name, vocab_size=VOCAB, num_classes=CLASSES)
     assert model.count_params() == sum(t.numel() for t in reference.state_dict().values())
 
 
 @pytest.mark.parametrize("implementation", ["reference", "fused"])
 @pytest.mark.parametrize("name", cct_fast.list_models("text_*"))
 def test_logits_match_the_reference(official, official_text, name, implementation, rng):
-    model = cct_fast.create_model(name, vocab_size=VOCAB, implementation=implementation)
-    reference = official.trained_like(
-        official_text.official_text_model(model.config), seed=int(rng.integers(1 << 30))
+    """In the main branch's Conv2d tokenizer form, and (batch 3) in the Conv1d one."""
+    model = cct_fast.create_model(
+        name, vocab_size=VOCAB, num_classes=CLASSES, implementation=implementation
     )
-    load_official_state_dict(model, official.state_dict(reference))
-    for batch in (1, 5):
-        ids, mask = _ids_and_mask(rng, batch, model.config.seq_len)
-        expected = official_text.official_text_logits(reference, ids, mask)
-        error = relative_error(model((ids, mask)), expected)
-        assert error <= PARITY_TOLERANCE, f"{name}, batch {batch}: relative error {error:.2e}"
+    reference = official.trained_like(
+        official_text.official_text_model(name, vocab_size=VOCAB, num_classes=CLASSES),
+        seed=int(rng.integers(1 << 30)),
+    )
+    state = official.state_dict(reference)
+    for form, batches in (
+        (state, (1, 5)),
+        (official_text.as_conv1d_state_dict(state), (3,)),
+    ):
+        model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+        load_official_state_dict(model, form)
+        for batch in batches:
+            ids, mask = _ids_and_mask(rng, batch, model.config.seq_len)
+            expected = official_text.official_text_logits(reference, ids, mask)
+            error = relative_error(model((ids, mask)), expected)
+            assert error <= PARITY_TOLERANCE, f"{name}, batch {batch}: relative error {error:.2e}"
 
 
 def test_padding_does_not_change_the_real_tokens_logits(rng):
@@ -99,7 +127,7 @@ def test_official_state_dict_holds_the_official_keys_and_shapes():
     model = cct_fast.create_model("text_cct_2", vocab_size=VOCAB)
     state = official_state_dict(model)
     assert state["embedder.embeddings.weight"].shape == (VOCAB, 300)
-    assert state["tokenizer.conv_layers.0.weight"].shape == (128, 300, 4)  # a Conv1d
+    assert state["tokenizer.conv_layers.0.weight"].shape == (128, 1, 4, 300)  # a (k, 300) Conv2d
     assert state["classifier.positional_emb"].shape == (1, 34, 128)  # 33 tokens + padding row
     cvt = official_state_dict(cct_fast.create_model("text_cvt_2", vocab_size=VOCAB))
     assert cvt["tokenizer.conv_layers.0.weight"].shape == (128, 1, 4, 300)  # a (k, 300) Conv2d
@@ -175,14 +203,32 @@ def test_custom_ops_take_the_fused_path_for_a_masked_attention(rng):
     assert relative_error(logits, fused((ids, mask))) <= 1e-5
 
 
-def test_official_checkpoints_convert_from_a_pth_file(official, official_text, tmp_path, rng):
-    """weights= reads a text state dict as for the image models."""
-    config = cct_fast.create_model("text_cvt_2", vocab_size=VOCAB).config
-    reference = official.trained_like(official_text.official_text_model(config), seed=4)
-    official.torch.save(reference.state_dict(), tmp_path / "text.pth")
-    model = cct_fast.create_model("text_cvt_2", vocab_size=VOCAB, weights=tmp_path / "text.pth")
+@pytest.mark.parametrize("form", ["conv2d", "conv1d"])
+def test_official_checkpoints_with_the_official_word_table_convert(
+    official, official_text, tmp_path, rng, form
+):
+    """A .pth as the released TextCCT checkpoints are (100,000 x 300 words, the main branch's
+    Conv2d tokenizer), or in the Conv1d form: weights= and `cct-fast convert` read both."""
+    from cct_fast.cli import main as cli
+
+    reference = official.trained_like(
+        official_text.official_text_model("text_cct_2", num_classes=CLASSES), seed=4
+    )
+    state = official.state_dict(reference)
+    if form == "conv1d":
+        state = official_text.as_conv1d_state_dict(state)
+    path = tmp_path / "text.pth"
+    official.torch.save({k: official.torch.from_numpy(v) for k, v in state.items()}, path)
+    assert state["embedder.embeddings.weight"].shape == (100_000, 300)
     ids, mask = _ids_and_mask(rng, 3, 64)
     expected = official_text.official_text_logits(reference, ids, mask)
+    model = cct_fast.create_model("text_cct_2", num_classes=CLASSES, weights=path)
     assert relative_error(model((ids, mask)), expected) <= PARITY_TOLERANCE
-    with pytest.raises(cct_fast.CheckpointError, match="embedder.embeddings.weight"):
-        cct_fast.create_model("text_cvt_2", vocab_size=VOCAB + 1, weights=tmp_path / "text.pth")
+    output = tmp_path / "text.weights.h5"
+    assert cli(["convert", str(path), "--model", "text_cct_2", "-o", str(output)]) == 0
+    converted = cct_fast.create_model("text_cct_2", num_classes=CLASSES, weights=output)
+    assert relative_error(converted((ids, mask)), expected) <= PARITY_TOLERANCE
+    with pytest.raises(cct_fast.CheckpointError, match=r"checkpoint \(100000, 300\), model"):
+        cct_fast.create_model("text_cct_2", vocab_size=VOCAB, weights=path)
+    with pytest.raises(cct_fast.CheckpointError, match=r"\(256, 1, 4, 300\) or \(256, 300, 4\)"):
+        cct_fast.create_model("text_cct_6", weights=path)

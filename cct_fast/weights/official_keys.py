@@ -52,11 +52,13 @@ _LAYOUTS = {
 
 @dataclasses.dataclass(frozen=True)
 class _Slot:
-    """Where one official tensor goes: ``layer``'s variable number ``index``."""
+    """Where one official tensor goes: ``layer``'s variable number ``index``, written in
+    ``layout`` and read in it or any of ``also_read``, told apart by their shapes."""
 
     layer: object
     index: int
     layout: str  # a key of _LAYOUTS
+    also_read: tuple[str, ...] = ()
 
     @property
     def variable(self):
@@ -66,11 +68,24 @@ class _Slot:
         return _LAYOUTS[self.layout].to_official(array)
 
     def to_keras(self, array):
-        return _LAYOUTS[self.layout].to_keras(np.asarray(array, dtype=self.variable.dtype))
+        layout = self._layout_of(tuple(np.shape(array)))
+        return _LAYOUTS[layout].to_keras(np.asarray(array, dtype=self.variable.dtype))
 
     @property
     def official_shape(self):
-        return tuple(_LAYOUTS[self.layout].official_shape(tuple(self.variable.shape)))
+        return self._shape_in(self.layout)
+
+    @property
+    def official_shapes(self) -> list[tuple]:
+        """The shapes a checkpoint may hold this tensor in, the written one first."""
+        return [self._shape_in(layout) for layout in (self.layout, *self.also_read)]
+
+    def _shape_in(self, layout):
+        return tuple(_LAYOUTS[layout].official_shape(tuple(self.variable.shape)))
+
+    def _layout_of(self, shape):
+        layouts = (self.layout, *self.also_read)
+        return next((lay for lay in layouts if self._shape_in(lay) == shape), self.layout)
 
     def may_resize(self, array, allow_new_head=True) -> bool:
         """Whether a differently shaped tensor is one the owning layer adapts on load: a
@@ -108,12 +123,15 @@ def _image_front(model):
 
 def _text_front(model):
     """The official text models: ``embedder.embeddings`` (the word table), the tokenizer's
-    one convolution (a Conv1d in ``src/text/cct.py``, a (k, 300) Conv2d over one channel in
-    ``src/text/cvt.py``), and the positional table with its padding row, as long as ours."""
+    one convolution, and the positional table with its padding row, as long as ours. The
+    convolution is a (k, 300) Conv2d over one channel in ``src/utils/tokenizer.py`` on the main
+    branch, the form of the released text checkpoints, and is written so; the Conv1d form,
+    ``(out, 300, k)``, of an unmerged branch ("change 2dConv to 1d") is read too."""
     slots = {"embedder.embeddings.weight": _Slot(model.word_embedding, 0, "same")}
     if model.tokenizer is not None:
-        layout = "conv1d" if model.config.tokenizer == "convolutional" else "conv2d_over_words"
-        slots["tokenizer.conv_layers.0.weight"] = _Slot(model.tokenizer.conv, 0, layout)
+        slots["tokenizer.conv_layers.0.weight"] = _Slot(
+            model.tokenizer.conv, 0, "conv2d_over_words", also_read=("conv1d",)
+        )
     if model.positions is not None:
         slots["classifier.positional_emb"] = _Slot(model.positions, 0, "same")
     return slots
@@ -216,10 +234,11 @@ def check_official_state_dict(
     missing = sorted(set(slots) - set(state_dict) - optional)
     unexpected = sorted(set(state_dict) - set(slots) - optional)
     mismatched = [
-        f"{key}: checkpoint {tuple(array.shape)}, model {slot.official_shape}"
+        f"{key}: checkpoint {tuple(array.shape)}, model "
+        + " or ".join(str(shape) for shape in slot.official_shapes)
         for key, array in state_dict.items()
         if (slot := slots.get(key)) is not None
-        and tuple(array.shape) != slot.official_shape
+        and tuple(array.shape) not in slot.official_shapes
         and not slot.may_resize(array, allow_new_head)
     ]
     if missing or unexpected or mismatched:
