@@ -177,8 +177,14 @@ def test_text_models_get_the_text_recipe_and_their_own_datasets():
         make_recipe(model="text_cct_2", dataset="digits")
     with pytest.raises(RecipeError, match="cct_2_3x2_32 is an image model and csv:x.csv a text"):
         make_recipe(model="cct_2_3x2_32", dataset="csv:x.csv")
-    with pytest.raises(RecipeError, match="embeddings and freeze_embeddings are for text"):
+    with pytest.raises(RecipeError, match="embeddings is for text models; cct_2_3x2_32 is an"):
         make_recipe(model="cct_2_3x2_32", dataset="digits", embeddings="glove.txt")
+    with pytest.raises(RecipeError, match="vocab_min_count, token_dropout are for text models"):
+        make_recipe(model="cct_2_3x2_32", dataset="digits", vocab_min_count=2, token_dropout=0.1)
+    with pytest.raises(RecipeError, match=r"token_dropout=1.0 .*expected a value in \[0, 1\)"):
+        make_recipe(model="text_cct_2", token_dropout=1.0)
+    with pytest.raises(RecipeError, match=r"vocab_min_count=0 .*expected a value in \[1, inf\)"):
+        make_recipe(model="text_cct_2", vocab_min_count=0)
     with pytest.raises(RecipeError, match="no embeddings file is given"):
         make_recipe(model="text_cct_2", freeze_embeddings=True)
 

@@ -106,3 +106,36 @@ def test_a_single_piece_per_text_still_leaves_a_token():
     model = cct_fast.create_model("text_cct_2", vocab_size=10, seq_len=1)
     logits = model((np.array([[3], [1]]), np.array([[True], [False]])))
     assert model.config.sequence_length == 2 and np.isfinite(logits).all()
+
+
+def test_min_count_keeps_rarer_words_in_the_vocabulary():
+    rng = np.random.default_rng(3)
+    rare = [f"word{i}" for i in range(40)]
+    texts = _corpus(rng) + [f"{word} {word} {word}" for word in rare]  # three times each
+    default = TextEncoder.learn(texts, vocab_size=500, seq_len=8)
+    low = TextEncoder.learn(texts, vocab_size=500, seq_len=8, min_count=2)
+    assert not set(rare) & set(default.vocabulary)
+    assert set(rare) <= set(low.vocabulary)
+
+
+def test_token_deletion_keeps_each_row_in_order_and_never_empties_it():
+    from cct_fast.train.text_pipeline import delete_tokens
+
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 33, 64)
+    mask = np.arange(32)[None, :] < lengths[:, None]
+    ids = np.where(mask, rng.integers(2, 1000, (64, 32)), PADDING_ID).astype(np.int32)
+    seed = tf.constant([11, 0], tf.int64)
+    new_ids, new_mask = (t.numpy() for t in delete_tokens(ids, mask, 0.3, seed))
+    again, _ = delete_tokens(ids, mask, 0.3, seed)
+    np.testing.assert_array_equal(again, new_ids)  # stateless: a resumed epoch draws alike
+    kept = new_mask.sum(axis=1)
+    assert (kept >= 1).all() and (kept <= lengths).all()
+    assert 0.6 < kept.sum() / lengths.sum() < 0.8  # about 30 % deleted
+    for row in range(64):
+        assert (new_mask[row] == (np.arange(32) < kept[row])).all()  # still padded at the end
+        assert (new_ids[row][~new_mask[row]] == PADDING_ID).all()
+        source = iter(ids[row][mask[row]])
+        assert all(piece in source for piece in new_ids[row][new_mask[row]])  # a subsequence
+    everything, _ = delete_tokens(ids, mask, 0.9999, seed)
+    assert (np.asarray(everything)[:, 0] == ids[:, 0]).all()  # no row left empty

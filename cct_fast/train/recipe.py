@@ -81,6 +81,12 @@ class Recipe:
     # Text models only.
     seq_len: int = 64  # WordPiece pieces per text, the official default
     vocab_size: int = 30_000  # at most this many WordPiece entries, learned from the train split
+    # The WordPiece learner's lowest count for a word or piece to enter the vocabulary
+    # (tensorflow-text's lower_thresh, 10 by default, keeps 2,135 entries of fortunes).
+    vocab_min_count: int = 10
+    # Random deletion: the probability that a training text loses each word piece, drawn
+    # afresh every epoch (at least one piece is kept).
+    token_dropout: float = 0.0
     embeddings: str = ""  # a GloVe-format file of word vectors for the embedding table
     freeze_embeddings: bool = False  # keep those vectors fixed (the official embed_freeze)
 
@@ -128,6 +134,8 @@ TEXT_DEFAULTS = dict(
     randaugment_ops=0,
     hflip=0.0,
 )
+# What an image model cannot use, refused there rather than ignored.
+TEXT_ONLY_SETTINGS = ("embeddings", "freeze_embeddings", "vocab_min_count", "token_dropout")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 CHOICES = {  # the settings that take one of a few names
     "train_interpolation": ("bilinear", "bicubic", "random"),
@@ -269,6 +277,8 @@ RANGES = {
     "train_images": _NON_NEGATIVE,
     "seq_len": _in(1, None),
     "vocab_size": _in(3, None),  # [UNK], [PAD] and a word
+    "vocab_min_count": _in(1, None),
+    "token_dropout": _in(0, 1, high_open=True),
 }
 
 
@@ -320,10 +330,12 @@ def _validated(values, source):
             "folder:PATH; image models on digits, cifar10, cifar100, folder:PATH, imagenet:PATH "
             "or flowers102:PATH."
         )
-    if (recipe.embeddings or recipe.freeze_embeddings) and not text:
+    text_only = [key for key in TEXT_ONLY_SETTINGS if getattr(recipe, key) != getattr(Recipe, key)]
+    if text_only and not text:
         raise RecipeError(
-            f"Recipe settings in {source}: embeddings and freeze_embeddings are for text "
-            f"models; {recipe.model} is an image model."
+            f"Recipe settings in {source}: {', '.join(text_only)} "
+            f"{'is' if len(text_only) == 1 else 'are'} for text models; {recipe.model} is an "
+            "image model."
         )
     if recipe.freeze_embeddings and not recipe.embeddings:
         raise RecipeError(

@@ -297,7 +297,10 @@ class Run:
         if (self.folder / CHECKPOINT).exists():  # resuming: the vocabulary it trained with
             return read_run_encoder(self.folder, self.recipe)
         return TextEncoder.learn(
-            self.train_split.texts, vocab_size=self.recipe.vocab_size, seq_len=self.recipe.seq_len
+            self.train_split.texts,
+            vocab_size=self.recipe.vocab_size,
+            seq_len=self.recipe.seq_len,
+            min_count=self.recipe.vocab_min_count,
         )
 
     def _read_images(self, split, work):

@@ -70,10 +70,13 @@ class TextEncoder:
         vocab_size: int = 30_000,
         seq_len: int = 64,
         lower_case: bool = True,
+        min_count: int = 10,
     ) -> TextEncoder:
         """Learn a WordPiece vocabulary of up to ``vocab_size`` entries from ``texts`` (strings,
         or a ``tf.data.Dataset`` of them): the training split only, so that the test split's
-        words are as unseen as they will be in use."""
+        words are as unseen as they will be in use. A word or piece seen fewer than
+        ``min_count`` times stays out (the learner's ``lower_thresh``; a small corpus fills
+        ``vocab_size`` only with a low one)."""
         _text()  # the message that says how to install it, before its tools are imported
         from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
@@ -87,6 +90,7 @@ class TextEncoder:
             vocab_size=vocab_size,
             reserved_tokens=list(RESERVED_TOKENS),
             bert_tokenizer_params={"lower_case": lower_case},
+            learn_params={"lower_thresh": min_count},
         )
         return cls(vocabulary, seq_len, lower_case)
 

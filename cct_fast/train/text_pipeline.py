@@ -17,6 +17,7 @@ from cct_fast.train.pipeline import (
     PREFETCH_BATCHES,
     epoch_seed,
 )
+from cct_fast.train.text_encoder import PADDING_ID
 
 
 def _source(split, order=None):
@@ -27,21 +28,43 @@ def _source(split, order=None):
 
 
 def text_training_batches(split, num_classes, encoder, recipe, epoch):
-    """One training epoch: ((token_ids, mask), label-smoothed one-hot targets)."""
+    """One training epoch: ((token_ids, mask), label-smoothed one-hot targets), each text's
+    pieces randomly deleted at ``recipe.token_dropout``."""
     order = np.random.default_rng(epoch_seed(recipe, epoch, 0)).permutation(len(split))
     smoothing = recipe.label_smoothing
+    dropout_seed = epoch_seed(recipe, epoch, 1)
 
-    def encode(texts, labels):
+    def encode(index, batch):
+        texts, labels = batch
         targets = tf.one_hot(labels, num_classes) * (1.0 - smoothing) + smoothing / num_classes
-        return encoder(texts), targets
+        ids, mask = encoder(texts)
+        if recipe.token_dropout:
+            seed = tf.stack([tf.constant(dropout_seed, tf.int64), index])
+            ids, mask = delete_tokens(ids, mask, recipe.token_dropout, seed)
+        return (ids, mask), targets
 
     return (
         _source(split, order)
         .batch(recipe.batch_size, drop_remainder=len(split) >= recipe.batch_size)
+        .enumerate()
         .map(encode, num_parallel_calls=PARALLEL_CALLS)
         .prefetch(PREFETCH_BATCHES)
         .with_options(FIXED_PARALLELISM)
     )
+
+
+def delete_tokens(ids, mask, rate, seed):
+    """Random deletion: each real token of each row dropped with probability ``rate`` (from
+    the stateless ``seed``), the kept ones moved up in order and the row padded again; a row
+    that would lose every token keeps them all."""
+    keep = mask & (tf.random.stateless_uniform(tf.shape(ids), seed) >= rate)
+    keep = tf.where(tf.reduce_any(keep, axis=1, keepdims=True), keep, mask)
+    # A stable sort of "not kept" puts the kept positions first, in their order.
+    order = tf.argsort(tf.cast(~keep, tf.int32), axis=1, stable=True)
+    kept = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1, keepdims=True)
+    new_mask = tf.range(tf.shape(ids)[1])[None, :] < kept
+    new_ids = tf.where(new_mask, tf.gather(ids, order, batch_dims=1), PADDING_ID)
+    return new_ids, new_mask
 
 
 def text_evaluation_batches(split, encoder, batch_size):
