@@ -7,8 +7,8 @@ The first runs `cct-fast train --model text_cct_2 --dataset fortunes` (the text 
 writes block ``text-fortunes`` of RESULTS.md: majority class, the baseline and the run's final
 and best test accuracy with their wall times. The second never reads the test split: it
 carves a stratified 20 % validation split from the training texts, trains the recipe with one
-lever changed at a time (and the models of the other text families), and writes block
-``text-fortunes-validation``, from which ``TEXT_DEFAULTS`` took its values.
+lever changed at a time, and writes block ``text-fortunes-validation``, from which
+``TEXT_DEFAULTS`` took its values.
 
 Needs the Debian package fortunes (apt-get install fortunes).
 """
@@ -29,25 +29,22 @@ from results_file import write_block
 COMMAND = ["cct-fast", "train", "--model", "text_cct_2", "--dataset", "fortunes"]
 VALIDATION_FRACTION, VALIDATION_SEED = 0.2, 1
 
-# Each row: what changes from the text recipe (TEXT_DEFAULTS), and why it was tried.
-BEFORE = dict(vocab_min_count=10, token_dropout=0.0)  # the recipe before this search
+# Each row: what changes from the text recipe (TEXT_DEFAULTS). The search also tried, with
+# vocab_min_count 2 and no deletion, each within a point or worse than the row it varied:
+# every piece seen once, lr 5e-4 over 30 epochs, seq_len 128, and text_cvt_2 and
+# text_transformer_2 in place of text_cct_2; with deletion 0.4, EMA 0.99 (the issue-25 note
+# has their figures).
+# the recipe before the search
+BEFORE = dict(vocab_size=30_000, vocab_min_count=10, token_dropout=0.0, epochs=20)
 LEVERS = [
-    ("the recipe before this search", BEFORE),
+    ("the recipe before the search", BEFORE),
     ("vocabulary: pieces seen twice or more", dict(BEFORE, vocab_min_count=2)),
-    ("vocabulary: every piece seen once", dict(BEFORE, vocab_min_count=1)),
     ("weight decay 0.3", dict(BEFORE, vocab_min_count=2, weight_decay=0.3)),
-    ("lr 5e-4, 30 epochs", dict(BEFORE, vocab_min_count=2, lr=5e-4, epochs=30)),
-    ("seq_len 128", dict(BEFORE, vocab_min_count=2, seq_len=128)),
-    ("random deletion 0.1", dict(vocab_min_count=2, token_dropout=0.1)),
-    ("random deletion 0.25", dict(vocab_min_count=2, token_dropout=0.25)),
-    ("random deletion 0.4", dict(vocab_min_count=2, token_dropout=0.4)),
-    ("random deletion 0.5", dict(vocab_min_count=2, token_dropout=0.5)),
-    ("random deletion 0.4, 40 epochs", dict(vocab_min_count=2, token_dropout=0.4, epochs=40)),
-    ("random deletion 0.4, EMA 0.99", dict(vocab_min_count=2, token_dropout=0.4, ema_decay=0.99)),
-    ("the text recipe (TEXT_DEFAULTS)", {}),
-    ("the text recipe, text_cvt_2", dict(model="text_cvt_2")),
-    ("the text recipe, text_vit_2", dict(model="text_vit_2")),
-    ("the text recipe, text_transformer_2", dict(model="text_transformer_2")),
+    ("random deletion 0.25", dict(BEFORE, vocab_min_count=2, token_dropout=0.25)),
+    ("random deletion 0.4", dict(BEFORE, vocab_min_count=2, token_dropout=0.4)),
+    ("the text recipe (TEXT_DEFAULTS): random deletion 0.5", {}),
+    ("random deletion 0.6", dict(token_dropout=0.6)),
+    ("random deletion 0.5, 40 epochs", dict(epochs=40)),
 ]
 
 
@@ -127,6 +124,7 @@ def test_split(dataset):
 
 def validation(dataset):
     from cct_fast import train
+    from cct_fast.train.text_encoder import TextEncoder
 
     data = validation_split(dataset)
     tfidf_accuracy, _ = baseline(data)
@@ -157,8 +155,24 @@ def validation(dataset):
             f"{_accuracy_cells(accuracies)} | {wall:.0f} s |"
         )
         print(lines[-1], json.dumps([round(a, 3) for a in accuracies]), flush=True)
+    vocabularies = [
+        f"{TextEncoder.learn(split.texts, **_vocabulary_settings()).vocab_size:,} entries from "
+        f"{len(split):,} texts"
+        for split in (data.train, dataset.train)
+    ]
+    lines.append(
+        f"\nThe text recipe's vocabulary: {vocabularies[0]} (the validation run's), "
+        f"{vocabularies[1]} (the whole training split)."
+    )
     body = "\n".join(lines)
     write_block("text-fortunes-validation", "python benchmarks/text_fortunes.py --validation", body)
+
+
+def _vocabulary_settings():
+    from cct_fast.train.recipe import make_recipe
+
+    recipe = make_recipe(model="text_cct_2", dataset="fortunes")
+    return dict(vocab_size=recipe.vocab_size, min_count=recipe.vocab_min_count)
 
 
 def main(argv=None):
