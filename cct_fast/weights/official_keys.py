@@ -78,14 +78,17 @@ class _Slot:
     @property
     def official_shapes(self) -> list[tuple]:
         """The shapes a checkpoint may hold this tensor in, the written one first."""
-        return [self._shape_in(layout) for layout in (self.layout, *self.also_read)]
+        return [self._shape_in(layout) for layout in self._layouts]
+
+    @property
+    def _layouts(self):
+        return (self.layout, *self.also_read)
 
     def _shape_in(self, layout):
         return tuple(_LAYOUTS[layout].official_shape(tuple(self.variable.shape)))
 
     def _layout_of(self, shape):
-        layouts = (self.layout, *self.also_read)
-        return next((lay for lay in layouts if self._shape_in(lay) == shape), self.layout)
+        return next((lay for lay in self._layouts if self._shape_in(lay) == shape), self.layout)
 
     def may_resize(self, array, allow_new_head=True) -> bool:
         """Whether a differently shaped tensor is one the owning layer adapts on load: a
