@@ -320,6 +320,26 @@ def test_folder_statistics_are_those_of_the_images_at_the_training_size(tmp_path
     np.testing.assert_allclose(dataset.std, resized.std(0), atol=6e-5)
 
 
+def test_an_image_folder_listed_before_tensorflow_trains_with_its_measured_statistics(
+    tmp_path, rng
+):
+    """The command line lists and checks a folder before TensorFlow starts and hands the
+    listing to fit, which measures its statistics: the run's must be a full load's."""
+    root = _image_folder(tmp_path / "images", rng, per_class=3)
+    spec = f"folder:{root}"
+    listed = data.load_dataset(spec, measure=False)
+    assert listed.mean is None and listed.std is None and len(listed.train) == 6
+    loaded = data.load_dataset(spec, image_size=32)
+    measured = data.measured(listed, 32)
+    assert (measured.mean, measured.std) == (loaded.mean, loaded.std)
+    assert measured.train.images == loaded.train.images
+    out = tmp_path / "run"
+    argv = ["train", "--model", "cct_2_3x2_32", "--dataset", spec, "--epochs", "1"]
+    assert cli([*argv, "--batch-size", "4", "--out", str(out)]) == 0
+    card = json.loads((out / "dataset.json").read_text())
+    assert (card["mean"], card["std"]) == (list(loaded.mean), list(loaded.std))
+
+
 _PEAK_MEMORY_OF_STATISTICS = textwrap.dedent("""
     import resource, sys
     from cct_fast.train import data

@@ -82,7 +82,9 @@ def fit(
             ``TF_CONFIG``), :mod:`cct_fast.train.distribute`; not part of the recipe, so a
             run may resume on another number of devices.
         data: the dataset that ``settings["dataset"]`` names, already loaded (the command
-            line loads a text dataset before TensorFlow starts, to refuse bad files early).
+            line reads a text dataset, or lists and checks an image folder's files, before
+            TensorFlow starts, to refuse bad files early); an image dataset's statistics, if
+            None, are measured here.
         **settings: recipe fields (:class:`cct_fast.train.recipe.Recipe`): ``model``,
             ``dataset``, ``epochs``, ``batch_size``, ``precision``, ``jit_compile``, ...
 
