@@ -27,7 +27,6 @@ import tensorflow as tf  # noqa: E402
 
 import cct_fast  # noqa: E402
 from cct_fast.compute import custom_ops  # noqa: E402
-from cct_fast.core.model import policy_scope  # noqa: E402
 
 from profile_layer import best_milliseconds  # noqa: E402
 from results_file import write_block  # noqa: E402
@@ -52,8 +51,7 @@ def attention_milliseconds(dtype, repeats):
 def train_images_per_second(implementation, policy, steps, repeats):
     """Images per second of AdamW steps of CCT-7/3x1 at batch 64 (the best of ``repeats``
     runs of ``steps`` steps)."""
-    with policy_scope(policy):
-        model = cct_fast.create_model(TRAIN_NAME, implementation=implementation)
+    model = cct_fast.create_model(TRAIN_NAME, implementation=implementation, dtype=policy)
     model.compile(
         optimizer=keras.optimizers.AdamW(5e-4, weight_decay=0.06),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

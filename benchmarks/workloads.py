@@ -6,7 +6,7 @@ import tensorflow as tf
 
 import cct_fast
 from cct_fast.core.costs import costs
-from cct_fast.core.model import policy_scope, rebuild
+from cct_fast.core.model import rebuild
 
 
 def macs_per_image(config) -> int:
@@ -17,8 +17,7 @@ def macs_per_image(config) -> int:
 def keras_models(name, policy, implementations=("reference", "fused"), **options):
     """Models of ``name`` (built with ``options``) under ``policy`` in each implementation,
     holding the same weights."""
-    with policy_scope(policy):
-        first = cct_fast.create_model(name, implementation=implementations[0], **options)
+    first = cct_fast.create_model(name, implementation=implementations[0], dtype=policy, **options)
     return [first] + [rebuild(first, implementation=i, policy=policy) for i in implementations[1:]]
 
 
@@ -94,8 +93,7 @@ def train_step_functions(name, batch, with_custom=False, **options):
         variants += [(i, False, "mixed_bfloat16") for i in ("fused", "custom")]
     functions = {}
     for implementation, jit, policy in variants:
-        with policy_scope(policy):
-            model = cct_fast.create_model(name, implementation=implementation, **options)
+        model = cct_fast.create_model(name, implementation=implementation, dtype=policy, **options)
         model.compile(
             optimizer=keras.optimizers.AdamW(5e-4, weight_decay=0.06),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

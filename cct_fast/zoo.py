@@ -27,6 +27,7 @@ def create_model(
     include_top: bool = True,
     classifier_activation: str | None = None,
     jit_compile: bool = False,
+    dtype=None,
     **overrides,
 ) -> CCT | TextCCT:
     """Build an official model by name, optionally with weights.
@@ -46,6 +47,8 @@ def create_model(
         include_top: False gives the pooled features ``(batch, embedding_dim)``.
         classifier_activation: e.g. ``"softmax"``; None gives logits.
         jit_compile: compile ``fit``/``predict`` with XLA.
+        dtype: the precision, e.g. ``"mixed_bfloat16"`` (as :class:`cct_fast.CCT` takes it);
+            None: Keras' global policy.
         **overrides: any other :class:`cct_fast.CCT` (or :class:`cct_fast.TextCCT`)
             argument (``implementation``, ``vocab_size``, ``seq_len``, ``kernel_size``, ...).
 
@@ -67,6 +70,7 @@ def create_model(
         include_top=include_top,
         classifier_activation=classifier_activation,
         jit_compile=jit_compile,
+        dtype=dtype,
     )
     if weights == "official":
         weights = official_weights(name)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import cct_fast
 import cct_fast.compute.fused
-from cct_fast.core.model import policy_scope, rebuild
+from cct_fast.core.model import rebuild
 
 from helpers import cpu_flags, random_images, relative_error, trained_like
 
@@ -76,6 +76,49 @@ def test_mixed_precision_stays_close_to_float32(policy, implementation, rng):
     assert relative_error(logits, exact(images)) <= 2e-2
 
 
+FLOAT32_BY_DESIGN = {"sequence_pool", "attention_pool", "head"}
+
+
+def _sublayer_policies(model):
+    return [(layer.name, layer.dtype_policy.name) for layer in model._flatten_layers(False)]
+
+
+@pytest.mark.parametrize("name", ["cct_2_3x2_32", "text_cct_2"])
+def test_dtype_is_the_models_own_and_reaches_every_sublayer(name, rng):
+    """``dtype=`` as keras-hub takes it: a bfloat16 and a float32 model built side by side
+    each compute as asked and the global policy is left alone; without ``dtype`` the global
+    policy is the model's."""
+    sizes = dict(vocab_size=50) if name.startswith("text_") else {}
+    mixed = cct_fast.create_model(name, dtype="mixed_bfloat16", **sizes)
+    exact = trained_like(cct_fast.create_model(name, **sizes), rng)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    policies = _sublayer_policies(mixed)
+    assert len(policies) > 20
+    for layer, policy in policies:
+        assert policy == ("float32" if layer in FLOAT32_BY_DESIGN else "mixed_bfloat16"), layer
+    assert {policy for _, policy in _sublayer_policies(exact)} == {"float32"}
+
+    mixed.set_weights(exact.get_weights())
+    if sizes:
+        inputs = (rng.integers(0, 50, (3, 64)), np.arange(64) < rng.integers(1, 64, (3, 1)))
+        tokens = mixed.word_embedding(*inputs)
+    else:
+        inputs = random_images(rng, exact, batch=3)
+        tokens = mixed.tokenizer(inputs)
+    assert tokens.dtype == "bfloat16"
+    logits = mixed(inputs)
+    assert logits.dtype == "float32"
+    error = relative_error(logits, exact(inputs))
+    assert 1e-4 < error <= 2e-2  # bfloat16's rounding, neither none nor more
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        from_global = cct_fast.create_model(name, **sizes)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert _sublayer_policies(from_global) == policies
+
+
 def _traced_dtypes(model, operations):
     """{(op type, dtype)} of the ``operations`` in the graph of ``model``'s forward pass, the
     functions it calls included (the fused path's XLA clusters)."""
@@ -94,8 +137,7 @@ def test_statistics_run_in_float32_under_mixed_precision(policy, implementation)
     """Softmax, LayerNorm's mean and variance, and the sequence pooling, as traced. The one
     exception is documented and tested above: the fused path's bfloat16 attention softmax is
     oneDNN's, which sums in float32 and rounds once."""
-    with policy_scope(policy):
-        model = cct_fast.create_model("cct_2_3x2_32", implementation=implementation)
+    model = cct_fast.create_model("cct_2_3x2_32", implementation=implementation, dtype=policy)
     statistics = _traced_dtypes(model, {"Mean", "SquaredDifference", "Rsqrt"})
     assert {dtype for _, dtype in statistics} == {"float32"}
     assert {op for op, _ in statistics} == {"Mean", "SquaredDifference", "Rsqrt"}

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import cct_fast
 from cct_fast.compute import custom_ops, dispatch, fused, reference
-from cct_fast.core.model import policy_scope, rebuild
+from cct_fast.core.model import rebuild
 
 from helpers import cpu_flags, relative_error, trained_like
 
@@ -143,8 +143,7 @@ def test_bfloat16_attention_rounds_as_documented(head_dim, rng):
 
 
 def test_a_custom_model_under_mixed_bfloat16_is_the_fused_one(rng):
-    with policy_scope("mixed_bfloat16"):
-        fused_model = trained_like(cct_fast.create_model("cct_7_3x1_32"), rng)
+    fused_model = trained_like(cct_fast.create_model("cct_7_3x1_32", dtype="mixed_bfloat16"), rng)
     custom = rebuild(fused_model, implementation="custom", policy="mixed_bfloat16")
     spec = tf.TensorSpec((4, 32, 32, 3), tf.float32)
     graph = tf.function(lambda x: custom(x, training=False)).get_concrete_function(spec).graph
@@ -294,8 +293,7 @@ def test_custom_models_run_the_ops_and_fall_back_where_they_cannot(monkeypatch):
 def test_auto_takes_the_custom_ops_only_where_they_were_measured_faster(policy, training):
     """On an AVX512_BF16 CPU a bfloat16 training step was measured 1.3x the fused path with the
     custom ops; float32 training and inference were not (benchmarks/RESULTS.md)."""
-    with policy_scope(policy):
-        model = cct_fast.create_model("cct_2_3x2_32", implementation="auto")
+    model = cct_fast.create_model("cct_2_3x2_32", implementation="auto", dtype=policy)
     spec = tf.TensorSpec((2, 32, 32, 3), tf.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # auto says nothing

@@ -56,7 +56,8 @@ class EncoderClassifier(keras.Model):
         self.jit_compile = jit_compile
         if jit_compile:
             warn_if_no_gpu()
-        self.embedding_dropout = Dropout(config.dropout, name="embedding_dropout")
+        policy = self.dtype_policy
+        self.embedding_dropout = Dropout(config.dropout, name="embedding_dropout", dtype=policy)
         self.blocks = [
             TransformerEncoderLayer(
                 config.num_heads,
@@ -66,10 +67,11 @@ class EncoderClassifier(keras.Model):
                 drop_path_rate=rate,
                 implementation=implementation,
                 name=f"block_{i}",
+                dtype=policy,
             )
             for i, rate in enumerate(config.drop_path_rates)
         ]
-        self.norm = layer_norm("norm")
+        self.norm = layer_norm("norm", policy)
         self.sequence_pool = None
         if config.seq_pool:
             self.sequence_pool = SequencePooling(

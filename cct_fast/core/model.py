@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -17,18 +15,6 @@ from cct_fast.core.layers import (
     ConvTokenizer,
     PositionalEmbedding,
 )
-
-
-@contextlib.contextmanager
-def policy_scope(policy):
-    """Build layers under ``policy`` (e.g. ``"mixed_float16"``): Keras gives sublayers the
-    global policy, not their parent's, so a model takes its precision from the global one."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def _batch_size(data):
@@ -70,6 +56,10 @@ class CCT(EncoderClassifier):
             (:mod:`cct_fast.compute.dispatch`). All hold the same weights, so
             :func:`rebuild` gives the same model in another implementation.
         name: the model's name.
+        dtype: the precision, a Keras dtype policy or its name (``"float32"``,
+            ``"mixed_bfloat16"``, ``"mixed_float16"``), passed to every sublayer as keras-hub
+            models do, so models of two precisions live side by side; None takes Keras'
+            global policy.
     """
 
     def __init__(
@@ -144,8 +134,11 @@ class CCT(EncoderClassifier):
             pooling_stride=pooling_stride,
             pooling_padding=pooling_padding,
             name="tokenizer",
+            dtype=self.dtype_policy,
         )
-        self.class_token = None if seq_pool else ClassToken(name="class_token")
+        self.class_token = None
+        if not seq_pool:
+            self.class_token = ClassToken(name="class_token", dtype=self.dtype_policy)
         self.positional_embedding = None
         if positional_embedding != "none":
             self.positional_embedding = PositionalEmbedding(
@@ -153,6 +146,7 @@ class CCT(EncoderClassifier):
                 config.token_grid,
                 config.num_prefix_tokens,
                 name="positional_embedding",
+                dtype=self.dtype_policy,
             )
         self._add_encoder(
             include_top=include_top,
@@ -299,10 +293,8 @@ def rebuild(model, *, implementation="reference", policy=None):
     """The same model in another ``implementation`` and, if given, another dtype ``policy``
     (``"mixed_float16"``, say), holding ``model``'s weights."""
     config = {**model.get_config(), "implementation": implementation, "jit_compile": False}
-    if policy is None:
-        twin = type(model).from_config(config)
-    else:
-        with policy_scope(policy):
-            twin = type(model).from_config({**config, "dtype": policy})
+    if policy is not None:
+        config["dtype"] = policy
+    twin = type(model).from_config(config)
     twin.set_weights(model.get_weights())
     return twin

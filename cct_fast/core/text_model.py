@@ -39,7 +39,7 @@ class TextCCT(EncoderClassifier):
         num_classes: classes of the head.
         positional_embedding: ``"sine"`` (default), ``"learnable"`` or ``"none"``.
         seq_pool: sequence pooling; False uses a class token (ViT-Lite, Transformer).
-        include_top, classifier_activation, jit_compile, implementation, name: as for
+        include_top, classifier_activation, jit_compile, implementation, name, dtype: as for
             :class:`cct_fast.CCT`.
     """
 
@@ -101,8 +101,9 @@ class TextCCT(EncoderClassifier):
         check_fits_in_memory(config, name)
         self.config = config
 
+        policy = self.dtype_policy
         self.word_embedding = WordEmbedding(
-            vocab_size, word_embedding_dim, padding_idx, name="word_embedding"
+            vocab_size, word_embedding_dim, padding_idx, name="word_embedding", dtype=policy
         )
         self.tokenizer = None
         if tokenizer != "none":
@@ -118,14 +119,18 @@ class TextCCT(EncoderClassifier):
                 pooling_stride=pooling_stride,
                 pooling_padding=pooling_padding,
                 name="tokenizer",
+                dtype=policy,
             )
-        self.class_token = None if seq_pool else ClassToken(name="class_token")
+        self.class_token = None
+        if not seq_pool:
+            self.class_token = ClassToken(name="class_token", dtype=policy)
         self.positions = None
         if positional_embedding != "none":
             self.positions = SequencePositions(
                 positional_embedding,
                 config.sequence_length + config.num_prefix_tokens,
                 name="positions",
+                dtype=policy,
             )
         self._add_encoder(
             include_top=include_top,

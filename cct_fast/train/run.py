@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from cct_fast.core.costs import check_fits_in_memory
-from cct_fast.core.model import CCT, policy_scope
+from cct_fast.core.model import CCT
 from cct_fast.core.names import is_text_model, model_config
 from cct_fast.errors import CheckpointError, DatasetError, FolderBusy, RunError
 from cct_fast.train.data import Dataset, load_dataset, measured, undecodable_images
@@ -440,15 +440,15 @@ def build_model(
         sizes = dict(vocab_size=encoder.vocab_size, seq_len=encoder.seq_len)
     elif recipe.img_size:
         sizes = dict(img_size=recipe.img_size)
-    with policy_scope(recipe.precision):
-        return create_model(
-            recipe.model,
-            num_classes=num_classes,
-            jit_compile=recipe.jit_compile,
-            implementation=recipe.implementation,
-            weights=weights,
-            **sizes,
-        )
+    return create_model(
+        recipe.model,
+        num_classes=num_classes,
+        jit_compile=recipe.jit_compile,
+        implementation=recipe.implementation,
+        weights=weights,
+        dtype=recipe.precision,
+        **sizes,
+    )
 
 
 def load_run_dataset(

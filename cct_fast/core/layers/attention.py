@@ -43,8 +43,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.num_heads = num_heads
         self.attention_dropout = attention_dropout
         self.projection_dropout = projection_dropout
-        self.attention_drop = Dropout(attention_dropout, name="attention_drop")
-        self.projection_drop = Dropout(projection_dropout, name="projection_drop")
+        policy = self.dtype_policy
+        self.attention_drop = Dropout(attention_dropout, name="attention_drop", dtype=policy)
+        self.projection_drop = Dropout(projection_dropout, name="projection_drop", dtype=policy)
 
     def build(self, input_shape):
         dim = input_shape[-1]
@@ -52,8 +53,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             raise ConfigError(
                 f"Attention width {dim} is not divisible by num_heads={self.num_heads}."
             )
-        self.qkv = torch_linear(3 * dim, use_bias=False, name="qkv")
-        self.proj = torch_linear(dim, name="proj")
+        policy = self.dtype_policy
+        self.qkv = torch_linear(3 * dim, use_bias=False, name="qkv", dtype=policy)
+        self.proj = torch_linear(dim, name="proj", dtype=policy)
         self.qkv.build(input_shape)
         self.proj.build(input_shape)
 

@@ -9,8 +9,8 @@ from cct_fast.core.layers.drop_path import DropPath
 from cct_fast.core.layers.replica_dropout import Dropout
 
 
-def layer_norm(name):
-    return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=name)
+def layer_norm(name, dtype=None):
+    return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=name, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="cct_fast")
@@ -42,23 +42,25 @@ class TransformerEncoderLayer(keras.layers.Layer):
         self.dropout = dropout
         self.attention_dropout = attention_dropout
         self.drop_path_rate = drop_path_rate
-        self.pre_norm = layer_norm("pre_norm")
+        policy = self.dtype_policy
+        self.pre_norm = layer_norm("pre_norm", policy)
         self.self_attn = MultiHeadSelfAttention(
             num_heads,
             attention_dropout=attention_dropout,
             projection_dropout=dropout,
             implementation=implementation,
             name="self_attn",
+            dtype=policy,
         )
-        self.norm1 = layer_norm("norm1")
-        self.dropout1 = Dropout(dropout, name="dropout1")
-        self.dropout2 = Dropout(dropout, name="dropout2")
-        self.drop_path = DropPath(drop_path_rate, name="drop_path")
+        self.norm1 = layer_norm("norm1", policy)
+        self.dropout1 = Dropout(dropout, name="dropout1", dtype=policy)
+        self.dropout2 = Dropout(dropout, name="dropout2", dtype=policy)
+        self.drop_path = DropPath(drop_path_rate, name="drop_path", dtype=policy)
 
     def build(self, input_shape):
         dim = input_shape[-1]
-        self.linear1 = torch_linear(self.feedforward_dim, name="linear1")
-        self.linear2 = torch_linear(dim, name="linear2")
+        self.linear1 = torch_linear(self.feedforward_dim, name="linear1", dtype=self.dtype_policy)
+        self.linear2 = torch_linear(dim, name="linear2", dtype=self.dtype_policy)
         self.pre_norm.build(input_shape)
         self.self_attn.build(input_shape)
         self.norm1.build(input_shape)

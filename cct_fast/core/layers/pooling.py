@@ -23,7 +23,6 @@ class SequencePooling(keras.layers.Layer):
         self.implementation = dispatch.check_implementation(implementation)
 
     def build(self, input_shape):
-        # Sublayers take the global policy unless told: keep the scores in this layer's float32.
         self.attention_pool = torch_linear(1, name="attention_pool", dtype=self.dtype_policy)
         self.attention_pool.build(input_shape)
 

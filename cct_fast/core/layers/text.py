@@ -91,6 +91,7 @@ class TextTokenizer(keras.layers.Layer):
             use_bias=False,
             kernel_initializer=he_normal_untruncated(),
             name="conv",
+            dtype=self.dtype_policy,
         )
 
     def build(self, vectors_shape, mask_shape=None):

@@ -59,12 +59,17 @@ class ConvTokenizer(keras.layers.Layer):
                 use_bias=use_bias,
                 kernel_initializer=he_normal_untruncated(),
                 name=f"conv_{i}",
+                dtype=self.dtype_policy,
             )
             for i, n in enumerate(filters)
         ]
         self.pools = [
             keras.layers.MaxPooling2D(
-                pooling_kernel_size, pooling_stride, padding="valid", name=f"pool_{i}"
+                pooling_kernel_size,
+                pooling_stride,
+                padding="valid",
+                name=f"pool_{i}",
+                dtype=self.dtype_policy,
             )
             for i in range(n_conv_layers if max_pool else 0)
         ]
