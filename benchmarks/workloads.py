@@ -115,8 +115,9 @@ def training_epoch_functions(name, batch, steps, folder, seed=0, flowers=False):
     smoothing) on synthetic uint8 32x32 images; with ``flowers``, the official Flowers-102
     config (``cct_7-7x2_flowers102``: random bilinear/bicubic crops to 224 px and the rest)
     on JPEG files of Flowers-102's typical size (500x375), decoded on the fly."""
+    from cct_fast.core.cards import DATASETS
     from cct_fast.train import Run
-    from cct_fast.train.data import CIFAR_STATS, FLOWERS_STATS, Dataset, Split
+    from cct_fast.train.data import Dataset, Split
     from cct_fast.train.recipe import make_recipe
 
     rng = np.random.default_rng(seed)
@@ -124,13 +125,14 @@ def training_epoch_functions(name, batch, steps, folder, seed=0, flowers=False):
     if flowers:
         recipe = make_recipe("cct_7-7x2_flowers102", model=name, batch_size=batch)
         split = Split(_photo_files(rng, count, folder / "images"), rng.integers(0, 102, count))
-        stats, classes = FLOWERS_STATS, 102
+        facts = DATASETS["flowers102"]
     else:
         recipe = make_recipe(model=name, dataset="cifar10", batch_size=batch)
         images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
         split = Split(images, rng.integers(0, 10, count))
-        stats, classes = CIFAR_STATS["cifar10"], 10
-    synthetic = Dataset("synthetic", split, split, [str(i) for i in range(classes)], *stats)
+        facts = DATASETS["cifar10"]
+    classes = [str(i) for i in range(facts.num_classes)]
+    synthetic = Dataset("synthetic", split, split, classes, facts.mean, facts.std)
     run = Run(folder / "run", recipe, verbose=0, dataset=synthetic)
     in_memory = run.epoch_batches(0).cache()
     for _ in in_memory:  # fill the cache

@@ -73,6 +73,7 @@ def _describe(args):
 
     model = cct_fast.create_model(args.model)
     model.summary()
+    _print_card(args.model)
     config = model.config
     trainable = sum(int(keras.ops.size(v)) for v in model.trainable_weights)
     cost = costs(config)
@@ -88,6 +89,30 @@ def _describe(args):
         f"{cost.official_macs / 1e9:.3f} G (convolutions and linears, as the official "
         f"figures count), {cost.macs / 1e9:.3f} G with the attention matmuls."
     )
+
+
+def _print_card(name):
+    """What the official release says about ``name``: the dataset its head and statistics are
+    for, its checkpoint and the official configs that train it."""
+    from cct_fast.core.names import model_card
+
+    card = model_card(name)
+    facts = []
+    if card.statistics is not None:
+        stats = card.statistics
+        facts.append(
+            f"head and statistics for {card.dataset} ({stats.num_classes} classes; mean "
+            f"{stats.mean}, std {stats.std})"
+        )
+    if card.weights is not None:
+        facts.append(
+            f"official checkpoint {card.weights.url} ({card.weights.trained_on}: "
+            'weights="official")'
+        )
+    if card.configs:
+        facts.append(f"official configs {', '.join(card.configs)} (--recipe NAME)")
+    if facts:
+        print(f"{name}: {'; '.join(facts)}.")
 
 
 def _train(args):

@@ -23,6 +23,12 @@ def test_describe_gives_sizes_parameters_and_both_mac_counts(capsys):
         "0 fixed); MACs per image 0.947 G (convolutions and linears, as the official figures "
         "count), 1.182 G with the attention matmuls." in out
     )
+    assert (
+        "official checkpoint https://shi-labs.com/projects/cct/checkpoints/pretrained/"
+        'cct_7_3x1_32_cifar10_300epochs.pth (CIFAR-10, 300 epochs: weights="official"); '
+        "official configs cct_7-3x1_cifar10_300epochs, cct_7-3x1_cifar100_300epochs" in out
+    )
+    assert "head and statistics for cifar10 (10 classes; mean (0.4914, 0.4822, 0.4465)" in out
     summary = out[: out.index("Total params")]
     assert "(None, 256, 256)" in summary and "(None, 10)" in summary and "?" not in summary
 

@@ -11,10 +11,11 @@ import tensorflow as tf
 import yaml
 
 from cct_fast import train
+from cct_fast.core.cards import CARDS
 from cct_fast.errors import RecipeError
 from cct_fast.train import pipeline
 from cct_fast.train.data import Dataset, Split
-from cct_fast.train.official_configs import OFFICIAL_CONFIGS
+from cct_fast.train.official_configs import OFFICIAL_CONFIGS, recipe_settings
 from cct_fast.train.recipe import make_recipe
 from cct_fast.train.run import build_optimizer
 
@@ -551,3 +552,13 @@ def test_a_recipe_file_of_cct_fast_settings_is_not_taken_for_an_official_config(
         0.875,
         0.2,
     )
+
+
+def test_each_official_config_is_on_the_card_of_the_model_it_trains():
+    trains = {
+        file: recipe_settings(values, file)[0]["model"]
+        for file, values in OFFICIAL_CONFIGS.items()
+        if "model" in values
+    }
+    assert len(trains) == 10
+    assert {file: card.name for card in CARDS.values() for file in card.configs} == trains

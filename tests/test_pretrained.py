@@ -2,19 +2,27 @@
 
 import dataclasses
 import hashlib
+import re
 
 import numpy as np
 import pytest
 
 import cct_fast
+from cct_fast.core.cards import BASE_URL, CARDS
 from cct_fast.weights import pretrained
 
 from helpers import relative_error
 
 
-def test_every_registered_name_is_an_official_model():
-    assert set(pretrained.OFFICIAL_WEIGHTS) <= set(cct_fast.list_models())
-    assert all(e.url.startswith(pretrained.BASE_URL) for e in pretrained.OFFICIAL_WEIGHTS.values())
+def test_each_released_checkpoint_is_on_its_names_card_and_trained_on_its_dataset():
+    """The file name says what the checkpoint was trained on; the card says what its head
+    and statistics are for."""
+    assert set(pretrained.OFFICIAL_WEIGHTS) == {n for n, c in CARDS.items() if c.weights}
+    assert len(pretrained.OFFICIAL_WEIGHTS) == 8
+    for name, entry in pretrained.OFFICIAL_WEIGHTS.items():
+        assert entry.url.startswith(BASE_URL), name
+        trained_on = re.search(r"(cifar100|cifar10|flowers102|imagenet)", entry.filename)
+        assert trained_on.group(1) == CARDS[name].dataset, name
 
 
 @pytest.fixture

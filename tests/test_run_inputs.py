@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from cct_fast import train
 from cct_fast.cli import main as cli
+from cct_fast.core.cards import DATASETS
 from cct_fast.train import data
 from cct_fast.train.recipe import RecipeError
 
@@ -432,7 +433,7 @@ def test_imagenet_reads_its_folders_with_the_official_statistics(tmp_path, rng):
     dataset = data.load_dataset(f"imagenet:{root}", image_size=32)
     assert dataset.class_names == ["n01440764", "n01443537"]
     assert (len(dataset.train), len(dataset.test)) == (4, 4)
-    assert (dataset.mean, dataset.std) == data.IMAGENET_STATS
+    assert (dataset.mean, dataset.std) == (DATASETS["imagenet"].mean, DATASETS["imagenet"].std)
     assert dataset.name == f"imagenet:{root}"
     with pytest.raises(data.DatasetError, match="does not exist"):
         data.load_dataset(f"imagenet:{tmp_path / 'elsewhere'}")
@@ -443,7 +444,11 @@ def test_imagenet_reads_its_folders_with_the_official_statistics(tmp_path, rng):
 def test_flowers102_reads_the_published_files_and_split(tmp_path, rng):
     root = write_flowers_files(tmp_path / "flowers", rng)
     dataset = data.load_dataset(f"flowers102:{root}", image_size=32)
-    assert len(dataset.class_names) == 102 and (dataset.mean, dataset.std) == data.FLOWERS_STATS
+    flowers = DATASETS["flowers102"]
+    assert len(dataset.class_names) == 102 and (dataset.mean, dataset.std) == (
+        flowers.mean,
+        flowers.std,
+    )
     assert [p.rsplit("/", 1)[1] for p in dataset.train.images] == [
         "image_00001.jpg",
         "image_00005.jpg",

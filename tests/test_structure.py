@@ -164,3 +164,47 @@ def test_the_version_is_written_once():
     assert "version=" not in (ROOT / "setup.py").read_text()
     assert 'version = { attr = "cct_fast.__version__" }' in (ROOT / "pyproject.toml").read_text()
     assert importlib.metadata.version("cct-fast") == cct_fast.__version__
+
+
+# The independent references the tests compare with, written from the official files.
+REFERENCES = "cct_fast/testing/"
+
+
+def _tables_of_official_names(path, names):
+    """(line, official names) of each dict or set literal in ``path`` keyed by official
+    names: a second table a new name would have to be added to."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        keys = (
+            node.keys
+            if isinstance(node, ast.Dict)
+            else node.elts
+            if isinstance(node, ast.Set)
+            else ()
+        )
+        named = [k.value for k in keys if isinstance(k, ast.Constant) and k.value in names]
+        if named:
+            found.append((node.lineno, named))
+    return found
+
+
+def test_only_the_model_cards_hold_an_official_names_facts():
+    from cct_fast.core.names import list_models
+
+    names = set(list_models())
+    cards = PACKAGE / "core" / "cards.py"
+    tables = {
+        path.relative_to(ROOT).as_posix(): _tables_of_official_names(path, names)
+        for path in PACKAGE.rglob("*.py")
+        if path != cards and not path.relative_to(ROOT).as_posix().startswith(REFERENCES)
+    }
+    assert {path: found for path, found in tables.items() if found} == {}
+
+
+def test_the_table_check_finds_a_table_keyed_by_official_names(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        'URLS = {\n    "cct_7_3x1_32": "a",\n    "other": "b",\n}\nKEPT = {"cct_2_3x2_32"}\n'
+    )
+    names = {"cct_7_3x1_32", "cct_2_3x2_32"}
+    assert _tables_of_official_names(probe, names) == [(1, ["cct_7_3x1_32"]), (5, ["cct_2_3x2_32"])]

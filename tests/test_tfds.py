@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from cct_fast import train
+from cct_fast.core.cards import DATASETS
 from cct_fast.train import data
 
 from helpers import write_flowers_files
@@ -74,7 +75,11 @@ def test_flowers102_from_tfds_is_the_official_split_of_the_published_files(
     from_tfds = data.load_dataset("flowers102")
     from_files = data.load_dataset(f"flowers102:{published_flowers}")
     assert (data_dir / "oxford_flowers102").is_dir()  # prepared by TFDS' builder
-    assert from_tfds.train.encoded and (from_tfds.mean, from_tfds.std) == data.FLOWERS_STATS
+    flowers = DATASETS["flowers102"]
+    assert from_tfds.train.encoded and (from_tfds.mean, from_tfds.std) == (
+        flowers.mean,
+        flowers.std,
+    )
     assert len(from_tfds.class_names) == 102 and from_tfds.class_names[0] == "pink primrose"
     for split in ("train", "test"):  # trnid and valid
         assert _examples(getattr(from_files, split)) == _examples(getattr(from_tfds, split))

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cct_fast.core.cards import DATASETS
 from cct_fast.core.config import as_pair
 from cct_fast.errors import DatasetError
 from cct_fast.train.images import decodes, unusable_images
-from cct_fast.train.statistics import CIFAR_STATS, FLOWERS_STATS, IMAGENET_STATS
 
 DIGITS_SIDE = 32
 DIGITS_TEST_FRACTION = 0.2
@@ -94,7 +94,7 @@ def measured(dataset: Dataset, image_size: int | tuple[int, int]) -> Dataset:
 def _read(spec):
     if spec == "digits":
         return _digits()
-    if spec in CIFAR_STATS:
+    if spec in ("cifar10", "cifar100"):
         return _cifar(spec)
     if spec.startswith("folder:"):
         return _folder(Path(spec.removeprefix("folder:")).expanduser())
@@ -104,10 +104,15 @@ def _read(spec):
     if kind == "tfds" and path:
         return _tfds(spec, path)
     if kind in FLOWERS_SPLITS:
-        return _tfds(kind, "oxford_flowers102", *FLOWERS_TFDS_SPLITS[kind], FLOWERS_STATS)
+        return _tfds(
+            kind,
+            "oxford_flowers102",
+            *FLOWERS_TFDS_SPLITS[kind],
+            _official_statistics("flowers102"),
+        )
     if spec.startswith("imagenet:"):
         root = Path(spec.removeprefix("imagenet:")).expanduser()
-        return _folder(root, "imagenet", IMAGENET_STATS)
+        return _folder(root, "imagenet", _official_statistics("imagenet"))
     raise DatasetError(
         f"Unknown dataset {spec!r}: expected 'digits', 'cifar10', 'cifar100', 'folder:PATH', "
         "'imagenet:PATH' (ImageNet's train/<wnid>/ and val/<wnid>/ folders) or "
@@ -171,7 +176,7 @@ def _cifar(name):
             f"first use into ~/.keras/datasets; on an offline machine copy it there, or train on "
             f"'digits' or 'folder:PATH'."
         ) from None
-    mean, std = CIFAR_STATS[name]
+    mean, std = _official_statistics(name)
     classes = [str(i) for i in range(int(train_y.max()) + 1)]
     return Dataset(
         name,
@@ -222,7 +227,13 @@ def _flowers(root, kind):
     train, test = split(ids[0]), split(ids[1])
     _check_images(train.images + test.images, root)
     names = [f"{i:03d}" for i in range(1, 103)]
-    return Dataset(f"{kind}:{root}", train, test, names, *FLOWERS_STATS)
+    return Dataset(f"{kind}:{root}", train, test, names, *_official_statistics("flowers102"))
+
+
+def _official_statistics(dataset):
+    """The official per-channel (mean, std) of ``dataset`` (its card's)."""
+    facts = DATASETS[dataset]
+    return facts.mean, facts.std
 
 
 def _tfds(spec, name, train_split="train", test_split=None, statistics=(None, None)):

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 
+from cct_fast.core.cards import DATASETS
 from cct_fast.core.names import model_config
 from cct_fast.errors import RecipeError
-from cct_fast.train.statistics import CIFAR_STATS, FLOWERS_STATS, IMAGENET_STATS
 
 # The official train.py's defaults for the settings a config may leave out (timm 0.4's
 # train.py, as the official repository ships it).
@@ -49,35 +49,6 @@ TRAIN_PY_DEFAULTS = {
     "model_ema": False,
     "model_ema_decay": 0.9998,
     "pretrained": False,
-}
-
-# Per-channel statistics and class counts of the datasets the official configs name, and the
-# split names they use: a config that states other values is refused, not retrained silently.
-DATASET_FACTS = {
-    "cifar10": dict(
-        num_classes=10,
-        mean=CIFAR_STATS["cifar10"][0],
-        std=CIFAR_STATS["cifar10"][1],
-        splits=("train", "test"),
-    ),
-    "cifar100": dict(
-        num_classes=100,
-        mean=CIFAR_STATS["cifar100"][0],
-        std=CIFAR_STATS["cifar100"][1],
-        splits=("train", "test"),
-    ),
-    "flowers102": dict(
-        num_classes=102,
-        mean=FLOWERS_STATS[0],
-        std=FLOWERS_STATS[1],
-        splits=("train", "valid"),
-    ),
-    "imagenet": dict(
-        num_classes=1000,
-        mean=IMAGENET_STATS[0],
-        std=IMAGENET_STATS[1],
-        splits=("train", "validation"),
-    ),
 }
 
 # Settings that change nothing here, and why.
@@ -225,18 +196,19 @@ def _model_name(name, source):
 
 
 def _check_dataset_facts(values, dataset, refuse):
-    facts = DATASET_FACTS.get(dataset)
+    facts = DATASETS.get(dataset)
     if facts is None:
         for key in ("num_classes", "mean", "std", "train_split", "val_split"):
             if key in values:
                 refuse(key, f"cannot be checked: dataset {dataset!r} is not one cct_fast knows")
         return
-    if "num_classes" in values and values["num_classes"] != facts["num_classes"]:
-        refuse("num_classes", f"is not {dataset}'s class count ({facts['num_classes']})")
+    if "num_classes" in values and values["num_classes"] != facts.num_classes:
+        refuse("num_classes", f"is not {dataset}'s class count ({facts.num_classes})")
     for key in ("mean", "std"):
-        if key in values and tuple(values[key]) != facts[key]:
-            refuse(key, f"differs from {dataset}'s statistics {facts[key]}, which cct_fast uses")
-    for key, split in zip(("train_split", "val_split"), facts["splits"], strict=True):
+        official = getattr(facts, key)
+        if key in values and tuple(values[key]) != official:
+            refuse(key, f"differs from {dataset}'s statistics {official}, which cct_fast uses")
+    for key, split in zip(("train_split", "val_split"), facts.splits, strict=True):
         if key in values and values[key] != split:
             refuse(key, f"is not {dataset}'s official {key.split('_')[0]} split ({split!r})")
 

@@ -8,57 +8,18 @@ or mismatched download leaves nothing in the cache.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
+from cct_fast.core.cards import CARDS
 from cct_fast.core.model import CCT
 from cct_fast.core.names import model_config
 from cct_fast.errors import CheckpointError, ConfigError
 from cct_fast.weights.loading import load_weights, save_weights
 
-BASE_URL = "https://shi-labs.com/projects/cct/checkpoints"
 CACHE_SUBDIR = "cct_fast"
-
-
-@dataclasses.dataclass(frozen=True)
-class OfficialWeights:
-    url: str
-    trained_on: str
-    sha256: str | None = None  # None: the official release publishes no hash
-
-    @property
-    def filename(self):
-        return self.url.rsplit("/", 1)[-1]
-
-
-# The official model_urls (SHI-Labs/Compact-Transformers, src/cct.py).
-OFFICIAL_WEIGHTS = {
-    "cct_7_3x1_32": OfficialWeights(
-        f"{BASE_URL}/pretrained/cct_7_3x1_32_cifar10_300epochs.pth", "CIFAR-10, 300 epochs"
-    ),
-    "cct_7_3x1_32_sine": OfficialWeights(
-        f"{BASE_URL}/pretrained/cct_7_3x1_32_sine_cifar10_5000epochs.pth", "CIFAR-10, 5000 epochs"
-    ),
-    "cct_7_3x1_32_c100": OfficialWeights(
-        f"{BASE_URL}/pretrained/cct_7_3x1_32_cifar100_300epochs.pth", "CIFAR-100, 300 epochs"
-    ),
-    "cct_7_3x1_32_sine_c100": OfficialWeights(
-        f"{BASE_URL}/pretrained/cct_7_3x1_32_sine_cifar100_5000epochs.pth", "CIFAR-100, 5000 epochs"
-    ),
-    "cct_7_7x2_224_sine": OfficialWeights(
-        f"{BASE_URL}/pretrained/cct_7_7x2_224_flowers102.pth", "Flowers-102"
-    ),
-    "cct_14_7x2_224": OfficialWeights(
-        f"{BASE_URL}/pretrained/cct_14_7x2_224_imagenet.pth", "ImageNet-1k"
-    ),
-    "cct_14_7x2_384": OfficialWeights(
-        f"{BASE_URL}/finetuned/cct_14_7x2_384_imagenet.pth", "ImageNet-1k, fine-tuned at 384"
-    ),
-    "cct_14_7x2_384_fl": OfficialWeights(
-        f"{BASE_URL}/finetuned/cct_14_7x2_384_flowers102.pth", "Flowers-102, fine-tuned at 384"
-    ),
-}
+# The names the official repository released a checkpoint for, and where it is (their cards).
+OFFICIAL_WEIGHTS = {name: card.weights for name, card in CARDS.items() if card.weights}
 
 
 def official_weights(name, cache_dir=None) -> Path:
