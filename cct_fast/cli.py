@@ -125,6 +125,7 @@ def _train(args):
         precision=args.precision,
         implementation=args.implementation,
         jit_compile=args.jit,
+        seed=args.seed,
         seq_len=args.seq_len,
         embeddings=args.embeddings,
         freeze_embeddings=args.freeze_embeddings,
@@ -278,6 +279,11 @@ def build_parser():
         choices=["fused", "custom", "reference", "auto"],
         help="how the layers compute (default auto: the custom C++/CUDA ops where they were "
         "measured 1.3x faster, else fused)",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        help="seeds the weights, the data order, augmentation and dropout (default 0)",
     )
     train.add_argument("--seq-len", type=int, help="text models: pieces per text (default 64)")
     train.add_argument(

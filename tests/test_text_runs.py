@@ -12,6 +12,7 @@ from cct_fast.errors import DatasetError, ExportError, RunError
 from cct_fast.export import load_onnx, to_onnx
 from cct_fast.train import text_data
 from cct_fast.train.predict import predict
+from cct_fast.train.run_folder import RECIPE
 from cct_fast.train.text_encoder import TextEncoder
 
 from helpers import QUICK_TEXT, relative_error, topic_csv
@@ -128,8 +129,10 @@ def test_the_cli_trains_predicts_and_refuses_bad_text_data(tmp_path, capsys, mon
     reads = []
     read_csv = text_data._read_csv
     monkeypatch.setattr(text_data, "_read_csv", lambda path: reads.append(path) or read_csv(path))
-    assert cli([*argv, "--seq-len", "16", "--out", str(out)]) == 0
+    assert cli([*argv, "--seq-len", "16", "--seed", "3", "--out", str(out)]) == 0
     assert reads == [tmp_path / "topics.csv"]  # checked before TensorFlow, and read once
+    recipe = json.loads((out / RECIPE).read_text())
+    assert (recipe["seq_len"], recipe["seed"]) == (16, 3)
     assert "text_cct_2 on csv:" in capsys.readouterr().out
     assert cli(["predict", str(out), "a dog and a cow", "--top", "3"]) == 0
     line = capsys.readouterr().out.strip()
