@@ -206,6 +206,9 @@ def _image_size(text):
 
 
 def build_parser():
+    from cct_fast.compute import IMPLEMENTATIONS
+    from cct_fast.train.recipe import PRECISIONS
+
     parser = argparse.ArgumentParser(
         prog="cct-fast",
         description="Compact Transformers (CCT, CVT, ViT-Lite) on Keras 3: "
@@ -273,10 +276,10 @@ def build_parser():
         help="compile the train step with XLA",
     )
     train.add_argument("--no-jit", dest="jit", action="store_false")
-    train.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    train.add_argument("--precision", choices=PRECISIONS)
     train.add_argument(
         "--implementation",
-        choices=["fused", "custom", "reference", "auto"],
+        choices=IMPLEMENTATIONS,
         help="how the layers compute (default auto: the custom C++/CUDA ops where they were "
         "measured 1.3x faster, else fused)",
     )

@@ -1,6 +1,7 @@
 import pytest
 
-from cct_fast import CCTConfig
+from cct_fast import CCTConfig, ConfigError
+from cct_fast.core.text_config import TextConfig
 
 
 @pytest.mark.parametrize(
@@ -79,3 +80,43 @@ def test_vit_lite_has_one_prefix_token():
 def test_invalid_configuration_is_refused_with_the_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CCTConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "config_type, wrong, expected",
+    [
+        (
+            CCTConfig,
+            dict(tokenizer="pixels", num_layers=0, dropout=1.5, img_size=0),
+            [
+                "Invalid CCT configuration: tokenizer must be one of ('convolutional', 'patch'), "
+                "got 'pixels'",
+                "num_layers must be a positive integer, got 0",
+                "dropout must be in [0, 1), got 1.5",
+                "img_size must be a positive integer or a (height, width) pair of them, got 0",
+            ],
+        ),
+        (
+            TextConfig,
+            dict(tokenizer="words", vocab_size=0, padding=-1, attention_dropout=1.0),
+            [
+                "Invalid text model configuration: tokenizer must be one of ('convolutional', "
+                "'patch', 'none'), got 'words'",
+                "padding must be a non-negative integer, got -1",
+                "attention_dropout must be in [0, 1), got 1.0",
+                "vocab_size must be a positive integer, got 0",
+            ],
+        ),
+    ],
+)
+def test_every_problem_of_a_configuration_is_listed_in_one_error(config_type, wrong, expected):
+    with pytest.raises(ConfigError) as refused:
+        config_type(**wrong)
+    message = str(refused.value)
+    assert all(part in message for part in expected), message
+    assert message.count(";") == len(expected) - 1
+
+
+def test_the_transformer_names_the_width_its_heads_must_divide():
+    with pytest.raises(ConfigError, match=r"word_embedding_dim \(300\) must be divisible by num_"):
+        TextConfig(tokenizer="none", num_heads=7)

@@ -208,3 +208,32 @@ def test_the_table_check_finds_a_table_keyed_by_official_names(tmp_path):
     )
     names = {"cct_7_3x1_32", "cct_2_3x2_32"}
     assert _tables_of_official_names(probe, names) == [(1, ["cct_7_3x1_32"]), (5, ["cct_2_3x2_32"])]
+
+
+def test_the_image_and_text_models_share_their_encoder_code():
+    """The shared fields, their checks and what derives from them are EncoderConfig's, and the
+    encoder, pooling and head EncoderClassifier's: neither kind of model writes them again."""
+    from cct_fast.core.config import CCTConfig, EncoderConfig
+    from cct_fast.core.encoder_classifier import EncoderClassifier
+    from cct_fast.core.model import CCT
+    from cct_fast.core.text_config import TextConfig
+    from cct_fast.core.text_model import TextCCT
+
+    def code(cls):
+        return {
+            name
+            for name, value in vars(cls).items()
+            if not name.startswith("__") and (callable(value) or isinstance(value, property))
+        }
+
+    extended = {"_problems", "width_field"}  # each adds its own checks and its width's name
+    assert len(code(EncoderConfig)) >= 12
+    for config_type in (CCTConfig, TextConfig):
+        assert code(config_type) & code(EncoderConfig) <= extended, config_type.__name__
+    assert {"_add_encoder", "_add_class_token", "_classify", "get_config"} <= code(
+        EncoderClassifier
+    )
+    for model_type in (CCT, TextCCT):
+        assert not code(model_type) & (code(EncoderClassifier) - {"build", "call"})
+    core = PACKAGE / "core"
+    assert not _repeated_runs([core / "config.py", core / "text_config.py"])

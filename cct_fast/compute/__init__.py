@@ -2,5 +2,8 @@
 TensorFlow functions (:mod:`.fused`), or the optional custom ops (:mod:`.custom_ops`).
 :mod:`.dispatch` is the one place that decides which of them runs."""
 
-# What ``implementation=`` accepts; here, so that recipes check it without TensorFlow.
+# What ``implementation=`` accepts, and what a model, a layer and a recipe take when not told
+# (:mod:`.dispatch`: the custom ops where measured faster, else the fused path); here, so that
+# recipes and the command line check it without TensorFlow.
 IMPLEMENTATIONS = ("fused", "reference", "custom", "auto")
+DEFAULT_IMPLEMENTATION = "auto"

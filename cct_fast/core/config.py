@@ -1,4 +1,5 @@
-"""One configuration type for every Compact Transformer: CCT, CVT and ViT-Lite.
+"""The model configurations: :class:`EncoderConfig`, what every model here shares, and
+:class:`CCTConfig` for the image models, CCT, CVT and ViT-Lite.
 
 The field names and defaults are those of the official ``CCT`` class
 (SHI-Labs/Compact-Transformers, ``src/cct.py``). CVT and ViT-Lite are the same network
@@ -9,11 +10,11 @@ ViT-Lite also replaces sequence pooling by a class token.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 from cct_fast.errors import ConfigError
 
 POSITIONAL_EMBEDDINGS = ("learnable", "sine", "none")
-TOKENIZERS = ("convolutional", "patch")
 
 
 def as_pair(size) -> tuple[int, int]:
@@ -45,17 +46,35 @@ def linear_rates(last: float, count: int) -> list[float]:
     return [i * last / (count - 1) for i in range(count)]
 
 
+def config_arguments(config_type, arguments) -> dict:
+    """The fields of ``config_type`` taken from a model constructor's ``arguments`` (its
+    ``locals()``), so that the constructor names each field once, in its signature."""
+    return {field.name: arguments[field.name] for field in dataclasses.fields(config_type)}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclasses.dataclass(frozen=True)
-class CCTConfig:
-    img_size: int | tuple[int, int] = 224  # a side, or (height, width): the official is square
-    embedding_dim: int = 768
-    n_input_channels: int = 3
+class EncoderConfig:
+    """What the image and the text models share: a tokenizer (a convolution with ReLU and a
+    max-pool for CCT, patches for CVT and ViT-Lite), the transformer encoder, and sequence
+    pooling or a class token into the head. The names and defaults are those of the official
+    ``CCT`` class; :class:`CCTConfig` and :class:`~cct_fast.core.text_config.TextConfig` add
+    their inputs. A configuration with problems is refused with all of them in one
+    :class:`ConfigError`."""
+
+    TOKENIZERS: ClassVar[tuple[str, ...]] = ("convolutional", "patch")
+    KIND: ClassVar[str] = "CCT"  # how the error names the configuration
+    # Fields that must be positive integers, besides the shared ones.
+    POSITIVE: ClassVar[tuple[str, ...]] = ()
+
     tokenizer: str = "convolutional"
-    n_conv_layers: int = 1
+    embedding_dim: int = 768
     kernel_size: int = 7
     stride: int | None = None
     padding: int | None = None
-    in_planes: int = 64
     pooling_kernel_size: int = 3
     pooling_stride: int = 2
     pooling_padding: int = 1
@@ -70,14 +89,63 @@ class CCTConfig:
     seq_pool: bool = True
 
     def __post_init__(self):
-        if isinstance(self.img_size, list):  # as a serialized config gives it back
-            object.__setattr__(self, "img_size", tuple(self.img_size))
-        self._validate()
+        problems = self._problems()
+        if problems:
+            raise ConfigError(f"Invalid {self.KIND} configuration: {'; '.join(problems)}.")
+
+    def _problems(self) -> list[str]:
+        """What is wrong, each with the value given; the checks that combine fields only run
+        once every field is well-formed."""
+        problems = []
+        if self.tokenizer not in self.TOKENIZERS:
+            problems.append(f"tokenizer must be one of {self.TOKENIZERS}, got {self.tokenizer!r}")
+        if self.positional_embedding not in POSITIONAL_EMBEDDINGS:
+            problems.append(
+                f"positional_embedding must be one of {POSITIONAL_EMBEDDINGS}, "
+                f"got {self.positional_embedding!r}"
+            )
+        positive = (
+            "embedding_dim",
+            "kernel_size",
+            "num_layers",
+            "num_heads",
+            "num_classes",
+            "pooling_kernel_size",
+            "pooling_stride",
+            *self.POSITIVE,
+        )
+        for field in positive + (() if self.stride is None else ("stride",)):
+            value = getattr(self, field)
+            if not _is_int(value) or value < 1:
+                problems.append(f"{field} must be a positive integer, got {value!r}")
+        for field in ("padding", "pooling_padding"):
+            value = getattr(self, field)
+            if value is not None and (not _is_int(value) or value < 0):
+                problems.append(f"{field} must be a non-negative integer, got {value!r}")
+        for field in ("dropout", "attention_dropout", "stochastic_depth"):
+            value = getattr(self, field)
+            if not 0.0 <= value < 1.0:
+                problems.append(f"{field} must be in [0, 1), got {value!r}")
+        if problems:
+            return problems
+        if self.mlp_ratio <= 0 or self.feedforward_dim < 1:
+            problems.append(f"mlp_ratio must give at least one hidden unit, got {self.mlp_ratio!r}")
+        if self.width % self.num_heads:
+            problems.append(
+                f"{self.width_field} ({self.width}) must be divisible by num_heads "
+                f"({self.num_heads})"
+            )
+        return problems
 
     @property
-    def image_size(self) -> tuple[int, int]:
-        """``(height, width)`` of the images."""
-        return as_pair(self.img_size)
+    def width_field(self) -> str:
+        """The field that sets the encoder's width."""
+        return "embedding_dim"
+
+    @property
+    def width(self) -> int:
+        """The encoder's width."""
+        return getattr(self, self.width_field)
 
     # stride and padding stay None in the config when not given, so that a copy with another
     # kernel_size (``replace``) derives them anew, as the official ``_cct`` helper does.
@@ -97,84 +165,81 @@ class CCTConfig:
             return 0
         return max(1, self.kernel_size // 2)
 
-    def _validate(self):
-        def fail(message):
-            raise ConfigError(f"Invalid CCT configuration: {message}")
-
-        if self.tokenizer not in TOKENIZERS:
-            fail(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}.")
-        if self.positional_embedding not in POSITIONAL_EMBEDDINGS:
-            fail(
-                f"positional_embedding must be one of {POSITIONAL_EMBEDDINGS}, "
-                f"got {self.positional_embedding!r}."
-            )
-
-        def is_int(value):
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        sides = self.img_size if isinstance(self.img_size, tuple) else (self.img_size,)
-        if len(sides) not in (1, 2) or not all(is_int(side) and side >= 1 for side in sides):
-            fail(
-                f"img_size must be a positive integer or a (height, width) pair of them, got "
-                f"{self.img_size!r}."
-            )
-        for field in (
-            "embedding_dim",
-            "n_input_channels",
-            "n_conv_layers",
-            "kernel_size",
-            "conv_stride",
-            "in_planes",
-            "num_layers",
-            "num_heads",
-            "num_classes",
-            "pooling_kernel_size",
-            "pooling_stride",
-        ):
-            value = getattr(self, field)
-            if not is_int(value) or value < 1:
-                fail(f"{field.removeprefix('conv_')} must be a positive integer, got {value!r}.")
-        for field in ("conv_padding", "pooling_padding"):
-            value = getattr(self, field)
-            if not is_int(value) or value < 0:
-                fail(
-                    f"{field.removeprefix('conv_')} must be a non-negative integer, got {value!r}."
-                )
-        for field in ("dropout", "attention_dropout", "stochastic_depth"):
-            value = getattr(self, field)
-            if not 0.0 <= value < 1.0:
-                fail(f"{field} must be in [0, 1), got {value!r}.")
-        if self.mlp_ratio <= 0 or self.feedforward_dim < 1:
-            fail(f"mlp_ratio must give at least one hidden unit, got {self.mlp_ratio!r}.")
-        if self.embedding_dim % self.num_heads:
-            fail(
-                f"embedding_dim ({self.embedding_dim}) must be divisible by num_heads "
-                f"({self.num_heads})."
-            )
-        if self.tokenizer == "patch" and any(side % self.kernel_size for side in sides):
-            fail(
-                f"img_size ({self.img_size}) must be divisible by the patch size "
-                f"kernel_size ({self.kernel_size})."
-            )
-        if min(self.token_grid) < 1:
-            fail(
-                f"img_size {self.img_size} is too small for the tokenizer "
-                f"(kernel {self.kernel_size}, stride {self.conv_stride}, "
-                f"{self.n_conv_layers} layer(s))."
-            )
-
-    @property
-    def width(self) -> int:
-        """The encoder's width."""
-        return self.embedding_dim
-
-    @property
-    def feedforward_dim(self) -> int:
-        return int(self.embedding_dim * self.mlp_ratio)
-
     @property
     def max_pool(self) -> bool:
         return self.tokenizer == "convolutional"
+
+    @property
+    def pooling(self) -> tuple[int, int, int] | None:
+        """The tokenizer's max-pool as (kernel, stride, padding); None without one."""
+        if not self.max_pool:
+            return None
+        return (self.pooling_kernel_size, self.pooling_stride, self.pooling_padding)
+
+    @property
+    def feedforward_dim(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the input's tokens: ViT-Lite's class token; none with sequence
+        pooling."""
+        return 0 if self.seq_pool else 1
+
+    @property
+    def drop_path_rates(self) -> list[float]:
+        return linear_rates(self.stochastic_depth, self.num_layers)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class CCTConfig(EncoderConfig):
+    """CCT, CVT and ViT-Lite: the field names and defaults of the official ``CCT`` class."""
+
+    POSITIVE: ClassVar[tuple[str, ...]] = ("n_input_channels", "n_conv_layers", "in_planes")
+
+    img_size: int | tuple[int, int] = 224  # a side, or (height, width): the official is square
+    n_input_channels: int = 3
+    n_conv_layers: int = 1
+    in_planes: int = 64
+
+    def __post_init__(self):
+        if isinstance(self.img_size, list):  # as a serialized config gives it back
+            object.__setattr__(self, "img_size", tuple(self.img_size))
+        super().__post_init__()
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the images."""
+        return as_pair(self.img_size)
+
+    def _problems(self) -> list[str]:
+        problems = super()._problems()
+        sides = self.img_size if isinstance(self.img_size, tuple) else (self.img_size,)
+        if len(sides) not in (1, 2) or not all(_is_int(side) and side >= 1 for side in sides):
+            problems.append(
+                f"img_size must be a positive integer or a (height, width) pair of them, got "
+                f"{self.img_size!r}"
+            )
+        if problems:
+            return problems
+        if self.tokenizer == "patch" and any(side % self.kernel_size for side in sides):
+            problems.append(
+                f"img_size ({self.img_size}) must be divisible by the patch size "
+                f"kernel_size ({self.kernel_size})"
+            )
+        elif min(self.token_grid) < 1:
+            problems.append(
+                f"img_size {self.img_size} is too small for the tokenizer "
+                f"(kernel {self.kernel_size}, stride {self.conv_stride}, "
+                f"{self.n_conv_layers} layer(s))"
+            )
+        return problems
 
     @property
     def conv_layers(self) -> int:
@@ -184,15 +249,10 @@ class CCTConfig:
     def tokenizer_stages(self, size: int) -> list[tuple[int, int]]:
         """(length after the convolution, length after the max-pool) of each tokenizer stage
         along an image axis of ``size`` pixels; without pooling both are the same."""
-        pooling = (self.pooling_kernel_size, self.pooling_stride, self.pooling_padding)
         stages = []
         for _ in range(self.conv_layers):
             stage = stage_output_size(
-                size,
-                self.kernel_size,
-                self.conv_stride,
-                self.conv_padding,
-                pooling if self.max_pool else None,
+                size, self.kernel_size, self.conv_stride, self.conv_padding, self.pooling
             )
             stages.append(stage)
             size = stage[1]
@@ -208,18 +268,3 @@ class CCTConfig:
         """Tokens the tokenizer makes from an ``img_size`` image (the class token not counted)."""
         rows, columns = self.token_grid
         return rows * columns
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        """Tokens before the image tokens: ViT-Lite's class token; none with sequence pooling."""
-        return 0 if self.seq_pool else 1
-
-    @property
-    def drop_path_rates(self) -> list[float]:
-        return linear_rates(self.stochastic_depth, self.num_layers)
-
-    def replace(self, **changes) -> CCTConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)

@@ -10,8 +10,10 @@ import tensorflow as tf
 
 from cct_fast.compute import dispatch
 from cct_fast.compute.xla import warn_if_no_gpu
+from cct_fast.core.costs import check_fits_in_memory
 from cct_fast.core.layers import (
     ClassifierHead,
+    ClassToken,
     SequencePooling,
     TorchTruncatedNormal,
     TransformerEncoderLayer,
@@ -31,10 +33,21 @@ def use_checked_load(load):
 
 
 class EncoderClassifier(keras.Model):
-    """The shared part of the models; a subclass sets ``self.config`` (with ``width``,
-    ``dropout``, ``attention_dropout``, ``num_heads``, ``feedforward_dim``,
-    ``drop_path_rates``, ``seq_pool`` and ``num_classes``), builds its tokenizer, then calls
-    :meth:`_add_encoder` and, in ``call``, :meth:`_classify` on its tokens."""
+    """The shared part of the models: a subclass hands its configuration (an
+    :class:`~cct_fast.core.config.EncoderConfig`) to ``__init__``, adds its tokenizer, the
+    class token (:meth:`_add_class_token`) and its positions, then calls :meth:`_add_encoder`;
+    in ``call`` it runs :meth:`_classify` on its tokens."""
+
+    def __init__(self, config, *, name, **kwargs):
+        super().__init__(name=name, **kwargs)
+        check_fits_in_memory(config, name)
+        self.config = config
+
+    def _add_class_token(self):
+        """ViT-Lite's class token, or None with sequence pooling."""
+        self.class_token = None
+        if not self.config.seq_pool:
+            self.class_token = ClassToken(name="class_token", dtype=self.dtype_policy)
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
         """Keras' method, checked and all or nothing as :func:`cct_fast.load_weights` is: a
@@ -47,7 +60,7 @@ class EncoderClassifier(keras.Model):
             return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
         _checked_load(self, filepath, allow_new_head=skip_mismatch)
 
-    def _add_encoder(self, *, include_top, classifier_activation, jit_compile, implementation):
+    def _add_encoder(self, include_top, classifier_activation, jit_compile, implementation):
         config = self.config
         self.implementation = dispatch.check_implementation(implementation)
         self.include_top = include_top

@@ -7,11 +7,10 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from cct_fast.core.config import CCTConfig
-from cct_fast.core.costs import check_fits_in_memory
+from cct_fast.compute import DEFAULT_IMPLEMENTATION
+from cct_fast.core.config import CCTConfig, config_arguments
 from cct_fast.core.encoder_classifier import EncoderClassifier
 from cct_fast.core.layers import (
-    ClassToken,
     ConvTokenizer,
     PositionalEmbedding,
 )
@@ -52,7 +51,8 @@ class CCT(EncoderClassifier):
         include_top: False returns the pooled features ``(batch, embedding_dim)``.
         classifier_activation: e.g. ``"softmax"``; None returns logits.
         jit_compile: ``compile`` (and ``predict`` before any compile) use XLA.
-        implementation: ``"fused"`` (default), ``"reference"``, ``"custom"`` or ``"auto"``
+        implementation: ``"auto"`` (default: the custom ops where they were measured faster,
+            else ``"fused"``), ``"fused"``, ``"reference"`` or ``"custom"``
             (:mod:`cct_fast.compute.dispatch`). All hold the same weights, so
             :func:`rebuild` gives the same model in another implementation.
         name: the model's name.
@@ -89,36 +89,12 @@ class CCT(EncoderClassifier):
         include_top: bool = True,
         classifier_activation: str | None = None,
         jit_compile: bool = False,
-        implementation: str = "fused",
+        implementation: str = DEFAULT_IMPLEMENTATION,
         name: str = "cct",
         **kwargs,
     ):
-        super().__init__(name=name, **kwargs)
-        config = CCTConfig(
-            img_size=img_size,
-            embedding_dim=embedding_dim,
-            n_input_channels=n_input_channels,
-            tokenizer=tokenizer,
-            n_conv_layers=n_conv_layers,
-            kernel_size=kernel_size,
-            stride=stride,
-            padding=padding,
-            in_planes=in_planes,
-            pooling_kernel_size=pooling_kernel_size,
-            pooling_stride=pooling_stride,
-            pooling_padding=pooling_padding,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            stochastic_depth=stochastic_depth,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            num_classes=num_classes,
-            positional_embedding=positional_embedding,
-            seq_pool=seq_pool,
-        )
-        check_fits_in_memory(config, name)
-        self.config = config
+        config = CCTConfig(**config_arguments(CCTConfig, locals()))
+        super().__init__(config, name=name, **kwargs)
         convolutional = config.tokenizer == "convolutional"
         self.tokenizer = ConvTokenizer(
             embedding_dim,
@@ -136,9 +112,7 @@ class CCT(EncoderClassifier):
             name="tokenizer",
             dtype=self.dtype_policy,
         )
-        self.class_token = None
-        if not seq_pool:
-            self.class_token = ClassToken(name="class_token", dtype=self.dtype_policy)
+        self._add_class_token()
         self.positional_embedding = None
         if positional_embedding != "none":
             self.positional_embedding = PositionalEmbedding(
@@ -148,12 +122,7 @@ class CCT(EncoderClassifier):
                 name="positional_embedding",
                 dtype=self.dtype_policy,
             )
-        self._add_encoder(
-            include_top=include_top,
-            classifier_activation=classifier_activation,
-            jit_compile=jit_compile,
-            implementation=implementation,
-        )
+        self._add_encoder(include_top, classifier_activation, jit_compile, implementation)
         self.build((None,) + self.image_shape)
 
     @property

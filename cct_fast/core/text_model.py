@@ -7,9 +7,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from cct_fast.core.costs import check_fits_in_memory
+from cct_fast.compute import DEFAULT_IMPLEMENTATION
+from cct_fast.core.config import config_arguments
 from cct_fast.core.encoder_classifier import EncoderClassifier
-from cct_fast.core.layers import ClassToken
 from cct_fast.core.layers.text import SequencePositions, TextTokenizer, WordEmbedding
 from cct_fast.core.text_config import TextConfig
 
@@ -70,36 +70,12 @@ class TextCCT(EncoderClassifier):
         include_top: bool = True,
         classifier_activation: str | None = None,
         jit_compile: bool = False,
-        implementation: str = "fused",
+        implementation: str = DEFAULT_IMPLEMENTATION,
         name: str = "text_cct",
         **kwargs,
     ):
-        super().__init__(name=name, **kwargs)
-        config = TextConfig(
-            vocab_size=vocab_size,
-            word_embedding_dim=word_embedding_dim,
-            padding_idx=padding_idx,
-            seq_len=seq_len,
-            tokenizer=tokenizer,
-            embedding_dim=embedding_dim,
-            kernel_size=kernel_size,
-            stride=stride,
-            padding=padding,
-            pooling_kernel_size=pooling_kernel_size,
-            pooling_stride=pooling_stride,
-            pooling_padding=pooling_padding,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            stochastic_depth=stochastic_depth,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            num_classes=num_classes,
-            positional_embedding=positional_embedding,
-            seq_pool=seq_pool,
-        )
-        check_fits_in_memory(config, name)
-        self.config = config
+        config = TextConfig(**config_arguments(TextConfig, locals()))
+        super().__init__(config, name=name, **kwargs)
 
         policy = self.dtype_policy
         self.word_embedding = WordEmbedding(
@@ -121,9 +97,7 @@ class TextCCT(EncoderClassifier):
                 name="tokenizer",
                 dtype=policy,
             )
-        self.class_token = None
-        if not seq_pool:
-            self.class_token = ClassToken(name="class_token", dtype=policy)
+        self._add_class_token()
         self.positions = None
         if positional_embedding != "none":
             self.positions = SequencePositions(
@@ -132,12 +106,7 @@ class TextCCT(EncoderClassifier):
                 name="positions",
                 dtype=policy,
             )
-        self._add_encoder(
-            include_top=include_top,
-            classifier_activation=classifier_activation,
-            jit_compile=jit_compile,
-            implementation=implementation,
-        )
+        self._add_encoder(include_top, classifier_activation, jit_compile, implementation)
         self.build((None, seq_len))
 
     def build(self, input_shape):

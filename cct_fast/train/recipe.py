@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from cct_fast.compute import IMPLEMENTATIONS
+from cct_fast.compute import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS
 from cct_fast.core.names import is_text_model, model_config
 from cct_fast.errors import RecipeError
 from cct_fast.train.official_configs import (
@@ -71,9 +71,7 @@ class Recipe:
     ema_decay: float = 0.0
     weights: str = ""  # start from these: "official" or a checkpoint file (fine-tuning)
     precision: str = "float32"
-    # "auto": the custom ops where measured 1.3x the fused path for this step (a bfloat16
-    # training step on an AVX512_BF16 CPU), else "fused"; or "fused", "custom", "reference".
-    implementation: str = "auto"
+    implementation: str = DEFAULT_IMPLEMENTATION  # one of IMPLEMENTATIONS
     jit_compile: bool = False
     seed: int = 0
     tensorboard: bool = False  # also write the epochs and the first augmented batch for it

@@ -2,7 +2,7 @@
 
 import keras
 
-from cct_fast.compute import dispatch
+from cct_fast.compute import DEFAULT_IMPLEMENTATION, dispatch
 from cct_fast.core.layers.initializers import TorchTruncatedNormal
 from cct_fast.core.layers.replica_dropout import Dropout
 from cct_fast.errors import ConfigError
@@ -35,7 +35,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         num_heads,
         attention_dropout=0.1,
         projection_dropout=0.0,
-        implementation="fused",
+        implementation=DEFAULT_IMPLEMENTATION,
         **kwargs,
     ):
         super().__init__(**kwargs)

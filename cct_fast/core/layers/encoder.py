@@ -2,7 +2,7 @@
 
 import keras
 
-from cct_fast.compute import dispatch
+from cct_fast.compute import DEFAULT_IMPLEMENTATION, dispatch
 from cct_fast.compute.fused import LAYER_NORM_EPSILON
 from cct_fast.core.layers.attention import MultiHeadSelfAttention, torch_linear
 from cct_fast.core.layers.drop_path import DropPath
@@ -32,7 +32,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
         dropout=0.0,
         attention_dropout=0.1,
         drop_path_rate=0.0,
-        implementation="fused",
+        implementation=DEFAULT_IMPLEMENTATION,
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -5,7 +5,7 @@ import warnings
 import keras
 import numpy as np
 
-from cct_fast.compute import dispatch
+from cct_fast.compute import DEFAULT_IMPLEMENTATION, dispatch
 from cct_fast.core.layers.attention import torch_linear
 from cct_fast.errors import CheckpointError
 
@@ -18,7 +18,7 @@ class SequencePooling(keras.layers.Layer):
     softmax and the weighted sum stay in float32.
     """
 
-    def __init__(self, implementation="fused", **kwargs):
+    def __init__(self, implementation=DEFAULT_IMPLEMENTATION, **kwargs):
         super().__init__(**kwargs)
         self.implementation = dispatch.check_implementation(implementation)
 
