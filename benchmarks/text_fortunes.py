@@ -79,7 +79,7 @@ def validation_split(dataset):
     """``dataset`` with its training texts split into training and validation (as "test")."""
     from sklearn.model_selection import train_test_split
 
-    from cct_fast.train.text_data import TextDataset, TextSplit
+    from cct_fast.data.text_data import TextDataset, TextSplit
 
     train, validation = train_test_split(
         np.arange(len(dataset.train)),
@@ -155,7 +155,7 @@ def test_split(dataset):
 
 def validation(dataset):
     from cct_fast import train
-    from cct_fast.train.text_encoder import TextEncoder
+    from cct_fast.data.text_encoder import TextEncoder
 
     data = validation_split(dataset)
     tfidf_accuracy, _ = baseline(data)
@@ -212,7 +212,7 @@ def main(argv=None):
         "--validation", action="store_true", help="measure the levers on a validation split"
     )
     args = parser.parse_args(argv)
-    from cct_fast.train.text_data import load_text_dataset
+    from cct_fast.data.text_data import load_text_dataset
 
     dataset = load_text_dataset("fortunes")
     (validation if args.validation else test_split)(dataset)

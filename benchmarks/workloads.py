@@ -116,8 +116,8 @@ def training_epoch_functions(name, batch, steps, folder, seed=0, flowers=False):
     config (``cct_7-7x2_flowers102``: random bilinear/bicubic crops to 224 px and the rest)
     on JPEG files of Flowers-102's typical size (500x375), decoded on the fly."""
     from cct_fast.core.cards import DATASETS
+    from cct_fast.data.image_data import Dataset, Split
     from cct_fast.train import Run
-    from cct_fast.train.data import Dataset, Split
     from cct_fast.train.recipe import make_recipe
 
     rng = np.random.default_rng(seed)

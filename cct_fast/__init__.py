@@ -34,7 +34,17 @@ _EXPORTS = {
     "ExportError": "cct_fast.errors",
     "RunError": "cct_fast.errors",
 }
-_SUBPACKAGES = ("compute", "core", "errors", "export", "testing", "train", "weights", "zoo")
+_SUBPACKAGES = (
+    "compute",
+    "core",
+    "data",
+    "errors",
+    "export",
+    "testing",
+    "train",
+    "weights",
+    "zoo",
+)
 
 
 def _official_names():

@@ -31,7 +31,7 @@ def _export(args):
 
     source = Path(args.model)
     if source.is_dir():
-        from cct_fast.train.run import load_run
+        from cct_fast.train.evaluation import load_run
 
         if args.weights:
             raise cct_fast.ConfigError("A run folder exports its best weights: drop --weights.")

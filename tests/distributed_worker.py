@@ -30,16 +30,16 @@ SETTINGS = dict(
 @contextlib.contextmanager
 def without_model_randomness():
     """Runs built meanwhile have no dropout, attention dropout or stochastic depth."""
-    from cct_fast.train import run
+    from cct_fast.train import run_model
 
-    original = run.create_model
-    run.create_model = functools.partial(
+    original = run_model.create_model
+    run_model.create_model = functools.partial(
         original, dropout=0.0, attention_dropout=0.0, stochastic_depth=0.0
     )
     try:
         yield
     finally:
-        run.create_model = original
+        run_model.create_model = original
 
 
 def main(index, ports, out, weights):

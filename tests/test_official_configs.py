@@ -12,12 +12,12 @@ import yaml
 
 from cct_fast import train
 from cct_fast.core.cards import CARDS
+from cct_fast.data import pipeline
+from cct_fast.data.image_data import Dataset, Split
 from cct_fast.errors import RecipeError
-from cct_fast.train import pipeline
-from cct_fast.train.data import Dataset, Split
 from cct_fast.train.official_configs import OFFICIAL_CONFIGS, recipe_settings
+from cct_fast.train.optimizer import build_optimizer
 from cct_fast.train.recipe import make_recipe
-from cct_fast.train.run import build_optimizer
 
 # The public files, as they read (configs/datasets/*.yml, configs/pretrained/*.yml,
 # configs/finetuned/*.yml): written here so that the package's copy is checked against them.

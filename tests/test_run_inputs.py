@@ -19,7 +19,7 @@ import tensorflow as tf
 from cct_fast import train
 from cct_fast.cli import main as cli
 from cct_fast.core.cards import DATASETS
-from cct_fast.train import data
+from cct_fast.data import image_data as data
 from cct_fast.train.recipe import RecipeError
 
 from helpers import write_flowers_files
@@ -253,7 +253,7 @@ def test_bad_image_files_are_all_named_before_training_starts(tmp_path, rng):
     assert message.startswith(f"5 of the 13 images under {root} cannot be used:")
     for line in [
         "test/cat/bomb.png: a PNG of 20000 x 20000 = 400,000,000 pixels, more than the limit of "
-        "89,478,485 (cct_fast.train.images.MAX_PIXELS)",
+        "89,478,485 (cct_fast.data.image_files.MAX_PIXELS)",
         "test/dog/empty.png: an empty file",
         "train/cat/cut.png: a truncated PNG: the file ends before the image does",
         "train/cat/random.png: not an image TensorFlow can decode",
@@ -279,7 +279,7 @@ def test_a_truncated_jpeg_is_named_without_libjpeg_lines_on_stderr(tmp_path, rng
         [
             sys.executable,
             "-c",
-            "import sys; from cct_fast.train.images import unusable_images\n"
+            "import sys; from cct_fast.data.image_files import unusable_images\n"
             "print(unusable_images(sys.argv[1:])); print('after', file=sys.stderr)",
             str(tmp_path / "cut.jpg"),
         ],
@@ -343,7 +343,7 @@ def test_an_image_folder_listed_before_tensorflow_trains_with_its_measured_stati
 
 _PEAK_MEMORY_OF_STATISTICS = textwrap.dedent("""
     import resource, sys
-    from cct_fast.train import data
+    from cct_fast.data import image_data as data
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     data.load_dataset("folder:" + sys.argv[1], image_size=32)
     print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)

@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "cct_fast"
 # Bottom to top. A module may import from its own part or from a lower one. lazy (the packages'
 # names imported on first use) imports nothing of cct_fast; zoo sits above weights because
-# create_model loads weights; testing above zoo because its comparisons build models; export
-# and train are peers and do not import each other.
+# create_model loads weights, and data beside it (its text encoder writes atomically); testing
+# above zoo because its comparisons build models; export and train are peers and do not import
+# each other.
 LAYERS = {
     "errors": 0,
     "lazy": 0,
@@ -19,6 +20,7 @@ LAYERS = {
     "core": 2,
     "weights": 3,
     "zoo": 4,
+    "data": 4,
     "testing": 5,
     "export": 6,
     "train": 6,

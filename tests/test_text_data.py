@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
+from cct_fast.data import text_data
+from cct_fast.data.text_data import load_text_dataset
 from cct_fast.errors import DatasetError
-from cct_fast.train import text_data
 from cct_fast.train.recipe import TEXT_DEFAULTS, RecipeError, make_recipe
-from cct_fast.train.text_data import load_text_dataset
 
 
 def _write_csv(path, rows, header="text,label"):

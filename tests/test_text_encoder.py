@@ -11,7 +11,7 @@ import cct_fast
 from cct_fast.errors import DatasetError
 
 tft = pytest.importorskip("tensorflow_text")
-from cct_fast.train.text_encoder import PADDING_ID, TextEncoder  # noqa: E402
+from cct_fast.data.text_encoder import PADDING_ID, TextEncoder  # noqa: E402
 
 WORDS = ["apple", "banana", "cherry", "tower", "river", "planet", "quiet", "storm", "garden"]
 
@@ -119,7 +119,7 @@ def test_min_count_keeps_rarer_words_in_the_vocabulary():
 
 
 def test_token_deletion_keeps_each_row_in_order_and_never_empties_it():
-    from cct_fast.train.text_pipeline import delete_tokens
+    from cct_fast.data.text_pipeline import delete_tokens
 
     rng = np.random.default_rng(5)
     lengths = rng.integers(1, 33, 64)

@@ -13,10 +13,10 @@ import pytest
 import cct_fast
 from cct_fast import train
 from cct_fast.cli import main as cli
+from cct_fast.data import text_encoder
+from cct_fast.data.text_encoder import TextEncoder
 from cct_fast.errors import ConfigError, DatasetError, WriteError
 from cct_fast.export import load_onnx, to_onnx
-from cct_fast.train import text_encoder
-from cct_fast.train.text_encoder import TextEncoder
 
 from helpers import QUICK_TEXT, relative_error, topic_csv
 

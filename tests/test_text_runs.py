@@ -8,12 +8,12 @@ import pytest
 import cct_fast
 from cct_fast import train
 from cct_fast.cli import main as cli
+from cct_fast.data import image_data, text_data
+from cct_fast.data.text_encoder import TextEncoder
 from cct_fast.errors import DatasetError, ExportError, RunError
 from cct_fast.export import load_onnx, to_onnx
-from cct_fast.train import text_data
 from cct_fast.train.predict import predict
 from cct_fast.train.run_folder import RECIPE
-from cct_fast.train.text_encoder import TextEncoder
 
 from helpers import QUICK_TEXT, relative_error, topic_csv
 
@@ -164,7 +164,7 @@ def test_an_image_run_predicts_from_image_files(tmp_path, capsys):
         warmup_epochs=0,
         verbose=0,
     )
-    digits = train.data.load_dataset("digits")
+    digits = image_data.load_dataset("digits")
     path = tmp_path / "digit.png"
     PIL.Image.fromarray(digits.test.images[0]).save(path)
     assert cli(["predict", str(out), str(path), "--top", "2"]) == 0

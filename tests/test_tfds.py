@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from cct_fast import train
 from cct_fast.core.cards import DATASETS
-from cct_fast.train import data
+from cct_fast.data import image_data as data
 
 from helpers import write_flowers_files
 

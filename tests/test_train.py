@@ -8,8 +8,10 @@ import tensorflow as tf
 
 from cct_fast import train
 from cct_fast.cli import main as cli
-from cct_fast.train import data, pipeline
+from cct_fast.data import image_data as data
+from cct_fast.data import pipeline
 from cct_fast.train.recipe import Recipe, RecipeError, make_recipe
+from cct_fast.train.run_folder import read_dataset_card
 
 from helpers import interrupted_at_epoch
 
@@ -138,7 +140,7 @@ def test_randaugment_draws_its_ops_per_image_each_with_probability_one_half(rng)
     """timm's RandAugment: 2 ops per image, each applied with probability 0.5, so a quarter
     of the images pass unchanged (Keras' RandAugment applies 2 ops to every image of a
     batch); seeded draws repeat, and values stay in 0..255."""
-    from cct_fast.train.randaugment import PerImageRandAugment
+    from cct_fast.data.randaugment import PerImageRandAugment
 
     images = tf.constant(rng.uniform(0, 255, (240, 24, 24, 3)), tf.float32)
     first = PerImageRandAugment(2, (0.85, 0.95), seed=7)(images).numpy()
@@ -349,7 +351,7 @@ def test_tensorboard_without_its_package_is_refused_before_training(tmp_path, mo
 def test_a_dataset_card_that_no_run_writes_is_refused_by_name(tmp_path, card):
     (tmp_path / "dataset.json").write_text(json.dumps(card))
     with pytest.raises(train.RunError, match=r"dataset.json is not what a run writes"):
-        train.run.read_dataset_card(tmp_path)
+        read_dataset_card(tmp_path)
     good = {"dataset": "digits", "class_names": ["a", "b"], "mean": [0.5] * 3, "std": [0.2] * 3}
     (tmp_path / "dataset.json").write_text(json.dumps(good))
-    assert train.run.read_dataset_card(tmp_path) == good
+    assert read_dataset_card(tmp_path) == good

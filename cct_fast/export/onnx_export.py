@@ -9,7 +9,7 @@ in and float32 logits out, as the model computes when trained that way.
 A text model exports as ``(token_ids, mask) -> logits``: int32 ids and a boolean mask, each
 (batch, seq_len). Its tokenizer (tensorflow-text's WordPiece) stays in TensorFlow, since most
 tensorflow-text ops have no ONNX converter: tokenize with the run's
-:class:`~cct_fast.train.text_encoder.TextEncoder` and feed its outputs.
+:class:`~cct_fast.data.text_encoder.TextEncoder` and feed its outputs.
 """
 
 from __future__ import annotations

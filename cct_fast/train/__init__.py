@@ -1,10 +1,11 @@
-"""Training and evaluation: image datasets (:mod:`.data`, image files checked up front by
-:mod:`.images`) and text datasets (:mod:`.text_data`, tokenized by :mod:`.text_encoder`),
-tf.data input pipelines (:mod:`.pipeline`, :mod:`.text_pipeline`), the official recipe and
-the text recipe (:mod:`.recipe`), resumable runs (:mod:`.run`) with their folder's files
-(:mod:`.run_folder`) and checkpoint format (:mod:`.run_checkpoint`), on several devices or
-machines (:mod:`.distribute`), the metrics and curves of a run folder (:mod:`.reports`), and
-prediction from a run folder (:mod:`.predict`).
+"""Training and evaluation: the official recipe and the text recipe (:mod:`.recipe`, reading
+the official configs through :mod:`.official_configs`), resumable runs (:mod:`.run`) with
+their model and data (:mod:`.run_model`), optimizer and schedules (:mod:`.optimizer`), their
+folder's files (:mod:`.run_folder`) and checkpoint format (:mod:`.run_checkpoint`), on
+several devices or machines (:mod:`.distribute`), the metrics and curves of a run folder
+(:mod:`.reports`), evaluation and a finished run's model (:mod:`.evaluation`), and
+prediction from a run folder (:mod:`.predict`). The datasets and their pipelines are
+:mod:`cct_fast.data`'s.
 
     from cct_fast import train
     run = train.fit(model="cct_2_3x2_32", dataset="digits", out="runs/digits")
@@ -23,12 +24,12 @@ _EXPORTS = {
     "RecipeError": "cct_fast.errors",
     "RunError": "cct_fast.errors",
     "Run": "cct_fast.train.run",
-    "build_model": "cct_fast.train.run",
-    "build_optimizer": "cct_fast.train.run",
-    "evaluate": "cct_fast.train.run",
+    "build_model": "cct_fast.train.run_model",
+    "build_optimizer": "cct_fast.train.optimizer",
+    "evaluate": "cct_fast.train.evaluation",
     "fit": "cct_fast.train.run",
-    "load_run": "cct_fast.train.run",
-    "test_metrics": "cct_fast.train.run",
+    "load_run": "cct_fast.train.evaluation",
+    "test_metrics": "cct_fast.train.evaluation",
     "load_checkpoint": "cct_fast.train.run_checkpoint",
     "save_checkpoint": "cct_fast.train.run_checkpoint",
     "predict": "cct_fast.train.predict",

@@ -53,7 +53,7 @@ TRAIN_PY_DEFAULTS = {
 
 # Settings that change nothing here, and why.
 NOTED = {
-    "workers": "tf.data runs one worker per core (cct_fast/train/pipeline.py)",
+    "workers": "tf.data runs one worker per core (cct_fast/data/pipeline.py)",
 }
 
 _RANDAUGMENT = re.compile(r"rand-m(?P<m>[\d.]+)(?P<rest>(-[a-z]+[\d.]+)*)")

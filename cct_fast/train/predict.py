@@ -9,11 +9,11 @@ import os
 
 import numpy as np
 
+from cct_fast.data.image_data import Dataset, Split
+from cct_fast.data.image_files import unusable_images
+from cct_fast.data.pipeline import evaluation_batches
 from cct_fast.errors import RunError
-from cct_fast.train.data import Dataset, Split
-from cct_fast.train.images import unusable_images
-from cct_fast.train.pipeline import evaluation_batches
-from cct_fast.train.run import load_run
+from cct_fast.train.evaluation import load_run
 
 
 def predict(

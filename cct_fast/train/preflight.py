@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from cct_fast.core.names import is_text_model
-from cct_fast.train.data import Dataset, load_dataset, reads_local_files
+from cct_fast.data.image_data import Dataset, load_dataset, reads_local_files
+from cct_fast.data.text_data import TextDataset, load_text_dataset
 from cct_fast.train.recipe import make_recipe
 from cct_fast.train.run_folder import check_new_folder, resumable_folder, resumed_recipe
-from cct_fast.train.text_data import TextDataset, load_text_dataset
 
 
 def check_run(out=None, resume=False, recipe_file=None, **settings) -> Dataset | TextDataset | None:

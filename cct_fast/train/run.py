@@ -2,7 +2,7 @@
 
 A run folder holds ``recipe.json`` (the resolved recipe), ``dataset.json`` (the class names,
 and an image dataset's mean and std), for a text model ``encoder.json`` (the
-:class:`~cct_fast.train.text_encoder.TextEncoder` learned from the training texts),
+:class:`~cct_fast.data.text_encoder.TextEncoder` learned from the training texts),
 ``checkpoint.npz`` (weights, optimizer state, finished epochs and metrics),
 ``last.weights.h5``, ``best.weights.h5`` (highest test accuracy), ``metrics.csv``,
 ``curves.png`` and, with ``tensorboard``, TensorBoard's event files in ``tensorboard/``. Every
@@ -32,33 +32,36 @@ import numpy as np
 import tensorflow as tf
 
 from cct_fast.core.costs import check_fits_in_memory
-from cct_fast.core.model import CCT
-from cct_fast.core.names import is_text_model, model_config
-from cct_fast.errors import CheckpointError, DatasetError, FolderBusy, RunError
-from cct_fast.train.data import Dataset, load_dataset, measured, undecodable_images
+from cct_fast.core.names import is_text_model
+from cct_fast.data.image_data import Dataset, undecodable_images
+from cct_fast.data.pipeline import epoch_seed, training_batches
+from cct_fast.data.text_data import TextDataset
+from cct_fast.data.text_encoder import TextEncoder
+from cct_fast.data.text_pipeline import text_training_batches
+from cct_fast.errors import DatasetError, FolderBusy, RunError
 from cct_fast.train.distribute import check_batch, is_chief, make_strategy
-from cct_fast.train.pipeline import epoch_seed, evaluation_batches, training_batches
+from cct_fast.train.evaluation import test_metrics
+from cct_fast.train.optimizer import build_optimizer
 from cct_fast.train.recipe import Recipe, make_recipe
 from cct_fast.train.reports import plot_curves, write_metrics
 from cct_fast.train.run_checkpoint import load_checkpoint, save_checkpoint, seed_states
 from cct_fast.train.run_folder import (
+    BEST_WEIGHTS,
     CHECKPOINT,
     DATASET_CARD,
     ENCODER,
+    LAST_WEIGHTS,
     RECIPE,
     TENSORBOARD,
     check_new_folder,
-    read_run_recipe,
+    dataset_card,
     resumable_folder,
     resumed_recipe,
 )
-from cct_fast.train.text_data import TextDataset, load_text_dataset
-from cct_fast.train.text_encoder import TextEncoder
-from cct_fast.train.text_pipeline import text_evaluation_batches, text_training_batches
+from cct_fast.train.run_model import build_model, load_run_dataset, read_run_encoder
 from cct_fast.weights.files import atomic_output, check_room_for, folder_lock
-from cct_fast.weights.loading import load_weights, save_weights, variable_bytes
+from cct_fast.weights.loading import save_weights, variable_bytes
 from cct_fast.weights.word_vectors import load_word_vectors
-from cct_fast.zoo import create_model
 
 
 def fit(
@@ -118,7 +121,7 @@ def fit(
 
 class Run:
     """One training run of ``recipe`` into ``folder``. ``dataset`` (a
-    :class:`cct_fast.train.data.Dataset`, or a :class:`cct_fast.train.text_data.TextDataset`
+    :class:`cct_fast.data.image_data.Dataset`, or a :class:`cct_fast.data.text_data.TextDataset`
     for a text model) replaces the one the recipe names: arrays already in memory, or
     synthetic data. ``strategy`` (a ``tf.distribute.Strategy``, by default TensorFlow's
     current one) holds the model, its optimizer and its training steps."""
@@ -183,7 +186,7 @@ class Run:
         if self.writes:
             weights = variable_bytes(self.model.weights)
             state = weights + variable_bytes(self.model.optimizer.variables)
-            sizes = {"best.weights.h5": weights, "last.weights.h5": weights, CHECKPOINT: state}
+            sizes = {BEST_WEIGHTS: weights, LAST_WEIGHTS: weights, CHECKPOINT: state}
             check_room_for(self.folder, sizes, "this run")
         if (self.folder / CHECKPOINT).exists():
             self._restore()
@@ -391,8 +394,8 @@ class Run:
         accuracies = [row["test_accuracy"] for row in self.history]
         with self._averaged_weights():
             if accuracies[-1] >= max(accuracies):
-                save_weights(self.model, self.folder / "best.weights.h5")
-            save_weights(self.model, self.folder / "last.weights.h5")
+                save_weights(self.model, self.folder / BEST_WEIGHTS)
+            save_weights(self.model, self.folder / LAST_WEIGHTS)
         write_metrics(self.folder / "metrics.csv", self.history)
         plot_curves(self.folder / "curves.png", self.history)
         save_checkpoint(self.folder / CHECKPOINT, self.model, self.recipe, self.history)
@@ -429,48 +432,6 @@ class _RunProgress(keras.callbacks.ProgbarLogger):
         super().set_params({**params, "epochs": self.run_epochs})
 
 
-def build_model(
-    recipe: Recipe, num_classes: int, encoder: TextEncoder | None = None, weights=None
-) -> CCT:
-    """The recipe's model for ``num_classes``; a text model's vocabulary is ``encoder``'s;
-    ``weights`` as :func:`cct_fast.create_model` takes them (a head of another class count is
-    left fresh, a positional embedding resized), at the recipe's ``img_size`` if it sets one."""
-    sizes = {}
-    if is_text_model(recipe.model):
-        sizes = dict(vocab_size=encoder.vocab_size, seq_len=encoder.seq_len)
-    elif recipe.img_size:
-        sizes = dict(img_size=recipe.img_size)
-    return create_model(
-        recipe.model,
-        num_classes=num_classes,
-        jit_compile=recipe.jit_compile,
-        implementation=recipe.implementation,
-        weights=weights,
-        dtype=recipe.precision,
-        **sizes,
-    )
-
-
-def load_run_dataset(
-    model: str, spec: str, img_size: int = 0, loaded: Dataset | TextDataset | None = None
-) -> Dataset | TextDataset:
-    """The dataset ``spec`` as ``model`` takes it: texts, or images with their statistics at
-    the size it trains at (``img_size``, or the model name's). ``loaded`` replaces what
-    ``spec`` names; its statistics are measured here if it has none."""
-    if is_text_model(model):
-        return load_text_dataset(spec) if loaded is None else loaded
-    size = img_size or model_config(model)["img_size"]
-    return load_dataset(spec, size) if loaded is None else measured(loaded, size)
-
-
-def dataset_card(dataset: Dataset | TextDataset) -> dict:
-    """What predicting with a run needs of its dataset: class names, and the images' scaling."""
-    card = {"dataset": dataset.name, "class_names": list(dataset.class_names)}
-    if isinstance(dataset, Dataset):
-        card.update(mean=list(dataset.mean), std=list(dataset.std))
-    return card
-
-
 def _write_json(path, value):
     text = json.dumps(value, indent=2) + "\n"
     with atomic_output(path, expected_bytes=len(text.encode())) as temporary:
@@ -482,275 +443,3 @@ def _first(split, count):
     return dataclasses.replace(
         split, **{f.name: getattr(split, f.name)[:count] for f in dataclasses.fields(split)}
     )
-
-
-@keras.saving.register_keras_serializable(package="cct_fast")
-class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """timm's step scheduler, per epoch: linear warm-up from ``warmup_lr`` over
-    ``warmup_epochs``, then ``peak * decay_rate ** (epoch // decay_epochs)``."""
-
-    def __init__(self, peak, warmup_lr, warmup_epochs, steps_per_epoch, decay_epochs, decay_rate):
-        self.peak, self.warmup_lr, self.warmup_epochs = peak, warmup_lr, warmup_epochs
-        self.steps_per_epoch = steps_per_epoch
-        self.decay_epochs, self.decay_rate = decay_epochs, decay_rate
-
-    def __call__(self, step):
-        epoch = keras.ops.floor(keras.ops.cast(step, "float32") / self.steps_per_epoch)
-        decayed = self.peak * self.decay_rate ** keras.ops.floor(epoch / self.decay_epochs)
-        if not self.warmup_epochs:
-            return decayed
-        warming = self.warmup_lr + epoch * (self.peak - self.warmup_lr) / self.warmup_epochs
-        return keras.ops.where(epoch < self.warmup_epochs, warming, decayed)
-
-    def get_config(self):
-        return dict(
-            peak=self.peak,
-            warmup_lr=self.warmup_lr,
-            warmup_epochs=self.warmup_epochs,
-            steps_per_epoch=self.steps_per_epoch,
-            decay_epochs=self.decay_epochs,
-            decay_rate=self.decay_rate,
-        )
-
-
-class AveragingAdamW(keras.optimizers.AdamW):
-    """AdamW with ``use_ema`` whose ``fit`` leaves the trained weights in the model. Keras
-    puts the moving averages into the model at the end of every ``fit``, and a run calls
-    ``fit`` once per epoch, so training would go on from the averages; a run swaps them in
-    only to evaluate and save (``Run._averaged_weights``)."""
-
-    def finalize_variable_values(self, var_list):
-        pass
-
-    def swap_in_averages(self, var_list):
-        """The moving averages into ``var_list`` (the variables the optimizer was built on)."""
-        super().finalize_variable_values(var_list)
-
-
-def build_optimizer(model, recipe, steps_per_epoch):
-    """AdamW with linear warm-up from ``warmup_lr`` and cosine decay to ``min_lr`` over
-    ``epochs``, per step, then ``min_lr`` through the ``cooldown_epochs`` (or timm's step
-    schedule, :class:`StepDecay`), keeping the weights' moving average with ``ema_decay``;
-    no weight decay on vectors (norms, biases) and token embeddings, as timm's
-    ``filter_bias_and_bn`` and the official ``no_weight_decay``."""
-
-    peak = recipe.learning_rate
-    warmup = recipe.warmup_epochs * steps_per_epoch
-    total = recipe.epochs * steps_per_epoch
-    if recipe.schedule == "step":
-        schedule = StepDecay(
-            peak,
-            recipe.warmup_lr,
-            recipe.warmup_epochs,
-            steps_per_epoch,
-            recipe.decay_epochs,
-            recipe.decay_rate,
-        )
-    else:
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=recipe.warmup_lr if warmup else peak,
-            decay_steps=max(1, total - warmup),
-            alpha=recipe.min_lr / peak,
-            warmup_target=peak if warmup else None,
-            warmup_steps=warmup,
-        )
-    if recipe.ema_decay:
-        optimizer = AveragingAdamW(
-            learning_rate=schedule,
-            weight_decay=recipe.weight_decay,
-            use_ema=True,
-            ema_momentum=recipe.ema_decay,
-        )
-    else:
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=recipe.weight_decay)
-    optimizer.exclude_from_weight_decay(
-        var_list=[
-            v
-            for v in model.trainable_variables
-            if len(v.shape) <= 1 or "positional_embedding" in v.path or "class_token" in v.path
-        ]
-    )
-    return optimizer
-
-
-def test_metrics(
-    model: CCT,
-    dataset: Dataset | TextDataset,
-    batch_size: int = 256,
-    encoder=None,
-    interpolation="bilinear",
-    crop_pct=0.0,
-) -> dict[str, float]:
-    """Cross-entropy (``"loss"``) and top-1 accuracy (``"accuracy"``) on the test split, images
-    brought to the model's size by ``interpolation`` and ``crop_pct``
-    (:func:`cct_fast.train.pipeline.evaluation_batches`); a text model's texts are tokenized
-    by ``encoder``."""
-    if encoder is not None:
-        batches = text_evaluation_batches(dataset.test, encoder, batch_size)
-    else:
-        size = model.config.image_size
-        batches = evaluation_batches(
-            dataset.test, dataset, size, batch_size, interpolation, crop_pct
-        )
-    logits, labels = [], []
-    for inputs, batch_labels in batches:
-        logits.append(np.asarray(model(inputs, training=False), np.float64))
-        labels.append(batch_labels.numpy())
-    logits, labels = np.concatenate(logits), np.concatenate(labels)
-    shifted = logits - logits.max(1, keepdims=True)
-    log_probabilities = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
-    return {
-        "loss": float(-log_probabilities[np.arange(len(labels)), labels].mean()),
-        "accuracy": float((logits.argmax(1) == labels).mean()),
-    }
-
-
-def evaluate(
-    source: str | os.PathLike,
-    dataset: str,
-    model: str | None = None,
-    batch_size: int = 256,
-) -> dict[str, float]:
-    """Test loss and accuracy of a run's best weights, or of a weights file.
-
-    Args:
-        source: a run folder (its ``best.weights.h5``) or a weights file of an image model.
-        dataset: an image dataset (:func:`cct_fast.train.data.load_dataset`); for a text run
-            ``fortunes``, ``agnews``, ``trec``, ``csv:PATH`` or ``folder:PATH``.
-        model: the official name a weights file holds (a run folder knows its own).
-        batch_size: examples per evaluation batch.
-
-    Returns:
-        ``{"loss": cross-entropy, "accuracy": top-1}`` on the test split. The weights' head
-        must have the dataset's classes: a head for other classes is refused, and so is a
-        run whose class names differ from the dataset's.
-    """
-    source = Path(source)
-    encoder = None
-    if source.is_dir():
-        recipe = read_run_recipe(source)
-        name, weights = recipe.model, source / "best.weights.h5"
-        if is_text_model(name):
-            encoder = read_run_encoder(source, recipe)
-    elif source.is_file():
-        if model is None:
-            raise RunError(f"{source} is a weights file: say which model it holds (--model).")
-        if is_text_model(model):
-            raise RunError(
-                f"{model} is a text model: its weights index the vocabulary of the run that "
-                "trained them, so evaluate the run folder (it holds encoder.json)."
-            )
-        name, weights = model, source
-    else:
-        raise FileNotFoundError(f"{source} does not exist: pass a run folder or a weights file.")
-    data = load_run_dataset(name, dataset, recipe.img_size if source.is_dir() else 0)
-    if source.is_dir():
-        _check_classes(source, data)
-        model = build_model(
-            dataclasses.replace(recipe, jit_compile=False), data.num_classes, encoder
-        )
-    else:
-        model = create_model(name, num_classes=data.num_classes)
-    try:
-        load_weights(model, weights, allow_new_head=False)
-    except CheckpointError as error:
-        raise RunError(
-            f"Cannot evaluate {weights} on {dataset} ({data.num_classes} classes): {error}"
-        ) from None
-    if source.is_dir():
-        return test_metrics(model, data, batch_size, encoder, recipe.interpolation, recipe.crop_pct)
-    return test_metrics(model, data, batch_size, encoder)
-
-
-@dataclasses.dataclass
-class TrainedRun:
-    """A run folder's best model, with what reading its inputs takes."""
-
-    model: CCT
-    recipe: Recipe
-    class_names: list[str]
-    dataset_card: dict
-    encoder: TextEncoder | None
-
-
-def load_run(folder: str | os.PathLike) -> TrainedRun:
-    """The best weights of the run in ``folder``, in the model they were trained in."""
-    folder = Path(folder)
-    recipe = read_run_recipe(folder)
-    card = read_dataset_card(folder)
-    if card is None:
-        raise RunError(
-            f"{folder} has no {DATASET_CARD} (runs before cct_fast 0.3 did not write it), so "
-            "its class names are unknown; `cct-fast evaluate` still works on it."
-        )
-    weights = folder / "best.weights.h5"
-    if not weights.exists():
-        raise RunError(f"{folder} holds no best.weights.h5: no epoch of it has finished.")
-    encoder = read_run_encoder(folder, recipe) if is_text_model(recipe.model) else None
-    classes = card["class_names"]
-    model = build_model(dataclasses.replace(recipe, jit_compile=False), len(classes), encoder)
-    load_weights(model, weights, allow_new_head=False)
-    return TrainedRun(model, recipe, classes, card, encoder)
-
-
-def read_run_encoder(folder: Path, recipe: Recipe) -> TextEncoder:
-    """A text run's ``encoder.json``, which must pad to the recipe's ``seq_len``: the model is
-    built from the encoder's sizes."""
-    encoder = TextEncoder.load(folder / ENCODER)
-    if encoder.seq_len != recipe.seq_len:
-        raise RunError(
-            f"{folder / ENCODER} pads texts to {encoder.seq_len} pieces and {folder / RECIPE} "
-            f"says seq_len {recipe.seq_len}: one of them was changed after the run wrote them."
-        )
-    return encoder
-
-
-def read_dataset_card(folder: Path) -> dict | None:
-    """The run's ``dataset.json``, or None for a run from before it was written."""
-    path = folder / DATASET_CARD
-    if not path.exists():
-        return None
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise RunError(f"{path} is not readable JSON ({error}).") from None
-    if not _is_dataset_card(card):
-        raise RunError(
-            f"{path} is not what a run writes: expected an object with 'dataset' (a text), "
-            "'class_names' (two or more texts) and, for an image run, 'mean' and 'std' (three "
-            "numbers each). Remove it to have `cct-fast train --resume` write it again."
-        )
-    return card
-
-
-def _is_dataset_card(card):
-    def numbers(value):
-        return (
-            isinstance(value, list)
-            and len(value) == 3
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
-        )
-
-    return (
-        isinstance(card, dict)
-        and isinstance(card.get("dataset"), str)
-        and isinstance(card.get("class_names"), list)
-        and len(card["class_names"]) >= 2
-        and all(isinstance(name, str) for name in card["class_names"])
-        and (("mean" in card) == ("std" in card))
-        and ("mean" not in card or (numbers(card["mean"]) and numbers(card["std"])))
-    )
-
-
-def _check_classes(folder, data):
-    """As many classes under other names: the head fits, and would be read wrong. (Another
-    number of classes is refused when the weights load, with the head's shapes.)"""
-    card = read_dataset_card(folder)
-    if card is None or len(card["class_names"]) != data.num_classes:
-        return
-    if card["class_names"] != list(data.class_names):
-        raise RunError(
-            f"{folder} was trained on the classes {card['class_names'][:10]} and "
-            f"{data.name} has {list(data.class_names)[:10]}: the head's outputs would be "
-            "read as the wrong classes."
-        )

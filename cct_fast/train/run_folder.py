@@ -4,8 +4,11 @@ TensorFlow starts."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from cct_fast.data.image_data import Dataset
+from cct_fast.data.text_data import TextDataset
 from cct_fast.errors import RunError
 from cct_fast.train.recipe import Recipe, brief, make_recipe, read_recipe_file
 
@@ -14,6 +17,8 @@ RECIPE = "recipe.json"
 DATASET_CARD = "dataset.json"
 ENCODER = "encoder.json"
 TENSORBOARD = "tensorboard"  # event files, with --tensorboard
+BEST_WEIGHTS = "best.weights.h5"  # the epoch of highest test accuracy
+LAST_WEIGHTS = "last.weights.h5"
 
 
 def resumable_folder(out) -> Path:
@@ -57,3 +62,48 @@ def read_run_recipe(folder: Path) -> Recipe:
     if not (folder / RECIPE).is_file():
         raise RunError(f"{folder} is not a run folder: it holds no {RECIPE}.")
     return make_recipe(None, **read_recipe_file(folder / RECIPE))
+
+
+def dataset_card(dataset: Dataset | TextDataset) -> dict:
+    """What predicting with a run needs of its dataset: class names, and the images' scaling."""
+    card = {"dataset": dataset.name, "class_names": list(dataset.class_names)}
+    if isinstance(dataset, Dataset):
+        card.update(mean=list(dataset.mean), std=list(dataset.std))
+    return card
+
+
+def read_dataset_card(folder: Path) -> dict | None:
+    """The run's ``dataset.json``, or None for a run from before it was written."""
+    path = folder / DATASET_CARD
+    if not path.exists():
+        return None
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise RunError(f"{path} is not readable JSON ({error}).") from None
+    if not _is_dataset_card(card):
+        raise RunError(
+            f"{path} is not what a run writes: expected an object with 'dataset' (a text), "
+            "'class_names' (two or more texts) and, for an image run, 'mean' and 'std' (three "
+            "numbers each). Remove it to have `cct-fast train --resume` write it again."
+        )
+    return card
+
+
+def _is_dataset_card(card):
+    def numbers(value):
+        return (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+        )
+
+    return (
+        isinstance(card, dict)
+        and isinstance(card.get("dataset"), str)
+        and isinstance(card.get("class_names"), list)
+        and len(card["class_names"]) >= 2
+        and all(isinstance(name, str) for name in card["class_names"])
+        and (("mean" in card) == ("std" in card))
+        and ("mean" not in card or (numbers(card["mean"]) and numbers(card["std"])))
+    )

@@ -25,7 +25,7 @@ def load_word_vectors(
         model: a :class:`cct_fast.TextCCT` whose ``vocab_size`` is ``len(vocabulary)``.
         path: a text file of lines ``word v1 v2 ...`` (GloVe's format), read one line at a
             time; its vectors must be as wide as the model's word embedding.
-        vocabulary: the word of each id (a :class:`~cct_fast.train.text_encoder.TextEncoder`'s
+        vocabulary: the word of each id (a :class:`~cct_fast.data.text_encoder.TextEncoder`'s
             ``vocabulary``). Reserved tokens (``[UNK]``, ``[PAD]``) and WordPiece
             continuations (``##ing``) keep their rows; the padding row stays zero.
         trainable: False freezes the table (the official ``embed_freeze``).

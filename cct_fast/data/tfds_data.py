@@ -21,7 +21,7 @@ def read_tfds(name: str, train_split: str = "train", test_split: str | None = No
     """The TFDS set ``name`` as ``((train images, labels), (test images, labels), class
     names)``: ``train_split`` to train on, ``test_split`` (default ``test``, else
     ``validation``) to evaluate on; images as a uint8 array or a list of files' bytes.
-    :func:`cct_fast.train.data.load_dataset` makes the dataset of it."""
+    :func:`cct_fast.data.image_data.load_dataset` makes the dataset of it."""
     tfds = _tfds()
     try:
         # TFDS reads TFDS_DATA_DIR once, at its import; this reads it at each load.

@@ -6,7 +6,7 @@ works offline out of the box; ``cifar10``/``cifar100`` are fetched by Keras on f
 ``imagenet:PATH`` reads ImageNet in that layout (``train/<wnid>/``, ``val/<wnid>/``) with the
 official configs' ImageNet statistics; ``flowers102:PATH`` reads Oxford Flowers-102's published
 files, ``flowers102`` the same split from TensorFlow Datasets, and ``tfds:NAME`` any TFDS image
-classification set (:mod:`cct_fast.train.tfds_data`).
+classification set (:mod:`cct_fast.data.tfds_data`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 
 from cct_fast.core.cards import DATASETS
 from cct_fast.core.config import as_pair
+from cct_fast.data.image_files import decodes, unusable_images
 from cct_fast.errors import DatasetError
-from cct_fast.train.images import decodes, unusable_images
 
 DIGITS_SIDE = 32
 DIGITS_TEST_FRACTION = 0.2
@@ -237,9 +237,9 @@ def _official_statistics(dataset):
 
 
 def _tfds(spec, name, train_split="train", test_split=None, statistics=(None, None)):
-    """A TensorFlow Datasets set (:mod:`cct_fast.train.tfds_data`); its channel statistics
+    """A TensorFlow Datasets set (:mod:`cct_fast.data.tfds_data`); its channel statistics
     are to be measured unless given."""
-    from cct_fast.train.tfds_data import read_tfds
+    from cct_fast.data.tfds_data import read_tfds
 
     train, test, names = read_tfds(name, train_split, test_split)
     return Dataset(spec, Split(*train), Split(*test), names, *statistics)
@@ -320,7 +320,7 @@ def measured_statistics(split, size, sample=500):
     resized to ``size`` as in training, and let go before the next."""
     import tensorflow as tf
 
-    from cct_fast.train.pipeline import decoder
+    from cct_fast.data.pipeline import decoder
 
     decode = decoder(size, encoded=split.encoded)
     chosen = split.images[:: max(1, len(split) // sample)]

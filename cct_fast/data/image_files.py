@@ -121,7 +121,7 @@ def check_image_file(path) -> tuple[int, int]:
     if width * height > MAX_PIXELS:
         raise ImageFileError(
             f"a {kind} of {width} x {height} = {width * height:,} pixels, more than the limit of "
-            f"{MAX_PIXELS:,} (cct_fast.train.images.MAX_PIXELS): shrink it, or it is a "
+            f"{MAX_PIXELS:,} (cct_fast.data.image_files.MAX_PIXELS): shrink it, or it is a "
             "decompression bomb"
         )
     if width == 0 or height == 0:

@@ -2,7 +2,7 @@
 
 Training, per image: random resized crop (``crop_scale``, ``crop_ratio``,
 ``train_interpolation``) and horizontal flip; per batch: RandAugment (its ops drawn per image,
-:mod:`cct_fast.train.randaugment`), normalisation by the dataset's mean and std, random
+:mod:`cct_fast.data.randaugment`), normalisation by the dataset's mean and std, random
 erasing (``random_erasing``), label-smoothed one-hot targets, then MixUp or CutMix (CutMix
 with probability ``mixup_switch_prob``) until ``mixup_off_epoch`` (0: throughout, as timm).
 
@@ -26,7 +26,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from cct_fast.train.randaugment import PerImageRandAugment
+from cct_fast.data.randaugment import PerImageRandAugment
 
 PARALLEL_CALLS = os.cpu_count() or 1
 PREFETCH_BATCHES = 2

@@ -1,5 +1,5 @@
 """tf.data input pipelines of the text models: strings through a
-:class:`~cct_fast.train.text_encoder.TextEncoder` to ``((token_ids, mask), targets)``.
+:class:`~cct_fast.data.text_encoder.TextEncoder` to ``((token_ids, mask), targets)``.
 
 The order of a training epoch comes from a permutation seeded by ``(recipe.seed, epoch)``, as
 for images, so a resumed run sees the same batches. Texts are tokenized a batch at a time on
@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from cct_fast.train.pipeline import (
+from cct_fast.data.pipeline import (
     FIXED_PARALLELISM,
     PARALLEL_CALLS,
     PREFETCH_BATCHES,
     epoch_seed,
 )
-from cct_fast.train.text_encoder import PADDING_ID
+from cct_fast.data.text_encoder import PADDING_ID
 
 
 def _source(split, order=None):

@@ -129,7 +129,7 @@ class TextEncoder:
             if size > MAX_FILE_BYTES:
                 raise ValueError(
                     f"{size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB an encoder "
-                    "takes (cct_fast.train.text_encoder.MAX_FILE_BYTES)"
+                    "takes (cct_fast.data.text_encoder.MAX_FILE_BYTES)"
                 )
             saved = json.loads(path.read_text(encoding="utf-8"))
             if saved.get("format") != FORMAT:

@@ -328,6 +328,6 @@ def _unreadable_text_file(path: Path) -> str | None:
     if status.st_size > MAX_TEXT_BYTES:
         return (
             f"{status.st_size / 2**20:,.0f} MiB, over the {MAX_TEXT_BYTES // 2**20} MiB a text "
-            "may take (cct_fast.train.text_data.MAX_TEXT_BYTES)"
+            "may take (cct_fast.data.text_data.MAX_TEXT_BYTES)"
         )
     return None
