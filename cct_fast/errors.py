@@ -41,7 +41,12 @@ class RunError(CctFastError, RuntimeError):
 
 
 class FolderBusy(CctFastError, RuntimeError):
-    """A folder another process holds with :func:`cct_fast.weights.files.folder_lock`."""
+    """A folder another process holds with :func:`cct_fast.base.files.folder_lock`."""
+
+
+class MissingDependency(CctFastError, ImportError):
+    """An optional package that what was asked needs is not installed; the message says how
+    to install it (:func:`cct_fast.base.optional.require`)."""
 
 
 class WriteError(OSError):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cct_fast.testing.compare import relative_error  # noqa: F401 (the suite imports it here)
+from cct_fast.base.compare import relative_error  # noqa: F401 (the suite imports it here)
 
 
 def run_layer_test(layer, inputs, expected_shape, stochastic_in_training=False):

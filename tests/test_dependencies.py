@@ -4,6 +4,7 @@ may lack torch), so without these checks a missing test dependency would pass CI
 
 import importlib.util
 import re
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -58,3 +59,48 @@ def test_every_module_the_suite_can_skip_without_is_installed(module):
 def test_the_lists_checked_above_are_read_from_the_project():
     assert any(r.marker is not None for r in _requirements()), "no dev requirement declared"
     assert {"torch", "tensorflow_text", "onnxruntime"} <= set(_skipped_without())
+
+
+def _export(tmp_path):
+    import cct_fast
+    from cct_fast.export import to_onnx
+
+    to_onnx(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "model.onnx")
+
+
+def _load_onnx(tmp_path):
+    from cct_fast.export import load_onnx
+
+    load_onnx(tmp_path / "model.onnx")
+
+
+def _read_old_torch_file(tmp_path):
+    from cct_fast.weights import pth
+
+    pth._read_legacy_checkpoint(tmp_path / "old.pth")
+
+
+@pytest.mark.parametrize(
+    "module, use, says",
+    [
+        ("tf2onnx", _export, "ONNX export needs the tf2onnx package: pip install 'cct-fast[onnx]'"),
+        (
+            "onnxruntime",
+            _load_onnx,
+            "ONNX export needs the onnxruntime package: pip install 'cct-fast[onnx]'",
+        ),
+        ("torch", _read_old_torch_file, "reading it needs the torch package: pip install"),
+    ],
+)
+def test_a_missing_optional_package_is_one_error_type_that_says_how_to_install_it(
+    tmp_path, monkeypatch, module, use, says
+):
+    """Text, TFDS and TensorBoard are checked where they are used (test_text_encoder,
+    test_tfds, test_train); each raises the same MissingDependency, an ImportError too."""
+    from cct_fast.errors import MissingDependency
+
+    monkeypatch.setitem(sys.modules, module, None)  # its import fails
+    with pytest.raises(MissingDependency, match=re.escape(says)) as missing:
+        use(tmp_path)
+    assert isinstance(missing.value, ImportError)
+    assert not list(tmp_path.iterdir())  # nothing written

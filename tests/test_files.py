@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import cct_fast
+from cct_fast.base.files import WriteError, atomic_output
 from cct_fast.cli import main as cli
-from cct_fast.weights.files import WriteError, atomic_output
 
 from crafted_pth import write_state_dict
 
@@ -98,7 +98,7 @@ _SAVE_ON_FULL_DISK = """
 import sys
 import cct_fast
 from cct_fast.cli import main
-from cct_fast.weights.files import atomic_output
+from cct_fast.base.files import atomic_output
 target = sys.argv[1]
 if sys.argv[2] == "unannounced":  # h5py itself meets the full disk
     try:

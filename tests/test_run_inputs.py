@@ -136,7 +136,7 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoin
 
 _HOLD_THE_FOLDER = textwrap.dedent("""
     import sys, time
-    from cct_fast.weights.files import folder_lock
+    from cct_fast.base.files import folder_lock
     with folder_lock(sys.argv[1]):
         print("held", flush=True)
         time.sleep(600)

@@ -16,6 +16,7 @@ PACKAGE = ROOT / "cct_fast"
 LAYERS = {
     "errors": 0,
     "lazy": 0,
+    "base": 1,
     "compute": 1,
     "core": 2,
     "weights": 3,

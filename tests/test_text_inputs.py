@@ -149,7 +149,7 @@ def test_a_run_the_disk_cannot_hold_is_refused_before_it_writes(tmp_path, monkey
     dataset = topic_csv(tmp_path / "topics.csv", per_topic=10)
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(
-        "cct_fast.weights.files.shutil.disk_usage", lambda _: usage(2**30, 2**30, 2**20)
+        "cct_fast.base.files.shutil.disk_usage", lambda _: usage(2**30, 2**30, 2**20)
     )
     with pytest.raises(WriteError, match="Not enough space for this run") as refused:
         train.fit(out=tmp_path / "run", dataset=dataset, verbose=0, **QUICK_TEXT)

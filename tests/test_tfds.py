@@ -9,6 +9,7 @@ import tensorflow as tf
 from cct_fast import train
 from cct_fast.core.cards import DATASETS
 from cct_fast.data import image_data as data
+from cct_fast.errors import MissingDependency
 
 from helpers import write_flowers_files
 
@@ -140,5 +141,7 @@ def test_tfds_sets_that_cannot_be_read_get_clear_errors(data_dir, monkeypatch):
     ):
         data.load_dataset("flowers102")
     monkeypatch.setitem(__import__("sys").modules, "tensorflow_datasets", None)
-    with pytest.raises(data.DatasetError, match="need the tensorflow-datasets package"):
+    with pytest.raises(
+        MissingDependency, match="needs the tensorflow_datasets package: pip install 'cct-fast"
+    ):
         data.load_dataset("tfds:tiny_petals")

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from cct_fast.base.files import atomic_output
+from cct_fast.base.optional import require
 from cct_fast.errors import DatasetError
-from cct_fast.weights.files import atomic_output
 
 RESERVED_TOKENS = ("[UNK]", "[PAD]")
 PADDING_ID = RESERVED_TOKENS.index("[PAD]")  # the official Embedder's padding_idx
@@ -29,14 +30,11 @@ MAX_FILE_BYTES = 64 * 2**20
 
 
 def _text():
-    try:
-        import tensorflow_text
-    except ImportError:
-        raise ImportError(
-            "Tokenizing text needs tensorflow-text: pip install 'cct-fast[text]' (the version "
-            "of TensorFlow's own minor release)."
-        ) from None
-    return tensorflow_text
+    return require(
+        "tensorflow_text",
+        "Tokenizing text",
+        "'cct-fast[text]' (tensorflow-text of TensorFlow's own minor release)",
+    )
 
 
 class TextEncoder:

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from cct_fast.base.optional import require
 from cct_fast.errors import DatasetError
 
 
@@ -51,14 +52,7 @@ def read_tfds(name: str, train_split: str = "train", test_split: str | None = No
 
 
 def _tfds():
-    try:
-        import tensorflow_datasets
-    except ImportError:
-        raise DatasetError(
-            "TensorFlow Datasets sets need the tensorflow-datasets package: pip install "
-            "tensorflow-datasets (or cct_fast[tfds])."
-        ) from None
-    return tensorflow_datasets
+    return require("tensorflow_datasets", "A TensorFlow Datasets set", "'cct-fast[tfds]'")
 
 
 def _prepare(builder, name):

@@ -19,14 +19,13 @@ import warnings
 
 import numpy as np
 
+from cct_fast.base.compare import relative_error
+from cct_fast.base.files import atomic_output
 from cct_fast.core.model import CCT, rebuild
 from cct_fast.core.text_model import TextCCT
 from cct_fast.errors import ConfigError, ExportError
 from cct_fast.export import fusion
-from cct_fast.export.optional import require
-from cct_fast.export.predictor import TEXT_INPUTS, VOCAB_SIZE_KEY
-from cct_fast.testing.compare import relative_error
-from cct_fast.weights.files import atomic_output
+from cct_fast.export.predictor import TEXT_INPUTS, VOCAB_SIZE_KEY, onnx_package
 
 INPUT_NAME = "images"
 DEFAULT_OPSET = 17  # LayerNormalization exists from 17; tf2onnx 1.17 knows up to 18.
@@ -92,9 +91,10 @@ def to_onnx(
             f"batch_size must be a positive integer, or None for a dynamic batch; "
             f"got {batch_size!r}."
         )
-    tf = require("tensorflow")
-    tf2onnx = require("tf2onnx")
-    onnx = require("onnx")
+    import tensorflow as tf
+
+    tf2onnx = onnx_package("tf2onnx")
+    onnx = onnx_package("onnx")
     twin = rebuild(model, implementation="reference", policy=_POLICIES[dtype])
     if text:
         shape = (batch_size, twin.config.seq_len)
@@ -127,7 +127,7 @@ def to_onnx(
 
 
 def _optimized(proto, twin):
-    require("onnxruntime")
+    onnx_package("onnxruntime")
     proto, skipped = fusion.fuse_encoder(proto, twin)
     if skipped:
         warnings.warn(
@@ -165,7 +165,7 @@ def _pad_values_in_float32(proto):
 
 
 def _verify(proto, model, batch, seed, tolerance):
-    ort = require("onnxruntime")
+    ort = onnx_package("onnxruntime")
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     inputs = _random_inputs(model, batch, np.random.default_rng(seed))
     expected = np.asarray(model(tuple(inputs.values()) if len(inputs) > 1 else inputs[INPUT_NAME]))

@@ -7,11 +7,16 @@ import warnings
 
 import numpy as np
 
-from cct_fast.export.optional import require
+from cct_fast.base.optional import require
 
 TEXT_INPUTS = ("token_ids", "mask")
 # A text export's metadata entry holding its vocabulary size, the ids the graph can look up.
 VOCAB_SIZE_KEY = "cct_fast.vocab_size"
+
+
+def onnx_package(module):
+    """One of the packages ONNX export and inference need (the ``onnx`` or ``gpu`` extra)."""
+    return require(module, "ONNX export", "'cct-fast[onnx]' (or 'cct-fast[gpu]')")
 
 
 class OnnxPredictor:
@@ -99,7 +104,7 @@ def load_onnx(
     Returns:
         An :class:`OnnxPredictor` whose ``predict`` takes the Keras model's NHWC batches.
     """
-    ort = require("onnxruntime")
+    ort = onnx_package("onnxruntime")
     available = ort.get_available_providers()
     if providers is None:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -1,3 +1,4 @@
 """Helpers for the tests and benchmarks: the official PyTorch architecture
-(:mod:`.official_torch`) and the comparisons every parity test makes (:mod:`.compare`). Not
-imported by ``import cct_fast``."""
+(:mod:`.official_torch`) and a PyTorch reference of the official text models
+(:mod:`.official_text`); their comparisons use :func:`cct_fast.base.compare.relative_error`.
+Not imported by ``import cct_fast``."""

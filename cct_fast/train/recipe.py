@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from cct_fast.base.files import atomic_output
 from cct_fast.compute import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS
 from cct_fast.core.names import is_text_model, model_config
 from cct_fast.errors import RecipeError
@@ -25,7 +26,6 @@ from cct_fast.train.official_configs import (
     is_official_config,
     recipe_settings,
 )
-from cct_fast.weights.files import atomic_output
 
 
 @dataclasses.dataclass(frozen=True)

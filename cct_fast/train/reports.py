@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 
-from cct_fast.weights.files import atomic_output
+from cct_fast.base.files import atomic_output
 
 METRICS = ("epoch", "learning_rate", "train_loss", "test_loss", "test_accuracy", "seconds")
 

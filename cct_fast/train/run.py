@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import importlib.util
 import json
 import os
 import time
@@ -31,6 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cct_fast.base.files import atomic_output, check_room_for, folder_lock
+from cct_fast.base.optional import require
 from cct_fast.core.costs import check_fits_in_memory
 from cct_fast.core.names import is_text_model
 from cct_fast.data.image_data import Dataset, undecodable_images
@@ -59,7 +60,6 @@ from cct_fast.train.run_folder import (
     resumed_recipe,
 )
 from cct_fast.train.run_model import build_model, load_run_dataset, read_run_encoder
-from cct_fast.weights.files import atomic_output, check_room_for, folder_lock
 from cct_fast.weights.loading import save_weights, variable_bytes
 from cct_fast.weights.word_vectors import load_word_vectors
 
@@ -275,11 +275,8 @@ class Run:
 
     def _check_tensorboard(self):
         """Before the first epoch: TensorFlow writes summaries only with tensorboard."""
-        if self.recipe.tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise RunError(
-                "tensorboard=True needs the tensorboard package: pip install tensorboard "
-                "(or cct_fast[tensorboard])."
-            )
+        if self.recipe.tensorboard:
+            require("tensorboard", "tensorboard=True", "'cct-fast[tensorboard]'")
 
     def _write_tensorboard(self, row):
         """The epoch's row as scalars in ``tensorboard/``, at step ``epoch``; after the first

@@ -10,8 +10,8 @@ import zipfile
 
 import numpy as np
 
+from cct_fast.base.files import atomic_output
 from cct_fast.errors import RunError
-from cct_fast.weights.files import atomic_output
 from cct_fast.weights.pth import MAX_BYTES, warn_if_not_finite
 
 

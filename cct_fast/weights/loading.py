@@ -11,10 +11,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from cct_fast.base.files import atomic_output
 from cct_fast.core.encoder_classifier import use_checked_load
 from cct_fast.core.model import CCT
 from cct_fast.errors import CheckpointError
-from cct_fast.weights.files import atomic_output
 from cct_fast.weights.keras_files import check_keras_weights
 from cct_fast.weights.official_keys import check_official_state_dict, load_official_state_dict
 from cct_fast.weights.pth import declared_state_dict, read_state_dict

@@ -31,6 +31,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from cct_fast.base.optional import require
 from cct_fast.errors import CheckpointError
 
 # What one checkpoint may make the reader allocate: 4 GiB. The largest official checkpoint
@@ -288,13 +289,11 @@ def _is_legacy_checkpoint(head: bytes) -> bool:
 
 
 def _read_legacy_checkpoint(path: Path):
-    try:
-        import torch
-    except ImportError:
-        raise CheckpointError(
-            f"{path} is a PyTorch checkpoint in the format of PyTorch older than 1.6: install "
-            "torch (pip install 'cct-fast[torch]') to read it."
-        ) from None
+    torch = require(
+        "torch",
+        f"{path} is a PyTorch checkpoint in the format of PyTorch older than 1.6; reading it",
+        "'cct-fast[torch]'",
+    )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
