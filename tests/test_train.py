@@ -57,6 +57,19 @@ def test_recipe_file_overrides_dataset_defaults_and_flags_override_the_file(tmp_
     assert recipe.hflip == 0.0 and recipe.mixup_alpha == 0.0  # digits defaults
 
 
+def test_the_model_names_image_size_is_none_in_a_recipe_as_in_create_model(tmp_path):
+    """A recipe saved before cct_fast 0.4 holds 0 for it: read back, it is None again."""
+    assert make_recipe().img_size is None
+    assert make_recipe(img_size=48).img_size == 48
+    saved = tmp_path / "recipe.json"
+    saved.write_text(json.dumps({**make_recipe().to_dict(), "img_size": 0}))
+    assert make_recipe(saved) == make_recipe()
+    with pytest.raises(RecipeError, match=r"img_size='big'.*an integer, or null"):
+        make_recipe(img_size="big")
+    with pytest.raises(RecipeError, match=r"img_size=-8.*expected a value in \[1, inf\)"):
+        make_recipe(img_size=-8)
+
+
 @pytest.mark.parametrize(
     "name, content, message",
     [

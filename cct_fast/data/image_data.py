@@ -315,13 +315,13 @@ def undecodable_images(split) -> list[str]:
     return [path for path in split.images if not decodes(path)]
 
 
-def measured_statistics(split, size, sample=500):
+def measured_statistics(split, image_size, sample=500):
     """Channel statistics from up to ``sample`` evenly spaced training images, each decoded,
-    resized to ``size`` as in training, and let go before the next."""
+    resized to ``image_size`` as in training, and let go before the next."""
     import tensorflow as tf
 
     from cct_fast.data.pipeline import decoder
 
-    decode = decoder(size, encoded=split.encoded)
+    decode = decoder(image_size, encoded=split.encoded)
     chosen = split.images[:: max(1, len(split) // sample)]
     return _statistics(decode(tf.constant(path)).numpy() for path in chosen)

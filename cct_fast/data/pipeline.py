@@ -46,28 +46,28 @@ def epoch_seed(recipe, epoch, stream):
     return int(np.random.default_rng([recipe.seed, epoch, stream]).integers(2**31 - 1))
 
 
-def decoder(size, interpolation="bilinear", encoded=False):
+def decoder(image_size, interpolation="bilinear", encoded=False):
     """Map function turning a path (``encoded``: an image file's bytes; or a uint8 image)
-    into a float32 image of ``size`` (height, width) pixels, or of its own size where ``size``
-    is None."""
+    into a float32 image of ``image_size`` (height, width) pixels, or of its own size where
+    ``image_size`` is None."""
 
     def decode(image):
         if image.dtype == tf.string:
             data = image if encoded else tf.io.read_file(image)
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
         image = tf.cast(image, tf.float32)
-        if size is None or tuple(image.shape[:2]) == tuple(size):
+        if image_size is None or tuple(image.shape[:2]) == tuple(image_size):
             return image
-        return _resize(image, size, interpolation)
+        return _resize(image, image_size, interpolation)
 
     return decode
 
 
-def _centre_crop(size, interpolation, crop_pct, encoded=False):
-    """Map function: timm's evaluation transform (Resize(int(size / crop_pct)) of the shorter
-    side, then CenterCrop(size)) of a path, encoded image or uint8 image."""
+def _centre_crop(image_size, interpolation, crop_pct, encoded=False):
+    """Map function: timm's evaluation transform (Resize(int(image_size / crop_pct)) of the shorter
+    side, then CenterCrop(image_size)) of a path, encoded image or uint8 image."""
     read = decoder(None, encoded=encoded)
-    height, width = size
+    height, width = image_size
     scaled = int(min(height, width) / crop_pct)
 
     def transform(image):
@@ -76,7 +76,7 @@ def _centre_crop(size, interpolation, crop_pct, encoded=False):
         short = tf.reduce_min(shape)
         # As torchvision computes them: Resize(int) takes each side to int(scaled * side / short),
         # truncated, so the shorter one to `scaled`; CenterCrop starts at
-        # round((new - size) / 2), halves to even as Python's round (and tf.round) go.
+        # round((new - image_size) / 2), halves to even as Python's round (and tf.round) go.
         new = tf.maximum(scaled * shape // short, [height, width])
         image = _resize(image, new, interpolation)
         top, left = tf.unstack(tf.cast(tf.round((new - [height, width]) / 2), tf.int32))
@@ -85,9 +85,9 @@ def _centre_crop(size, interpolation, crop_pct, encoded=False):
     return transform
 
 
-def _resize(image, size, method):
+def _resize(image, image_size, method):
     """Resized in float32; bicubic overshoots, so the values are clipped back to 0..255."""
-    image = tf.image.resize(image, size, method=method)
+    image = tf.image.resize(image, image_size, method=method)
     return image if method == "bilinear" else tf.clip_by_value(image, 0.0, 255.0)
 
 
@@ -99,15 +99,18 @@ def _source(split, order=None):
     return tf.data.Dataset.from_tensor_slices((images, labels))
 
 
-def evaluation_batches(split, dataset, size, batch_size, interpolation="bilinear", crop_pct=0.0):
-    """Test images at ``size`` (height, width), normalised, with integer labels; in file
-    order. ``crop_pct`` 0 resizes each image to ``size``; otherwise, as timm evaluates, its
-    shorter side goes to ``size / crop_pct`` (aspect kept), then the centre ``size`` is cut."""
+def evaluation_batches(
+    split, dataset, image_size, batch_size, interpolation="bilinear", crop_pct=0.0
+):
+    """Test images at ``image_size`` (height, width), normalised, with integer labels; in file
+    order. ``crop_pct`` 0 resizes each image to ``image_size``; otherwise, as timm evaluates,
+    its shorter side goes to ``image_size / crop_pct`` (aspect kept), then the centre
+    ``image_size`` is cut."""
     mean, std = _scale(dataset)
     decode = (
-        decoder(size, interpolation, split.encoded)
+        decoder(image_size, interpolation, split.encoded)
         if not crop_pct
-        else _centre_crop(size, interpolation, crop_pct, split.encoded)
+        else _centre_crop(image_size, interpolation, crop_pct, split.encoded)
     )
     return (
         _source(split)
@@ -118,16 +121,16 @@ def evaluation_batches(split, dataset, size, batch_size, interpolation="bilinear
     )
 
 
-def training_batches(split, dataset, recipe, size, epoch):
+def training_batches(split, dataset, recipe, image_size, epoch):
     """The batches of one training epoch: (normalised float32 images, soft targets)."""
     order = np.random.default_rng(epoch_seed(recipe, epoch, 0)).permutation(len(split))
-    decode = decoder(size, encoded=split.encoded)
+    decode = decoder(image_size, encoded=split.encoded)
     crop_seed = epoch_seed(recipe, epoch, 1)
 
     def per_image(index, example):
         image, label = example
         seed = tf.stack([tf.constant(crop_seed, tf.int64), index])
-        image = _random_resized_crop(decode(image), size, recipe, seed)
+        image = _random_resized_crop(decode(image), image_size, recipe, seed)
         return image, label
 
     batches = (
@@ -139,7 +142,7 @@ def training_batches(split, dataset, recipe, size, epoch):
     # The Keras layers draw from stateful generators: run them in order (batch-wise, so one
     # call per batch), which keeps the draws of an epoch the same in every run.
     augment = _outside_the_pipeline_graph(
-        _batch_augmentation(dataset, recipe, epoch), (*size, 3), dataset.num_classes
+        _batch_augmentation(dataset, recipe, epoch), (*image_size, 3), dataset.num_classes
     )
     return batches.map(augment).prefetch(PREFETCH_BATCHES).with_options(FIXED_PARALLELISM)
 
@@ -161,9 +164,9 @@ def _outside_the_pipeline_graph(augment, image_shape, classes):
     return call
 
 
-def _random_resized_crop(image, size, recipe, seed):
+def _random_resized_crop(image, image_size, recipe, seed):
     """torchvision's RandomResizedCrop (area in ``crop_scale``, aspect ratio in
-    ``crop_ratio``, back to ``size`` by ``train_interpolation``: bilinear, bicubic, or either
+    ``crop_ratio``, back to ``image_size`` by ``train_interpolation``: bilinear, bicubic, or either
     with even odds, as timm's "random") and a horizontal flip with probability ``hflip``, from
     stateless ops."""
     begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -181,12 +184,12 @@ def _random_resized_crop(image, size, recipe, seed):
         bicubic_seed = tf.random.experimental.stateless_fold_in(seed, 2)
         image = tf.cond(
             tf.random.stateless_uniform((), bicubic_seed) < 0.5,
-            lambda: _resize(crop, size, "bicubic"),
-            lambda: _resize(crop, size, "bilinear"),
+            lambda: _resize(crop, image_size, "bicubic"),
+            lambda: _resize(crop, image_size, "bilinear"),
         )
     else:
-        image = _resize(crop, size, recipe.train_interpolation)
-    image = tf.ensure_shape(image, (*size, 3))
+        image = _resize(crop, image_size, recipe.train_interpolation)
+    image = tf.ensure_shape(image, (*image_size, 3))
     flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
     flip = tf.random.stateless_uniform((), flip_seed) < recipe.hflip
     return tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)

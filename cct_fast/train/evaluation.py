@@ -45,9 +45,9 @@ def test_metrics(
     if encoder is not None:
         batches = text_evaluation_batches(dataset.test, encoder, batch_size)
     else:
-        size = model.config.image_size
+        image_size = model.config.image_size
         batches = evaluation_batches(
-            dataset.test, dataset, size, batch_size, interpolation, crop_pct
+            dataset.test, dataset, image_size, batch_size, interpolation, crop_pct
         )
     logits, labels = [], []
     for inputs, batch_labels in batches:
@@ -100,7 +100,7 @@ def evaluate(
         name, weights = model, source
     else:
         raise FileNotFoundError(f"{source} does not exist: pass a run folder or a weights file.")
-    data = load_run_dataset(name, dataset, recipe.img_size if source.is_dir() else 0)
+    data = load_run_dataset(name, dataset, recipe.img_size if source.is_dir() else None)
     try:
         if source.is_dir():
             _check_classes(source, data)

@@ -49,7 +49,7 @@ def predict(
     ]
 
 
-def _image_batches(paths, card, size, batch_size):
+def _image_batches(paths, card, image_size, batch_size):
     """The images at ``paths``, decoded and scaled as the run's test images were."""
     problems = unusable_images(paths)
     if problems:
@@ -61,4 +61,4 @@ def _image_batches(paths, card, size, batch_size):
     scaling = Dataset(
         card["dataset"], split, split, card["class_names"], tuple(card["mean"]), tuple(card["std"])
     )
-    return (images for images, _ in evaluation_batches(split, scaling, size, batch_size))
+    return (images for images, _ in evaluation_batches(split, scaling, image_size, batch_size))

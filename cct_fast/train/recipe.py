@@ -58,9 +58,10 @@ class Recipe:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
     random_erasing: float = 0.0  # probability of erasing a patch with per-pixel noise
-    # 0: the model name's; another side trains the model at that size, its positional
-    # embedding (from weights, if any) resized as create_model does.
-    img_size: int = 0
+    # None: the model name's, as create_model takes it; a side trains the model at that size,
+    # its positional embedding (from weights, if any) resized as create_model does. (0, which
+    # recipes before cct_fast 0.4 saved, reads as None.)
+    img_size: int | None = None
     # Evaluation: 0 resizes each image to the model's size; else timm's transform: the shorter
     # side resized to img_size / crop_pct, then the centre crop of img_size.
     crop_pct: float = 0.0
@@ -268,7 +269,7 @@ RANGES = {
     "decay_rate": _in(0, 1, low_open=True),
     "random_erasing": _PROBABILITY,
     "ema_decay": _in(0, 1, high_open=True),
-    "img_size": _NON_NEGATIVE,
+    "img_size": _in(1, None),
     "crop_pct": _in(0, 1),
     "label_smoothing": _in(0, 1, high_open=True),
     "mixup_alpha": _NON_NEGATIVE,
@@ -313,6 +314,8 @@ def _validated(values, source):
         )
     for key, (check, expected) in RANGES.items():
         value = getattr(recipe, key)
+        if value is None:  # the model name's (img_size)
+            continue
         pair = value if isinstance(value, tuple) else (value,)
         if not all(check(v) for v in pair) or list(pair) != sorted(pair):
             order = " (low, high)" if isinstance(value, tuple) else ""
@@ -357,6 +360,8 @@ def _converted(key, value, source):
     """``value`` as the type of the field ``key``; a bool is not a number here."""
     default = getattr(Recipe, key)
     try:
+        if key == "img_size":
+            return None if value in (None, 0) else _number(value, int)
         if isinstance(default, tuple):
             converted = tuple(_number(v, float) for v in value)
             if len(converted) != 2:
@@ -402,6 +407,10 @@ def _shown(value):
 def _expected_kind(default):
     if isinstance(default, tuple):
         return "a pair of numbers"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[
-        type(default)
-    ]
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        type(None): "an integer, or null for the model name's",
+    }[type(default)]

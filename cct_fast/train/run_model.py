@@ -39,7 +39,10 @@ def build_model(
 
 
 def load_run_dataset(
-    model: str, spec: str, img_size: int = 0, loaded: Dataset | TextDataset | None = None
+    model: str,
+    spec: str,
+    img_size: int | None = None,
+    loaded: Dataset | TextDataset | None = None,
 ) -> Dataset | TextDataset:
     """The dataset ``spec`` as ``model`` takes it: texts, or images with their statistics at
     the size it trains at (``img_size``, or the model name's). ``loaded`` replaces what
