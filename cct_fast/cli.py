@@ -30,18 +30,22 @@ def _export(args):
     from cct_fast.weights.keras_files import load_keras_model
 
     source = Path(args.model)
+    encoder = None
     if source.is_dir():
         from cct_fast.train.evaluation import load_run
 
         if args.weights:
             raise cct_fast.ConfigError("A run folder exports its best weights: drop --weights.")
-        model = load_run(source).model
+        run = load_run(source)
+        model, encoder = run.model, run.encoder
     elif source.suffix == ".keras":
         model = load_keras_model(args.model)
         if args.weights:
             cct_fast.load_weights(model, args.weights)
     else:
         model = cct_fast.create_model(args.model, weights=args.weights)
+    if args.format == "savedmodel":
+        return _export_saved_model(args, model, encoder)
     dtype = "float16" if args.fp16 else "float32"
     to_onnx(
         model,
@@ -55,7 +59,8 @@ def _export(args):
         inputs = (
             f"inputs 'token_ids' int32 and 'mask' bool, each (batch, {model.config.seq_len}); "
             "the tokenizer stays in TensorFlow (tensorflow-text has no ONNX converter), so "
-            "encode texts with the run's encoder.json"
+            "encode texts with the run's encoder.json, or export --format savedmodel for raw "
+            "strings in"
         )
     else:
         inputs = "input 'images' float32 NHWC"
@@ -63,6 +68,32 @@ def _export(args):
         f"Wrote {args.output} ({dtype}{', fused' if args.optimize else ''}): {inputs}; checked "
         "in ONNX Runtime."
     )
+
+
+def _export_saved_model(args, model, encoder):
+    import cct_fast
+    from cct_fast.export.saved_model import OUTPUT, SIGNATURE, to_saved_model
+
+    onnx_only = [flag for flag, value in _ONNX_ONLY.items() if getattr(args, value)]
+    if onnx_only:
+        raise cct_fast.ConfigError(
+            f"{', '.join(onnx_only)} apply to ONNX exports only: drop them with --format "
+            "savedmodel."
+        )
+    to_saved_model(model, args.output, encoder=encoder)
+    inputs = "a batch of strings" if encoder is not None else "float32 NHWC images"
+    print(
+        f"Wrote {args.output}: SavedModel, signature {SIGNATURE!r}: {inputs} -> "
+        f"{OUTPUT!r}; checked after reloading it in a fresh process."
+    )
+
+
+_ONNX_ONLY = {
+    "--opset": "opset",
+    "--batch-size": "batch_size",
+    "--fp16": "fp16",
+    "--optimize": "optimize",
+}
 
 
 def _describe(args):
@@ -232,7 +263,14 @@ def build_parser():
 
     export = commands.add_parser("export", help="export a model to ONNX, checked in ONNX Runtime")
     export.add_argument("model", help="official model name, a .keras file or a run folder")
-    export.add_argument("-o", "--output", required=True, help="OUT.onnx")
+    export.add_argument("-o", "--output", required=True, help="OUT.onnx, or a folder")
+    export.add_argument(
+        "--format",
+        choices=["onnx", "savedmodel"],
+        default="onnx",
+        help="onnx (default), or a TensorFlow SavedModel for TF Serving: raw strings (a text "
+        "run) or float NHWC images in, class probabilities out",
+    )
     export.add_argument("--weights", help=".pth/.pt checkpoint or Keras weights to load first")
     export.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     export.add_argument("--batch-size", type=int, help="fix the batch size (default: dynamic)")
