@@ -52,7 +52,8 @@ class TextEncoder:
         self.vocabulary = list(vocabulary)
         self.seq_len = seq_len
         self.lower_case = lower_case
-        self._tokenizer = _text().FastWordpieceTokenizer(
+        # A TensorFlow resource: a SavedModel that tokenizes tracks it (export.saved_model).
+        self.tokenizer = _text().FastWordpieceTokenizer(
             vocab=self.vocabulary,
             suffix_indicator="##",
             unknown_token="[UNK]",
@@ -100,7 +101,7 @@ class TextEncoder:
         texts = tf.convert_to_tensor(texts, tf.string)
         if self.lower_case:
             texts = _text().case_fold_utf8(texts)
-        pieces = self._tokenizer.tokenize(texts)
+        pieces = self.tokenizer.tokenize(texts)
         ids, mask = _text().pad_model_inputs(pieces, self.seq_len, pad_value=PADDING_ID)
         return tf.cast(ids, tf.int32), tf.cast(mask, tf.bool)
 

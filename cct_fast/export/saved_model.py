@@ -92,7 +92,7 @@ def to_saved_model(model, path, encoder=None):
     archive = keras.export.ExportArchive()
     archive.track(model)
     if text:
-        archive._tf_trackable.tokenizer = encoder._tokenizer  # the vocabulary goes with it
+        archive.track(encoder.tokenizer)  # the vocabulary goes into the folder with it
         spec = tf.TensorSpec([None], tf.string, name="texts")
 
         def serve(texts):

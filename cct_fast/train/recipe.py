@@ -314,7 +314,7 @@ def _validated(values, source):
         )
     for key, (check, expected) in RANGES.items():
         value = getattr(recipe, key)
-        if value is None:  # the model name's (img_size)
+        if value is None:  # an optional setting left to the model name's
             continue
         pair = value if isinstance(value, tuple) else (value,)
         if not all(check(v) for v in pair) or list(pair) != sorted(pair):
@@ -360,7 +360,8 @@ def _converted(key, value, source):
     """``value`` as the type of the field ``key``; a bool is not a number here."""
     default = getattr(Recipe, key)
     try:
-        if key == "img_size":
+        # An integer, or None for the model name's (img_size); recipes before 0.4 saved 0.
+        if default is None:
             return None if value in (None, 0) else _number(value, int)
         if isinstance(default, tuple):
             converted = tuple(_number(v, float) for v in value)
