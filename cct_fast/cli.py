@@ -26,11 +26,11 @@ def _export(args):
 
     import cct_fast
     from cct_fast.core.text_model import TextCCT
-    from cct_fast.export import to_onnx
+    from cct_fast.export import load_onnx, to_onnx
     from cct_fast.weights.keras_files import load_keras_model
 
     source = Path(args.model)
-    encoder = None
+    encoder = run = None
     if source.is_dir():
         from cct_fast.train.evaluation import load_run
 
@@ -46,7 +46,8 @@ def _export(args):
         model = cct_fast.create_model(args.model, weights=args.weights)
     if args.format == "savedmodel":
         return _export_saved_model(args, model, encoder)
-    dtype = "float16" if args.fp16 else "float32"
+    int8 = _int8_data(args, run) if args.int8 else {}
+    dtype = "int8" if args.int8 else "float16" if args.fp16 else "float32"
     to_onnx(
         model,
         args.output,
@@ -54,6 +55,7 @@ def _export(args):
         batch_size=args.batch_size,
         dtype=dtype,
         optimize=args.optimize,
+        **int8,
     )
     if isinstance(model, TextCCT):
         inputs = (
@@ -64,10 +66,32 @@ def _export(args):
         )
     else:
         inputs = "input 'images' float32 NHWC"
+    checked = "checked in ONNX Runtime"
+    if args.int8:
+        checked += f": {load_onnx(args.output, providers=['CPUExecutionProvider']).int8_check}"
     print(
-        f"Wrote {args.output} ({dtype}{', fused' if args.optimize else ''}): {inputs}; checked "
-        "in ONNX Runtime."
+        f"Wrote {args.output} ({dtype}{', fused' if args.optimize else ''}): {inputs}; {checked}."
     )
+
+
+def _int8_data(args, run):
+    """Calibration images (or texts) from the run's training split and its test split to check
+    the int8 graph's accuracy on."""
+    import cct_fast
+    from cct_fast.export.quantize import CALIBRATION_EXAMPLES
+    from cct_fast.train.evaluation import run_examples
+
+    if run is None:
+        raise cct_fast.ConfigError(
+            "--int8 exports a run folder: its training images calibrate the int8 graph and its "
+            "test split checks its accuracy. For another model call "
+            "cct_fast.export.to_onnx(model, path, dtype='int8', calibration=..., validation=...)."
+        )
+    if args.fp16:
+        raise cct_fast.ConfigError("--int8 and --fp16 are two precisions: choose one.")
+    calibration, _ = run_examples(run, "train", limit=CALIBRATION_EXAMPLES)
+    limit = {} if args.max_accuracy_drop is None else {"max_accuracy_drop": args.max_accuracy_drop}
+    return {"calibration": calibration, "validation": run_examples(run, "test"), **limit}
 
 
 def _export_saved_model(args, model, encoder):
@@ -93,6 +117,7 @@ _ONNX_ONLY = {
     "--batch-size": "batch_size",
     "--fp16": "fp16",
     "--optimize": "optimize",
+    "--int8": "int8",
 }
 
 
@@ -281,6 +306,18 @@ def build_parser():
         "--optimize",
         action="store_true",
         help="use ONNX Runtime's fused attention, LayerNorm and GELU operators",
+    )
+    export.add_argument(
+        "--int8",
+        action="store_true",
+        help="a run folder in int8 (static quantization: calibrated on its training images, "
+        "refused if its test accuracy drops more than --max-accuracy-drop)",
+    )
+    export.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        help="with --int8: top-1 accuracy the int8 graph may lose on the test split, as a "
+        "fraction (default: one point, as to_onnx)",
     )
     export.set_defaults(run=_export)
 

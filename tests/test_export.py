@@ -135,7 +135,7 @@ def test_layers_missing_from_the_graph_are_left_alone(exported):
 
 def test_unknown_dtype(tmp_path):
     with pytest.raises(
-        ValueError, match=r"dtype must be one of \['float16', 'float32'\]; got 'bfloat16'"
+        ValueError, match=r"dtype must be one of \['float32', 'float16', 'int8'\]; got 'bfloat16'"
     ):
         export.to_onnx(cct_fast.create_model("cct_2_3x2_32"), tmp_path / "m.onnx", dtype="bfloat16")
     assert list(tmp_path.iterdir()) == []

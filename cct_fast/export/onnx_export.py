@@ -24,8 +24,8 @@ from cct_fast.base.files import atomic_output
 from cct_fast.core.model import CCT, rebuild
 from cct_fast.core.text_model import TextCCT
 from cct_fast.errors import ConfigError, ExportError
-from cct_fast.export import fusion
-from cct_fast.export.predictor import TEXT_INPUTS, VOCAB_SIZE_KEY, onnx_package
+from cct_fast.export import fusion, quantize
+from cct_fast.export.predictor import INT8_CHECK_KEY, TEXT_INPUTS, VOCAB_SIZE_KEY, onnx_package
 
 INPUT_NAME = "images"
 DEFAULT_OPSET = 17  # LayerNormalization exists from 17; tf2onnx 1.17 knows up to 18.
@@ -33,7 +33,9 @@ DEFAULT_OPSET = 17  # LayerNormalization exists from 17; tf2onnx 1.17 knows up t
 # needs LayerNormalization (17).
 OPSETS = {False: range(13, 19), True: range(17, 19)}
 TOLERANCES = {"float32": 1e-4, "float16": 1e-2}
-_POLICIES = {"float32": "float32", "float16": "mixed_float16"}
+DTYPES = (*TOLERANCES, "int8")
+# int8 is quantized from the float32 graph, which is checked against Keras first.
+_POLICIES = {"float32": "float32", "float16": "mixed_float16", "int8": "float32"}
 
 
 def to_onnx(
@@ -45,6 +47,9 @@ def to_onnx(
     dtype: str = "float32",
     optimize: bool = False,
     seed: int = 0,
+    calibration=None,
+    validation=None,
+    max_accuracy_drop: float = quantize.DEFAULT_MAX_DROP,
 ) -> str | os.PathLike:
     """Export ``model`` to an ONNX file, checked in ONNX Runtime before it is written.
 
@@ -61,10 +66,21 @@ def to_onnx(
         path: the ``.onnx`` file to write.
         opset: ONNX opset, 13 to 18 (17 to 18 with ``optimize``); default 17.
         batch_size: a fixed batch size; None keeps it dynamic.
-        dtype: ``"float32"``, or ``"float16"`` to compute as ``mixed_float16`` does (GPUs).
+        dtype: ``"float32"``; ``"float16"`` to compute as ``mixed_float16`` does (GPUs); or
+            ``"int8"``, static quantization of the float32 graph
+            (:mod:`cct_fast.export.quantize`), which needs ``calibration`` and ``validation``.
         optimize: replace each encoder layer with ONNX Runtime's fused operators
             (:mod:`cct_fast.export.fusion`); image models only.
         seed: of the random images the check runs.
+        calibration: int8 only: a few hundred of the model's inputs (training images as the
+            model takes them, or a text model's ``(token_ids, mask)``), on which the
+            activations' ranges are measured.
+        validation: int8 only: ``(inputs, labels)``, labelled examples the model did not
+            train on. The int8 graph's top-1 accuracy on them may be at most
+            ``max_accuracy_drop`` below the Keras model's, or the export is refused; both
+            accuracies are kept in the file's metadata (``cct_fast.int8``, read back as
+            :attr:`OnnxPredictor.int8_check <cct_fast.export.OnnxPredictor.int8_check>`).
+        max_accuracy_drop: int8 only, as a fraction (0.01: one point).
 
     Returns:
         ``path``.
@@ -75,8 +91,21 @@ def to_onnx(
             f"{model.name} is a text model: the fused graph (optimize) rewrites the image "
             "models' unmasked attention only. Export it without optimize."
         )
-    if dtype not in TOLERANCES:
-        raise ConfigError(f"dtype must be one of {sorted(TOLERANCES)}; got {dtype!r}.")
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {list(DTYPES)}; got {dtype!r}.")
+    if (dtype == "int8") != (calibration is not None and validation is not None):
+        raise ExportError(
+            "An int8 export needs calibration= (inputs to measure activation ranges on) and "
+            "validation= ((inputs, labels) to check its accuracy), and only an int8 export "
+            f"takes them; got dtype={dtype!r}, calibration "
+            f"{'given' if calibration is not None else 'missing'}, validation "
+            f"{'given' if validation is not None else 'missing'}."
+        )
+    if not 0 <= max_accuracy_drop <= 1:
+        raise ExportError(
+            f"max_accuracy_drop is a fraction of top-1 accuracy from 0 to 1 (0.01: one point); "
+            f"got {max_accuracy_drop!r}."
+        )
     opset = DEFAULT_OPSET if opset is None else opset
     valid = OPSETS[bool(optimize)]
     if opset not in valid:
@@ -114,21 +143,76 @@ def to_onnx(
     proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
     _pad_values_in_float32(proto)
     if optimize:
-        proto = _optimized(proto, twin)
-    if text:
-        onnx.helper.set_model_props(proto, {VOCAB_SIZE_KEY: str(twin.config.vocab_size)})
+        proto = _optimized(proto, twin, quantizable=dtype == "int8")
+    properties = {VOCAB_SIZE_KEY: str(twin.config.vocab_size)} if text else {}
     onnx.checker.check_model(proto)
-    exact = twin if dtype == "float32" else rebuild(model, policy="float32")
-    _verify(proto, exact, batch_size or 2, seed, TOLERANCES[dtype])
+    exact = twin if dtype != "float16" else rebuild(model, policy="float32")
+    _verify(proto, exact, batch_size or 2, seed, TOLERANCES.get(dtype, TOLERANCES["float32"]))
+    if dtype == "int8":
+        proto, check = _int8(proto, exact, calibration, validation, max_accuracy_drop)
+        properties[INT8_CHECK_KEY] = check.to_json()
+    onnx.helper.set_model_props(proto, properties)
     serialized = proto.SerializeToString()
     with atomic_output(path, expected_bytes=len(serialized)) as temporary:
         temporary.write_bytes(serialized)
     return path
 
 
-def _optimized(proto, twin):
+def _int8(proto, model, calibration, validation, max_drop):
+    """The float32 ``proto`` quantized, and the check of its accuracy."""
+    ort = onnx_package("onnxruntime")
+    names = TEXT_INPUTS if isinstance(model, TextCCT) else (INPUT_NAME,)
+    calibration = _feeds(model, names, calibration, "calibration")
+    if not isinstance(validation, (list, tuple)) or len(validation) != 2:
+        raise ExportError(f"validation must be (inputs, labels); got {type(validation).__name__}.")
+    inputs = _feeds(model, names, validation[0], "validation inputs")
+    labels = np.asarray(validation[1])
+    count = len(inputs[names[0]])
+    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ExportError(
+            f"validation labels must be {count} integer class indices, one per input; got "
+            f"{labels.dtype} of shape {labels.shape}."
+        )
+    keras_logits = np.concatenate(
+        [
+            np.asarray(model(tuple(batch.values()) if len(names) > 1 else batch[INPUT_NAME]))
+            for batch in quantize.batches(inputs, 64)
+        ]
+    )
+    quantized = quantize.quantize_static(proto, calibration)
+    session = ort.InferenceSession(
+        quantized.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    check = quantize.check_accuracy(session, keras_logits, inputs, labels, max_drop)
+    return quantized, check
+
+
+def _feeds(model, names, inputs, what):
+    """``inputs`` as ONNX Runtime takes them (input name -> array), checked against the
+    model's input shapes."""
+    arrays = inputs if len(names) > 1 else (inputs,)
+    if len(names) > 1 and (not isinstance(inputs, (list, tuple)) or len(inputs) != 2):
+        raise ExportError(f"{what} of a text model must be (token_ids, mask); got {inputs!r:.80}.")
+    arrays = [np.asarray(array) for array in arrays]
+    if isinstance(model, TextCCT):
+        expected = [(model.config.seq_len,)] * 2
+        arrays = [arrays[0].astype(np.int32), arrays[1].astype(bool)]
+    else:
+        expected = [model.image_shape]
+        arrays = [arrays[0].astype(np.float32)]
+    for name, array, shape in zip(names, arrays, expected, strict=True):
+        fits = array.ndim == len(shape) + 1 and all(
+            side is None or side == got for side, got in zip(shape, array.shape[1:], strict=False)
+        )
+        if not fits or len(array) == 0 or len(array) != len(arrays[0]):
+            shown = ("batch", *(side or "any" for side in shape))
+            raise ExportError(f"Expected {what} '{name}' of shape {shown}; got {array.shape}.")
+    return dict(zip(names, arrays, strict=True))
+
+
+def _optimized(proto, twin, quantizable=False):
     onnx_package("onnxruntime")
-    proto, skipped = fusion.fuse_encoder(proto, twin)
+    proto, skipped = fusion.fuse_encoder(proto, twin, quantizable=quantizable)
     if skipped:
         warnings.warn(
             f"Left unfused (their graph was not one input to one output): {', '.join(skipped)}.",

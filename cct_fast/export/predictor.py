@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 
@@ -12,6 +13,8 @@ from cct_fast.base.optional import require
 TEXT_INPUTS = ("token_ids", "mask")
 # A text export's metadata entry holding its vocabulary size, the ids the graph can look up.
 VOCAB_SIZE_KEY = "cct_fast.vocab_size"
+# An int8 export's metadata entry holding the accuracy check it passed.
+INT8_CHECK_KEY = "cct_fast.int8"
 
 
 def onnx_package(module):
@@ -31,6 +34,15 @@ class OnnxPredictor:
         self.input_name, self.input_shape = spec.name, tuple(spec.shape)
         vocab_size = session.get_modelmeta().custom_metadata_map.get(VOCAB_SIZE_KEY)
         self.vocab_size = int(vocab_size) if vocab_size else None  # older exports lack it
+
+    @property
+    def int8_check(self):
+        """The accuracy check an int8 export passed when it was written
+        (:class:`~cct_fast.export.quantize.Int8Check`), or None for a float export."""
+        from cct_fast.export.quantize import Int8Check
+
+        check = self.session.get_modelmeta().custom_metadata_map.get(INT8_CHECK_KEY)
+        return Int8Check(**json.loads(check)) if check else None
 
     @property
     def providers(self):

@@ -144,6 +144,43 @@ def load_run(folder: str | os.PathLike) -> TrainedRun:
     return TrainedRun(model, recipe, classes, card, encoder)
 
 
+def run_examples(
+    run: TrainedRun, split: str, limit: int | None = None, seed: int = 0
+) -> tuple[np.ndarray | tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """``(inputs, labels)`` of the run's dataset's ``split`` (``"train"`` or ``"test"``) as its
+    model takes them at test time: images resized and normalised as the run evaluates them,
+    or a text model's ``(token_ids, mask)``; no augmentation. ``limit`` draws that many
+    examples at random (``seed``), in the split's order."""
+    recipe = run.recipe
+    data = load_run_dataset(recipe.model, recipe.dataset, recipe.img_size)
+    part = getattr(data, split)
+    if limit is not None and limit < len(part):
+        chosen = np.sort(np.random.default_rng(seed).choice(len(part), limit, replace=False))
+        part = _subset(part, chosen)
+    if run.encoder is not None:
+        batches = text_evaluation_batches(part, run.encoder, 256)
+    else:
+        batches = evaluation_batches(
+            part, data, run.model.config.image_size, 256, recipe.interpolation, recipe.crop_pct
+        )
+    inputs, labels = [], []
+    for batch, batch_labels in batches:
+        inputs.append(tuple(np.asarray(x) for x in batch) if run.encoder else np.asarray(batch))
+        labels.append(batch_labels.numpy())
+    labels = np.concatenate(labels)
+    if run.encoder is not None:
+        return tuple(np.concatenate(column) for column in zip(*inputs, strict=True)), labels
+    return np.concatenate(inputs), labels
+
+
+def _subset(part, indices):
+    """The examples of a split at ``indices``: its texts or images, and their labels."""
+    field = "texts" if hasattr(part, "texts") else "images"
+    examples = getattr(part, field)
+    chosen = [examples[i] for i in indices] if isinstance(examples, list) else examples[indices]
+    return dataclasses.replace(part, labels=part.labels[indices], **{field: chosen})
+
+
 def _best_model(folder, recipe, num_classes, encoder):
     """The run's ``best.weights.h5`` in the model it trained, outside XLA."""
     weights = folder / BEST_WEIGHTS
