@@ -5,9 +5,11 @@ each row once, in an order that reverses from round to round, so that a machine 
 or speeding up weighs on all rows alike. Each ratio is then the median over rounds of the
 ratio within a round, and its range over rounds says how far to trust it. A complete run
 (every row of every group, none failed, skipped or deselected) writes its tables and the
-targets into ``benchmarks/RESULTS.md``; any other run prints them and says why the file is
-left alone. The default ``pytest`` (CI) runs each row once on tiny inputs with timing
-disabled, so the suite cannot rot without costing CI minutes.
+targets into ``benchmarks/RESULTS.md``; so does a complete run of one module, into a block of
+its own (``pytest benchmarks/test_deploy.py --benchmark-only`` writes ``deploy``, with the
+targets its groups hold); any other run prints them and says why the file is left alone.
+The default ``pytest`` (CI) runs each row once on tiny inputs with timing disabled, so the
+suite cannot rot without costing CI minutes.
 """
 
 import os
@@ -76,6 +78,17 @@ def time_rows(benchmark, smoke):
     return run
 
 
+def _one_module(config):
+    """The block a run of one benchmark module writes (``test_deploy.py``: ``deploy``), or
+    None for a run of the whole folder."""
+    from pathlib import Path
+
+    paths = [Path(arg) for arg in config.args]
+    if len(paths) == 1 and paths[0].suffix == ".py":
+        return paths[0].stem.removeprefix("test_")
+    return None
+
+
 def _why_incomplete(terminalreporter, config):
     reasons = []
     if config.option.keyword or any("::" in arg for arg in config.args):
@@ -98,7 +111,9 @@ def _why_incomplete(terminalreporter, config):
 def pytest_terminal_summary(terminalreporter, config):
     if config.cct_fast_smoke or not _groups:
         return
-    table = results_table(_groups, TARGETS)
+    module = _one_module(config)
+    targets = [t for t in TARGETS if t.group in _groups] if module else TARGETS
+    table = results_table(_groups, targets)
     terminalreporter.write_line(table)
     reasons = _why_incomplete(terminalreporter, config)
     if reasons:
@@ -106,4 +121,7 @@ def pytest_terminal_summary(terminalreporter, config):
             f"Not a complete run ({', '.join(reasons)}): {RESULTS_FILE.name} is left as it is."
         )
         return
-    write_block("results", "pytest benchmarks --benchmark-only", table)
+    if module:
+        write_block(module, f"pytest {config.args[0]} --benchmark-only", table)
+    else:
+        write_block("results", "pytest benchmarks --benchmark-only", table)

@@ -9,6 +9,11 @@ INFERENCE_FP32 = "inference cct_7_3x1_32 batch 64 fp32"
 INFERENCE_BF16 = "inference cct_7_3x1_32 batch 64 bf16"
 TRAIN_STEP = "train step cct_7_3x1_32 batch 64 fp32"
 PIPELINE = "training cct_7_3x1_32 batch 128 fp32, CIFAR-10 recipe"
+DEPLOY = "deploy cct_7_3x1_32 batch 64 CPU"
+FUSED_FLOAT32 = "ONNX Runtime, cct_fast fused graph, float32"
+FUSED_INT8 = "ONNX Runtime, cct_fast fused graph, int8"
+OFFICIAL_INT8 = "ONNX Runtime, official torch.onnx export, int8 (quantize_dynamic)"
+OFFICIAL_OPENVINO_INT8 = "OpenVINO, official torch.onnx export, int8 (static QDQ)"
 FLOWERS_PIPELINE = "training cct_7_7x2_224_sine batch 32, Flowers-102 recipe (mixed_bfloat16)"
 
 
@@ -127,5 +132,29 @@ TARGETS = [
         FLOWERS_PIPELINE,
         "bare train step (augmented batches in memory)",
         0.9,
+    ),
+    Target(
+        "int8 ONNX Runtime >= 1.5x float32, cct_fast fused graph",
+        DEPLOY,
+        FUSED_INT8,
+        DEPLOY,
+        FUSED_FLOAT32,
+        1.5,
+    ),
+    Target(
+        "cct_fast int8 >= 1.2x the official model's int8 in ONNX Runtime",
+        DEPLOY,
+        FUSED_INT8,
+        DEPLOY,
+        OFFICIAL_INT8,
+        1.2,
+    ),
+    Target(
+        "cct_fast int8 >= 1.2x the official model's int8 in OpenVINO",
+        DEPLOY,
+        FUSED_INT8,
+        DEPLOY,
+        OFFICIAL_OPENVINO_INT8,
+        1.2,
     ),
 ]

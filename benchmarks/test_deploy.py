@@ -1,0 +1,130 @@
+"""Speed of the deployed model on a CPU: ``cct_fast``'s ONNX exports in float32 and int8
+against what a user of the official model would deploy instead, on the same images.
+
+Rows (CCT-7/3x1, batch 64): ONNX Runtime on ``cct_fast``'s fused graph in float32 and int8 and
+on its plain graph in int8; the official PyTorch model exported by ``torch.onnx``, in ONNX
+Runtime (float32, and int8 by ``quantize_dynamic``, the tool's advice for transformers) and in
+OpenVINO (float32, and int8 as the same static QDQ quantization ``cct_fast`` uses, which
+OpenVINO reads); OpenVINO on ``cct_fast``'s plain graph in float32 and int8. Weights are
+fresh: speed does not depend on them, and the int8 exports' accuracy is checked on digits by
+``benchmarks/int8_digits.py``. The int8 graphs are calibrated on 256 random images and checked
+against Keras' own predictions on 64 others (agreement, with no drop enforced).
+"""
+
+import numpy as np
+import pytest
+
+import cct_fast
+from cct_fast.testing.official_torch import official_model, official_module
+
+from targets import DEPLOY, FUSED_FLOAT32, FUSED_INT8, OFFICIAL_INT8, OFFICIAL_OPENVINO_INT8
+from workloads import macs_per_image, random_batch
+
+NAME, BATCH = "cct_7_3x1_32", 64  # as DEPLOY names them
+SMOKE_NAME = "cct_2_3x2_32"  # the smoke run's: its exports take seconds, not a minute
+CALIBRATION_IMAGES = 256
+
+
+def _onnx_session(path):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda images: session.run(None, {name: images})[0]
+
+
+def _openvino(path):
+    import openvino
+
+    compiled = openvino.Core().compile_model(str(path), "CPU")
+    return lambda images: compiled(images)[0]
+
+
+def _official_exports(config, folder, calibration):
+    """The official model exported by ``torch.onnx`` (NCHW input) in float32, and int8 by
+    ONNX Runtime's dynamic and static (QDQ) quantization."""
+    import onnx
+    import torch
+    from onnxruntime import quantization
+
+    from cct_fast.export import quantize
+
+    model = official_model(config).eval()
+    float32 = folder / "official.onnx"
+    torch.onnx.export(
+        model,
+        (torch.zeros(2, 3, *config.image_size),),
+        float32,
+        input_names=["images"],
+        dynamic_axes={"images": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,  # the TorchScript exporter: the dynamo one needs onnxscript
+    )
+    dynamic = folder / "official_dynamic.onnx"
+    quantization.quantize_dynamic(float32, dynamic, weight_type=quantization.QuantType.QInt8)
+    static = folder / "official_static.onnx"
+    nchw = calibration.transpose(0, 3, 1, 2).copy()
+    onnx.save(quantize.quantize_static(onnx.load(float32), {"images": nchw}), static)
+    return {"float32": float32, "dynamic": dynamic, "static": static}
+
+
+def _cct_fast_exports(name, folder, calibration, check_images):
+    from cct_fast.export import to_onnx
+
+    model = cct_fast.create_model(name)
+    labels = np.asarray(model(check_images)).argmax(1)
+    int8 = dict(
+        dtype="int8",
+        calibration=calibration,
+        validation=(check_images, labels),
+        max_accuracy_drop=1.0,
+    )
+    return {
+        "fused float32": to_onnx(model, folder / "fused.onnx", optimize=True),
+        "plain float32": to_onnx(model, folder / "plain.onnx"),
+        "fused int8": to_onnx(model, folder / "fused_int8.onnx", optimize=True, **int8),
+        "plain int8": to_onnx(model, folder / "plain_int8.onnx", **int8),
+    }
+
+
+def test_deploy(time_rows, smoke, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    name = SMOKE_NAME if smoke else NAME
+    config = cct_fast.create_model(name).config
+    batch = 2 if smoke else BATCH
+    images, _ = random_batch(config, batch)
+    calibration, _ = random_batch(config, 8 if smoke else CALIBRATION_IMAGES, seed=1)
+    check_images, _ = random_batch(config, 8 if smoke else 64, seed=2)
+    ours = _cct_fast_exports(name, tmp_path, calibration, check_images)
+    rows = {
+        FUSED_FLOAT32: _onnx_session(ours["fused float32"]),
+        FUSED_INT8: _onnx_session(ours["fused int8"]),
+        "ONNX Runtime, cct_fast plain graph, int8": _onnx_session(ours["plain int8"]),
+    }
+    missing, official = {}, {}
+    if official_module() is None:
+        missing["official rows"] = "torch and vit-pytorch are not installed"
+    else:
+        official = _official_exports(config, tmp_path, calibration)
+        rows["ONNX Runtime, official torch.onnx export, float32"] = _onnx_session(
+            official["float32"]
+        )
+        rows[OFFICIAL_INT8] = _onnx_session(official["dynamic"])
+    try:
+        import openvino  # noqa: F401
+
+        rows["OpenVINO, cct_fast plain graph, float32"] = _openvino(ours["plain float32"])
+        rows["OpenVINO, cct_fast plain graph, int8"] = _openvino(ours["plain int8"])
+        if official:
+            rows["OpenVINO, official torch.onnx export, float32"] = _openvino(official["float32"])
+            rows[OFFICIAL_OPENVINO_INT8] = _openvino(official["static"])
+    except ImportError:
+        missing["OpenVINO rows"] = "openvino is not installed (pip install 'cct-fast[deploy]')"
+    nchw = images.transpose(0, 3, 1, 2).copy()
+    timed = {
+        row: (lambda f=function, x=(nchw if "official" in row else images): f(x))
+        for row, function in rows.items()
+    }
+    time_rows(DEPLOY, timed, batch, 2 * macs_per_image(config), missing)
