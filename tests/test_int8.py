@@ -67,11 +67,12 @@ def test_a_digits_run_in_int8_keeps_its_accuracy_with_its_gemms_in_int8(
     assert (int8_logits.argmax(1) == keras_logits.argmax(1)).mean() >= 0.97
 
     fed, op_types = _quantized_gemms(out)
-    # Every weight GEMM is int8: the tokenizer's two convolutions, and per block qkv, proj,
-    # linear1 and linear2; then the pooling's attention and the head.
+    # Every weight GEMM is int8: the tokenizer's two convolutions, and per block qkv (one
+    # MatMul, or q, k and v in the fused graph), proj, linear1 and linear2; then the
+    # pooling's attention and the head.
     gemms = list(fed.values())
     assert gemms.count("Conv") == 2
-    assert gemms.count("MatMul") + gemms.count("Gemm") == 2 * 4 + 2
+    assert gemms.count("MatMul") + gemms.count("Gemm") == 2 * (6 if optimize else 4) + 2
     # What stays in float: the normalisation, the attention's products, softmax.
     assert ("MultiHeadAttention" in op_types) == optimize
     assert {"LayerNormalization", "Softmax"} & op_types
