@@ -46,6 +46,8 @@ def _export(args):
         model = cct_fast.create_model(args.model, weights=args.weights)
     if args.format == "savedmodel":
         return _export_saved_model(args, model, encoder)
+    if args.format == "tflite":
+        return _export_tflite(args, model, run)
     int8 = _int8_data(args, run) if args.int8 else {}
     dtype = "int8" if args.int8 else "float16" if args.fp16 else "float32"
     to_onnx(
@@ -71,6 +73,33 @@ def _export(args):
         checked += f": {load_onnx(args.output, providers=['CPUExecutionProvider']).int8_check}"
     print(
         f"Wrote {args.output} ({dtype}{', fused' if args.optimize else ''}): {inputs}; {checked}."
+    )
+
+
+def _export_tflite(args, model, run):
+    import cct_fast
+    from cct_fast.export import to_tflite
+
+    onnx_only = [flag for flag in ("--opset", "--optimize") if getattr(args, flag[2:])]
+    if onnx_only:
+        raise cct_fast.ConfigError(
+            f"{', '.join(onnx_only)} apply to ONNX exports only: drop them with --format tflite."
+        )
+    int8 = {}
+    if args.int8:
+        int8 = _int8_data(args, run)
+        del int8["calibration"]  # LiteRT's int8 quantizes activations as it runs
+    dtype = "int8" if args.int8 else "float16" if args.fp16 else "float32"
+    batch = args.batch_size or 1
+    to_tflite(model, args.output, dtype=dtype, batch_size=batch, **int8)
+    checked = (
+        "its test accuracy checked against the Keras model's"
+        if args.int8
+        else "checked against Keras"
+    )
+    print(
+        f"Wrote {args.output} (LiteRT, {dtype}, batch {batch}): {checked} in the ai-edge-litert "
+        "interpreter."
     )
 
 
@@ -286,15 +315,19 @@ def build_parser():
     convert.add_argument("-o", "--output", required=True, help="OUT.weights.h5 or OUT.keras")
     convert.set_defaults(run=_convert)
 
-    export = commands.add_parser("export", help="export a model to ONNX, checked in ONNX Runtime")
+    export = commands.add_parser(
+        "export",
+        help="export a model to ONNX, a SavedModel or LiteRT, checked before it is written",
+    )
     export.add_argument("model", help="official model name, a .keras file or a run folder")
     export.add_argument("-o", "--output", required=True, help="OUT.onnx, or a folder")
     export.add_argument(
         "--format",
-        choices=["onnx", "savedmodel"],
+        choices=["onnx", "savedmodel", "tflite"],
         default="onnx",
-        help="onnx (default), or a TensorFlow SavedModel for TF Serving: raw strings (a text "
-        "run) or float NHWC images in, class probabilities out",
+        help="onnx (default); a TensorFlow SavedModel for TF Serving: raw strings (a text "
+        "run) or float NHWC images in, class probabilities out; or tflite, LiteRT for phones "
+        "(batch 1 unless --batch-size)",
     )
     export.add_argument("--weights", help=".pth/.pt checkpoint or Keras weights to load first")
     export.add_argument("--opset", type=int, help="ONNX opset (default 17)")
@@ -310,8 +343,9 @@ def build_parser():
     export.add_argument(
         "--int8",
         action="store_true",
-        help="a run folder in int8 (static quantization: calibrated on its training images, "
-        "refused if its test accuracy drops more than --max-accuracy-drop)",
+        help="a run folder in int8 (ONNX: static quantization calibrated on its training "
+        "images; tflite: LiteRT's dynamic range), refused if its test accuracy drops more than "
+        "--max-accuracy-drop",
     )
     export.add_argument(
         "--max-accuracy-drop",

@@ -67,3 +67,28 @@ def topic_run(tmp_path_factory):
     dataset = topic_csv(folder / "topics.csv")
     run = train.fit(out=folder / "run", dataset=dataset, verbose=0, **QUICK_TEXT)
     return run, dataset
+
+
+# Enough digits training for a model far from chance (about 90 % on the test split).
+DIGITS = dict(
+    model="cct_2_3x2_32",
+    dataset="digits",
+    train_images=800,
+    epochs=8,
+    batch_size=32,
+    warmup_epochs=1,
+    lr=4e-3,
+)
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A short digits run far from chance: its folder, the loaded run, 128 of its training
+    images and its test split, as the model takes them (the int8 exports' tests read it)."""
+    from cct_fast import train
+    from cct_fast.train.evaluation import load_run, run_examples
+
+    run = train.fit(out=tmp_path_factory.mktemp("digits") / "run", verbose=0, **DIGITS)
+    trained = load_run(run.folder)
+    calibration, _ = run_examples(trained, "train", limit=128)
+    return run.folder, trained, calibration, run_examples(trained, "test")

@@ -5,7 +5,6 @@ import numpy as np
 import onnx
 import pytest
 
-from cct_fast import train
 from cct_fast.cli import main as cli
 from cct_fast.errors import ExportError
 from cct_fast.export import load_onnx, quantize, to_onnx
@@ -13,25 +12,6 @@ from cct_fast.train.evaluation import load_run, run_examples
 
 pytest.importorskip("tf2onnx")
 pytest.importorskip("onnxruntime")
-
-# Enough digits training for a model far from chance (about 90 % on the test split).
-DIGITS = dict(
-    model="cct_2_3x2_32",
-    dataset="digits",
-    train_images=800,
-    epochs=8,
-    batch_size=32,
-    warmup_epochs=1,
-    lr=4e-3,
-)
-
-
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    run = train.fit(out=tmp_path_factory.mktemp("digits") / "run", verbose=0, **DIGITS)
-    trained = load_run(run.folder)
-    calibration, _ = run_examples(trained, "train", limit=128)
-    return run.folder, trained, calibration, run_examples(trained, "test")
 
 
 def _quantized_gemms(path):

@@ -24,10 +24,10 @@ from cct_fast.base.files import atomic_output
 from cct_fast.core.model import CCT, rebuild
 from cct_fast.core.text_model import TextCCT
 from cct_fast.errors import ConfigError, ExportError
-from cct_fast.export import fusion, quantize
-from cct_fast.export.predictor import INT8_CHECK_KEY, TEXT_INPUTS, VOCAB_SIZE_KEY, onnx_package
+from cct_fast.export import examples, fusion, quantize
+from cct_fast.export.examples import INPUT_NAME, TEXT_INPUTS
+from cct_fast.export.predictor import INT8_CHECK_KEY, VOCAB_SIZE_KEY, onnx_package
 
-INPUT_NAME = "images"
 DEFAULT_OPSET = 17  # LayerNormalization exists from 17; tf2onnx 1.17 knows up to 18.
 # Below 13 ONNX Runtime refuses the exported sequence pooling's batched MatMul; the fused graph
 # needs LayerNormalization (17).
@@ -93,19 +93,7 @@ def to_onnx(
         )
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {list(DTYPES)}; got {dtype!r}.")
-    if (dtype == "int8") != (calibration is not None and validation is not None):
-        raise ExportError(
-            "An int8 export needs calibration= (inputs to measure activation ranges on) and "
-            "validation= ((inputs, labels) to check its accuracy), and only an int8 export "
-            f"takes them; got dtype={dtype!r}, calibration "
-            f"{'given' if calibration is not None else 'missing'}, validation "
-            f"{'given' if validation is not None else 'missing'}."
-        )
-    if not 0 <= max_accuracy_drop <= 1:
-        raise ExportError(
-            f"max_accuracy_drop is a fraction of top-1 accuracy from 0 to 1 (0.01: one point); "
-            f"got {max_accuracy_drop!r}."
-        )
+    examples.check_int8_arguments(dtype, calibration, validation, max_accuracy_drop)
     opset = DEFAULT_OPSET if opset is None else opset
     valid = OPSETS[bool(optimize)]
     if opset not in valid:
@@ -113,13 +101,7 @@ def to_onnx(
             f"opset {opset} cannot export {'a fused' if optimize else 'the'} graph: "
             f"choose one from {valid.start} to {valid.stop - 1}."
         )
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ExportError(
-            f"batch_size must be a positive integer, or None for a dynamic batch; "
-            f"got {batch_size!r}."
-        )
+    examples.check_batch_size(batch_size)
     import tensorflow as tf
 
     tf2onnx = onnx_package("tf2onnx")
@@ -161,53 +143,17 @@ def to_onnx(
 def _int8(proto, model, calibration, validation, max_drop):
     """The float32 ``proto`` quantized, and the check of its accuracy."""
     ort = onnx_package("onnxruntime")
-    names = TEXT_INPUTS if isinstance(model, TextCCT) else (INPUT_NAME,)
-    calibration = _feeds(model, names, calibration, "calibration")
-    if not isinstance(validation, (list, tuple)) or len(validation) != 2:
-        raise ExportError(f"validation must be (inputs, labels); got {type(validation).__name__}.")
-    inputs = _feeds(model, names, validation[0], "validation inputs")
-    labels = np.asarray(validation[1])
-    count = len(inputs[names[0]])
-    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ExportError(
-            f"validation labels must be {count} integer class indices, one per input; got "
-            f"{labels.dtype} of shape {labels.shape}."
-        )
-    keras_logits = np.concatenate(
-        [
-            np.asarray(model(tuple(batch.values()) if len(names) > 1 else batch[INPUT_NAME]))
-            for batch in quantize.batches(inputs, 64)
-        ]
-    )
+    calibration = examples.feeds(model, calibration, "calibration")
+    inputs, labels = examples.labelled(model, validation)
     quantized = quantize.quantize_static(proto, calibration)
     session = ort.InferenceSession(
         quantized.SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    check = quantize.check_accuracy(session, keras_logits, inputs, labels, max_drop)
+    int8_logits = np.concatenate([session.run(None, b)[0] for b in examples.batches(inputs, 64)])
+    check = quantize.check_accuracy(
+        examples.keras_logits(model, inputs), int8_logits, labels, max_drop
+    )
     return quantized, check
-
-
-def _feeds(model, names, inputs, what):
-    """``inputs`` as ONNX Runtime takes them (input name -> array), checked against the
-    model's input shapes."""
-    arrays = inputs if len(names) > 1 else (inputs,)
-    if len(names) > 1 and (not isinstance(inputs, (list, tuple)) or len(inputs) != 2):
-        raise ExportError(f"{what} of a text model must be (token_ids, mask); got {inputs!r:.80}.")
-    arrays = [np.asarray(array) for array in arrays]
-    if isinstance(model, TextCCT):
-        expected = [(model.config.seq_len,)] * 2
-        arrays = [arrays[0].astype(np.int32), arrays[1].astype(bool)]
-    else:
-        expected = [model.image_shape]
-        arrays = [arrays[0].astype(np.float32)]
-    for name, array, shape in zip(names, arrays, expected, strict=True):
-        fits = array.ndim == len(shape) + 1 and all(
-            side is None or side == got for side, got in zip(shape, array.shape[1:], strict=False)
-        )
-        if not fits or len(array) == 0 or len(array) != len(arrays[0]):
-            shown = ("batch", *(side or "any" for side in shape))
-            raise ExportError(f"Expected {what} '{name}' of shape {shown}; got {array.shape}.")
-    return dict(zip(names, arrays, strict=True))
 
 
 def _optimized(proto, twin, quantizable=False):
@@ -251,8 +197,8 @@ def _pad_values_in_float32(proto):
 def _verify(proto, model, batch, seed, tolerance):
     ort = onnx_package("onnxruntime")
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    inputs = _random_inputs(model, batch, np.random.default_rng(seed))
-    expected = np.asarray(model(tuple(inputs.values()) if len(inputs) > 1 else inputs[INPUT_NAME]))
+    inputs = examples.random_inputs(model, batch, np.random.default_rng(seed))
+    expected = examples.keras_logits(model, inputs)
     actual = session.run(None, inputs)[0]
     error = relative_error(actual, expected) if actual.shape == expected.shape else np.inf
     if not error <= tolerance:
@@ -260,17 +206,3 @@ def _verify(proto, model, batch, seed, tolerance):
             f"The exported graph does not reproduce {model.name}: ONNX Runtime gives "
             f"{actual.shape} with relative error {error:.2e} (allowed {tolerance})."
         )
-
-
-def _random_inputs(model, batch, rng):
-    """What the check feeds: random images, or random ids with a random number of real
-    words per row (at least one) and padding after them."""
-    if not isinstance(model, TextCCT):
-        shape = (batch, *model.config.image_size, model.config.n_input_channels)
-        return {INPUT_NAME: rng.standard_normal(shape).astype(np.float32)}
-    seq_len = model.config.seq_len
-    lengths = rng.integers(1, seq_len + 1, batch)
-    mask = np.arange(seq_len)[None, :] < lengths[:, None]
-    ids = rng.integers(0, model.config.vocab_size, (batch, seq_len)).astype(np.int32)
-    ids[~mask] = model.config.padding_idx
-    return dict(zip(TEXT_INPUTS, (ids, mask), strict=True))

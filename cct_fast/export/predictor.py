@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 
 from cct_fast.base.optional import require
+from cct_fast.export.examples import TEXT_INPUTS
 
-TEXT_INPUTS = ("token_ids", "mask")
 # A text export's metadata entry holding its vocabulary size, the ids the graph can look up.
 VOCAB_SIZE_KEY = "cct_fast.vocab_size"
 # An int8 export's metadata entry holding the accuracy check it passed.

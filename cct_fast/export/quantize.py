@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cct_fast.errors import ExportError
+from cct_fast.export.examples import batches
 
 QUANTIZED_OPS = ("MatMul", "Conv", "Gemm")
 DEFAULT_MAX_DROP = 0.01  # top-1 accuracy, as a fraction: one point
@@ -103,13 +104,9 @@ def activation_products(proto) -> list[str]:
     ]
 
 
-def check_accuracy(session, keras_logits, inputs, labels, max_drop) -> Int8Check:
-    """Compare the top-1 accuracy of ``session`` (ONNX Runtime, on ``inputs``: input name ->
-    array) with that of ``keras_logits`` on ``labels``; raise :class:`ExportError` when the
-    int8 graph loses more than ``max_drop``."""
-    int8_logits = np.concatenate(
-        [session.run(None, batch)[0] for batch in batches(inputs, 64)], axis=0
-    )
+def check_accuracy(keras_logits, int8_logits, labels, max_drop) -> Int8Check:
+    """Compare the top-1 accuracy of an int8 graph's logits with the Keras model's on
+    ``labels``; raise :class:`ExportError` when the int8 graph loses more than ``max_drop``."""
     check = Int8Check(
         keras_accuracy=float((keras_logits.argmax(1) == labels).mean()),
         int8_accuracy=float((int8_logits.argmax(1) == labels).mean()),
@@ -131,12 +128,3 @@ class _Batches:
 
     def get_next(self):
         return next(self._batches, None)
-
-
-def batches(inputs, size):
-    """``inputs`` (input name -> array) in batches of ``size``."""
-    count = len(next(iter(inputs.values())))
-    return [
-        {name: array[start : start + size] for name, array in inputs.items()}
-        for start in range(0, count, size)
-    ]
