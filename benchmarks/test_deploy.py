@@ -5,11 +5,15 @@ Rows (CCT-7/3x1, batch 64): ONNX Runtime on ``cct_fast``'s fused graph in float3
 on its plain graph in int8; the official PyTorch model exported by ``torch.onnx``, in ONNX
 Runtime (float32, and int8 by ``quantize_dynamic``, the tool's advice for transformers) and in
 OpenVINO (float32, and int8 as the same static QDQ quantization ``cct_fast`` uses, which
-OpenVINO reads); OpenVINO on ``cct_fast``'s plain graph in float32 and int8. Weights are
+OpenVINO reads); OpenVINO on ``cct_fast``'s plain graph in float32 and int8; LiteRT
+(``ai-edge-litert``, XNNPACK, all cores) on ``cct_fast``'s float32 and int8 (dynamic range)
+files at the same fixed batch. Weights are
 fresh: speed does not depend on them, and the int8 exports' accuracy is checked on digits by
 ``benchmarks/int8_digits.py``. The int8 graphs are calibrated on 256 random images and checked
 against Keras' own predictions on 64 others (agreement, with no drop enforced).
 """
+
+import os
 
 import numpy as np
 import pytest
@@ -69,6 +73,33 @@ def _official_exports(config, folder, calibration):
     return {"float32": float32, "dynamic": dynamic, "static": static}
 
 
+def _litert(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count())
+    runner = interpreter.get_signature_runner()
+    return lambda images: runner(images=images)
+
+
+def _litert_rows(name, folder, images, check_images):
+    """LiteRT float32 and int8 (dynamic range) at the benchmark's fixed batch."""
+    from cct_fast.export import to_tflite
+
+    model = cct_fast.create_model(name)
+    labels = np.asarray(model(check_images)).argmax(1)
+    batch = len(images)
+    float32 = to_tflite(model, folder / "float32.tflite", batch_size=batch)
+    int8 = to_tflite(
+        model,
+        folder / "int8.tflite",
+        batch_size=batch,
+        dtype="int8",
+        validation=(check_images, labels),
+        max_accuracy_drop=1.0,
+    )
+    return {"LiteRT, float32": _litert(float32), "LiteRT, int8 (dynamic range)": _litert(int8)}
+
+
 def _cct_fast_exports(name, folder, calibration, check_images):
     from cct_fast.export import to_onnx
 
@@ -122,6 +153,10 @@ def test_deploy(time_rows, smoke, tmp_path):
             rows[OFFICIAL_OPENVINO_INT8] = _openvino(official["static"])
     except ImportError:
         missing["OpenVINO rows"] = "openvino is not installed (pip install 'cct-fast[deploy]')"
+    try:
+        rows.update(_litert_rows(name, tmp_path, images, check_images))
+    except ImportError:
+        missing["LiteRT rows"] = "ai-edge-litert is not installed (pip install 'cct-fast[litert]')"
     nchw = images.transpose(0, 3, 1, 2).copy()
     timed = {
         row: (lambda f=function, x=(nchw if "official" in row else images): f(x))

@@ -48,6 +48,10 @@ def test_a_text_model_takes_ids_and_mask(topic_run, tmp_path, rng):
     path = to_tflite(trained.model, tmp_path / "t.tflite", batch_size=3)
     logits = _run(path, token_ids=ids, mask=mask)
     assert relative_error(logits, trained.model((ids, mask))) <= 1e-5
+    # An int8 check on more examples than the fixed batch, not a multiple of it.
+    test = run_examples(trained, "test")
+    assert len(test[1]) % 5
+    to_tflite(trained.model, tmp_path / "i.tflite", batch_size=5, dtype="int8", validation=test)
 
 
 def test_a_digits_run_in_int8_keeps_its_accuracy(digits_run, tmp_path, capsys):

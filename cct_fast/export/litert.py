@@ -135,16 +135,21 @@ def _converter(model, batch_size, folder):
 
 
 def _run(flatbuffer, interpreter, inputs):
-    """The file's logits for ``inputs`` (input name -> array), one batch of its size at a
-    time."""
+    """The file's logits for ``inputs`` (input name -> array), in batches of the size it
+    was written for (the last one padded to it), or of 64 where its batch is free."""
     loaded = interpreter(model_content=flatbuffer)
     runner = loaded.get_signature_runner()
-    batch = loaded.get_input_details()[0]["shape_signature"][0]
-    size = batch if batch > 0 else 64
+    fixed = int(loaded.get_input_details()[0]["shape_signature"][0])
+    size = fixed if fixed > 0 else 64
     outputs = []
     for chunk in examples.batches(inputs, size):
+        rows = len(next(iter(chunk.values())))
+        if fixed > 0 and rows < fixed:
+            chunk = {
+                name: np.resize(array, (fixed, *array.shape[1:])) for name, array in chunk.items()
+            }
         (logits,) = runner(**chunk).values()
-        outputs.append(logits)
+        outputs.append(logits[:rows])
     return np.concatenate(outputs)
 
 
