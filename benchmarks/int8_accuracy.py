@@ -1,5 +1,6 @@
-"""What int8 costs in accuracy: each run exported by `cct-fast export RUN --int8` (plain and
-fused graph), its test accuracy in ONNX Runtime against the Keras model's; writes the
+"""What int8 costs in accuracy: each run exported in int8 as `cct-fast export RUN --int8` does
+it (ONNX, plain and fused graph, calibrated on 256 training examples; LiteRT), its test
+accuracy in ONNX Runtime or the LiteRT interpreter against the Keras model's; writes the
 int8-accuracy block of RESULTS.md.
 
     python benchmarks/int8_accuracy.py                  # trains the two main jobs first
@@ -10,13 +11,10 @@ The main jobs are the README's digits run and the fortunes run of `text_fortunes
 """
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-from cct_fast.core.names import is_text_model
 
 from results_file import write_block
 
@@ -27,12 +25,39 @@ MAIN_JOBS = {
 TARGET_DROP = 0.005  # issue 27: at most half a point on digits
 
 
-def _export(run, out, optimize):
-    from cct_fast.export import load_onnx
+def _accuracies(run_folder, out):
+    """(export, Keras accuracy, int8 accuracy) on the run's test split for each int8 export:
+    the ONNX ones as their check recorded it, LiteRT's run here in its interpreter."""
+    from cct_fast.core.text_model import TextCCT
+    from cct_fast.export import examples, litert, load_onnx, to_onnx, to_tflite
+    from cct_fast.export.quantize import CALIBRATION_EXAMPLES
+    from cct_fast.train.evaluation import load_run, run_examples
 
-    command = ["cct-fast", "export", str(run), "-o", str(out), "--int8"]
-    subprocess.run(command + (["--optimize"] if optimize else []), check=True)
-    return load_onnx(out, providers=["CPUExecutionProvider"]).int8_check
+    run = load_run(run_folder)
+    calibration, _ = run_examples(run, "train", limit=CALIBRATION_EXAMPLES)
+    test = run_examples(run, "test")
+    graphs = {"ONNX, plain graph": False}
+    if not isinstance(run.model, TextCCT):
+        graphs["ONNX, fused graph"] = True  # text models export the plain graph only
+    rows = []
+    for export, optimize in graphs.items():
+        path = out / f"{run_folder.name}-{optimize}.onnx"
+        to_onnx(
+            run.model,
+            path,
+            dtype="int8",
+            optimize=optimize,
+            calibration=calibration,
+            validation=test,
+        )
+        check = load_onnx(path, providers=["CPUExecutionProvider"]).int8_check
+        rows.append((export, check.keras_accuracy, check.int8_accuracy))
+    path = to_tflite(run.model, out / f"{run_folder.name}.tflite", dtype="int8", validation=test)
+    inputs, labels = examples.labelled(run.model, test)
+    logits = litert.run_flatbuffer(path.read_bytes(), litert.litert_interpreter(), inputs)
+    keras = examples.keras_logits(run.model, inputs)
+    rows.append(("LiteRT", (keras.argmax(1) == labels).mean(), (logits.argmax(1) == labels).mean()))
+    return rows
 
 
 def main():
@@ -41,8 +66,8 @@ def main():
     given = parser.parse_args().run
     runs = given
     lines = [
-        "### int8 ONNX exports of finished runs, test split\n",
-        "| run | graph | Keras | int8 | drop |",
+        "### int8 exports of finished runs, test split\n",
+        "| run | export | Keras | int8 | drop |",
         "|---|---|---:|---:|---:|",
     ]
     drops = []
@@ -54,15 +79,11 @@ def main():
                 command = ["cct-fast", "train", *arguments, "--out", str(run)]
                 subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         for run in runs:
-            text = is_text_model(json.loads((run / "recipe.json").read_text())["model"])
-            for graph, optimize in (("plain", False), ("fused", True)):
-                if optimize and text:
-                    continue  # text models export the plain graph only
-                check = _export(run, folder / f"{run.name}-{graph}.onnx", optimize)
-                drops.append(check.drop)
+            for export, keras, int8 in _accuracies(run, folder):
+                drops.append(keras - int8)
                 lines.append(
-                    f"| {run.name} | {graph} | {100 * check.keras_accuracy:.2f} % | "
-                    f"{100 * check.int8_accuracy:.2f} % | {100 * check.drop:+.2f} points |"
+                    f"| {run.name} | {export} | {100 * keras:.2f} % | {100 * int8:.2f} % | "
+                    f"{100 * (keras - int8):+.2f} points |"
                 )
     lines.append(
         f"\nTarget, a drop of at most {100 * TARGET_DROP:.1f} points: "

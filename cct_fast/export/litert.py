@@ -92,7 +92,7 @@ def to_tflite(
         flatbuffer = converter.convert()
     if dtype == "int8":
         inputs, labels = examples.labelled(twin, validation)
-        int8_logits = _run(flatbuffer, interpreter, inputs)
+        int8_logits = run_flatbuffer(flatbuffer, interpreter, inputs)
         keras_logits = examples.keras_logits(twin, inputs)
         quantize.check_accuracy(keras_logits, int8_logits, labels, max_accuracy_drop)
     else:
@@ -134,7 +134,7 @@ def _converter(model, batch_size, folder):
     return converter
 
 
-def _run(flatbuffer, interpreter, inputs):
+def run_flatbuffer(flatbuffer, interpreter, inputs):
     """The file's logits for ``inputs`` (input name -> array), in batches of the size it
     was written for (the last one padded to it), or of 64 where its batch is free."""
     loaded = interpreter(model_content=flatbuffer)
@@ -156,7 +156,7 @@ def _run(flatbuffer, interpreter, inputs):
 def _verify(flatbuffer, model, interpreter, batch, seed, tolerance):
     inputs = examples.random_inputs(model, batch, np.random.default_rng(seed))
     expected = examples.keras_logits(model, inputs)
-    actual = _run(flatbuffer, interpreter, inputs)
+    actual = run_flatbuffer(flatbuffer, interpreter, inputs)
     error = relative_error(actual, expected) if actual.shape == expected.shape else np.inf
     if not error <= tolerance:
         raise ExportError(
