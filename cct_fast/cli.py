@@ -77,18 +77,11 @@ def _export(args):
 
 
 def _export_tflite(args, model, run):
-    import cct_fast
     from cct_fast.export import to_tflite
 
-    onnx_only = [flag for flag in ("--opset", "--optimize") if getattr(args, flag[2:])]
-    if onnx_only:
-        raise cct_fast.ConfigError(
-            f"{', '.join(onnx_only)} apply to ONNX exports only: drop them with --format tflite."
-        )
-    int8 = {}
-    if args.int8:
-        int8 = _int8_data(args, run)
-        del int8["calibration"]  # LiteRT's int8 quantizes activations as it runs
+    _refuse_flags(args, ("--opset", "--optimize"), "tflite")
+    # LiteRT's int8 quantizes activations as it runs: no calibration images.
+    int8 = _int8_data(args, run, calibrate=False) if args.int8 else {}
     dtype = "int8" if args.int8 else "float16" if args.fp16 else "float32"
     batch = args.batch_size or 1
     to_tflite(model, args.output, dtype=dtype, batch_size=batch, **int8)
@@ -103,9 +96,9 @@ def _export_tflite(args, model, run):
     )
 
 
-def _int8_data(args, run):
-    """Calibration images (or texts) from the run's training split and its test split to check
-    the int8 graph's accuracy on."""
+def _int8_data(args, run, calibrate=True):
+    """The run's test split to check the int8 graph's accuracy on, and (``calibrate``)
+    calibration images (or texts) from its training split."""
     import cct_fast
     from cct_fast.export.quantize import CALIBRATION_EXAMPLES
     from cct_fast.train.evaluation import run_examples
@@ -118,21 +111,18 @@ def _int8_data(args, run):
         )
     if args.fp16:
         raise cct_fast.ConfigError("--int8 and --fp16 are two precisions: choose one.")
-    calibration, _ = run_examples(run, "train", limit=CALIBRATION_EXAMPLES)
-    limit = {} if args.max_accuracy_drop is None else {"max_accuracy_drop": args.max_accuracy_drop}
-    return {"calibration": calibration, "validation": run_examples(run, "test"), **limit}
+    data = {"validation": run_examples(run, "test")}
+    if calibrate:
+        data["calibration"], _ = run_examples(run, "train", limit=CALIBRATION_EXAMPLES)
+    if args.max_accuracy_drop is not None:
+        data["max_accuracy_drop"] = args.max_accuracy_drop
+    return data
 
 
 def _export_saved_model(args, model, encoder):
-    import cct_fast
     from cct_fast.export.saved_model import OUTPUT, SIGNATURE, to_saved_model
 
-    onnx_only = [flag for flag, value in _ONNX_ONLY.items() if getattr(args, value)]
-    if onnx_only:
-        raise cct_fast.ConfigError(
-            f"{', '.join(onnx_only)} apply to ONNX exports only: drop them with --format "
-            "savedmodel."
-        )
+    _refuse_flags(args, _ONNX_ONLY, "savedmodel")
     to_saved_model(model, args.output, encoder=encoder)
     inputs = "a batch of strings" if encoder is not None else "float32 NHWC images"
     print(
@@ -141,13 +131,19 @@ def _export_saved_model(args, model, encoder):
     )
 
 
-_ONNX_ONLY = {
-    "--opset": "opset",
-    "--batch-size": "batch_size",
-    "--fp16": "fp16",
-    "--optimize": "optimize",
-    "--int8": "int8",
-}
+_ONNX_ONLY = ("--opset", "--batch-size", "--fp16", "--optimize", "--int8")
+
+
+def _refuse_flags(args, flags, export_format):
+    """Refuse the ``flags`` given that an export in ``export_format`` has no use for."""
+    import cct_fast
+
+    given = [flag for flag in flags if getattr(args, flag[2:].replace("-", "_"))]
+    if given:
+        raise cct_fast.ConfigError(
+            f"{', '.join(given)} apply to ONNX exports only: drop them with --format "
+            f"{export_format}."
+        )
 
 
 def _describe(args):
