@@ -48,6 +48,11 @@ def _export(args):
         return _export_saved_model(args, model, encoder)
     if args.format == "tflite":
         return _export_tflite(args, model, run)
+    if args.raw_text and encoder is None:
+        raise cct_fast.ConfigError(
+            "--raw-text exports a text run folder: the tokenizer in the graph is its "
+            "encoder.json's."
+        )
     int8 = _int8_data(args, run) if args.int8 else {}
     dtype = "int8" if args.int8 else "float16" if args.fp16 else "float32"
     to_onnx(
@@ -57,14 +62,20 @@ def _export(args):
         batch_size=args.batch_size,
         dtype=dtype,
         optimize=args.optimize,
+        encoder=encoder if args.raw_text else None,
         **int8,
     )
-    if isinstance(model, TextCCT):
+    if args.raw_text:
+        inputs = (
+            "input 'texts', a batch of strings, tokenized in the graph by onnxruntime-extensions' "
+            "operators; outputs 'logits' and 'probabilities'"
+        )
+    elif isinstance(model, TextCCT):
         inputs = (
             f"inputs 'token_ids' int32 and 'mask' bool, each (batch, {model.config.seq_len}); "
             "the tokenizer stays in TensorFlow (tensorflow-text has no ONNX converter), so "
-            "encode texts with the run's encoder.json, or export --format savedmodel for raw "
-            "strings in"
+            "encode texts with the run's encoder.json, or export --raw-text (or --format "
+            "savedmodel) for raw strings in"
         )
     else:
         inputs = "input 'images' float32 NHWC"
@@ -79,7 +90,7 @@ def _export(args):
 def _export_tflite(args, model, run):
     from cct_fast.export import to_tflite
 
-    _refuse_flags(args, ("--opset", "--optimize"), "tflite")
+    _refuse_flags(args, ("--opset", "--optimize", "--raw-text"), "tflite")
     # LiteRT's int8 quantizes activations as it runs: no calibration images.
     int8 = _int8_data(args, run, calibrate=False) if args.int8 else {}
     dtype = "int8" if args.int8 else "float16" if args.fp16 else "float32"
@@ -131,7 +142,7 @@ def _export_saved_model(args, model, encoder):
     )
 
 
-_ONNX_ONLY = ("--opset", "--batch-size", "--fp16", "--optimize", "--int8")
+_ONNX_ONLY = ("--opset", "--batch-size", "--fp16", "--optimize", "--int8", "--raw-text")
 
 
 def _refuse_flags(args, flags, export_format):
@@ -342,6 +353,13 @@ def build_parser():
         help="a run folder in int8 (ONNX: static quantization calibrated on its training "
         "images; tflite: LiteRT's dynamic range), refused if its test accuracy drops more than "
         "--max-accuracy-drop",
+    )
+    export.add_argument(
+        "--raw-text",
+        action="store_true",
+        help="a text run folder: the ONNX graph takes strings and tokenizes them with the run's "
+        "vocabulary (onnxruntime-extensions' operators; running it needs that package), "
+        "returning logits and probabilities",
     )
     export.add_argument(
         "--max-accuracy-drop",

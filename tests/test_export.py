@@ -284,9 +284,9 @@ def test_float32_stays_float32_on_cuda_unless_asked(
     passed = []
     session_class = onnxruntime.InferenceSession
 
-    def recording_session(path, providers):
+    def recording_session(path, sess_options, providers):
         passed.append(providers)
-        return session_class(path, providers=["CPUExecutionProvider"])
+        return session_class(path, sess_options, providers=["CPUExecutionProvider"])
 
     monkeypatch.setattr(
         onnxruntime,

@@ -16,6 +16,24 @@ def input_names(model):
     return TEXT_INPUTS if isinstance(model, TextCCT) else (INPUT_NAME,)
 
 
+def check_encoder(model, encoder):
+    """A text model's raw-text export takes the encoder of its run (or none), and only a text
+    model takes one."""
+    if not isinstance(model, TextCCT):
+        if encoder is not None:
+            raise ExportError(f"{model.name} takes images: an encoder is for text models only.")
+        return
+    if encoder is not None and (encoder.vocab_size, encoder.seq_len) != (
+        model.config.vocab_size,
+        model.config.seq_len,
+    ):
+        raise ExportError(
+            f"The encoder gives {encoder.vocab_size} ids padded to {encoder.seq_len}, and "
+            f"{model.name} takes {model.config.vocab_size} ids of length "
+            f"{model.config.seq_len}: they are not from the same run."
+        )
+
+
 def check_int8_arguments(dtype, calibration, validation, max_accuracy_drop):
     """An int8 export takes calibration inputs, labelled validation examples and the drop it
     may lose; no other export takes them."""

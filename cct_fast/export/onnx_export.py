@@ -7,9 +7,10 @@ convolutions in float16, LayerNorm, softmax, pooling and the head in float32, fl
 in and float32 logits out, as the model computes when trained that way.
 
 A text model exports as ``(token_ids, mask) -> logits``: int32 ids and a boolean mask, each
-(batch, seq_len). Its tokenizer (tensorflow-text's WordPiece) stays in TensorFlow, since most
-tensorflow-text ops have no ONNX converter: tokenize with the run's
-:class:`~cct_fast.data.text_encoder.TextEncoder` and feed its outputs.
+(batch, seq_len), from the run's :class:`~cct_fast.data.text_encoder.TextEncoder`. Given that
+encoder, it exports as ``texts -> (logits, probabilities)`` instead: tensorflow-text's ops have
+no ONNX converter, so :mod:`.text_graph` rebuilds the tokenizer from onnxruntime-extensions'
+operators, checked id for id against the encoder.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from cct_fast.base.files import atomic_output
 from cct_fast.core.model import CCT, rebuild
 from cct_fast.core.text_model import TextCCT
 from cct_fast.errors import ConfigError, ExportError
-from cct_fast.export import examples, fusion, quantize
+from cct_fast.export import examples, fusion, quantize, text_graph
 from cct_fast.export.examples import INPUT_NAME, TEXT_INPUTS
 from cct_fast.export.predictor import INT8_CHECK_KEY, VOCAB_SIZE_KEY, onnx_package
 
@@ -33,6 +34,8 @@ DEFAULT_OPSET = 17  # LayerNormalization exists from 17; tf2onnx 1.17 knows up t
 # needs LayerNormalization (17).
 OPSETS = {False: range(13, 19), True: range(17, 19)}
 TOLERANCES = {"float32": 1e-4, "float16": 1e-2}
+# The raw-text graph runs the token-id graph's nodes on the same ids.
+TEXT_GRAPH_TOLERANCE = 1e-5
 DTYPES = (*TOLERANCES, "int8")
 # int8 is quantized from the float32 graph, which is checked against Keras first.
 _POLICIES = {"float32": "float32", "float16": "mixed_float16", "int8": "float32"}
@@ -50,12 +53,13 @@ def to_onnx(
     calibration=None,
     validation=None,
     max_accuracy_drop: float = quantize.DEFAULT_MAX_DROP,
+    encoder=None,
 ) -> str | os.PathLike:
     """Export ``model`` to an ONNX file, checked in ONNX Runtime before it is written.
 
     The graph's input is ``images``, float32 NHWC ``(batch, H, W, C)``; a text model's are
-    ``token_ids`` (int32) and ``mask`` (bool), each ``(batch, seq_len)``, and its tokenizer
-    stays in TensorFlow. The output is what the model returns (logits, or features with
+    ``token_ids`` (int32) and ``mask`` (bool), each ``(batch, seq_len)``, or with ``encoder``
+    raw strings. The output is what the model returns (logits, or features with
     ``include_top=False``), in float32. Before the
     file is moved into place, the ONNX checker must pass and ONNX Runtime's outputs must match
     the float32 Keras model on random images (relative error <= 1e-4, or 1e-2 for float16);
@@ -81,6 +85,13 @@ def to_onnx(
             accuracies are kept in the file's metadata (``cct_fast.int8``, read back as
             :attr:`OnnxPredictor.int8_check <cct_fast.export.OnnxPredictor.int8_check>`).
         max_accuracy_drop: int8 only, as a fraction (0.01: one point).
+        encoder: a text model's :class:`~cct_fast.data.text_encoder.TextEncoder` (its run's
+            ``encoder.json``): the graph then takes raw text, input ``texts``, a batch of
+            strings, tokenized inside it by onnxruntime-extensions' operators
+            (:mod:`cct_fast.export.text_graph`), and returns ``logits`` and
+            ``probabilities``. Running it needs onnxruntime-extensions (``load_onnx`` registers
+            it). Its ids are checked to equal the encoder's on texts of the vocabulary, and its
+            logits the token-id graph's.
 
     Returns:
         ``path``.
@@ -94,6 +105,9 @@ def to_onnx(
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {list(DTYPES)}; got {dtype!r}.")
     examples.check_int8_arguments(dtype, calibration, validation, max_accuracy_drop)
+    examples.check_encoder(model, encoder)
+    if encoder is not None:
+        text_graph.library_path()  # before the export's minutes: a missing extra, said
     opset = DEFAULT_OPSET if opset is None else opset
     valid = OPSETS[bool(optimize)]
     if opset not in valid:
@@ -133,6 +147,8 @@ def to_onnx(
     if dtype == "int8":
         proto, check = _int8(proto, exact, calibration, validation, max_accuracy_drop)
         properties[INT8_CHECK_KEY] = check.to_json()
+    if encoder is not None:
+        proto = _with_tokenizer(proto, encoder, seed)
     onnx.helper.set_model_props(proto, properties)
     serialized = proto.SerializeToString()
     with atomic_output(path, expected_bytes=len(serialized)) as temporary:
@@ -154,6 +170,38 @@ def _int8(proto, model, calibration, validation, max_drop):
         examples.keras_logits(model, inputs), int8_logits, labels, max_drop
     )
     return quantized, check
+
+
+def _with_tokenizer(proto, encoder, seed):
+    """``proto`` with ``encoder``'s tokenizer before it, once the tokenizer's ids equal the
+    encoder's and the whole graph's logits those of ``proto`` on the encoder's ids."""
+    texts = text_graph.check_texts(encoder, 32, np.random.default_rng(seed))
+    strings = {text_graph.TEXTS_INPUT: np.array(texts, dtype=object)}
+    expected = [np.asarray(value) for value in encoder(texts)]
+    tokens = text_graph.session(text_graph.tokenizer_model(encoder)).run(None, strings)
+    differ = [
+        i
+        for i in range(len(texts))
+        if any((a[i] != b[i]).any() for a, b in zip(tokens, expected, strict=True))
+    ]
+    if differ:
+        raise ExportError(
+            f"The ONNX tokenizer splits {len(differ)} of {len(texts)} check texts unlike the "
+            f"run's encoder, such as {texts[differ[0]]!r:.200}: nothing was written."
+        )
+    composed = text_graph.with_tokenizer(proto, encoder)
+    plain = onnx_package("onnxruntime").InferenceSession(
+        proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    wanted = plain.run(None, dict(zip(TEXT_INPUTS, expected, strict=True)))[0]
+    logits = text_graph.session(composed).run(None, strings)[0]
+    error = relative_error(logits, wanted) if logits.shape == wanted.shape else np.inf
+    if not error <= TEXT_GRAPH_TOLERANCE:
+        raise ExportError(
+            f"The raw-text graph's logits differ from the token-id graph's by {error:.2e} "
+            f"(relative; at most {TEXT_GRAPH_TOLERANCE:.0e}): nothing was written."
+        )
+    return composed
 
 
 def _optimized(proto, twin, quantizable=False):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 import warnings
 
 import numpy as np
 
 from cct_fast.base.optional import require
+from cct_fast.export import text_graph
 from cct_fast.export.examples import TEXT_INPUTS
+from cct_fast.export.text_graph import TEXTS_INPUT
 
 # A text export's metadata entry holding its vocabulary size, the ids the graph can look up.
 VOCAB_SIZE_KEY = "cct_fast.vocab_size"
@@ -29,7 +32,9 @@ class OnnxPredictor:
     def __init__(self, session):
         self.session = session
         specs = session.get_inputs()
-        self.text = tuple(spec.name for spec in specs) == TEXT_INPUTS
+        names = tuple(spec.name for spec in specs)
+        self.text = names == TEXT_INPUTS
+        self.raw_text = names == (TEXTS_INPUT,)
         spec = specs[0]
         self.input_name, self.input_shape = spec.name, tuple(spec.shape)
         vocab_size = session.get_modelmeta().custom_metadata_map.get(VOCAB_SIZE_KEY)
@@ -50,6 +55,11 @@ class OnnxPredictor:
         return self.session.get_providers()
 
     def predict(self, images):
+        """Logits for ``images`` (NHWC floats), a text model's ``(token_ids, mask)``, or, for a
+        raw-text export, a sequence of strings; a raw-text export's probabilities are
+        :meth:`predict_probabilities`."""
+        if self.raw_text:
+            return self.session.run([text_graph.OUTPUTS[0]], self._texts(images))[0]
         if self.text:
             return self._predict_text(images)
         images = np.asarray(images)
@@ -68,6 +78,23 @@ class OnnxPredictor:
         if len(images) == 0:  # the graph's reshapes refuse no rows: what numpy gives instead
             return self.predict(np.zeros((1,) + images.shape[1:], np.float32))[:0]
         return self.session.run(None, {self.input_name: images.astype(np.float32)})[0]
+
+    def predict_probabilities(self, texts):
+        """A raw-text export's class probabilities for a sequence of strings."""
+        if not self.raw_text:
+            raise TypeError(
+                "Only a raw-text export (to_onnx(..., encoder=...)) holds its probabilities; "
+                "take the softmax of predict()'s logits."
+            )
+        return self.session.run([text_graph.OUTPUTS[1]], self._texts(texts))[0]
+
+    @staticmethod
+    def _texts(texts):
+        if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
+            raise TypeError(
+                f"A raw-text export takes a sequence of strings; got {reprlib.repr(texts)}."
+            )
+        return {TEXTS_INPUT: np.array(list(texts), dtype=object)}
 
     def _predict_text(self, inputs):
         seq_len = self.input_shape[1]
@@ -135,13 +162,29 @@ def load_onnx(
         )
         first = usable[0] if isinstance(usable[0], str) else usable[0][0]
         warnings.warn(f"{', '.join(missing)} not available{gpu}; running on {first}.", stacklevel=2)
+    options = ort.SessionOptions()
+    if _tokenizes(path):  # a raw-text export: onnxruntime-extensions' operators, on the CPU
+        options.register_custom_ops_library(text_graph.library_path())
     try:
-        session = ort.InferenceSession(str(path), providers=_with_tf32_choice(usable, tf32))
+        session = ort.InferenceSession(
+            str(path), sess_options=options, providers=_with_tf32_choice(usable, tf32)
+        )
     except Exception as error:  # ORT raises its own exception types
         if type(error).__module__.startswith("onnxruntime"):
             raise ValueError(f"{path} is not a loadable ONNX model: {error}") from None
         raise
     return OnnxPredictor(session)
+
+
+def _tokenizes(path):
+    """Whether the ONNX file at ``path`` uses onnxruntime-extensions' operators (a raw-text
+    export); False where it cannot be read, for ONNX Runtime to say why."""
+    onnx = onnx_package("onnx")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnx raises protobuf's and its own errors; ORT reports them better
+        return False
+    return any(entry.domain == text_graph.DOMAIN for entry in model.opset_import)
 
 
 def _with_tf32_choice(providers, tf32):

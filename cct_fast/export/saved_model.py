@@ -26,6 +26,7 @@ import numpy as np
 from cct_fast.base.compare import relative_error
 from cct_fast.core.text_model import TextCCT
 from cct_fast.errors import ExportError
+from cct_fast.export import examples
 
 SIGNATURE = "serve"
 OUTPUT = "probabilities"
@@ -72,17 +73,7 @@ def to_saved_model(model, path, encoder=None):
             f"{model.name} is a text model: give encoder= (the run's encoder.json) so that the "
             "SavedModel takes raw strings."
         )
-    if text and (encoder.vocab_size, encoder.seq_len) != (
-        model.config.vocab_size,
-        model.config.seq_len,
-    ):
-        raise ExportError(
-            f"The encoder gives {encoder.vocab_size} ids padded to {encoder.seq_len}, and "
-            f"{model.name} takes {model.config.vocab_size} ids of length "
-            f"{model.config.seq_len}: they are not from the same run."
-        )
-    if not text and encoder is not None:
-        raise ExportError(f"{model.name} takes images: an encoder is for text models only.")
+    examples.check_encoder(model, encoder)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ExportError(
             f"{path} exists and is not an empty folder; a SavedModel is a folder, and the "
