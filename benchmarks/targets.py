@@ -10,6 +10,7 @@ INFERENCE_BF16 = "inference cct_7_3x1_32 batch 64 bf16"
 TRAIN_STEP = "train step cct_7_3x1_32 batch 64 fp32"
 PIPELINE = "training cct_7_3x1_32 batch 128 fp32, CIFAR-10 recipe"
 DEPLOY = "deploy cct_7_3x1_32 batch 64 CPU"
+DEPLOY_TEXT = "text deploy text_cct_2 raw text batch 64 CPU"  # "text": sentences/s
 FUSED_FLOAT32 = "ONNX Runtime, cct_fast fused graph, float32"
 FUSED_INT8 = "ONNX Runtime, cct_fast fused graph, int8"
 OFFICIAL_INT8 = "ONNX Runtime, official torch.onnx export, int8 (quantize_dynamic)"

@@ -7,12 +7,16 @@ Runtime (float32, and int8 by ``quantize_dynamic``, the tool's advice for transf
 OpenVINO (float32, and int8 as the same static QDQ quantization ``cct_fast`` uses, which
 OpenVINO reads); OpenVINO on ``cct_fast``'s plain graph in float32 and int8; LiteRT
 (``ai-edge-litert``, XNNPACK, all cores) on ``cct_fast``'s float32 and int8 (dynamic range)
-files at the same fixed batch. Weights are
+files at the same fixed batch. And, for text (``text_cct_2``, 64 sentences of a made-up
+vocabulary), the raw-text ONNX graph, tokenizer inside, against the two ways to deploy without
+it: tensorflow-text's ``TextEncoder`` feeding ONNX Runtime the token ids, and the SavedModel
+export (tensorflow-text inside) loaded in TensorFlow. Weights are
 fresh: speed does not depend on them, and the int8 exports' accuracy is checked on digits by
 ``benchmarks/int8_digits.py``. The int8 graphs are calibrated on 256 random images and checked
 against Keras' own predictions on 64 others (agreement, with no drop enforced).
 """
 
+import importlib.util
 import os
 
 import numpy as np
@@ -21,12 +25,20 @@ import pytest
 import cct_fast
 from cct_fast.testing.official_torch import official_model, official_module
 
-from targets import DEPLOY, FUSED_FLOAT32, FUSED_INT8, OFFICIAL_INT8, OFFICIAL_OPENVINO_INT8
+from targets import (
+    DEPLOY,
+    DEPLOY_TEXT,
+    FUSED_FLOAT32,
+    FUSED_INT8,
+    OFFICIAL_INT8,
+    OFFICIAL_OPENVINO_INT8,
+)
 from workloads import macs_per_image, random_batch
 
 NAME, BATCH = "cct_7_3x1_32", 64  # as DEPLOY names them
 SMOKE_NAME = "cct_2_3x2_32"  # the smoke run's: its exports take seconds, not a minute
 CALIBRATION_IMAGES = 256
+RAW_TEXT_ONNX = "ONNX Runtime, cct_fast raw-text graph (tokenizer inside), float32"
 
 
 def _onnx_session(path):
@@ -160,3 +172,52 @@ def test_deploy(time_rows, smoke, tmp_path):
         for row, function in rows.items()
     }
     time_rows(DEPLOY, timed, batch, 2 * macs_per_image(config), missing)
+
+
+def _made_up_texts(count, rng):
+    """A WordPiece vocabulary of made-up words and suffixes, and ``count`` sentences of 8 to
+    48 of its words, some inflected, capitalised or followed by punctuation."""
+    syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "qua", "bri", "sto"]
+    words = sorted({"".join(rng.choice(syllables, rng.integers(1, 4))) for _ in range(3000)})
+    suffixes = ["s", "ed", "ing", "ly", "er"]
+    vocabulary = ["[UNK]", "[PAD]", *".,;:!?'-()", *words, *(f"##{s}" for s in suffixes)]
+    texts = []
+    for _ in range(count):
+        chosen = []
+        for _ in range(rng.integers(8, 49)):
+            word = str(rng.choice(words)) + (
+                str(rng.choice(suffixes)) if rng.random() < 0.2 else ""
+            )
+            word = word.capitalize() if rng.random() < 0.1 else word
+            chosen.append(word + (str(rng.choice(list(".,;!?"))) if rng.random() < 0.1 else ""))
+        texts.append(" ".join(chosen))
+    return vocabulary, texts
+
+
+def test_deploy_raw_text(time_rows, smoke, tmp_path):
+    if importlib.util.find_spec("onnxruntime_extensions") is None:  # not imported: see
+        pytest.skip("onnxruntime-extensions is not installed")  # text_graph.library_path
+    import tensorflow as tf
+
+    from cct_fast.data.text_encoder import TextEncoder
+    from cct_fast.export import load_onnx, to_onnx, to_saved_model
+
+    vocabulary, texts = _made_up_texts(2 if smoke else BATCH, np.random.default_rng(0))
+    model = cct_fast.create_model("text_cct_2", vocab_size=len(vocabulary), num_classes=4)
+    encoder = TextEncoder(vocabulary, seq_len=model.config.seq_len)
+    raw = load_onnx(
+        to_onnx(model, tmp_path / "raw.onnx", encoder=encoder), ["CPUExecutionProvider"]
+    )
+    ids = load_onnx(to_onnx(model, tmp_path / "ids.onnx"), ["CPUExecutionProvider"])
+    served = tf.saved_model.load(str(to_saved_model(model, tmp_path / "served", encoder=encoder)))
+    strings = np.array(texts, dtype=object)
+    rows = {
+        RAW_TEXT_ONNX: lambda: raw.session.run(["probabilities"], {"texts": strings}),
+        "tensorflow-text TextEncoder, then ONNX Runtime on the token ids": lambda: ids.predict(
+            [np.asarray(value) for value in encoder(texts)]
+        ),
+        "TensorFlow, the SavedModel export (tensorflow-text inside)": lambda: served.serve(
+            tf.constant(texts)
+        )["probabilities"].numpy(),
+    }
+    time_rows(DEPLOY_TEXT, rows, len(texts), macs_per_image(model.config))
