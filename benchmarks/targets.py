@@ -10,6 +10,19 @@ INFERENCE_BF16 = "inference cct_7_3x1_32 batch 64 bf16"
 TRAIN_STEP = "train step cct_7_3x1_32 batch 64 fp32"
 PIPELINE = "training cct_7_3x1_32 batch 128 fp32, CIFAR-10 recipe"
 DEPLOY = "deploy cct_7_3x1_32 batch 64 CPU"
+TEXT_TRAIN_STEP = "text train step text_cct_2 batch 64 fp32"
+
+
+def masked_attention_group(batch, tokens, heads, head_dim, precision, backward):
+    return (
+        f"masked attention of one layer, {batch}x{tokens} tokens, {heads} heads of {head_dim}, "
+        f"{precision}{', forward + backward' if backward else ''}"
+    )
+
+
+# text_cct_2 at batch 256 and seq_len 64: 33 tokens, 2 heads of 64.
+TEXT_ATTENTION = masked_attention_group(256, 33, 2, 64, "fp32", backward=False)
+TEXT_ATTENTION_BACKWARD = masked_attention_group(256, 33, 2, 64, "fp32", backward=True)
 DEPLOY_TEXT = "text deploy text_cct_2 raw text batch 64 CPU"  # "text": sentences/s
 FUSED_FLOAT32 = "ONNX Runtime, cct_fast fused graph, float32"
 FUSED_INT8 = "ONNX Runtime, cct_fast fused graph, int8"
@@ -133,6 +146,31 @@ TARGETS = [
         FLOWERS_PIPELINE,
         "bare train step (augmented batches in memory)",
         0.9,
+    ),
+    Target(
+        "custom masked attention >= 1.2x the fused path's (text_cct_2 layer, fp32 forward)",
+        TEXT_ATTENTION,
+        "custom op",
+        TEXT_ATTENTION,
+        "fused path",
+        1.2,
+    ),
+    Target(
+        "custom masked attention >= 1.2x the fused path's (fp32 forward + backward)",
+        TEXT_ATTENTION_BACKWARD,
+        "custom op",
+        TEXT_ATTENTION_BACKWARD,
+        "fused path",
+        1.2,
+    ),
+    Target(
+        "text_cct_2 fp32 train step: custom ops no slower than the reference under XLA "
+        "(the fastest other path before them)",
+        TEXT_TRAIN_STEP,
+        CUSTOM_ROW,
+        TEXT_TRAIN_STEP,
+        "reference under XLA",
+        1.0,
     ),
     Target(
         "int8 ONNX Runtime >= 1.5x float32, cct_fast fused graph",

@@ -10,6 +10,7 @@ augmentation pipeline against the bare step (batch 128); the GEMM ceiling. In th
 computation in PyTorch (the reference of ``cct_fast.testing.official_text``).
 """
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -18,12 +19,14 @@ from cct_fast.compute import custom_ops
 from cct_fast.testing.official_torch import official_module
 
 import official_torch
+from targets import masked_attention_group
 from workloads import (
     ATTENTION_SHAPE,
     CUSTOM_ROW,
     attention_functions,
     inference_functions,
     macs_per_image,
+    padding_mask,
     random_batch,
     random_text_batch,
     train_step_functions,
@@ -142,6 +145,30 @@ def test_attention(time_rows, smoke, backward, precision):
     time_rows(group, rows, shape["batch"], flops, missing)
 
 
+@pytest.mark.parametrize("precision", list(PRECISIONS))
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_masked_attention(time_rows, smoke, backward, precision):
+    """The masked attention of one TextCCT-2 layer (batch 256, seq_len 64: 33 tokens, 2 heads
+    of 64), padding as random texts leave it: the fused path against the custom op."""
+    config = cct_fast.create_model(TEXT_NAME, vocab_size=TEXT_VOCAB).config
+    batch, tokens = _batch(smoke, 256), config.sequence_length
+    heads, head_dim = config.num_heads, config.embedding_dim // config.num_heads
+    mask = tf.constant(padding_mask(batch, tokens, np.random.default_rng(0)))
+    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
+    functions = attention_functions(batch, tokens, heads, head_dim, dtype, mask=mask)
+    qkv = tf.cast(tf.random.stateless_normal((batch, tokens, 3 * heads * head_dim), (0, 0)), dtype)
+    suffix = ", forward + backward" if backward else ""
+    rows = {
+        row: (lambda f=functions[row + suffix]: f(qkv))
+        for row in ("fused path", "custom op")
+        if custom_ops.ops() is not None or row == "fused path"
+    }
+    missing = {} if "custom op" in rows else {"custom op": str(custom_ops.unavailable_reason())}
+    flops = (12 if backward else 4) * tokens**2 * heads * head_dim
+    group = masked_attention_group(batch, tokens, heads, head_dim, precision, backward)
+    time_rows(group, rows, batch, flops, missing)
+
+
 TRAIN_NAME, TRAIN_BATCH = "cct_7_3x1_32", 64
 
 
@@ -238,14 +265,13 @@ TEXT_NAME, TEXT_VOCAB = "text_cct_2", 30_000
 
 
 def test_text_inference(time_rows, smoke):
-    """TextCCT-2 on padded batches: reference, fused, both under XLA, and the official
-    computation in PyTorch; sentences per second."""
+    """TextCCT-2 on padded batches: reference, fused, both under XLA, the custom ops (masked
+    attention), and the official computation in PyTorch; sentences per second."""
     batch = _batch(smoke, 256)
     model = cct_fast.create_model(TEXT_NAME, vocab_size=TEXT_VOCAB)
     ids, mask, _ = random_text_batch(model.config, batch)
     inputs = (tf.constant(ids), tf.constant(mask))
     keras_rows = inference_functions(TEXT_NAME, "float32", vocab_size=TEXT_VOCAB)
-    keras_rows.pop(CUSTOM_ROW, None)  # it would time the fused path: the kernel has no mask
     rows = {row: (lambda f=function: f(inputs)) for row, function in keras_rows.items()}
 
     def official():
@@ -268,12 +294,13 @@ def test_text_inference(time_rows, smoke):
 
 
 def test_text_train_step(time_rows, smoke):
-    """One AdamW step of TextCCT-2 at batch 64: reference, fused, both under XLA, and the
-    official computation in PyTorch."""
+    """One AdamW step of TextCCT-2 at batch 64: reference, fused, both under XLA, the custom
+    ops (masked attention), fused and custom under mixed_bfloat16, and the official
+    computation in PyTorch."""
     batch = _batch(smoke, 64)
     config = cct_fast.create_model(TEXT_NAME, vocab_size=TEXT_VOCAB).config
     ids, mask, labels = random_text_batch(config, batch)
-    steps = train_step_functions(TEXT_NAME, batch, vocab_size=TEXT_VOCAB)
+    steps = train_step_functions(TEXT_NAME, batch, with_custom=True, vocab_size=TEXT_VOCAB)
     x, y = (tf.constant(ids), tf.constant(mask)), tf.constant(labels)
     rows = {row: (lambda f=step: f(x, y)) for row, step in steps.items()}
 

@@ -50,19 +50,20 @@ def inference_functions(name, policy, **options):
 ATTENTION_SHAPE = dict(batch=64, tokens=256, heads=4, head_dim=64)  # one CCT-7/3x1 layer
 
 
-def attention_functions(batch, tokens, heads, head_dim, dtype):
+def attention_functions(batch, tokens, heads, head_dim, dtype, mask=None):
     """Row name -> a function of a packed qkv (batch * tokens, 3 * width) tensor running the
     attention of one layer, forward or forward and backward: the fused path's steps (split
-    heads, scores, softmax, weighted sum, merge heads) or the custom op."""
+    heads, scores, softmax, weighted sum, merge heads) or the custom op; with ``mask``
+    (batch, tokens) booleans, both masked as the text models mask their padding."""
     from cct_fast.compute import custom_ops, fused
 
     scale = head_dim**-0.5
 
     def fused_path(qkv):
-        return fused.attention(qkv, heads, scale)
+        return fused.attention(qkv, heads, scale, mask=mask)
 
     def custom_op(qkv):
-        return custom_ops.attention(qkv, heads, scale)
+        return custom_ops.attention(qkv, heads, scale, mask=mask)
 
     def with_backward(function):
         def run(qkv):
@@ -160,11 +161,17 @@ def _photo_files(rng, count, folder, size=(375, 500)):
     return paths
 
 
+def padding_mask(batch, length, rng):
+    """(batch, length) booleans: a random number of real positions per row (at least one),
+    padding after them."""
+    lengths = rng.integers(1, length + 1, batch)
+    return np.arange(length)[None, :] < lengths[:, None]
+
+
 def random_text_batch(config, batch, seed=0):
     """Random ids with a random number of real words per text (at least one), padded after."""
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(1, config.seq_len + 1, batch)
-    mask = np.arange(config.seq_len)[None, :] < lengths[:, None]
+    mask = padding_mask(batch, config.seq_len, rng)
     ids = np.where(mask, rng.integers(0, config.vocab_size, (batch, config.seq_len)), 1)
     return ids.astype("int32"), mask, rng.integers(0, config.num_classes, batch)
 

@@ -6,9 +6,10 @@ dispatcher without TensorFlow. It runs here natively under each instruction set 
 (``-cpu Haswell``: AVX2 and FMA, so the avx2 kernels) and one without AVX (``-cpu Nehalem``:
 the baseline kernels). The emulator raises SIGILL on an instruction its CPU lacks, as the real
 one does. Every run is compared with the float64 reference path: attention with and without
-dropout in float32 and bfloat16, sequence pooling, (residual +) LayerNorm, forward and
-backward. Then the op suite itself runs under each narrower instruction set this CPU has, and
-``kernels/check_isa.py``, which the build runs, is shown to catch the fault it exists for.
+dropout and a key-padding mask in float32 and bfloat16, sequence pooling, (residual +)
+LayerNorm, forward and backward. Then the op suite itself runs under each narrower
+instruction set this CPU has, and ``kernels/check_isa.py``, which the build runs, is shown to
+catch the fault it exists for.
 """
 
 import functools
@@ -140,35 +141,52 @@ def _reference_gradients(function, tensors, cotangent):
 TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-2}
 
 
+def padding_mask(batch, tokens, rng):
+    """A key-padding mask (batch, tokens) whose rows hold 1 real token, all of them, and random
+    numbers in between, real tokens first, as the text models pad."""
+    lengths = rng.integers(1, tokens + 1, batch)
+    lengths[0] = 1
+    if batch > 1:
+        lengths[1] = tokens
+    return np.arange(tokens)[None, :] < lengths[:, None]
+
+
 @pytest.mark.parametrize(
-    "dtype, batch, tokens, heads, head_dim, rate",
+    "dtype, batch, tokens, heads, head_dim, rate, masked",
     [
-        ("float32", 2, 37, 3, 20, 0.0),  # head_dim not a multiple of any vector width
-        ("float32", 1, 65, 2, 64, 0.1),  # two blocks of queries at every width, dropout
-        ("bfloat16", 2, 33, 2, 64, 0.1),
-        ("bfloat16", 1, 17, 1, 21, 0.0),  # an odd head_dim: float copies on every set
+        ("float32", 2, 37, 3, 20, 0.0, False),  # head_dim not a multiple of any vector width
+        ("float32", 1, 65, 2, 64, 0.1, False),  # two blocks of queries at every width, dropout
+        ("bfloat16", 2, 33, 2, 64, 0.1, False),
+        ("bfloat16", 1, 17, 1, 21, 0.0, False),  # an odd head_dim: float copies on every set
+        ("float32", 3, 70, 2, 20, 0.1, True),  # key padding, two blocks, dropout
+        ("bfloat16", 3, 70, 2, 64, 0.1, True),
+        ("bfloat16", 3, 19, 1, 21, 0.0, True),
     ],
 )
 def test_attention_equals_the_reference(
-    each_kernels, dtype, batch, tokens, heads, head_dim, rate, rng
+    each_kernels, dtype, batch, tokens, heads, head_dim, rate, masked, rng
 ):
     width, scale, keep, seed = heads * head_dim, head_dim**-0.5, 1.0 - rate, (20261201, 7)
     qkv = _bits(rng.standard_normal((batch, tokens, 3 * width)), dtype)
     grad_out = _bits(rng.standard_normal((batch, tokens, width)), dtype)
+    mask = padding_mask(batch, tokens, rng) if masked else None
     dropout = None
     if rate:
         dropout = fixed_dropout(np.float32(keep), dropout_mask(batch, heads, tokens, keep, seed))
     expected_out, expected_grad = _reference_gradients(
-        lambda x: reference.attention(x, heads, scale, dropout=dropout),
+        lambda x: reference.attention(x, heads, scale, dropout=dropout, mask=mask),
         [_values(qkv, dtype)],
         _values(grad_out, dtype),
     )
     bits = np.float32 if dtype == "float32" else np.uint16
+    inputs = {"qkv": qkv, "grad_out": grad_out}
+    if masked:
+        inputs["mask"] = mask.astype(np.uint8)
     for kernels in each_kernels:
         got = kernels(
             "attention",
             [dtype, batch, tokens, heads, head_dim, scale, keep, *seed],
-            {"qkv": qkv, "grad_out": grad_out},
+            inputs,
             {"out": bits, "grad_qkv": bits},
         )
         for name, expected in (("out", expected_out), ("grad_qkv", expected_grad)):

@@ -60,6 +60,40 @@ def test_attention_matches_the_reference_forward_and_backward(batch, tokens, hea
     assert relative_error(grad, expected_grad) <= 1e-5
 
 
+@pytest.mark.parametrize(
+    "dtype, batch, tokens, heads, head_dim",
+    [
+        ("float32", 4, 64, 2, 64),  # text_cct_2's attention at seq_len 64
+        ("float32", 3, 37, 3, 20),
+        ("bfloat16", 3, 70, 2, 64),
+    ],
+)
+def test_masked_attention_matches_the_reference_forward_and_backward(
+    dtype, batch, tokens, heads, head_dim, rng
+):
+    """A key-padding mask as the text models pass it: real tokens first, rows of one real
+    token and of none padded, padded queries attending uniformly (reference.masked_scores)."""
+    qkv = tf.constant(rng.standard_normal((batch, tokens, 3 * heads * head_dim)), dtype)
+    cotangent = tf.constant(rng.standard_normal((batch, tokens, heads * head_dim)), tf.float32)
+    lengths = rng.integers(1, tokens + 1, batch)
+    lengths[:2] = 1, tokens
+    mask = tf.constant(np.arange(tokens)[None, :] < lengths[:, None])
+    scale = head_dim**-0.5
+    out, grad = value_and_gradient(
+        lambda x: custom_ops.attention(x, heads, scale, mask=mask), qkv, cotangent
+    )
+    exact = tf.cast(qkv, tf.float64)
+    expected, expected_grad = value_and_gradient(
+        lambda x: reference.attention(x, heads, scale, mask=mask), exact, cotangent
+    )
+    tolerance = 1e-5 if dtype == "float32" else 1e-2  # bfloat16: inputs and outputs rounded
+    assert relative_error(out, expected) <= tolerance
+    assert relative_error(grad, expected_grad) <= tolerance
+    # A padded query's scores take no gradient: its q rows get none.
+    q_grad = tf.reshape(grad, (batch, tokens, 3, heads * head_dim))[:, :, 0]
+    assert float(tf.reduce_max(tf.abs(tf.boolean_mask(q_grad, ~mask)))) == 0.0
+
+
 def _bfloat16(x):
     """``x`` rounded to bfloat16 (to nearest even), as float32."""
     return np.asarray(x, np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
@@ -216,6 +250,11 @@ _BAD_INPUTS = [
         r"qkv must hold at least one token, got shape \[2,0,12\]",
     ),
     (
+        lambda x: custom_ops.attention(x, 2, 1.0, mask=tf.ones((2, 5), tf.bool)),
+        (2, 4, 12),
+        r"mask must be \(batch, tokens\) = \(2, 4\), or \(0,\) for none, got \[2,5\]",
+    ),
+    (
         lambda x: custom_ops.sequence_pool(x, tf.zeros(5), tf.constant(0.0)),
         (2, 3, 4),
         r"kernel must be \(4,\), got shape \[5\]",
@@ -264,6 +303,44 @@ def test_custom_models_match_the_reference(name, rng):
     flat = tf.concat([tf.reshape(g, [-1]) for g in grads], 0)
     expected_flat = tf.concat([tf.reshape(g, [-1]) for g in expected_grads], 0)
     assert relative_error(flat, expected_flat) <= 1e-5
+
+
+def test_a_custom_text_model_runs_the_masked_op_and_matches_the_reference(rng):
+    reference_model = cct_fast.create_model(
+        "text_cct_2", vocab_size=50, seq_len=24, num_classes=3, implementation="reference"
+    )
+    custom = rebuild(reference_model, implementation="custom")
+    lengths = rng.integers(1, 25, 4)
+    mask = np.arange(24)[None, :] < lengths[:, None]
+    ids = np.where(mask, rng.integers(2, 50, (4, 24)), 1).astype("int32")
+
+    def logits_and_gradients(model):
+        with tf.GradientTape() as tape:
+            logits = model((ids, mask), training=False)
+            loss = tf.reduce_sum(logits**2)
+        return logits, tape.gradient(loss, model.trainable_variables)
+
+    logits, grads = logits_and_gradients(custom)
+    expected, expected_grads = logits_and_gradients(reference_model)
+    assert relative_error(logits, expected) <= 1e-5
+    flat = tf.concat([tf.reshape(g, [-1]) for g in grads], 0)
+    expected_flat = tf.concat([tf.reshape(g, [-1]) for g in expected_grads], 0)
+    assert relative_error(flat, expected_flat) <= 1e-5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback message: the masked call runs the op
+        specs = (tf.TensorSpec((4, 24), tf.int32), tf.TensorSpec((4, 24), tf.bool))
+        types = _op_types(lambda i, m: custom((i, m), training=True), *specs)
+    assert "CctAttention" in types
+
+
+def test_a_masked_attention_on_a_gpu_takes_the_fused_path_and_says_why(monkeypatch):
+    monkeypatch.setattr(dispatch, "_device_type", lambda: "GPU")
+    monkeypatch.setattr(custom_ops, "has_cuda_kernels", lambda: True)
+    dispatch._explain_once.cache_clear()
+    assert dispatch.runs_custom("custom", "float32", masked=False)
+    with pytest.warns(RuntimeWarning, match="the CUDA attention kernel has no mask"):
+        assert not dispatch.runs_custom("custom", "float32", masked=True)
+    dispatch._explain_once.cache_clear()
 
 
 def _op_types(function, *args):

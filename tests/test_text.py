@@ -188,21 +188,6 @@ def test_mixed_precision_and_xla_stay_close_to_float32(policy, rng):
     assert relative_error(compiled(ids, mask), exact((ids, mask))) <= 1e-5
 
 
-def test_custom_ops_take_the_fused_path_for_a_masked_attention(rng):
-    from cct_fast.compute import custom_ops, dispatch
-
-    if custom_ops.ops() is None:
-        pytest.skip(str(custom_ops.unavailable_reason()))
-    fused = cct_fast.create_model("text_cct_2", vocab_size=VOCAB)
-    custom = cct_fast.create_model("text_cct_2", vocab_size=VOCAB, implementation="custom")
-    custom.set_weights(fused.get_weights())
-    ids, mask = _ids_and_mask(rng, 2, 64)
-    dispatch._explain_once.cache_clear()
-    with pytest.warns(RuntimeWarning, match="the attention kernel has no mask"):
-        logits = custom((ids, mask))
-    assert relative_error(logits, fused((ids, mask))) <= 1e-5
-
-
 @pytest.mark.parametrize("form", ["conv2d", "conv1d"])
 def test_official_checkpoints_with_the_official_word_table_convert(
     official, official_text, tmp_path, rng, form

@@ -89,18 +89,20 @@ def _register_gradients():
 
     @tf.RegisterGradient("CctAttention")
     def _attention_gradient(op, grad_output, _grad_logsumexp):
-        # logsumexp is an internal output, never differentiated; the seed has no gradient.
+        # logsumexp is an internal output, never differentiated; the seed and mask have no
+        # gradient.
         grad_qkv = ops().cct_attention_grad(
             op.inputs[0],
             op.outputs[0],
             op.outputs[1],
             grad_output,
             op.inputs[1],
+            op.inputs[2],
             num_heads=op.get_attr("num_heads"),
             scale=op.get_attr("scale"),
             dropout_rate=op.get_attr("dropout_rate"),
         )
-        return grad_qkv, None
+        return grad_qkv, None, None
 
     @tf.RegisterGradient("CctLayerNorm")
     def _layer_norm_gradient(op, grad_y, _grad_mean, _grad_rstd):
@@ -124,9 +126,13 @@ def _register_gradients():
         return ops().cct_sequence_pool_grad(op.inputs[0], op.inputs[1], op.outputs[1], grad_output)
 
 
-def attention(qkv, num_heads, scale, dropout_rate=0.0, seed=None):
+def attention(qkv, num_heads, scale, dropout_rate=0.0, seed=None, mask=None):
     """softmax(scale * q k^T) v per head of ``qkv`` (batch, tokens, 3 * width) packed as
     (3, num_heads, head_dim); returns (batch, tokens, width) with the heads merged.
+
+    ``mask`` (batch, tokens), boolean, true on real tokens: every score that involves a padded
+    token counts as the most negative value, as :func:`cct_fast.compute.reference.masked_scores`
+    has it (CPU only: the CUDA kernel refuses a mask).
 
     With ``dropout_rate`` > 0 each probability is dropped with that chance and the rest
     scaled by 1 / (1 - rate), from the Philox key ``seed`` (two int32 words): the same seed
@@ -136,8 +142,9 @@ def attention(qkv, num_heads, scale, dropout_rate=0.0, seed=None):
         if dropout_rate:
             raise ValueError("attention dropout needs a seed: two int32 words.")
         seed = tf.zeros((2,), tf.int32)
+    mask = tf.zeros((0,), tf.bool) if mask is None else tf.cast(mask, tf.bool)
     output, _ = ops().cct_attention(
-        qkv, seed, num_heads=num_heads, scale=scale, dropout_rate=float(dropout_rate)
+        qkv, seed, mask, num_heads=num_heads, scale=scale, dropout_rate=float(dropout_rate)
     )
     return output
 

@@ -14,7 +14,7 @@ same weights.
 - the model runs on a GPU and the library has no CUDA kernels;
 - the call is compiled by XLA (``jit_compile=True``): XLA cannot compile custom ops;
 - the inputs have a dtype without a kernel (:data:`KERNEL_DTYPES`);
-- the attention is masked (the text models): the kernel has no mask.
+- the attention is masked (the text models) on a GPU: the CUDA kernel has no mask.
 """
 
 from __future__ import annotations
@@ -73,11 +73,13 @@ def _fused_dense(layer, x, activation=None):
 
 def _custom_attention(qkv, num_heads, scale, dropout=None, mask=None):
     if dropout is None:
-        return custom_ops.attention(qkv, num_heads, scale)
+        return custom_ops.attention(qkv, num_heads, scale, mask=mask)
     # The op's Philox key, drawn from the Dropout layer's own seed generator: a run that
     # re-seeds its layers (cct_fast.train) draws the same masks again.
     seed = keras.random.randint((2,), 0, 2**31 - 1, seed=dropout.seed_generator, dtype="int32")
-    return custom_ops.attention(qkv, num_heads, scale, dropout_rate=dropout.rate, seed=seed)
+    return custom_ops.attention(
+        qkv, num_heads, scale, dropout_rate=dropout.rate, seed=seed, mask=mask
+    )
 
 
 def _custom_sequence_pool(layer, tokens):
@@ -160,8 +162,8 @@ def runs_custom(implementation, dtype="float32", masked=False, training=False):
         reason = f"the {device} kernels take {' or '.join(dtypes)}, not {dtype}"
     elif in_xla_context():
         reason = "XLA (jit_compile=True) cannot compile custom ops"
-    elif masked:
-        reason = "the attention kernel has no mask (the text models mask their padding)"
+    elif masked and device == "GPU":
+        reason = "the CUDA attention kernel has no mask (the text models mask their padding)"
     if reason is not None and implementation == "custom":
         _explain_once(reason)
     return reason is None

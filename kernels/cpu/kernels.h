@@ -31,6 +31,11 @@ struct AttentionShape {
   // scaled by 1 / keep, drawn from (seed0, seed1) as kernels/common/philox.h says.
   float keep = 1.0f;
   uint32_t seed0 = 0, seed1 = 0;
+  // A key-padding mask (batch, tokens), nonzero where the token is real, or null: none. As the
+  // official MaskedAttention fills every score that involves a padded token with the most
+  // negative value, a real query gives padded keys probability 0, and a padded query attends
+  // uniformly to every token with scores that take no gradient.
+  const uint8_t* mask = nullptr;
 };
 
 struct PoolShape {

@@ -13,7 +13,8 @@
 // Attention dropout (keep < 1) scales each probability by 0 or 1 / keep after the softmax's
 // denominators are taken, from the counter-based Philox of kernels/common/philox.h, computed
 // 16 (AVX-512) queries x 4 keys at a time; the backward regenerates the same factors, so no
-// mask is stored.
+// mask is stored. A key-padding mask (BlockMask) is applied to each block's scores, forward
+// and backward.
 #include <math.h>
 #include <string.h>
 
@@ -34,7 +35,8 @@ constexpr int COLS = 4;  // vectors per micro-kernel row: R x COLS accumulators
 #else
 constexpr int COLS = 2;
 #endif
-constexpr int R = 4;  // query rows per micro-kernel
+constexpr int R = 4;          // query rows per micro-kernel
+constexpr int QB = COLS * W;  // queries per block of the attention (ForwardHead)
 typedef uint64_t vu64 __attribute__((vector_size(W * sizeof(uint64_t))));
 
 // exp over a vector: Cephes' range reduction and degree-6 polynomial, ~1e-7 relative error.
@@ -104,6 +106,44 @@ HeadDropout DropoutOf(const AttentionShape& s, int64_t b, int64_t h) {
   dropout.head = static_cast<uint32_t>(b * s.heads + h);
   dropout.scale = 1.0f / s.keep;
   return dropout;
+}
+
+// The key-padding mask of one block of queries (AttentionShape::mask): a padded query's scores
+// all become 0, so that it attends uniformly, and a real query's scores against padded keys
+// -inf; Keep then zeroes what exp(-inf) leaves (Exp clamps its argument at -87).
+struct BlockMask {
+  const uint8_t* real = nullptr;      // the batch row's tokens, nonzero where real; null: no mask
+  alignas(64) float padded[QB] = {};  // 1 where the block's query is padded
+  alignas(64) float real_query[QB] = {};  // 1 where it is real (or past the block)
+
+  BlockMask(const uint8_t* row, int64_t i0, int64_t count) : real(row) {
+    for (int64_t i = 0; i < QB; ++i) {
+      padded[i] = row != nullptr && i < count && row[i0 + i] == 0 ? 1.0f : 0.0f;
+      real_query[i] = 1.0f - padded[i];
+    }
+  }
+  // Scores (keys down, QB queries across, row stride QB) masked in place.
+  void Scores(float* st, int64_t tokens) const {
+    if (real == nullptr) return;
+    const vf minus_infinity = Splat(-INFINITY), zero = vf{};
+    for (int64_t j = 0; j < tokens; ++j) {
+      for (int c = 0; c < QB / W; ++c) {
+        const vf s = real[j] ? Load(st + j * QB + c * W) : minus_infinity;
+        Store(st + j * QB + c * W, Load(padded + c * W) > zero ? zero : s);
+      }
+    }
+  }
+  // The factor of the probabilities of key j for queries c * W ..: 0 for a real query and a
+  // padded key, else 1.
+  vf Keep(int64_t j, int c) const {
+    return real == nullptr || real[j] ? Splat(1.0f) : Load(padded + c * W);
+  }
+  // 1 for real queries, 0 for padded ones: a padded query's scores take no gradient.
+  vf RealQueries(int c) const { return Load(real_query + c * W); }
+};
+
+const uint8_t* MaskRow(const AttentionShape& s, int64_t b) {
+  return s.mask == nullptr ? nullptr : s.mask + b * s.tokens;
 }
 
 // out[r][col0 + i] (+)= sum_k a[r * a_row + k * a_depth] * b[k * ldb + col0 + i]
@@ -192,12 +232,11 @@ const float* WholeVectorRows(const float* rows, int64_t tokens, int64_t head_dim
 //
 // QB queries at a time: S^T = K Q^T (tokens x QB, keys down, queries across) comes from rows of
 // K times a small packed Q^T panel, so the softmax over keys is a column-wise pass over whole
-// vectors, and O = P V reads P^T by columns and V rows straight from qkv.
-constexpr int QB = COLS * W;
-
+// vectors, and O = P V reads P^T by columns and V rows straight from qkv. `mask`: the batch
+// row's key-padding mask, or null.
 void ForwardHead(const float* q, const float* k, const float* v, int64_t stride, int64_t tokens,
                  int64_t head_dim, float scale, float* out, int64_t out_stride, float* lse,
-                 const HeadDropout& dropout) {
+                 const HeadDropout& dropout, const uint8_t* mask) {
   Scratch& m = Scratch::ForThread();
   const int64_t dim = RoundUp(head_dim, W);
   float* qt = m.rows.Reserve(dim * QB);  // Q^T panel
@@ -211,6 +250,8 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
     for (int64_t i = 0; i < count; ++i)
       for (int64_t d = 0; d < head_dim; ++d) qt[d * QB + i] = q[(i0 + i) * stride + d] * scale;
     Product(k, stride, 1, tokens, head_dim, qt, QB, QB, st, QB);
+    const BlockMask block_mask(mask, i0, count);
+    block_mask.Scores(st, tokens);
     float inverse[QB];  // 1 / softmax denominators
     for (int c = 0; c < COLS; ++c) {
       vf max = Load(st + c * W);
@@ -220,7 +261,8 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
       }
       vf sum = vf{};
       for (int64_t j = 0; j < tokens; ++j) {
-        const vf p = Exp(Load(st + j * QB + c * W) - max);
+        vf p = Exp(Load(st + j * QB + c * W) - max);
+        if (mask != nullptr) p *= block_mask.Keep(j, c);
         Store(st + j * QB + c * W, p);
         sum += p;
       }
@@ -261,7 +303,8 @@ void AttentionForwardHead(const float* qkv, float* out, float* logsumexp, const 
   ForwardHead(qkv + g.Offset(b, h, 0, 0), qkv + g.Offset(b, h, 0, 1), qkv + g.Offset(b, h, 0, 2),
               g.row_stride, g.shape.tokens, g.shape.head_dim, g.shape.scale,
               out + g.OutOffset(b, h, 0), g.shape.heads * g.shape.head_dim,
-              logsumexp + (b * g.shape.heads + h) * g.shape.tokens, DropoutOf(g.shape, b, h));
+              logsumexp + (b * g.shape.heads + h) * g.shape.tokens, DropoutOf(g.shape, b, h),
+              MaskRow(g.shape, b));
 }
 
 #if defined(__AVX512BF16__)
@@ -428,12 +471,15 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
   float* out_rows = m.out_rows.Reserve(QB * dim);
   float* lse = logsumexp + (b * g.shape.heads + h) * tokens;
   const HeadDropout dropout = DropoutOf(g.shape, b, h);
+  const uint8_t* mask = MaskRow(g.shape, b);
   const vf zero = vf{};
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
     const int64_t count = Min(QB, tokens - i0);
     InterleaveColumns(qkv + g.Offset(b, h, i0, 0), g.row_stride, count, hd, m.queries);
     BfProduct(qkv + g.Offset(b, h, 0, 1), g.row_stride, 2, tokens, hd, m.queries.data(), QB, st,
               QB);
+    const BlockMask block_mask(mask, i0, count);
+    block_mask.Scores(st, tokens);
     float inverse[QB];
     for (int c = 0; c < COLS; ++c) {
       vf max = Load(st + c * W) * g.shape.scale;
@@ -446,6 +492,10 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
       for (int64_t j = 0; j < pairs; j += 2) {
         vf p0 = Exp(Load(st + j * QB + c * W) * g.shape.scale - max);
         vf p1 = j + 1 < tokens ? Exp(Load(st + (j + 1) * QB + c * W) * g.shape.scale - max) : zero;
+        if (mask != nullptr) {
+          p0 *= block_mask.Keep(j, c);
+          if (j + 1 < tokens) p1 *= block_mask.Keep(j + 1, c);
+        }
         sum += p0 + p1;
         if (dropout.active) {
           if (j % 4 == 0) dropout.Factors(i0 + c * W, j / 4, factors);
@@ -483,6 +533,7 @@ void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsu
   const uint16_t* o = out + g.OutOffset(b, h, 0);
   const uint16_t* grad_o = grad_out + g.OutOffset(b, h, 0);
   const HeadDropout dropout = DropoutOf(g.shape, b, h);
+  const uint8_t* mask = MaskRow(g.shape, b);
   InterleaveRows(qkv + g.Offset(b, h, 0, 1), g.row_stride, tokens, hd, dim, pairs, m.keys);
   float* st = m.scores.Reserve(tokens * QB);                            // S^T
   float* dpt = m.grad_probabilities.Reserve(tokens * QB);               // dP^T
@@ -509,6 +560,8 @@ void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsu
               QB);
     BfProduct(qkv + g.Offset(b, h, 0, 2), g.row_stride, 2, tokens, hd, m.grad_out_t.data(), QB, dpt,
               QB);
+    const BlockMask block_mask(mask, i0, count);
+    block_mask.Scores(st, tokens);
     // With dropout factors f: dV takes f P, and dS = P (f dP - delta) * scale.
     for (int c = 0; c < COLS; ++c) {
       const vf column_lse = Load(query_lse + c * W), column_delta = Load(delta + c * W);
@@ -519,9 +572,11 @@ void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsu
         vf ds[2] = {};
         for (int64_t key = j; key < Min(j + 2, tokens); ++key) {
           const int64_t at = key * QB + c * W;
-          const vf p = Exp(Load(st + at) * scale - column_lse) * column_valid;
+          vf p = Exp(Load(st + at) * scale - column_lse) * column_valid;
+          if (mask != nullptr) p *= block_mask.Keep(key, c);
           const vf factor = factors[key % 4];
           ds[key - j] = p * (Load(dpt + at) * factor - column_delta) * scale;
+          if (mask != nullptr) ds[key - j] *= block_mask.RealQueries(c);
           StoreRow(p * factor, probabilities + at);
           StoreRow(ds[key - j], grad_score_rows + at);
         }
@@ -547,7 +602,7 @@ void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsu
 void BackwardHead(const float* q, const float* k, const float* v, int64_t stride, const float* out,
                   const float* grad_out, int64_t out_stride, const float* lse, int64_t tokens,
                   int64_t head_dim, float scale, float* grad_q, float* grad_k, float* grad_v,
-                  int64_t grad_stride, const HeadDropout& dropout) {
+                  int64_t grad_stride, const HeadDropout& dropout, const uint8_t* mask) {
   Scratch& m = Scratch::ForThread();
   const int64_t dim = RoundUp(head_dim, W);
   float* qt = m.rows.Reserve(2 * dim * QB);  // Q^T * scale, dO^T
@@ -581,6 +636,8 @@ void BackwardHead(const float* q, const float* k, const float* v, int64_t stride
     }
     Product(k, stride, 1, tokens, head_dim, qt, QB, QB, pt, QB);    // S^T
     Product(v, stride, 1, tokens, head_dim, dot, QB, QB, dst, QB);  // dP^T
+    const BlockMask block_mask(mask, i0, count);
+    block_mask.Scores(pt, tokens);
     // With dropout factors f: dV takes f P, and dS = P (f dP - delta).
     vf factors[COLS][4];
     for (int c = 0; c < COLS; ++c)
@@ -589,8 +646,10 @@ void BackwardHead(const float* q, const float* k, const float* v, int64_t stride
       for (int c = 0; c < COLS; ++c) {
         if (dropout.active && j % 4 == 0) dropout.Factors(i0 + c * W, j / 4, factors[c]);
         const vf factor = factors[c][j % 4];
-        const vf p = Exp(Load(pt + j * QB + c * W) - Load(query_lse + c * W));
-        const vf ds = p * (Load(dst + j * QB + c * W) * factor - Load(delta + c * W)) * scale;
+        vf p = Exp(Load(pt + j * QB + c * W) - Load(query_lse + c * W));
+        if (mask != nullptr) p *= block_mask.Keep(j, c);
+        vf ds = p * (Load(dst + j * QB + c * W) * factor - Load(delta + c * W)) * scale;
+        if (mask != nullptr) ds *= block_mask.RealQueries(c);
         Store(pt + j * QB + c * W, p * factor);
         Store(dst + j * QB + c * W, ds);
       }
@@ -620,7 +679,8 @@ void AttentionForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, 
   const float* head = HeadAsFloat(qkv, g, b, h, head_buffer);
   float* result = result_buffer.Reserve(tokens * hd);
   ForwardHead(head, head + hd, head + 2 * hd, 3 * hd, tokens, hd, g.shape.scale, result, hd,
-              logsumexp + (b * g.shape.heads + h) * tokens, DropoutOf(g.shape, b, h));
+              logsumexp + (b * g.shape.heads + h) * tokens, DropoutOf(g.shape, b, h),
+              MaskRow(g.shape, b));
   for (int64_t j = 0; j < tokens; ++j)
     for (int64_t d = 0; d < hd; ++d) FromFloat(result[j * hd + d], out + g.OutOffset(b, h, j) + d);
 }
@@ -634,7 +694,7 @@ void AttentionBackwardHead(const float* qkv, const float* out, const float* logs
                logsumexp + (b * g.shape.heads + h) * g.shape.tokens, g.shape.tokens,
                g.shape.head_dim, g.shape.scale, grad_qkv + g.Offset(b, h, 0, 0),
                grad_qkv + g.Offset(b, h, 0, 1), grad_qkv + g.Offset(b, h, 0, 2), g.row_stride,
-               DropoutOf(g.shape, b, h));
+               DropoutOf(g.shape, b, h), MaskRow(g.shape, b));
 }
 
 void AttentionBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsumexp,
@@ -658,7 +718,7 @@ void AttentionBackwardHead(const uint16_t* qkv, const uint16_t* out, const float
   }
   BackwardHead(head, head + hd, head + 2 * hd, 3 * hd, rows, rows + hd, 2 * hd,
                logsumexp + (b * g.shape.heads + h) * tokens, tokens, hd, g.shape.scale, grads,
-               grads + hd, grads + 2 * hd, 3 * hd, DropoutOf(g.shape, b, h));
+               grads + hd, grads + 2 * hd, 3 * hd, DropoutOf(g.shape, b, h), MaskRow(g.shape, b));
   for (int64_t j = 0; j < tokens; ++j)
     for (int part = 0; part < 3; ++part)
       for (int64_t d = 0; d < hd; ++d)

@@ -7,7 +7,8 @@
 //       prints the instruction set the dispatcher picked, and on a second line why
 //       CCT_FAST_KERNEL_ISA was not followed, if it was not
 //   cct_cpu_kernels attention DTYPE BATCH TOKENS HEADS HEAD_DIM SCALE KEEP SEED0 SEED1 FOLDER
-//       qkv, grad_out -> out, logsumexp, grad_qkv
+//       qkv, grad_out, and mask if the folder holds one (batch x tokens bytes, nonzero where the
+//       token is real) -> out, logsumexp, grad_qkv
 //   cct_cpu_kernels pool BATCH TOKENS DIM FOLDER
 //       tokens, kernel, bias, grad_out -> out, weights, grad_tokens, grad_kernel, grad_bias
 //   cct_cpu_kernels layer_norm DTYPE ROWS WIDTH EPSILON RESIDUAL FOLDER
@@ -61,6 +62,12 @@ struct Folder {
     return values;
   }
 
+  bool Has(const char* name) const {
+    FILE* in = fopen((path + "/" + name).c_str(), "rb");
+    if (in != nullptr) fclose(in);
+    return in != nullptr;
+  }
+
   template <typename T>
   void Write(const char* name, const std::vector<T>& values) const {
     const std::string file = path + "/" + name;
@@ -100,6 +107,9 @@ void Attention(char** args) {
   const int64_t rows = shape.batch * shape.tokens, width = shape.heads * shape.head_dim;
   const std::vector<T> qkv = folder.Read<T>("qkv", rows * 3 * width);
   const std::vector<T> grad_out = folder.Read<T>("grad_out", rows * width);
+  const std::vector<uint8_t> mask =
+      folder.Has("mask") ? folder.Read<uint8_t>("mask", rows) : std::vector<uint8_t>();
+  if (!mask.empty()) shape.mask = mask.data();
   std::vector<T> out(rows * width), grad_qkv(rows * 3 * width);
   std::vector<float> logsumexp(rows * shape.heads);
   cct_kernels::AttentionForward(qkv.data(), out.data(), logsumexp.data(), shape, kSerial);

@@ -29,9 +29,16 @@ absl::Status SeedShape(InferenceContext* c, int index) {
   return c->WithValue(c->Dim(seed, 0), 2, &words);
 }
 
+// mask: (batch, tokens) boolean, or (0,): none.
+absl::Status MaskShape(InferenceContext* c, int index) {
+  ShapeHandle mask;
+  return c->WithRankAtMost(c->input(index), 2, &mask);
+}
+
 REGISTER_OP("CctAttention")
     .Input("qkv: T")
     .Input("seed: int32")
+    .Input("mask: bool")
     .Output("output: T")
     .Output("logsumexp: float")
     .Attr("T: {float, bfloat16}")
@@ -43,6 +50,7 @@ REGISTER_OP("CctAttention")
       DimensionHandle width;
       TF_RETURN_IF_ERROR(AttentionInputShape(c, &qkv, &width));
       TF_RETURN_IF_ERROR(SeedShape(c, 1));
+      TF_RETURN_IF_ERROR(MaskShape(c, 2));
       int num_heads;
       TF_RETURN_IF_ERROR(c->GetAttr("num_heads", &num_heads));
       c->set_output(0, c->MakeShape({c->Dim(qkv, 0), c->Dim(qkv, 1), width}));
@@ -53,6 +61,9 @@ REGISTER_OP("CctAttention")
 softmax(scale * q k^T) v for every head, without materialising the score matrix.
 qkv: (batch, tokens, 3 * num_heads * head_dim), laid out as (3, num_heads, head_dim).
 seed: (2,) int32, the key of the dropout's Philox draws (ignored at dropout_rate 0).
+mask: (batch, tokens), true where the token is real, or (0,) for none. A score that involves a
+  padded token counts as the most negative value: real queries ignore padded keys, and a padded
+  query attends uniformly to every token.
 dropout_rate: drop each probability with this chance and scale the rest by 1 / (1 - rate).
 output: (batch, tokens, num_heads * head_dim), heads merged.
 logsumexp: (batch, num_heads, tokens) of the scaled scores, for the gradient.
@@ -64,6 +75,7 @@ REGISTER_OP("CctAttentionGrad")
     .Input("logsumexp: float")
     .Input("grad_output: T")
     .Input("seed: int32")
+    .Input("mask: bool")
     .Output("grad_qkv: T")
     .Attr("T: {float, bfloat16}")
     .Attr("num_heads: int >= 1")
@@ -74,6 +86,7 @@ REGISTER_OP("CctAttentionGrad")
       DimensionHandle width;
       TF_RETURN_IF_ERROR(AttentionInputShape(c, &qkv, &width));
       TF_RETURN_IF_ERROR(SeedShape(c, 4));
+      TF_RETURN_IF_ERROR(MaskShape(c, 5));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &out));
       TF_RETURN_IF_ERROR(c->Merge(c->input(1), c->input(3), &out));
       c->set_output(0, qkv);

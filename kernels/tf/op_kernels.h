@@ -45,6 +45,18 @@ inline absl::Status DropoutSeed(const Tensor& seed, float rate,
   return absl::OkStatus();
 }
 
+// mask (batch, tokens) or (0,), into shape (null for none).
+inline absl::Status AttentionMask(const Tensor& mask, cct_kernels::AttentionShape* shape) {
+  if (mask.shape() == TensorShape({0})) return absl::OkStatus();
+  if (mask.shape() != TensorShape({shape->batch, shape->tokens})) {
+    return errors::InvalidArgument("mask must be (batch, tokens) = (", shape->batch, ", ",
+                                   shape->tokens, "), or (0,) for none, got ",
+                                   mask.shape().DebugString());
+  }
+  shape->mask = reinterpret_cast<const uint8_t*>(mask.flat<bool>().data());
+  return absl::OkStatus();
+}
+
 // output and grad_output (batch, tokens, width) and logsumexp (batch, heads, tokens).
 inline absl::Status AttentionGradInputs(const Tensor& out, const Tensor& lse,
                                         const Tensor& grad_out,
@@ -96,8 +108,8 @@ inline absl::Status PoolGradInputs(const Tensor& weights, const Tensor& grad_out
 
 }  // namespace cct_checks
 
-// Base of the attention kernels: reads num_heads, scale and dropout_rate, and checks qkv and
-// the seed (and, for the gradient, output, logsumexp and grad_output).
+// Base of the attention kernels: reads num_heads, scale and dropout_rate, and checks qkv, the
+// seed and the mask (and, for the gradient, output, logsumexp and grad_output).
 class AttentionKernel : public OpKernel {
  public:
   explicit AttentionKernel(OpKernelConstruction* context) : OpKernel(context) {
@@ -111,9 +123,10 @@ class AttentionKernel : public OpKernel {
  protected:
   absl::Status CheckInputs(OpKernelContext* context, cct_kernels::AttentionShape* shape) const {
     TF_RETURN_IF_ERROR(cct_checks::AttentionInput(context->input(0), num_heads_, scale_, shape));
-    const bool gradient = context->num_inputs() == 5;
+    const bool gradient = context->num_inputs() == 6;
     TF_RETURN_IF_ERROR(
         cct_checks::DropoutSeed(context->input(gradient ? 4 : 1), dropout_rate_, shape));
+    TF_RETURN_IF_ERROR(cct_checks::AttentionMask(context->input(gradient ? 5 : 2), shape));
     if (!gradient) return absl::OkStatus();
     return cct_checks::AttentionGradInputs(context->input(1), context->input(2), context->input(3),
                                            *shape);

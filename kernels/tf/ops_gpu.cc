@@ -16,6 +16,15 @@ void* Stream(OpKernelContext* context) {
   return context->op_device_context()->stream()->platform_specific_handle().stream;
 }
 
+// The CUDA attention has no key-padding mask yet; cct_fast.compute.dispatch sends masked calls
+// on a GPU to the fused path.
+absl::Status Unmasked(const cct_kernels::AttentionShape& s) {
+  if (s.mask == nullptr) return absl::OkStatus();
+  return errors::Unimplemented(
+      "the CUDA attention kernel has no key-padding mask: run a masked attention on the CPU or "
+      "the fused path");
+}
+
 absl::Status Launched(int code) {
   if (code == 0) return absl::OkStatus();
   if (code == CCT_CUDA_UNSUPPORTED) return errors::InvalidArgument(cct_cuda_error_string(code));
@@ -28,6 +37,7 @@ template <>
 struct AttentionFunctor<GPUDevice, float> {
   static absl::Status Forward(OpKernelContext* context, const Tensor& qkv, Tensor* out,
                               Tensor* logsumexp, const cct_kernels::AttentionShape& s) {
+    TF_RETURN_IF_ERROR(Unmasked(s));
     return Launched(cct_cuda_attention_forward(qkv.flat<float>().data(), out->flat<float>().data(),
                                                logsumexp->flat<float>().data(), s.batch, s.tokens,
                                                s.heads, s.head_dim, s.scale, s.keep, s.seed0,
@@ -36,6 +46,7 @@ struct AttentionFunctor<GPUDevice, float> {
   static absl::Status Backward(OpKernelContext* context, const Tensor& qkv, const Tensor& out,
                                const Tensor& logsumexp, const Tensor& grad_out, Tensor* grad_qkv,
                                const cct_kernels::AttentionShape& s) {
+    TF_RETURN_IF_ERROR(Unmasked(s));
     Tensor delta;
     TF_RETURN_IF_ERROR(context->allocate_temp(DT_FLOAT, logsumexp.shape(), &delta));
     return Launched(cct_cuda_attention_backward(
