@@ -170,6 +170,9 @@ def test_masked_attention(time_rows, smoke, backward, precision):
 
 
 TRAIN_NAME, TRAIN_BATCH = "cct_7_3x1_32", 64
+# The smoke run's training model: each row still runs once, with compiles of seconds, not the
+# 86 s that CCT-7's seven compiled train steps took in CI.
+SMOKE_TRAIN_NAME = "cct_2_3x2_32"
 
 
 def test_train_step(time_rows, smoke):
@@ -177,9 +180,10 @@ def test_train_step(time_rows, smoke):
     depth 0.1): reference, fused, both under XLA, the custom ops, fused and custom in
     mixed_bfloat16, and the official PyTorch model, eager and under torch.compile, in float32
     and bfloat16 autocast."""
-    config = cct_fast.create_model(TRAIN_NAME).config
+    name = SMOKE_TRAIN_NAME if smoke else TRAIN_NAME
+    config = cct_fast.create_model(name).config
     images, labels = random_batch(config, _batch(smoke, TRAIN_BATCH))
-    steps = train_step_functions(TRAIN_NAME, TRAIN_BATCH, with_custom=True)
+    steps = train_step_functions(name, TRAIN_BATCH, with_custom=True)
     x, y = tf.constant(images), tf.constant(labels)
     rows = {row: (lambda f=step: f(x, y)) for row, step in steps.items()}
 
@@ -203,7 +207,7 @@ def test_train_step(time_rows, smoke):
         missing[CUSTOM_ROW] = str(custom_ops.unavailable_reason())
     # A training step costs about three forward passes.
     time_rows(
-        f"train step {TRAIN_NAME} batch {TRAIN_BATCH} fp32",
+        f"train step {name} batch {TRAIN_BATCH} fp32",
         rows,
         len(images),
         6 * macs_per_image(config),
@@ -218,10 +222,11 @@ def test_training_with_input_pipeline(time_rows, smoke, tmp_path):
     """The input pipeline must keep up with training: both rows run ``model.fit`` over
     ``EPOCH_STEPS`` batches of 128 with the CIFAR-10 recipe."""
     batch = _batch(smoke, 128)
-    rows = training_epoch_functions(TRAIN_NAME, batch, EPOCH_STEPS, tmp_path)
-    config = cct_fast.create_model(TRAIN_NAME).config
+    name = SMOKE_TRAIN_NAME if smoke else TRAIN_NAME
+    rows = training_epoch_functions(name, batch, EPOCH_STEPS, tmp_path)
+    config = cct_fast.create_model(name).config
     time_rows(
-        f"training {TRAIN_NAME} batch {batch} fp32, CIFAR-10 recipe",
+        f"training {name} batch {batch} fp32, CIFAR-10 recipe",
         rows,
         batch * EPOCH_STEPS,
         6 * macs_per_image(config),
