@@ -123,26 +123,12 @@ def test_attention(time_rows, smoke, backward, precision):
     """The attention of one CCT-7/3x1 layer alone: the fused path against the custom op that
     replaces it."""
     shape = dict(ATTENTION_SHAPE, batch=_batch(smoke, ATTENTION_SHAPE["batch"]))
-    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
-    functions = attention_functions(dtype=dtype, **shape)
-    width = shape["heads"] * shape["head_dim"]
-    qkv = tf.cast(
-        tf.random.stateless_normal((shape["batch"], shape["tokens"], 3 * width), (0, 0)), dtype
-    )
-    suffix = ", forward + backward" if backward else ""
-    rows = {
-        row: (lambda f=functions[row + suffix]: f(qkv))
-        for row in ("fused path", "custom op")
-        if custom_ops.ops() is not None or row == "fused path"
-    }
-    missing = {} if "custom op" in rows else {"custom op": str(custom_ops.unavailable_reason())}
-    # Forward: q k^T and p v, 2 * tokens^2 * width multiply-adds each; backward: 4 more.
-    flops = (12 if backward else 4) * shape["tokens"] ** 2 * width
     group = (
         f"attention of one layer, {shape['batch']}x{shape['tokens']} tokens, "
-        f"{shape['heads']} heads of {shape['head_dim']}, {precision}{suffix}"
+        f"{shape['heads']} heads of {shape['head_dim']}, {precision}"
+        f"{', forward + backward' if backward else ''}"
     )
-    time_rows(group, rows, shape["batch"], flops, missing)
+    _time_attention(time_rows, group, precision, backward, **shape)
 
 
 @pytest.mark.parametrize("precision", list(PRECISIONS))
@@ -154,6 +140,14 @@ def test_masked_attention(time_rows, smoke, backward, precision):
     batch, tokens = _batch(smoke, 256), config.sequence_length
     heads, head_dim = config.num_heads, config.embedding_dim // config.num_heads
     mask = tf.constant(padding_mask(batch, tokens, np.random.default_rng(0)))
+    group = masked_attention_group(batch, tokens, heads, head_dim, precision, backward)
+    _time_attention(time_rows, group, precision, backward, batch, tokens, heads, head_dim, mask)
+
+
+def _time_attention(
+    time_rows, group, precision, backward, batch, tokens, heads, head_dim, mask=None
+):
+    """Time one layer's attention, the fused path against the custom op, on random qkv."""
     dtype = tf.bfloat16 if precision == "bf16" else tf.float32
     functions = attention_functions(batch, tokens, heads, head_dim, dtype, mask=mask)
     qkv = tf.cast(tf.random.stateless_normal((batch, tokens, 3 * heads * head_dim), (0, 0)), dtype)
@@ -164,8 +158,8 @@ def test_masked_attention(time_rows, smoke, backward, precision):
         if custom_ops.ops() is not None or row == "fused path"
     }
     missing = {} if "custom op" in rows else {"custom op": str(custom_ops.unavailable_reason())}
+    # Forward: q k^T and p v, 2 * tokens^2 * width multiply-adds each; backward: 4 more.
     flops = (12 if backward else 4) * tokens**2 * heads * head_dim
-    group = masked_attention_group(batch, tokens, heads, head_dim, precision, backward)
     time_rows(group, rows, batch, flops, missing)
 
 

@@ -290,14 +290,19 @@ def test_custom_models_match_the_reference(name, rng):
     reference_model = cct_fast.create_model(name, implementation="reference")
     custom = rebuild(reference_model, implementation="custom")
     images = rng.standard_normal((3, 32, 32, 3)).astype("float32")
+    assert_same_logits_and_gradients(custom, reference_model, images)
+
+
+def assert_same_logits_and_gradients(model, reference_model, inputs):
+    """``model`` computes ``reference_model``'s logits and weight gradients (1e-5)."""
 
     def logits_and_gradients(model):
         with tf.GradientTape() as tape:
-            logits = model(images, training=False)
+            logits = model(inputs, training=False)
             loss = tf.reduce_sum(logits**2)
         return logits, tape.gradient(loss, model.trainable_variables)
 
-    logits, grads = logits_and_gradients(custom)
+    logits, grads = logits_and_gradients(model)
     expected, expected_grads = logits_and_gradients(reference_model)
     assert relative_error(logits, expected) <= 1e-5
     flat = tf.concat([tf.reshape(g, [-1]) for g in grads], 0)
@@ -313,19 +318,7 @@ def test_a_custom_text_model_runs_the_masked_op_and_matches_the_reference(rng):
     lengths = rng.integers(1, 25, 4)
     mask = np.arange(24)[None, :] < lengths[:, None]
     ids = np.where(mask, rng.integers(2, 50, (4, 24)), 1).astype("int32")
-
-    def logits_and_gradients(model):
-        with tf.GradientTape() as tape:
-            logits = model((ids, mask), training=False)
-            loss = tf.reduce_sum(logits**2)
-        return logits, tape.gradient(loss, model.trainable_variables)
-
-    logits, grads = logits_and_gradients(custom)
-    expected, expected_grads = logits_and_gradients(reference_model)
-    assert relative_error(logits, expected) <= 1e-5
-    flat = tf.concat([tf.reshape(g, [-1]) for g in grads], 0)
-    expected_flat = tf.concat([tf.reshape(g, [-1]) for g in expected_grads], 0)
-    assert relative_error(flat, expected_flat) <= 1e-5
+    assert_same_logits_and_gradients(custom, reference_model, (ids, mask))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback message: the masked call runs the op
         specs = (tf.TensorSpec((4, 24), tf.int32), tf.TensorSpec((4, 24), tf.bool))
