@@ -12,7 +12,6 @@ import numpy as np
 from cct_fast.base.optional import require
 from cct_fast.export import text_graph
 from cct_fast.export.examples import TEXT_INPUTS
-from cct_fast.export.text_graph import TEXTS_INPUT
 
 # A text export's metadata entry holding its vocabulary size, the ids the graph can look up.
 VOCAB_SIZE_KEY = "cct_fast.vocab_size"
@@ -34,7 +33,7 @@ class OnnxPredictor:
         specs = session.get_inputs()
         names = tuple(spec.name for spec in specs)
         self.text = names == TEXT_INPUTS
-        self.raw_text = names == (TEXTS_INPUT,)
+        self.raw_text = names == (text_graph.TEXTS_INPUT,)
         spec = specs[0]
         self.input_name, self.input_shape = spec.name, tuple(spec.shape)
         vocab_size = session.get_modelmeta().custom_metadata_map.get(VOCAB_SIZE_KEY)
@@ -94,7 +93,7 @@ class OnnxPredictor:
             raise TypeError(
                 f"A raw-text export takes a sequence of strings; got {reprlib.repr(texts)}."
             )
-        return {TEXTS_INPUT: np.array(list(texts), dtype=object)}
+        return {text_graph.TEXTS_INPUT: np.array(list(texts), dtype=object)}
 
     def _predict_text(self, inputs):
         seq_len = self.input_shape[1]

@@ -98,10 +98,14 @@ def _extensions_package():
 
 def session(proto):
     """An ONNX Runtime CPU session of ``proto`` with onnxruntime-extensions' operators."""
+    return _session(proto, library_path())
+
+
+def _session(proto, library):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.register_custom_ops_library(library_path())
+    options.register_custom_ops_library(library)
     return ort.InferenceSession(
         proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
@@ -157,7 +161,6 @@ SPACED = "a , b"
 
 def _regex_check(path):
     """What the library at ``path`` makes of spacing the punctuation of ``"a,b"``."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     build = _Builder()
@@ -174,11 +177,7 @@ def _regex_check(path):
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
     )
-    options = ort.SessionOptions()
-    options.register_custom_ops_library(path)
-    check = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    check = _session(model, path)
     return check.run(None, {TEXTS_INPUT: np.array(["a,b"], dtype=object)})[0][0]
 
 
@@ -191,10 +190,9 @@ def with_tokenizer(proto, encoder):
     graph = proto.graph
     model_inputs = {value.name: value for value in graph.input}
     batch = model_inputs[TEXT_INPUTS[0]].type.tensor_type.shape.dim[0]
+    batch_size = batch.dim_value if batch.HasField("dim_value") else None
     opset = next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
-    tokenizer = tokenizer_model(
-        encoder, batch.dim_value if batch.HasField("dim_value") else None, opset
-    )
+    tokenizer = tokenizer_model(encoder, batch_size, opset)
     (logits,) = graph.output
     nodes = [
         *tokenizer.graph.node,
@@ -203,8 +201,7 @@ def with_tokenizer(proto, encoder):
         helper.make_node("Softmax", [logits.name], [OUTPUTS[1]], axis=-1),
     ]
     classes = logits.type.tensor_type.shape.dim[1]
-    shape = [tokenizer.graph.input[0].type.tensor_type.shape.dim[0].dim_value or None]
-    shape.append(classes.dim_value if classes.HasField("dim_value") else None)
+    shape = [batch_size, classes.dim_value if classes.HasField("dim_value") else None]
     composed = helper.make_graph(
         nodes,
         graph.name,
@@ -220,7 +217,7 @@ def with_tokenizer(proto, encoder):
     for entry in [*proto.opset_import, *tokenizer.opset_import]:
         domain = entry.domain or ""
         versions[domain] = max(versions.get(domain, 0), entry.version)
-    model = helper.make_model(
+    return helper.make_model(
         composed,
         opset_imports=[
             helper.make_opsetid(domain, version) for domain, version in versions.items()
@@ -228,7 +225,6 @@ def with_tokenizer(proto, encoder):
         ir_version=proto.ir_version,
         producer_name=proto.producer_name,
     )
-    return model
 
 
 def check_texts(encoder, count, rng):
@@ -336,24 +332,30 @@ def tokenizer_model(encoder, batch_size=None, opset=17):
 def _whole_words_unknown(build, ids, word_splits):
     """Each word with an ``[UNK]`` piece as one ``[UNK]``: ``(ids kept, pieces kept per
     word)``. Every word has at least one piece, so ``word_splits`` rises strictly."""
+    from onnx import TensorProto
+
     word_starts = build.slice(word_splits, 0, -1)
+    word_ends = build.slice(word_splits, 1, None)
+    later_starts = build.slice(word_starts, 1, None)  # every word's start but the first's
     piece_count = build.node("Shape", [ids])
     # The word of each piece: a 1 at each word's first piece but the first, summed.
     starts_marked = build.node(
         "ScatterElements",
         [
             build.node("ConstantOfShape", [piece_count], value=_int64_tensor(0)),
-            build.slice(word_starts, 1, None),
+            later_starts,
             build.node(
                 "ConstantOfShape",
-                [build.node("Shape", [build.slice(word_starts, 1, None)])],
+                [build.node("Shape", [later_starts])],
                 value=_int64_tensor(1),
             ),
         ],
     )
     word_of_piece = build.node("CumSum", [starts_marked, build.constant(np.int64(0))])
     unknown = build.node(
-        "Cast", [build.node("Equal", [ids, build.constant(np.int64(UNKNOWN_ID))])], to=7
+        "Cast",
+        [build.node("Equal", [ids, build.constant(np.int64(UNKNOWN_ID))])],
+        to=TensorProto.INT64,
     )
     unknown_before = build.node(
         "Concat",
@@ -369,7 +371,7 @@ def _whole_words_unknown(build, ids, word_splits):
             build.node(
                 "Sub",
                 [
-                    build.node("Gather", [unknown_before, build.slice(word_splits, 1, None)]),
+                    build.node("Gather", [unknown_before, word_ends]),
                     build.node("Gather", [unknown_before, word_starts]),
                 ],
             ),
@@ -394,7 +396,7 @@ def _whole_words_unknown(build, ids, word_splits):
         [build.node("Where", [in_unknown_word, build.constant(np.int64(UNKNOWN_ID)), ids]), keep],
         axis=0,
     )
-    pieces_per_word = build.node("Sub", [build.slice(word_splits, 1, None), word_starts])
+    pieces_per_word = build.node("Sub", [word_ends, word_starts])
     word_kept = build.node("Where", [word_unknown, build.constant(np.int64(1)), pieces_per_word])
     return ids, word_kept
 

@@ -113,14 +113,11 @@ HeadDropout DropoutOf(const AttentionShape& s, int64_t b, int64_t h) {
 // -inf; Keep then zeroes what exp(-inf) leaves (Exp clamps its argument at -87).
 struct BlockMask {
   const uint8_t* real = nullptr;      // the batch row's tokens, nonzero where real; null: no mask
-  alignas(64) float padded[QB] = {};  // 1 where the block's query is padded
-  alignas(64) float real_query[QB] = {};  // 1 where it is real (or past the block)
+  alignas(64) float padded[QB] = {};  // 1 where the block's query is padded (0 past the block)
 
   BlockMask(const uint8_t* row, int64_t i0, int64_t count) : real(row) {
-    for (int64_t i = 0; i < QB; ++i) {
-      padded[i] = row != nullptr && i < count && row[i0 + i] == 0 ? 1.0f : 0.0f;
-      real_query[i] = 1.0f - padded[i];
-    }
+    if (row == nullptr) return;
+    for (int64_t i = 0; i < count; ++i) padded[i] = row[i0 + i] == 0 ? 1.0f : 0.0f;
   }
   // Scores (keys down, QB queries across, row stride QB) masked in place.
   void Scores(float* st, int64_t tokens) const {
@@ -133,13 +130,11 @@ struct BlockMask {
       }
     }
   }
-  // The factor of the probabilities of key j for queries c * W ..: 0 for a real query and a
-  // padded key, else 1.
-  vf Keep(int64_t j, int c) const {
-    return real == nullptr || real[j] ? Splat(1.0f) : Load(padded + c * W);
-  }
-  // 1 for real queries, 0 for padded ones: a padded query's scores take no gradient.
-  vf RealQueries(int c) const { return Load(real_query + c * W); }
+  // With a mask: the factor of the probabilities of key j for queries c * W ..: 0 for a real
+  // query and a padded key, else 1.
+  vf Keep(int64_t j, int c) const { return real[j] ? Splat(1.0f) : Load(padded + c * W); }
+  // With a mask: 1 for real queries, 0 for padded ones, whose scores take no gradient.
+  vf RealQueries(int c) const { return Splat(1.0f) - Load(padded + c * W); }
 };
 
 const uint8_t* MaskRow(const AttentionShape& s, int64_t b) {
