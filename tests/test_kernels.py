@@ -280,8 +280,11 @@ def test_bad_input_gets_the_ops_own_message(call, shape, message, graph):
 def test_wrong_dtype_is_refused():
     with pytest.raises(
         tf.errors.InvalidArgumentError,
-        match="attr 'T' of half is not in the list of allowed values: float, bfloat16",
+        match="attr 'T' of double is not in the list of allowed values: float, bfloat16, half",
     ):
+        custom_ops.attention(tf.zeros((1, 4, 12), tf.float64), 2, 1.0)
+    # float16 has GPU kernels only: on the CPU, TensorFlow names the kernels there are.
+    with tf.device("/CPU:0"), pytest.raises(tf.errors.NotFoundError, match="T in \\[DT_HALF\\]"):
         custom_ops.attention(tf.zeros((1, 4, 12), tf.float16), 2, 1.0)
 
 
@@ -326,13 +329,20 @@ def test_a_custom_text_model_runs_the_masked_op_and_matches_the_reference(rng):
     assert "CctAttention" in types
 
 
-def test_a_masked_attention_on_a_gpu_takes_the_fused_path_and_says_why(monkeypatch):
-    monkeypatch.setattr(dispatch, "_device_type", lambda: "GPU")
+def test_each_device_runs_the_dtypes_it_has_kernels_for_and_says_why_not(monkeypatch):
     monkeypatch.setattr(custom_ops, "has_cuda_kernels", lambda: True)
     dispatch._explain_once.cache_clear()
-    assert dispatch.runs_custom("custom", "float32", masked=False)
-    with pytest.warns(RuntimeWarning, match="the CUDA attention kernel has no mask"):
-        assert not dispatch.runs_custom("custom", "float32", masked=True)
+    monkeypatch.setattr(dispatch, "_device_type", lambda: "GPU")
+    assert [dispatch.runs_custom("custom", d) for d in ("float32", "bfloat16", "float16")] == [
+        True,
+        True,
+        True,
+    ]
+    monkeypatch.setattr(dispatch, "_device_type", lambda: "CPU")
+    assert dispatch.runs_custom("custom", "bfloat16")
+    message = "the CPU kernels take float32 or bfloat16, not float16"
+    with pytest.warns(RuntimeWarning, match=message):
+        assert not dispatch.runs_custom("custom", "float16")
     dispatch._explain_once.cache_clear()
 
 

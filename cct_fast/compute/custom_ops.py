@@ -132,7 +132,10 @@ def attention(qkv, num_heads, scale, dropout_rate=0.0, seed=None, mask=None):
 
     ``mask`` (batch, tokens), boolean, true on real tokens: every score that involves a padded
     token counts as the most negative value, as :func:`cct_fast.compute.reference.masked_scores`
-    has it (CPU only: the CUDA kernel refuses a mask).
+    has it, on the CPU and the GPU.
+
+    ``qkv`` float32 or bfloat16 on the CPU; float32 (exact, CUDA cores), bfloat16 or float16
+    (tensor cores, sm_80 and newer) on the GPU.
 
     With ``dropout_rate`` > 0 each probability is dropped with that chance and the rest
     scaled by 1 / (1 - rate), from the Philox key ``seed`` (two int32 words): the same seed
@@ -158,8 +161,8 @@ def sequence_pool(tokens, kernel, bias):
 
 def layer_norm(x, gamma, beta, epsilon, residual=None):
     """LayerNorm over the last axis of ``x + residual`` (or of ``x``), statistics in float32,
-    returned in ``x``'s dtype (float32 or bfloat16); ``gamma`` and ``beta`` are float32. One
-    pass over each row forward and backward (CPU only)."""
+    returned in ``x``'s dtype (float32 or bfloat16; float16 too on the GPU); ``gamma`` and
+    ``beta`` are float32. One pass over each row forward and backward."""
     residuals = [] if residual is None else [residual]
     y, _, _ = ops().cct_layer_norm(x, residuals, gamma, beta, epsilon=epsilon)
     return y

@@ -3,7 +3,7 @@
 A layer built with ``implementation=`` asks :func:`path` once per call and runs the steps of
 the :class:`Path` it gets: the Keras layers themselves (``"reference"``), the fused functions
 of :mod:`cct_fast.compute.fused` on the layers' variables (``"fused"``), or those with
-attention, sequence pooling and, on the CPU, LayerNorm in the custom ops of
+attention, sequence pooling and LayerNorm in the custom ops of
 :mod:`cct_fast.compute.custom_ops` (``"custom"`` where they can run; ``"auto"`` where they
 were measured faster). All hold the
 same weights.
@@ -13,8 +13,7 @@ same weights.
 - the library is not built or does not load;
 - the model runs on a GPU and the library has no CUDA kernels;
 - the call is compiled by XLA (``jit_compile=True``): XLA cannot compile custom ops;
-- the inputs have a dtype without a kernel (:data:`KERNEL_DTYPES`);
-- the attention is masked (the text models) on a GPU: the CUDA kernel has no mask.
+- the inputs have a dtype without a kernel on this device (:data:`KERNEL_DTYPES`).
 """
 
 from __future__ import annotations
@@ -38,7 +37,8 @@ from cct_fast.errors import ConfigError
 # text models' masked bfloat16 training step took the same key and ran 1.10x the fused path
 # (README, "Custom ops"): not slower, so the key stands for them too.
 AUTO_PREFERS_CUSTOM = frozenset({("avx512_bf16", "bfloat16", "training")})
-KERNEL_DTYPES = {"CPU": ("float32", "bfloat16"), "GPU": ("float32",)}
+# The GPU's bfloat16 and float16 attention runs on tensor cores (sm_80 and newer).
+KERNEL_DTYPES = {"CPU": ("float32", "bfloat16"), "GPU": ("float32", "bfloat16", "float16")}
 
 
 def check_implementation(implementation):
@@ -104,9 +104,6 @@ FUSED = Path(
     fused.attention,
     lambda layer, tokens: fused.sequence_pool(tokens, layer.kernel, layer.bias),
 )
-CUSTOM = dataclasses.replace(
-    FUSED, name="custom", attention=_custom_attention, sequence_pool=_custom_sequence_pool
-)
 
 
 def _custom_layer_norm(norm, x, residual=None):
@@ -114,24 +111,28 @@ def _custom_layer_norm(norm, x, residual=None):
     return custom_ops.layer_norm(x, gamma, beta, norm.epsilon, residual=residual)
 
 
-# On the CPU the custom path also runs LayerNorm, and residual + LayerNorm, as one op: forward
-# and backward one pass over each row, 2.3-3.4x faster than the fused path's XLA cluster or
-# plain graph ops, which are level with each other once the backward counts (profile block of
-# benchmarks/RESULTS.md: 6.2-7.0 ms against 15.7-21.2 ms for one CCT-7 layer at batch 64).
-CUSTOM_CPU = dataclasses.replace(
-    CUSTOM, layer_norm=_custom_layer_norm, residual_layer_norm=_custom_layer_norm
+# The custom path also runs LayerNorm, and residual + LayerNorm, as one op: forward and
+# backward one pass over each row. On the CPU that is 2.3-3.4x faster than the fused path's XLA
+# cluster or plain graph ops, which are level with each other once the backward counts (profile
+# block of benchmarks/RESULTS.md: 6.2-7.0 ms against 15.7-21.2 ms for one CCT-7 layer at batch
+# 64).
+CUSTOM = dataclasses.replace(
+    FUSED,
+    name="custom",
+    layer_norm=_custom_layer_norm,
+    residual_layer_norm=_custom_layer_norm,
+    attention=_custom_attention,
+    sequence_pool=_custom_sequence_pool,
 )
 
 
-def path(implementation, dtype="float32", masked=False, training=False) -> Path:
+def path(implementation, dtype="float32", training=False) -> Path:
     """The steps a layer built with ``implementation`` runs in this call, on inputs of
-    ``dtype``, with or without an attention mask, in a training step or not."""
+    ``dtype``, in a training step or not."""
     if implementation == "reference":
         return REFERENCE
-    if implementation in ("custom", "auto") and runs_custom(
-        implementation, dtype, masked, training
-    ):
-        return CUSTOM_CPU if _device_type() == "CPU" else CUSTOM
+    if implementation in ("custom", "auto") and runs_custom(implementation, dtype, training):
+        return CUSTOM
     return FUSED
 
 
@@ -147,7 +148,7 @@ def auto_prefers_custom(dtype, training):
     return case in AUTO_PREFERS_CUSTOM
 
 
-def runs_custom(implementation, dtype="float32", masked=False, training=False):
+def runs_custom(implementation, dtype="float32", training=False):
     """Whether ``implementation`` runs the custom ops in this call; ``"custom"`` says once
     why not where it cannot."""
     if implementation == "auto" and not auto_prefers_custom(dtype, training):
@@ -164,8 +165,6 @@ def runs_custom(implementation, dtype="float32", masked=False, training=False):
         reason = f"the {device} kernels take {' or '.join(dtypes)}, not {dtype}"
     elif in_xla_context():
         reason = "XLA (jit_compile=True) cannot compile custom ops"
-    elif masked and device == "GPU":
-        reason = "the CUDA attention kernel has no mask (the text models mask their padding)"
     if reason is not None and implementation == "custom":
         _explain_once(reason)
     return reason is None

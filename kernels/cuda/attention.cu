@@ -1,48 +1,24 @@
 // Fused attention on CUDA, float32, FlashAttention-style: each block streams K and V tiles of
 // one (batch, head) through shared memory and keeps an online softmax per query, so the score
 // matrix never reaches global memory. One thread owns one query row (forward, dQ) or one key row
-// (dK, dV); the backward recomputes probabilities from the saved log-sum-exp. Dropout (keep < 1)
+// (dK, dV); the backward recomputes probabilities from the saved log-sum-exp. A key-padding mask
+// applies as attention_common.cuh says. Dropout (keep < 1)
 // scales each probability by 0 or 1 / keep from the counter-based Philox of
 // kernels/common/philox.h: the forward and both backward kernels regenerate the same factors,
 // and the CPU kernels draw the same mask.
 #include <cuda_runtime.h>
 
-#include "../common/philox.h"
+#include "attention_common.cuh"
 #include "launchers.h"
 
 namespace {
 
+using cct_cuda::Dropout;
+using cct_cuda::Geometry;
+using cct_cuda::KeyMask;
+
 constexpr int kBlock = 64;  // query (or key) rows per block, one per thread
 constexpr int kTile = 32;   // key (or query) rows per shared-memory tile
-
-struct Geometry {
-  int64_t tokens, heads, row_stride;  // row_stride: elements between tokens of qkv
-  __device__ int64_t Qkv(int64_t b, int64_t h, int64_t token, int part, int head_dim) const {
-    return (b * tokens + token) * row_stride + (part * heads + h) * head_dim;
-  }
-  __device__ int64_t Out(int64_t b, int64_t h, int64_t token, int head_dim) const {
-    return ((b * tokens + token) * heads + h) * head_dim;
-  }
-};
-
-// The dropout of one call, or none (keep 1).
-struct Dropout {
-  float keep, scale;  // scale: 1 / keep
-  uint32_t threshold, seed0, seed1;
-
-  static Dropout Of(float keep, uint32_t seed0, uint32_t seed1) {
-    return Dropout{keep, 1.0f / keep, cct_philox::KeepThreshold(keep), seed0, seed1};
-  }
-  __device__ bool Active() const { return keep < 1.0f; }
-  // The Philox words of keys 4 * (key / 4) .. + 3 for `query` of (batch, head) `head`.
-  __device__ cct_philox::Words Words(int64_t query, int64_t key, int64_t head) const {
-    return cct_philox::Philox(static_cast<uint32_t>(query), static_cast<uint32_t>(key >> 2),
-                              static_cast<uint32_t>(head), 0u, seed0, seed1);
-  }
-  __device__ float Factor(const cct_philox::Words& words, int64_t key) const {
-    return words.w[key & 3] < threshold ? scale : 0.0f;
-  }
-};
 
 __device__ int TileRows(int64_t remaining) {
   return static_cast<int>(remaining < kTile ? remaining : kTile);
@@ -72,13 +48,16 @@ __device__ int LoadKeysAndValues(const float* qkv, const Geometry& g, int64_t b,
 
 template <int D>
 __global__ void __launch_bounds__(kBlock)
-    ForwardKernel(const float* __restrict__ qkv, float* __restrict__ out,
-                  float* __restrict__ logsumexp, Geometry g, float scale, Dropout dropout) {
+    ForwardKernel(const float* __restrict__ qkv, const uint8_t* __restrict__ mask,
+                  float* __restrict__ out, float* __restrict__ logsumexp, Geometry g, float scale,
+                  Dropout dropout) {
   __shared__ float keys[kTile][D];
   __shared__ float values[kTile][D];
   const int64_t b = blockIdx.z, h = blockIdx.y;
   const int64_t query = blockIdx.x * kBlock + threadIdx.x;
   const bool active = query < g.tokens;
+  const KeyMask key_mask = KeyMask::Of(mask, b, g.tokens);
+  const bool padded = active && key_mask.PaddedQuery(query);
   float q[D], acc[D];
   for (int d = 0; d < D; ++d) {
     q[d] = active ? qkv[g.Qkv(b, h, query, 0, D) + d] * scale : 0.0f;
@@ -88,19 +67,18 @@ __global__ void __launch_bounds__(kBlock)
   cct_philox::Words words{};
   for (int64_t key0 = 0; key0 < g.tokens; key0 += kTile) {
     const int count = LoadKeysAndValues<D>(qkv, g, b, h, key0, keys, values);
-    for (int j = 0; j < count; ++j) {
+    for (int j = 0; j < (active ? count : 0); ++j) {
       float s = 0.0f;
 #pragma unroll
       for (int d = 0; d < D; ++d) s += q[d] * keys[j][d];
+      if (dropout.Active() && j % 4 == 0) words = dropout.Words(query, key0 + j, b * g.heads + h);
+      s = key_mask.Score(s, padded, key0 + j);
+      if (s == -INFINITY) continue;  // a padded key: probability 0
       const float new_max = fmaxf(max, s);
       const float correction = __expf(max - new_max);
       const float p = __expf(s - new_max);
       sum = sum * correction + p;  // the denominator counts every probability
-      float kept = p;
-      if (dropout.Active()) {
-        if (j % 4 == 0) words = dropout.Words(query, key0 + j, b * g.heads + h);
-        kept *= dropout.Factor(words, key0 + j);
-      }
+      const float kept = dropout.Active() ? p * dropout.Factor(words, key0 + j) : p;
 #pragma unroll
       for (int d = 0; d < D; ++d) acc[d] = acc[d] * correction + kept * values[j][d];
       max = new_max;
@@ -130,15 +108,18 @@ __global__ void DeltaKernel(const float* __restrict__ out, const float* __restri
 // dS_ij = P_ij (f_ij dP_ij - delta_i) and f the dropout factors (1 without dropout).
 template <int D>
 __global__ void __launch_bounds__(kBlock)
-    KeyGradKernel(const float* __restrict__ qkv, const float* __restrict__ grad_out,
-                  const float* __restrict__ logsumexp, const float* __restrict__ delta,
-                  float* __restrict__ grad_qkv, Geometry g, float scale, Dropout dropout) {
+    KeyGradKernel(const float* __restrict__ qkv, const uint8_t* __restrict__ mask,
+                  const float* __restrict__ grad_out, const float* __restrict__ logsumexp,
+                  const float* __restrict__ delta, float* __restrict__ grad_qkv, Geometry g,
+                  float scale, Dropout dropout) {
   __shared__ float queries[kTile][D];
   __shared__ float grads[kTile][D];
   __shared__ float lse[kTile], dlt[kTile];
+  __shared__ bool padded[kTile];
   const int64_t b = blockIdx.z, h = blockIdx.y;
   const int64_t key = blockIdx.x * kBlock + threadIdx.x;
   const bool active = key < g.tokens;
+  const KeyMask key_mask = KeyMask::Of(mask, b, g.tokens);
   float k[D], v[D], dk[D], dv[D];
   for (int d = 0; d < D; ++d) {
     k[d] = active ? qkv[g.Qkv(b, h, key, 1, D) + d] : 0.0f;
@@ -158,9 +139,10 @@ __global__ void __launch_bounds__(kBlock)
       const int64_t token = query0 + r;
       lse[r] = token < g.tokens ? logsumexp[row + token] : 0.0f;
       dlt[r] = token < g.tokens ? delta[row + token] : 0.0f;
+      padded[r] = token < g.tokens && key_mask.PaddedQuery(token);
     }
     __syncthreads();
-    const int count = TileRows(g.tokens - query0);
+    const int count = active ? TileRows(g.tokens - query0) : 0;
     for (int i = 0; i < count; ++i) {
       float s = 0.0f, dp = 0.0f;
 #pragma unroll
@@ -168,11 +150,11 @@ __global__ void __launch_bounds__(kBlock)
         s += queries[i][d] * k[d];
         dp += grads[i][d] * v[d];
       }
-      const float p = __expf(s * scale - lse[i]);
+      const float p = __expf(key_mask.Score(s * scale, padded[i], key) - lse[i]);
       const float factor =
           dropout.Active() ? dropout.Factor(dropout.Words(query0 + i, key, b * g.heads + h), key)
                            : 1.0f;
-      const float ds = p * (dp * factor - dlt[i]) * scale;
+      const float ds = padded[i] ? 0.0f : p * (dp * factor - dlt[i]) * scale;
 #pragma unroll
       for (int d = 0; d < D; ++d) {
         dv[d] += p * factor * grads[i][d];
@@ -192,15 +174,18 @@ __global__ void __launch_bounds__(kBlock)
 // One thread per query: dQ = scale * sum_j dS_ij k_j.
 template <int D>
 __global__ void __launch_bounds__(kBlock)
-    QueryGradKernel(const float* __restrict__ qkv, const float* __restrict__ grad_out,
-                    const float* __restrict__ logsumexp, const float* __restrict__ delta,
-                    float* __restrict__ grad_qkv, Geometry g, float scale, Dropout dropout) {
+    QueryGradKernel(const float* __restrict__ qkv, const uint8_t* __restrict__ mask,
+                    const float* __restrict__ grad_out, const float* __restrict__ logsumexp,
+                    const float* __restrict__ delta, float* __restrict__ grad_qkv, Geometry g,
+                    float scale, Dropout dropout) {
   __shared__ float keys[kTile][D];
   __shared__ float values[kTile][D];
   const int64_t b = blockIdx.z, h = blockIdx.y;
   const int64_t query = blockIdx.x * kBlock + threadIdx.x;
-  const bool active = query < g.tokens;
-  const int64_t row = (b * g.heads + h) * g.tokens + (active ? query : 0);
+  const KeyMask key_mask = KeyMask::Of(mask, b, g.tokens);
+  // A padded query passes no gradient to its scores: its dQ is 0.
+  const bool active = query < g.tokens && !key_mask.PaddedQuery(query);
+  const int64_t row = (b * g.heads + h) * g.tokens + (query < g.tokens ? query : 0);
   const float lse = logsumexp[row], dlt = delta[row];
   float q[D], dout[D], dq[D];
   for (int d = 0; d < D; ++d) {
@@ -211,7 +196,7 @@ __global__ void __launch_bounds__(kBlock)
   cct_philox::Words words{};
   for (int64_t key0 = 0; key0 < g.tokens; key0 += kTile) {
     const int count = LoadKeysAndValues<D>(qkv, g, b, h, key0, keys, values);
-    for (int j = 0; j < count; ++j) {
+    for (int j = 0; j < (active ? count : 0); ++j) {
       float s = 0.0f, dp = 0.0f;
 #pragma unroll
       for (int d = 0; d < D; ++d) {
@@ -222,94 +207,81 @@ __global__ void __launch_bounds__(kBlock)
         if (j % 4 == 0) words = dropout.Words(query, key0 + j, b * g.heads + h);
         dp *= dropout.Factor(words, key0 + j);
       }
-      const float ds = __expf(s * scale - lse) * (dp - dlt) * scale;
+      const float ds =
+          __expf(key_mask.Score(s * scale, false, key0 + j) - lse) * (dp - dlt) * scale;
 #pragma unroll
       for (int d = 0; d < D; ++d) dq[d] += ds * keys[j][d];
     }
   }
-  if (!active) return;
+  if (query >= g.tokens) return;
   float* dst = grad_qkv + g.Qkv(b, h, query, 0, D);
   for (int d = 0; d < D; ++d) dst[d] = dq[d];
 }
 
 template <int D>
-int Forward(const float* qkv, float* out, float* lse, int64_t batch, int64_t tokens, int64_t heads,
-            float scale, Dropout dropout, cudaStream_t stream) {
+int Forward(const float* qkv, const uint8_t* mask, float* out, float* lse, int64_t batch,
+            int64_t tokens, int64_t heads, float scale, Dropout dropout, cudaStream_t stream) {
   const Geometry g{tokens, heads, 3 * heads * D};
-  const dim3 grid(static_cast<unsigned>((tokens + kBlock - 1) / kBlock),
-                  static_cast<unsigned>(heads), static_cast<unsigned>(batch));
-  ForwardKernel<D><<<grid, kBlock, 0, stream>>>(qkv, out, lse, g, scale, dropout);
+  ForwardKernel<D><<<cct_cuda::RowBlocks(batch, tokens, heads, kBlock), kBlock, 0, stream>>>(
+      qkv, mask, out, lse, g, scale, dropout);
   return static_cast<int>(cudaGetLastError());
 }
 
 template <int D>
-int Backward(const float* qkv, const float* out, const float* lse, const float* grad_out,
-             float* grad_qkv, float* delta, int64_t batch, int64_t tokens, int64_t heads,
-             float scale, Dropout dropout, cudaStream_t stream) {
+int Backward(const float* qkv, const uint8_t* mask, const float* out, const float* lse,
+             const float* grad_out, float* grad_qkv, float* delta, int64_t batch, int64_t tokens,
+             int64_t heads, float scale, Dropout dropout, cudaStream_t stream) {
   const Geometry g{tokens, heads, 3 * heads * D};
   const int64_t rows = batch * heads * tokens;
   DeltaKernel<D><<<static_cast<unsigned>((rows + 255) / 256), 256, 0, stream>>>(out, grad_out,
                                                                                 delta, g, rows);
-  const dim3 grid(static_cast<unsigned>((tokens + kBlock - 1) / kBlock),
-                  static_cast<unsigned>(heads), static_cast<unsigned>(batch));
+  const dim3 grid = cct_cuda::RowBlocks(batch, tokens, heads, kBlock);
   KeyGradKernel<D>
-      <<<grid, kBlock, 0, stream>>>(qkv, grad_out, lse, delta, grad_qkv, g, scale, dropout);
+      <<<grid, kBlock, 0, stream>>>(qkv, mask, grad_out, lse, delta, grad_qkv, g, scale, dropout);
   QueryGradKernel<D>
-      <<<grid, kBlock, 0, stream>>>(qkv, grad_out, lse, delta, grad_qkv, g, scale, dropout);
+      <<<grid, kBlock, 0, stream>>>(qkv, mask, grad_out, lse, delta, grad_qkv, g, scale, dropout);
   return static_cast<int>(cudaGetLastError());
 }
 
 }  // namespace
 
-extern "C" int cct_cuda_attention_forward(const float* qkv, float* out, float* logsumexp,
-                                          int64_t batch, int64_t tokens, int64_t heads,
-                                          int64_t head_dim, float scale, float keep, uint32_t seed0,
-                                          uint32_t seed1, void* stream) {
+extern "C" int cct_cuda_attention_forward(const float* qkv, const uint8_t* mask, float* out,
+                                          float* logsumexp, int64_t batch, int64_t tokens,
+                                          int64_t heads, int64_t head_dim, float scale, float keep,
+                                          uint32_t seed0, uint32_t seed1, void* stream) {
   if (batch == 0 || tokens == 0) return 0;
-  auto s = static_cast<cudaStream_t>(stream);
-  const Dropout dropout = Dropout::Of(keep, seed0, seed1);
-  switch (head_dim) {
-    case 16:
-      return Forward<16>(qkv, out, logsumexp, batch, tokens, heads, scale, dropout, s);
-    case 32:
-      return Forward<32>(qkv, out, logsumexp, batch, tokens, heads, scale, dropout, s);
-    case 64:
-      return Forward<64>(qkv, out, logsumexp, batch, tokens, heads, scale, dropout, s);
-    case 128:
-      return Forward<128>(qkv, out, logsumexp, batch, tokens, heads, scale, dropout, s);
-    default:
-      return CCT_CUDA_UNSUPPORTED;
-  }
+  return cct_cuda::ForHeadDim(head_dim, [&](auto d) {
+    return Forward<decltype(d)::value>(qkv, mask, out, logsumexp, batch, tokens, heads, scale,
+                                       Dropout::Of(keep, seed0, seed1),
+                                       static_cast<cudaStream_t>(stream));
+  });
 }
 
-extern "C" int cct_cuda_attention_backward(const float* qkv, const float* out,
+extern "C" int cct_cuda_attention_backward(const float* qkv, const uint8_t* mask, const float* out,
                                            const float* logsumexp, const float* grad_out,
                                            float* grad_qkv, float* delta, int64_t batch,
                                            int64_t tokens, int64_t heads, int64_t head_dim,
                                            float scale, float keep, uint32_t seed0, uint32_t seed1,
                                            void* stream) {
   if (batch == 0 || tokens == 0) return 0;
-  auto s = static_cast<cudaStream_t>(stream);
-  const Dropout dropout = Dropout::Of(keep, seed0, seed1);
-  switch (head_dim) {
-    case 16:
-      return Backward<16>(qkv, out, logsumexp, grad_out, grad_qkv, delta, batch, tokens, heads,
-                          scale, dropout, s);
-    case 32:
-      return Backward<32>(qkv, out, logsumexp, grad_out, grad_qkv, delta, batch, tokens, heads,
-                          scale, dropout, s);
-    case 64:
-      return Backward<64>(qkv, out, logsumexp, grad_out, grad_qkv, delta, batch, tokens, heads,
-                          scale, dropout, s);
-    case 128:
-      return Backward<128>(qkv, out, logsumexp, grad_out, grad_qkv, delta, batch, tokens, heads,
-                           scale, dropout, s);
-    default:
-      return CCT_CUDA_UNSUPPORTED;
-  }
+  return cct_cuda::ForHeadDim(head_dim, [&](auto d) {
+    return Backward<decltype(d)::value>(qkv, mask, out, logsumexp, grad_out, grad_qkv, delta, batch,
+                                        tokens, heads, scale, Dropout::Of(keep, seed0, seed1),
+                                        static_cast<cudaStream_t>(stream));
+  });
 }
 
 extern "C" const char* cct_cuda_error_string(int code) {
-  if (code == CCT_CUDA_UNSUPPORTED) return "head_dim must be 16, 32, 64 or 128 on the GPU";
-  return cudaGetErrorString(static_cast<cudaError_t>(code));
+  switch (code) {
+    case CCT_CUDA_UNSUPPORTED:
+      return "head_dim must be 16, 32, 64 or 128 on the GPU";
+    case CCT_CUDA_MISALIGNED:
+      return "the 16-bit attention kernels need qkv and grad_output 16-byte aligned";
+    case CCT_CUDA_NEEDS_SM80:
+      return "the bfloat16 and float16 kernels need a GPU of compute capability 8.0 or newer";
+    case CCT_CUDA_BAD_DTYPE:
+      return "dtype must be CCT_CUDA_BFLOAT16 or CCT_CUDA_FLOAT16";
+    default:
+      return cudaGetErrorString(static_cast<cudaError_t>(code));
+  }
 }

@@ -5,6 +5,9 @@
 // functors and register the kernels for their device.
 #pragma once
 
+#include <utility>
+#include <vector>
+
 #include "kernels.h"
 #include "tensorflow/core/framework/op_kernel.h"
 
@@ -245,6 +248,120 @@ class SequencePoolGradOp : public PoolKernel {
   }
 };
 
+// The tensors of a LayerNorm op, checked: x, its residual (or none), gamma, and beta (forward)
+// or the saved statistics and grad_y (gradient); the ones an op lacks are null.
+struct LayerNormTensors {
+  cct_kernels::LayerNormShape shape;
+  TensorShape rows;  // x's shape without its last axis: the statistics'
+  const Tensor *x, *residual, *gamma;
+  const Tensor *beta = nullptr, *mean = nullptr, *rstd = nullptr, *grad_y = nullptr;
+
+  static const float* Floats(const Tensor* t) { return t->flat<float>().data(); }
+};
+
+inline absl::Status CheckLayerNormInputs(OpKernelContext* context, bool gradient, float epsilon,
+                                         LayerNormTensors* inputs) {
+  const Tensor& x = context->input(0);
+  if (x.dims() < 1 || x.dim_size(x.dims() - 1) == 0) {
+    return errors::InvalidArgument("x must be (..., width >= 1), got shape ",
+                                   x.shape().DebugString());
+  }
+  const int residuals = context->num_inputs() - (gradient ? 5 : 3);
+  if (residuals > 1) {
+    return errors::InvalidArgument("CctLayerNorm takes at most one residual, got ", residuals);
+  }
+  if (residuals == 1 && context->input(1).shape() != x.shape()) {
+    return errors::InvalidArgument("residual must have x's shape ", x.shape().DebugString(),
+                                   ", got ", context->input(1).shape().DebugString());
+  }
+  const int64_t width = x.dim_size(x.dims() - 1);
+  TensorShape rows = x.shape();
+  rows.RemoveLastDims(1);
+  const int gamma = 1 + residuals;
+  std::vector<std::pair<int, TensorShape>> expected = {{gamma, TensorShape({width})}};
+  if (gradient) {
+    expected.push_back({gamma + 1, rows});
+    expected.push_back({gamma + 2, rows});
+    expected.push_back({gamma + 3, x.shape()});
+  } else {
+    expected.push_back({gamma + 1, TensorShape({width})});
+  }
+  for (const auto& [index, shape_there] : expected) {
+    if (context->input(index).shape() != shape_there) {
+      return errors::InvalidArgument("input ", index, " of ", context->op_kernel().type_string(),
+                                     " must be ", shape_there.DebugString(), ", got ",
+                                     context->input(index).shape().DebugString());
+    }
+  }
+  *inputs = {{rows.num_elements(), width, epsilon},
+             rows,
+             &x,
+             residuals == 1 ? &context->input(1) : nullptr,
+             &context->input(gamma)};
+  if (gradient) {
+    inputs->mean = &context->input(gamma + 1);
+    inputs->rstd = &context->input(gamma + 2);
+    inputs->grad_y = &context->input(gamma + 3);
+  } else {
+    inputs->beta = &context->input(gamma + 1);
+  }
+  return absl::OkStatus();
+}
+
+template <typename Device, typename T>
+struct LayerNormFunctor {
+  static absl::Status Forward(OpKernelContext* context, const LayerNormTensors& in, Tensor* y,
+                              Tensor* mean, Tensor* rstd);
+  static absl::Status Backward(OpKernelContext* context, const LayerNormTensors& in, Tensor* grad_x,
+                               Tensor* grad_gamma, Tensor* grad_beta);
+};
+
+// Base of the LayerNorm kernels: reads epsilon.
+class LayerNormKernel : public OpKernel {
+ public:
+  explicit LayerNormKernel(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("epsilon", &epsilon_));
+  }
+
+ protected:
+  float epsilon_;
+};
+
+template <typename Device, typename T>
+class LayerNormOp : public LayerNormKernel {
+ public:
+  using LayerNormKernel::LayerNormKernel;
+
+  void Compute(OpKernelContext* context) override {
+    LayerNormTensors in;
+    OP_REQUIRES_OK(context, CheckLayerNormInputs(context, false, epsilon_, &in));
+    Tensor *y = nullptr, *mean = nullptr, *rstd = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, in.x->shape(), &y));
+    OP_REQUIRES_OK(context, context->allocate_output(1, in.rows, &mean));
+    OP_REQUIRES_OK(context, context->allocate_output(2, in.rows, &rstd));
+    if (in.shape.rows == 0) return;
+    OP_REQUIRES_OK(context, LayerNormFunctor<Device, T>::Forward(context, in, y, mean, rstd));
+  }
+};
+
+// Runs on zero rows too: the gamma and beta gradients are then zeros.
+template <typename Device, typename T>
+class LayerNormGradOp : public LayerNormKernel {
+ public:
+  using LayerNormKernel::LayerNormKernel;
+
+  void Compute(OpKernelContext* context) override {
+    LayerNormTensors in;
+    OP_REQUIRES_OK(context, CheckLayerNormInputs(context, true, epsilon_, &in));
+    Tensor *grad_x = nullptr, *grad_gamma = nullptr, *grad_beta = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, in.x->shape(), &grad_x));
+    OP_REQUIRES_OK(context, context->allocate_output(1, {in.shape.width}, &grad_gamma));
+    OP_REQUIRES_OK(context, context->allocate_output(2, {in.shape.width}, &grad_beta));
+    OP_REQUIRES_OK(
+        context, LayerNormFunctor<Device, T>::Backward(context, in, grad_x, grad_gamma, grad_beta));
+  }
+};
+
 // The kernels of one device, registered under the op names of op_defs.cc. The seed is read on
 // the host (two words, the Philox key).
 #define CCT_REGISTER_ATTENTION_KERNELS(DEVICE_NAME, DeviceTag, T)                             \
@@ -254,6 +371,11 @@ class SequencePoolGradOp : public PoolKernel {
   REGISTER_KERNEL_BUILDER(                                                                    \
       Name("CctAttentionGrad").Device(DEVICE_NAME).TypeConstraint<T>("T").HostMemory("seed"), \
       AttentionGradOp<DeviceTag, T>)
+#define CCT_REGISTER_LAYER_NORM_KERNELS(DEVICE_NAME, DeviceTag, T)                             \
+  REGISTER_KERNEL_BUILDER(Name("CctLayerNorm").Device(DEVICE_NAME).TypeConstraint<T>("T"),     \
+                          LayerNormOp<DeviceTag, T>);                                          \
+  REGISTER_KERNEL_BUILDER(Name("CctLayerNormGrad").Device(DEVICE_NAME).TypeConstraint<T>("T"), \
+                          LayerNormGradOp<DeviceTag, T>)
 #define CCT_REGISTER_POOL_KERNELS(DEVICE_NAME, DeviceTag)                                          \
   REGISTER_KERNEL_BUILDER(Name("CctSequencePool").Device(DEVICE_NAME), SequencePoolOp<DeviceTag>); \
   REGISTER_KERNEL_BUILDER(Name("CctSequencePoolGrad").Device(DEVICE_NAME),                         \

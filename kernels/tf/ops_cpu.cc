@@ -1,8 +1,6 @@
 // The CPU functors of the cct_fast ops: the C++ kernels of kernels/cpu on TensorFlow's intra-op
 // threads. bfloat16 tensors reach the kernels as their raw 16-bit words.
 #include <cstdint>
-#include <utility>
-#include <vector>
 
 #include "kernels.h"
 #include "op_kernels.h"
@@ -84,124 +82,30 @@ struct SequencePoolFunctor<CPUDevice> {
   }
 };
 
-namespace {
-
-// The inputs of a LayerNorm op, checked: x, its residual (or none), gamma, and beta (forward)
-// or the saved statistics and grad_y (gradient).
-struct LayerNormInputs {
-  cct_kernels::LayerNormShape shape;
-  TensorShape rows;  // x's shape without its last axis: the statistics'
-  bool has_residual;
-  int gamma;  // the index of gamma; the tensors after it follow in the op's order
-
-  template <typename T>
-  const typename Bits<T>::type* Residual(OpKernelContext* context) const {
-    return has_residual ? Raw<T>(context->input(1)) : nullptr;
-  }
-  const float* Floats(OpKernelContext* context, int after_gamma) const {
-    return context->input(gamma + after_gamma).flat<float>().data();
-  }
-};
-
-absl::Status CheckLayerNormInputs(OpKernelContext* context, bool gradient, float epsilon,
-                                  LayerNormInputs* inputs) {
-  const Tensor& x = context->input(0);
-  if (x.dims() < 1 || x.dim_size(x.dims() - 1) == 0) {
-    return errors::InvalidArgument("x must be (..., width >= 1), got shape ",
-                                   x.shape().DebugString());
-  }
-  const int residuals = context->num_inputs() - (gradient ? 5 : 3);
-  if (residuals > 1) {
-    return errors::InvalidArgument("CctLayerNorm takes at most one residual, got ", residuals);
-  }
-  if (residuals == 1 && context->input(1).shape() != x.shape()) {
-    return errors::InvalidArgument("residual must have x's shape ", x.shape().DebugString(),
-                                   ", got ", context->input(1).shape().DebugString());
-  }
-  const int64_t width = x.dim_size(x.dims() - 1);
-  TensorShape rows = x.shape();
-  rows.RemoveLastDims(1);
-  const int gamma = 1 + residuals;
-  std::vector<std::pair<int, TensorShape>> expected = {{gamma, TensorShape({width})}};
-  if (gradient) {
-    expected.push_back({gamma + 1, rows});
-    expected.push_back({gamma + 2, rows});
-    expected.push_back({gamma + 3, x.shape()});
-  } else {
-    expected.push_back({gamma + 1, TensorShape({width})});
-  }
-  for (const auto& [index, shape_there] : expected) {
-    if (context->input(index).shape() != shape_there) {
-      return errors::InvalidArgument("input ", index, " of ", context->op_kernel().type_string(),
-                                     " must be ", shape_there.DebugString(), ", got ",
-                                     context->input(index).shape().DebugString());
-    }
-  }
-  *inputs = {{rows.num_elements(), width, epsilon}, rows, residuals == 1, gamma};
-  return absl::OkStatus();
-}
-
-// Base of the LayerNorm kernels: reads epsilon.
-class LayerNormKernel : public OpKernel {
- public:
-  explicit LayerNormKernel(OpKernelConstruction* context) : OpKernel(context) {
-    OP_REQUIRES_OK(context, context->GetAttr("epsilon", &epsilon_));
-  }
-
- protected:
-  float epsilon_;
-};
-
 template <typename T>
-class LayerNormOp : public LayerNormKernel {
- public:
-  using LayerNormKernel::LayerNormKernel;
-
-  void Compute(OpKernelContext* context) override {
-    LayerNormInputs in;
-    OP_REQUIRES_OK(context, CheckLayerNormInputs(context, false, epsilon_, &in));
-    const Tensor& x = context->input(0);
-    Tensor *y = nullptr, *mean = nullptr, *rstd = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &y));
-    OP_REQUIRES_OK(context, context->allocate_output(1, in.rows, &mean));
-    OP_REQUIRES_OK(context, context->allocate_output(2, in.rows, &rstd));
-    if (in.shape.rows == 0) return;
-    cct_kernels::LayerNormForward(Raw<T>(x), in.Residual<T>(context), in.Floats(context, 0),
-                                  in.Floats(context, 1), Raw<T>(y), mean->flat<float>().data(),
-                                  rstd->flat<float>().data(), in.shape, CpuParallelFor(context));
+struct LayerNormFunctor<CPUDevice, T> {
+  static absl::Status Forward(OpKernelContext* context, const LayerNormTensors& in, Tensor* y,
+                              Tensor* mean, Tensor* rstd) {
+    cct_kernels::LayerNormForward(Raw<T>(*in.x), in.residual ? Raw<T>(*in.residual) : nullptr,
+                                  in.Floats(in.gamma), in.Floats(in.beta), Raw<T>(y),
+                                  mean->flat<float>().data(), rstd->flat<float>().data(), in.shape,
+                                  CpuParallelFor(context));
+    return absl::OkStatus();
   }
-};
-
-// Runs on zero rows too: the gamma and beta gradients are then zeros.
-template <typename T>
-class LayerNormGradOp : public LayerNormKernel {
- public:
-  using LayerNormKernel::LayerNormKernel;
-
-  void Compute(OpKernelContext* context) override {
-    LayerNormInputs in;
-    OP_REQUIRES_OK(context, CheckLayerNormInputs(context, true, epsilon_, &in));
-    const Tensor& x = context->input(0);
-    Tensor *grad_x = nullptr, *grad_gamma = nullptr, *grad_beta = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &grad_x));
-    OP_REQUIRES_OK(context, context->allocate_output(1, {in.shape.width}, &grad_gamma));
-    OP_REQUIRES_OK(context, context->allocate_output(2, {in.shape.width}, &grad_beta));
+  static absl::Status Backward(OpKernelContext* context, const LayerNormTensors& in, Tensor* grad_x,
+                               Tensor* grad_gamma, Tensor* grad_beta) {
     cct_kernels::LayerNormBackward(
-        Raw<T>(x), in.Residual<T>(context), in.Floats(context, 0), in.Floats(context, 1),
-        in.Floats(context, 2), Raw<T>(context->input(in.gamma + 3)), Raw<T>(grad_x),
+        Raw<T>(*in.x), in.residual ? Raw<T>(*in.residual) : nullptr, in.Floats(in.gamma),
+        in.Floats(in.mean), in.Floats(in.rstd), Raw<T>(*in.grad_y), Raw<T>(grad_x),
         grad_gamma->flat<float>().data(), grad_beta->flat<float>().data(), in.shape,
         CpuParallelFor(context));
+    return absl::OkStatus();
   }
 };
 
-#define CCT_REGISTER_LAYER_NORM_KERNELS(T)                                                    \
-  REGISTER_KERNEL_BUILDER(Name("CctLayerNorm").Device(DEVICE_CPU).TypeConstraint<T>("T"),     \
-                          LayerNormOp<T>);                                                    \
-  REGISTER_KERNEL_BUILDER(Name("CctLayerNormGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
-                          LayerNormGradOp<T>)
-CCT_REGISTER_LAYER_NORM_KERNELS(float);
-CCT_REGISTER_LAYER_NORM_KERNELS(bfloat16);
-#undef CCT_REGISTER_LAYER_NORM_KERNELS
+namespace {
+CCT_REGISTER_LAYER_NORM_KERNELS(DEVICE_CPU, CPUDevice, float);
+CCT_REGISTER_LAYER_NORM_KERNELS(DEVICE_CPU, CPUDevice, bfloat16);
 
 CCT_REGISTER_ATTENTION_KERNELS(DEVICE_CPU, CPUDevice, float);
 CCT_REGISTER_ATTENTION_KERNELS(DEVICE_CPU, CPUDevice, bfloat16);

@@ -1,7 +1,9 @@
-// The GPU functors of the cct_fast ops (float32): the CUDA kernels of kernels/cuda. Compiled
-// only when CMake finds a CUDA compiler. It includes no CUDA header: the launchers take
-// TensorFlow's stream as the void* handle StreamExecutor exposes, so the wheel's CUDA 12.5
-// headers and the local toolkit's never meet in one translation unit.
+// The GPU functors of the cct_fast ops: the CUDA kernels of kernels/cuda. Compiled only when
+// CMake finds a CUDA compiler. It includes no CUDA header: the launchers take TensorFlow's
+// stream as the void* handle StreamExecutor exposes and 16-bit tensors as raw bits, so the
+// wheel's CUDA 12.5 headers and the local toolkit's never meet in one translation unit.
+// float32 attention runs on the exact CUDA-core kernel, bfloat16 and float16 on tensor cores
+// (sm_80 and newer).
 #include "launchers.h"
 #include "op_kernels.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -16,20 +18,32 @@ void* Stream(OpKernelContext* context) {
   return context->op_device_context()->stream()->platform_specific_handle().stream;
 }
 
-// The CUDA attention has no key-padding mask yet; cct_fast.compute.dispatch sends masked calls
-// on a GPU to the fused path.
-absl::Status Unmasked(const cct_kernels::AttentionShape& s) {
-  if (s.mask == nullptr) return absl::OkStatus();
-  return errors::Unimplemented(
-      "the CUDA attention kernel has no key-padding mask: run a masked attention on the CPU or "
-      "the fused path");
-}
-
 absl::Status Launched(int code) {
   if (code == 0) return absl::OkStatus();
-  if (code == CCT_CUDA_UNSUPPORTED) return errors::InvalidArgument(cct_cuda_error_string(code));
+  if (code == CCT_CUDA_UNSUPPORTED || code == CCT_CUDA_MISALIGNED || code == CCT_CUDA_NEEDS_SM80) {
+    return errors::InvalidArgument(cct_cuda_error_string(code));
+  }
   return errors::Internal("cct_fast CUDA kernel: ", cct_cuda_error_string(code));
 }
+
+// The launchers' dtype code of T, and its tensors' data as the launchers take it.
+template <typename T>
+constexpr int kDtype = CCT_CUDA_FLOAT32;
+template <>
+constexpr int kDtype<bfloat16> = CCT_CUDA_BFLOAT16;
+template <>
+constexpr int kDtype<Eigen::half> = CCT_CUDA_FLOAT16;
+
+template <typename T>
+const void* Data(const Tensor& t) {
+  return t.flat<T>().data();
+}
+template <typename T>
+void* Data(Tensor* t) {
+  return t->flat<T>().data();
+}
+float* Floats(Tensor* t) { return t->flat<float>().data(); }
+const float* Floats(const Tensor& t) { return t.flat<float>().data(); }
 
 }  // namespace
 
@@ -37,35 +51,54 @@ template <>
 struct AttentionFunctor<GPUDevice, float> {
   static absl::Status Forward(OpKernelContext* context, const Tensor& qkv, Tensor* out,
                               Tensor* logsumexp, const cct_kernels::AttentionShape& s) {
-    TF_RETURN_IF_ERROR(Unmasked(s));
-    return Launched(cct_cuda_attention_forward(qkv.flat<float>().data(), out->flat<float>().data(),
-                                               logsumexp->flat<float>().data(), s.batch, s.tokens,
-                                               s.heads, s.head_dim, s.scale, s.keep, s.seed0,
-                                               s.seed1, Stream(context)));
+    return Launched(cct_cuda_attention_forward(Floats(qkv), s.mask, Floats(out), Floats(logsumexp),
+                                               s.batch, s.tokens, s.heads, s.head_dim, s.scale,
+                                               s.keep, s.seed0, s.seed1, Stream(context)));
   }
   static absl::Status Backward(OpKernelContext* context, const Tensor& qkv, const Tensor& out,
                                const Tensor& logsumexp, const Tensor& grad_out, Tensor* grad_qkv,
                                const cct_kernels::AttentionShape& s) {
-    TF_RETURN_IF_ERROR(Unmasked(s));
     Tensor delta;
     TF_RETURN_IF_ERROR(context->allocate_temp(DT_FLOAT, logsumexp.shape(), &delta));
-    return Launched(cct_cuda_attention_backward(
-        qkv.flat<float>().data(), out.flat<float>().data(), logsumexp.flat<float>().data(),
-        grad_out.flat<float>().data(), grad_qkv->flat<float>().data(), delta.flat<float>().data(),
-        s.batch, s.tokens, s.heads, s.head_dim, s.scale, s.keep, s.seed0, s.seed1,
-        Stream(context)));
+    return Launched(cct_cuda_attention_backward(Floats(qkv), s.mask, Floats(out), Floats(logsumexp),
+                                                Floats(grad_out), Floats(grad_qkv), Floats(&delta),
+                                                s.batch, s.tokens, s.heads, s.head_dim, s.scale,
+                                                s.keep, s.seed0, s.seed1, Stream(context)));
   }
 };
+
+template <typename T>
+struct SixteenBitAttention {
+  static absl::Status Forward(OpKernelContext* context, const Tensor& qkv, Tensor* out,
+                              Tensor* logsumexp, const cct_kernels::AttentionShape& s) {
+    return Launched(cct_cuda_attention_forward_16bit(
+        kDtype<T>, Data<T>(qkv), s.mask, Data<T>(out), Floats(logsumexp), s.batch, s.tokens,
+        s.heads, s.head_dim, s.scale, s.keep, s.seed0, s.seed1, Stream(context)));
+  }
+  static absl::Status Backward(OpKernelContext* context, const Tensor& qkv, const Tensor& out,
+                               const Tensor& logsumexp, const Tensor& grad_out, Tensor* grad_qkv,
+                               const cct_kernels::AttentionShape& s) {
+    Tensor delta;
+    TF_RETURN_IF_ERROR(context->allocate_temp(DT_FLOAT, logsumexp.shape(), &delta));
+    return Launched(cct_cuda_attention_backward_16bit(
+        kDtype<T>, Data<T>(qkv), s.mask, Data<T>(out), Floats(logsumexp), Data<T>(grad_out),
+        Data<T>(grad_qkv), Floats(&delta), s.batch, s.tokens, s.heads, s.head_dim, s.scale, s.keep,
+        s.seed0, s.seed1, Stream(context)));
+  }
+};
+template <>
+struct AttentionFunctor<GPUDevice, bfloat16> : SixteenBitAttention<bfloat16> {};
+template <>
+struct AttentionFunctor<GPUDevice, Eigen::half> : SixteenBitAttention<Eigen::half> {};
 
 template <>
 struct SequencePoolFunctor<GPUDevice> {
   static absl::Status Forward(OpKernelContext* context, const Tensor& tokens, const Tensor& kernel,
                               const Tensor& bias, Tensor* out, Tensor* weights,
                               const cct_kernels::PoolShape& s) {
-    return Launched(cct_cuda_sequence_pool_forward(
-        tokens.flat<float>().data(), kernel.flat<float>().data(), bias.flat<float>().data(),
-        out->flat<float>().data(), weights->flat<float>().data(), s.batch, s.tokens, s.dim,
-        Stream(context)));
+    return Launched(cct_cuda_sequence_pool_forward(CCT_CUDA_FLOAT32, Floats(tokens), Floats(kernel),
+                                                   Floats(bias), Floats(out), Floats(weights),
+                                                   s.batch, s.tokens, s.dim, Stream(context)));
   }
   static absl::Status Backward(OpKernelContext* context, const Tensor& tokens, const Tensor& kernel,
                                const Tensor& weights, const Tensor& grad_out, Tensor* grad_tokens,
@@ -74,16 +107,42 @@ struct SequencePoolFunctor<GPUDevice> {
     Tensor score_grads;
     TF_RETURN_IF_ERROR(context->allocate_temp(DT_FLOAT, weights.shape(), &score_grads));
     return Launched(cct_cuda_sequence_pool_backward(
-        tokens.flat<float>().data(), kernel.flat<float>().data(), weights.flat<float>().data(),
-        grad_out.flat<float>().data(), grad_tokens->flat<float>().data(),
-        grad_kernel->flat<float>().data(), grad_bias->flat<float>().data(),
-        score_grads.flat<float>().data(), s.batch, s.tokens, s.dim, Stream(context)));
+        CCT_CUDA_FLOAT32, Floats(tokens), Floats(kernel), Floats(weights), Floats(grad_out),
+        Floats(grad_tokens), Floats(grad_kernel), Floats(grad_bias), Floats(&score_grads), s.batch,
+        s.tokens, s.dim, Stream(context)));
+  }
+};
+
+template <typename T>
+struct LayerNormFunctor<GPUDevice, T> {
+  static absl::Status Forward(OpKernelContext* context, const LayerNormTensors& in, Tensor* y,
+                              Tensor* mean, Tensor* rstd) {
+    return Launched(cct_cuda_layer_norm_forward(
+        kDtype<T>, Data<T>(*in.x), in.residual ? Data<T>(*in.residual) : nullptr,
+        in.Floats(in.gamma), in.Floats(in.beta), Data<T>(y), Floats(mean), Floats(rstd),
+        in.shape.rows, in.shape.width, in.shape.epsilon, Stream(context)));
+  }
+  static absl::Status Backward(OpKernelContext* context, const LayerNormTensors& in, Tensor* grad_x,
+                               Tensor* grad_gamma, Tensor* grad_beta) {
+    Tensor partials;
+    TF_RETURN_IF_ERROR(context->allocate_temp(
+        DT_FLOAT, {cct_cuda_layer_norm_partials(in.shape.rows, in.shape.width)}, &partials));
+    return Launched(cct_cuda_layer_norm_backward(
+        kDtype<T>, Data<T>(*in.x), in.residual ? Data<T>(*in.residual) : nullptr,
+        in.Floats(in.gamma), in.Floats(in.mean), in.Floats(in.rstd), Data<T>(*in.grad_y),
+        Data<T>(grad_x), Floats(grad_gamma), Floats(grad_beta), Floats(&partials), in.shape.rows,
+        in.shape.width, Stream(context)));
   }
 };
 
 namespace {
 CCT_REGISTER_ATTENTION_KERNELS(DEVICE_GPU, GPUDevice, float);
+CCT_REGISTER_ATTENTION_KERNELS(DEVICE_GPU, GPUDevice, bfloat16);
+CCT_REGISTER_ATTENTION_KERNELS(DEVICE_GPU, GPUDevice, Eigen::half);
 CCT_REGISTER_POOL_KERNELS(DEVICE_GPU, GPUDevice);
+CCT_REGISTER_LAYER_NORM_KERNELS(DEVICE_GPU, GPUDevice, float);
+CCT_REGISTER_LAYER_NORM_KERNELS(DEVICE_GPU, GPUDevice, bfloat16);
+CCT_REGISTER_LAYER_NORM_KERNELS(DEVICE_GPU, GPUDevice, Eigen::half);
 }  // namespace
 }  // namespace tensorflow
 

@@ -62,12 +62,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     def call(self, x, training=False, token_mask=None):
         """``token_mask`` (batch, tokens), boolean: attention only between real tokens."""
         dropout = bool(training) and self.attention_dropout > 0
-        steps = dispatch.path(
-            self.implementation,
-            self.compute_dtype,
-            masked=token_mask is not None,
-            training=bool(training),
-        )
+        steps = dispatch.path(self.implementation, self.compute_dtype, training=bool(training))
         qkv = steps.dense(self.qkv, x)
         attended = steps.attention(
             qkv,
