@@ -5,9 +5,8 @@
 // Attention works on one (batch, head) at a time, a block of queries after another: the
 // block's scores against all keys (a tokens x block tile that stays in cache), an exact
 // softmax, and the weighted sum of V. The full tokens x tokens score matrix never exists. The
-// backward recomputes the probabilities from the saved log-sum-exp (as FlashAttention does); in
-// float32 it takes the key block outer (dK and dV reduce over every query in one product), and
-// every head is one thread's, so threads never write the same memory. With AVX512_BF16,
+// backward recomputes the probabilities from the saved log-sum-exp (as FlashAttention does) and
+// accumulates dK and dV per head, so threads never write the same memory. With AVX512_BF16,
 // every product of the bfloat16 forward and backward is vdpbf16ps (bf16 pairs, float32
 // accumulation); without it, bfloat16 heads run the float32 code on float copies.
 //
@@ -111,35 +110,31 @@ HeadDropout DropoutOf(const AttentionShape& s, int64_t b, int64_t h) {
 
 // The key-padding mask of one block of queries (AttentionShape::mask): a padded query's scores
 // all become 0, so that it attends uniformly, and a real query's scores against padded keys
-// -inf; Keep then zeroes what exp(-inf) leaves (Exp clamps its argument at -87). Scores are
-// laid out keys down and `width` queries across; the block's flags live in the caller's
-// `storage` (width floats).
+// -inf; Keep then zeroes what exp(-inf) leaves (Exp clamps its argument at -87).
 struct BlockMask {
-  const uint8_t* real = nullptr;  // the batch row's tokens, nonzero where real; null: no mask
-  const float* padded = nullptr;  // 1 where the block's query is padded (0 past the block)
-  int64_t width = 0;
+  const uint8_t* real = nullptr;      // the batch row's tokens, nonzero where real; null: no mask
+  alignas(64) float padded[QB] = {};  // 1 where the block's query is padded (0 past the block)
 
-  BlockMask(const uint8_t* row, int64_t i0, int64_t count, int64_t width, float* storage)
-      : real(row), padded(storage), width(width) {
+  BlockMask(const uint8_t* row, int64_t i0, int64_t count) : real(row) {
     if (row == nullptr) return;
-    for (int64_t i = 0; i < width; ++i) storage[i] = i < count && row[i0 + i] == 0 ? 1.0f : 0.0f;
+    for (int64_t i = 0; i < count; ++i) padded[i] = row[i0 + i] == 0 ? 1.0f : 0.0f;
   }
-  // Scores of keys key0 .. key0 + keys - 1 (row stride width) masked in place.
-  void Scores(float* st, int64_t key0, int64_t keys) const {
+  // Scores (keys down, QB queries across, row stride QB) masked in place.
+  void Scores(float* st, int64_t tokens) const {
     if (real == nullptr) return;
     const vf minus_infinity = Splat(-INFINITY), zero = vf{};
-    for (int64_t j = 0; j < keys; ++j) {
-      for (int64_t c = 0; c < width / W; ++c) {
-        const vf s = real[key0 + j] ? Load(st + j * width + c * W) : minus_infinity;
-        Store(st + j * width + c * W, Load(padded + c * W) > zero ? zero : s);
+    for (int64_t j = 0; j < tokens; ++j) {
+      for (int c = 0; c < QB / W; ++c) {
+        const vf s = real[j] ? Load(st + j * QB + c * W) : minus_infinity;
+        Store(st + j * QB + c * W, Load(padded + c * W) > zero ? zero : s);
       }
     }
   }
   // With a mask: the factor of the probabilities of key j for queries c * W ..: 0 for a real
   // query and a padded key, else 1.
-  vf Keep(int64_t j, int64_t c) const { return real[j] ? Splat(1.0f) : Load(padded + c * W); }
+  vf Keep(int64_t j, int c) const { return real[j] ? Splat(1.0f) : Load(padded + c * W); }
   // With a mask: 1 for real queries, 0 for padded ones, whose scores take no gradient.
-  vf RealQueries(int64_t c) const { return Splat(1.0f) - Load(padded + c * W); }
+  vf RealQueries(int c) const { return Splat(1.0f) - Load(padded + c * W); }
 };
 
 const uint8_t* MaskRow(const AttentionShape& s, int64_t b) {
@@ -206,8 +201,7 @@ struct Head {
 };
 
 struct Scratch {
-  Buffer<float> keys, values, queries, grad_outs, rows, rows2, scores, scores2, grad_k, grad_v,
-      out_rows;
+  Buffer<float> keys, values, rows, rows2, scores, scores2, grad_k, grad_v, out_rows;
   static Scratch& ForThread() {
     thread_local Scratch scratch;
     return scratch;
@@ -226,13 +220,6 @@ const float* WholeVectorRows(const float* rows, int64_t tokens, int64_t head_dim
     memcpy(copy + j * dim, rows + j * *stride, head_dim * sizeof(float));
   *stride = dim;
   return copy;
-}
-
-// Keys per block of the backward (BackwardHead, BfBackwardHead): as many as keep the block's S^T
-// and dP^T against every query within 512 KB (every key up to 256 tokens), a multiple of 4 (one
-// Philox draw covers 4 keys).
-int64_t KeyBlock(int64_t tokens, int64_t cols) {
-  return Max(4, Min(RoundUp(tokens, 4), 65536 / cols / 4 * 4));
 }
 
 // The forward of one head, float32. q, k, v: (tokens x head_dim) with row stride `stride`
@@ -258,9 +245,8 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
     for (int64_t i = 0; i < count; ++i)
       for (int64_t d = 0; d < head_dim; ++d) qt[d * QB + i] = q[(i0 + i) * stride + d] * scale;
     Product(k, stride, 1, tokens, head_dim, qt, QB, QB, st, QB);
-    alignas(64) float padded[QB];
-    const BlockMask block_mask(mask, i0, count, QB, padded);
-    block_mask.Scores(st, 0, tokens);
+    const BlockMask block_mask(mask, i0, count);
+    block_mask.Scores(st, tokens);
     float inverse[QB];  // 1 / softmax denominators
     for (int c = 0; c < COLS; ++c) {
       vf max = Load(st + c * W);
@@ -438,12 +424,12 @@ void InterleaveRows(const uint16_t* rows, int64_t stride, int64_t count, int64_t
   }
 }
 
-// The transpose of rows (count <= cols rows of an even width, stride `stride`) as an
-// interleaved panel of width x cols, zero-padded: the right-hand side of a product that reduces
-// over the row width. Each pair of a row is one 32-bit word, gathered for 16 rows at a time.
+// The transpose of rows (count <= QB rows of an even width, stride `stride`) as an interleaved
+// panel of width x QB, zero-padded: the right-hand side of a product that reduces over the row
+// width. Each pair of a row is one 32-bit word, gathered for 16 rows at a time.
 void InterleaveColumns(const uint16_t* rows, int64_t stride, int64_t count, int64_t width,
-                       int64_t cols, Buffer<uint16_t>& panel) {
-  uint32_t* words = reinterpret_cast<uint32_t*>(panel.Zeroed(width * cols));  // (width / 2) x cols
+                       Buffer<uint16_t>& panel) {
+  uint32_t* words = reinterpret_cast<uint32_t*>(panel.Zeroed(width * QB));  // (width / 2) x QB
   for (int64_t i0 = 0; i0 < count; i0 += BW) {
     const __mmask16 rows_left = static_cast<__mmask16>((1u << Min(BW, count - i0)) - 1u);
     const __m512i offsets =
@@ -453,7 +439,7 @@ void InterleaveColumns(const uint16_t* rows, int64_t stride, int64_t count, int6
     for (int64_t p = 0; p < width / 2; ++p) {
       const __m512i pair =
           _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows_left, offsets, first + 2 * p, 1);
-      _mm512_storeu_si512(words + p * cols + i0, pair);
+      _mm512_storeu_si512(words + p * QB + i0, pair);
     }
   }
 }
@@ -461,7 +447,7 @@ void InterleaveColumns(const uint16_t* rows, int64_t stride, int64_t count, int6
 struct BfScratch {
   Buffer<uint16_t> queries, values, probabilities, keys, grad_out_t, query_rows, grad_out_rows,
       grad_score_rows, grad_score_pairs;
-  Buffer<float> scores, out_rows, grad_probabilities, grad_k, grad_v, query_values;
+  Buffer<float> scores, out_rows, grad_probabilities, grad_k, grad_v;
   static BfScratch& ForThread() {
     thread_local BfScratch scratch;
     return scratch;
@@ -484,12 +470,11 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
   const vf zero = vf{};
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
     const int64_t count = Min(QB, tokens - i0);
-    InterleaveColumns(qkv + g.Offset(b, h, i0, 0), g.row_stride, count, hd, QB, m.queries);
+    InterleaveColumns(qkv + g.Offset(b, h, i0, 0), g.row_stride, count, hd, m.queries);
     BfProduct(qkv + g.Offset(b, h, 0, 1), g.row_stride, 2, tokens, hd, m.queries.data(), QB, st,
               QB);
-    alignas(64) float padded[QB];
-    const BlockMask block_mask(mask, i0, count, QB, padded);
-    block_mask.Scores(st, 0, tokens);
+    const BlockMask block_mask(mask, i0, count);
+    block_mask.Scores(st, tokens);
     float inverse[QB];
     for (int c = 0; c < COLS; ++c) {
       vf max = Load(st + c * W) * g.shape.scale;
@@ -525,20 +510,18 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
   }
 }
 
-// The float32 backward's structure (BackwardHead: the key block outer) with all five products
-// as vdpbf16ps: S^T and dP^T reduce over head dims (K and V rows from qkv against interleaved
-// Q^T and dO^T panels of every query); dV = (f P)^T dO and dK = dS^T Q reduce over every query
-// (f P and dS as bf16 rows over queries, dO and Q interleaved); dQ += dS K over the block's
-// keys (dS in pairs along keys, K interleaved). f P and dS are rounded to bf16 before their
-// products, as the forward rounds f P; every sum is float32, and dQ, dK and dV are rounded
-// once. For an even head_dim.
+// The float32 backward's structure (BackwardHead) with all five products as vdpbf16ps: S^T and
+// dP^T reduce over head dims (K and V rows from qkv against interleaved Q^T and dO^T panels);
+// dQ = dS K reduces over keys (dS in pairs along keys, K interleaved); dV += (f P)^T dO and
+// dK += dS^T Q reduce over queries (f P and dS as bf16 rows over queries, dO and Q interleaved).
+// f P and dS are rounded to bf16 before their products, as the forward rounds f P; every sum
+// is float32, and dQ, dK and dV are rounded once. For an even head_dim.
 void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsumexp,
                     const uint16_t* grad_out, uint16_t* grad_qkv, const Head& g, int64_t b,
                     int64_t h) {
   BfScratch& m = BfScratch::ForThread();
   const int64_t tokens = g.shape.tokens, hd = g.shape.head_dim, out_stride = g.shape.heads * hd;
-  const int64_t dim = RoundUp(hd, BW), cols = RoundUp(tokens, W), pairs = RoundUp(tokens, 2);
-  const int64_t key_block = KeyBlock(tokens, cols);
+  const int64_t dim = RoundUp(hd, BW), pairs = RoundUp(tokens, 2);
   const float scale = g.shape.scale;
   const float* lse = logsumexp + (b * g.shape.heads + h) * tokens;
   const uint16_t* q = qkv + g.Offset(b, h, 0, 0);
@@ -546,141 +529,138 @@ void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsu
   const uint16_t* grad_o = grad_out + g.OutOffset(b, h, 0);
   const HeadDropout dropout = DropoutOf(g.shape, b, h);
   const uint8_t* mask = MaskRow(g.shape, b);
-  InterleaveColumns(q, g.row_stride, tokens, hd, cols, m.queries);
-  InterleaveColumns(grad_o, out_stride, tokens, hd, cols, m.grad_out_t);
-  InterleaveRows(q, g.row_stride, tokens, hd, dim, pairs, m.query_rows);
-  InterleaveRows(grad_o, out_stride, tokens, hd, dim, pairs, m.grad_out_rows);
   InterleaveRows(qkv + g.Offset(b, h, 0, 1), g.row_stride, tokens, hd, dim, pairs, m.keys);
-  float* query_lse = m.query_values.Zeroed(3 * cols);  // per query: lse, delta, mask flags
-  float* delta = query_lse + cols;
-  for (int64_t i = 0; i < tokens; ++i) {
-    delta[i] = DotBf16(grad_o + i * out_stride, o + i * out_stride, hd);
-    query_lse[i] = lse[i];
-  }
-  const BlockMask query_mask(mask, 0, tokens, cols, delta + cols);
-  float* st = m.scores.Reserve(key_block * cols);                             // S^T
-  float* dpt = m.grad_probabilities.Reserve(key_block * cols);                // dP^T
-  uint16_t* probabilities = m.probabilities.Reserve(key_block * cols);        // (f P)^T rows
-  uint16_t* grad_score_rows = m.grad_score_rows.Reserve(key_block * cols);    // dS^T rows
-  uint16_t* grad_score_pairs = m.grad_score_pairs.Reserve(key_block * cols);  // dS, key pairs
-  float* grad_q = m.out_rows.Zeroed(tokens * dim);
-  float* grad_k = m.grad_k.Reserve(key_block * dim);
-  float* grad_v = m.grad_v.Reserve(key_block * dim);
-  for (int64_t j0 = 0; j0 < tokens; j0 += key_block) {
-    const int64_t count = Min(key_block, tokens - j0), count_pairs = RoundUp(count, 2);
-    BfProduct(qkv + g.Offset(b, h, j0, 1), g.row_stride, 2, count, hd, m.queries.data(), cols, st,
-              cols);
-    BfProduct(qkv + g.Offset(b, h, j0, 2), g.row_stride, 2, count, hd, m.grad_out_t.data(), cols,
-              dpt, cols);
-    query_mask.Scores(st, j0, count);
-    // With dropout factors f: dV takes f P, and dS = P (f dP - delta) * scale. Queries past
-    // tokens get values too; they meet only zero rows of the panels.
-    for (int64_t c = 0; c < cols / W; ++c) {
+  float* st = m.scores.Reserve(tokens * QB);                            // S^T
+  float* dpt = m.grad_probabilities.Reserve(tokens * QB);               // dP^T
+  uint16_t* probabilities = m.probabilities.Reserve(tokens * QB);       // (f P)^T, bf16 rows
+  uint16_t* grad_score_rows = m.grad_score_rows.Reserve(tokens * QB);   // dS^T, likewise
+  uint16_t* grad_score_pairs = m.grad_score_pairs.Reserve(pairs * QB);  // dS, pairs along keys
+  float* out_rows = m.out_rows.Reserve(QB * dim);                       // dQ
+  float* grad_k = m.grad_k.Zeroed(tokens * dim);
+  float* grad_v = m.grad_v.Zeroed(tokens * dim);
+  for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
+    const int64_t count = Min(QB, tokens - i0);
+    InterleaveColumns(q + i0 * g.row_stride, g.row_stride, count, hd, m.queries);
+    InterleaveColumns(grad_o + i0 * out_stride, out_stride, count, hd, m.grad_out_t);
+    // QB rows: queries past count reduce as zeros.
+    InterleaveRows(q + i0 * g.row_stride, g.row_stride, count, hd, dim, QB, m.query_rows);
+    InterleaveRows(grad_o + i0 * out_stride, out_stride, count, hd, dim, QB, m.grad_out_rows);
+    alignas(64) float query_lse[QB] = {}, delta[QB] = {}, valid[QB] = {};
+    for (int64_t i = 0; i < count; ++i) {
+      delta[i] = DotBf16(grad_o + (i0 + i) * out_stride, o + (i0 + i) * out_stride, hd);
+      query_lse[i] = lse[i0 + i];
+      valid[i] = 1.0f;
+    }
+    BfProduct(qkv + g.Offset(b, h, 0, 1), g.row_stride, 2, tokens, hd, m.queries.data(), QB, st,
+              QB);
+    BfProduct(qkv + g.Offset(b, h, 0, 2), g.row_stride, 2, tokens, hd, m.grad_out_t.data(), QB, dpt,
+              QB);
+    const BlockMask block_mask(mask, i0, count);
+    block_mask.Scores(st, tokens);
+    // With dropout factors f: dV takes f P, and dS = P (f dP - delta) * scale.
+    for (int c = 0; c < COLS; ++c) {
       const vf column_lse = Load(query_lse + c * W), column_delta = Load(delta + c * W);
+      const vf column_valid = Load(valid + c * W);
       vf factors[4] = {Splat(1.0f), Splat(1.0f), Splat(1.0f), Splat(1.0f)};
-      for (int64_t j = 0; j < count_pairs; j += 2) {
-        if (dropout.active && (j0 + j) % 4 == 0) dropout.Factors(c * W, (j0 + j) / 4, factors);
+      for (int64_t j = 0; j < pairs; j += 2) {
+        if (dropout.active && j % 4 == 0) dropout.Factors(i0 + c * W, j / 4, factors);
         vf ds[2] = {};
-        for (int64_t row = j; row < Min(j + 2, count); ++row) {
-          const int64_t key = j0 + row, at = row * cols + c * W;
-          vf p = Exp(Load(st + at) * scale - column_lse);
-          if (mask != nullptr) p *= query_mask.Keep(key, c);
+        for (int64_t key = j; key < Min(j + 2, tokens); ++key) {
+          const int64_t at = key * QB + c * W;
+          vf p = Exp(Load(st + at) * scale - column_lse) * column_valid;
+          if (mask != nullptr) p *= block_mask.Keep(key, c);
           const vf factor = factors[key % 4];
-          ds[row - j] = p * (Load(dpt + at) * factor - column_delta) * scale;
-          if (mask != nullptr) ds[row - j] *= query_mask.RealQueries(c);
+          ds[key - j] = p * (Load(dpt + at) * factor - column_delta) * scale;
+          if (mask != nullptr) ds[key - j] *= block_mask.RealQueries(c);
           StoreRow(p * factor, probabilities + at);
-          StoreRow(ds[row - j], grad_score_rows + at);
+          StoreRow(ds[key - j], grad_score_rows + at);
         }
-        StorePairs(ds[0], ds[1], grad_score_pairs + ((j / 2) * cols + c * W) * 2);
+        StorePairs(ds[0], ds[1], grad_score_pairs + ((j / 2) * QB + c * W) * 2);
       }
     }
-    BfProduct(grad_score_pairs, 2, 2 * cols, tokens, count_pairs, m.keys.data() + j0 * dim, dim,
-              grad_q, dim, true);
-    BfProduct(probabilities, cols, 2, count, pairs, m.grad_out_rows.data(), dim, grad_v, dim);
-    BfProduct(grad_score_rows, cols, 2, count, pairs, m.query_rows.data(), dim, grad_k, dim);
-    for (int64_t j = 0; j < count; ++j) {
-      RoundRow(grad_k + j * dim, 1.0f, hd, grad_qkv + g.Offset(b, h, j0 + j, 1));
-      RoundRow(grad_v + j * dim, 1.0f, hd, grad_qkv + g.Offset(b, h, j0 + j, 2));
-    }
+    BfProduct(grad_score_pairs, 2, 2 * QB, count, pairs, m.keys.data(), dim, out_rows, dim);
+    for (int64_t i = 0; i < count; ++i)
+      RoundRow(out_rows + i * dim, 1.0f, hd, grad_qkv + g.Offset(b, h, i0 + i, 0));
+    BfProduct(probabilities, QB, 2, tokens, QB, m.grad_out_rows.data(), dim, grad_v, dim, true);
+    BfProduct(grad_score_rows, QB, 2, tokens, QB, m.query_rows.data(), dim, grad_k, dim, true);
   }
-  for (int64_t i = 0; i < tokens; ++i)
-    RoundRow(grad_q + i * dim, 1.0f, hd, grad_qkv + g.Offset(b, h, i, 0));
+  for (int64_t j = 0; j < tokens; ++j) {
+    RoundRow(grad_k + j * dim, 1.0f, hd, grad_qkv + g.Offset(b, h, j, 1));
+    RoundRow(grad_v + j * dim, 1.0f, hd, grad_qkv + g.Offset(b, h, j, 2));
+  }
 }
 #endif
 
-// The backward of one head, float32, with the key block outer (FlashAttention-2's order): for
-// KeyBlock keys at a time, S^T and dP^T against every query (keys down, queries across, the
-// probabilities recomputed from the saved log-sum-exp), so dK and dV each come from one
-// product that reduces over all queries with its sums in registers, and dQ accumulates dS K
-// over the key blocks (one block up to 256 tokens). q, k, v and grad_out rows have strides
-// `stride` and `out_stride`; out likewise.
+// The backward of one head, float32, FlashAttention's way: probabilities recomputed from the
+// saved log-sum-exp, QB queries at a time, dK and dV accumulated for the whole head.
+// q, k, v and grad_out rows have strides `stride` and `out_stride`; out likewise.
 void BackwardHead(const float* q, const float* k, const float* v, int64_t stride, const float* out,
                   const float* grad_out, int64_t out_stride, const float* lse, int64_t tokens,
                   int64_t head_dim, float scale, float* grad_q, float* grad_k, float* grad_v,
                   int64_t grad_stride, const HeadDropout& dropout, const uint8_t* mask) {
   Scratch& m = Scratch::ForThread();
-  const int64_t dim = RoundUp(head_dim, W), cols = RoundUp(tokens, W);
-  const int64_t key_block = KeyBlock(tokens, cols);
-  float* qt = m.rows.Zeroed(2 * dim * cols);  // Q^T * scale, dO^T: queries across
-  float* dot = qt + dim * cols;
-  float* query_lse = m.rows2.Zeroed(3 * cols);  // per query: lse, delta, the mask's flags
-  float* delta = query_lse + cols;
-  for (int64_t i = 0; i < tokens; ++i) {
-    const float* qi = q + i * stride;
-    const float* gi = grad_out + i * out_stride;
-    const float* oi = out + i * out_stride;
-    for (int64_t d = 0; d < head_dim; ++d) {
-      qt[d * cols + i] = qi[d] * scale;
-      dot[d * cols + i] = gi[d];
-      delta[i] += gi[d] * oi[d];
-    }
-    query_lse[i] = lse[i];
-  }
-  const BlockMask query_mask(mask, 0, tokens, cols, delta + cols);
-  int64_t key_stride = stride, query_stride = stride, grad_out_stride = out_stride;
+  const int64_t dim = RoundUp(head_dim, W);
+  float* qt = m.rows.Reserve(2 * dim * QB);  // Q^T * scale, dO^T
+  float* dot = qt + dim * QB;
+  float* q_rows = m.rows2.Reserve(2 * QB * dim);  // Q rows, dO rows
+  float* do_rows = q_rows + QB * dim;
+  float* pt = m.scores.Reserve(tokens * QB);    // P^T
+  float* dst = m.scores2.Reserve(tokens * QB);  // dP^T, then dS^T
+  float* grad_k_rows = m.grad_k.Zeroed(tokens * dim);
+  float* grad_v_rows = m.grad_v.Zeroed(tokens * dim);
+  float* out_rows = m.out_rows.Reserve(QB * dim);  // dQ rows
+  int64_t key_stride = stride;
   const float* keys = WholeVectorRows(k, tokens, head_dim, &key_stride, m.keys);
-  const float* queries = WholeVectorRows(q, tokens, head_dim, &query_stride, m.queries);
-  const float* grad_outs =
-      WholeVectorRows(grad_out, tokens, head_dim, &grad_out_stride, m.grad_outs);
-  float* pt = m.scores.Reserve(key_block * cols);    // S^T, then (f P)^T
-  float* dst = m.scores2.Reserve(key_block * cols);  // dP^T, then dS^T
-  float* grad_q_rows = m.out_rows.Zeroed(tokens * dim);
-  float* grad_k_rows = m.grad_k.Reserve(key_block * dim);
-  float* grad_v_rows = m.grad_v.Reserve(key_block * dim);
-  for (int64_t j0 = 0; j0 < tokens; j0 += key_block) {
-    const int64_t count = Min(key_block, tokens - j0);
-    Product(k + j0 * stride, stride, 1, count, head_dim, qt, cols, cols, pt, cols);
-    Product(v + j0 * stride, stride, 1, count, head_dim, dot, cols, cols, dst, cols);
-    query_mask.Scores(pt, j0, count);
-    // With dropout factors f: dV takes f P, and dS = P (f dP - delta) * scale. Queries past
-    // tokens get values too; no product reads them.
-    for (int64_t c = 0; c < cols / W; ++c) {
-      const vf column_lse = Load(query_lse + c * W), column_delta = Load(delta + c * W);
-      vf factors[4] = {Splat(1.0f), Splat(1.0f), Splat(1.0f), Splat(1.0f)};
-      for (int64_t j = 0; j < count; ++j) {
-        const int64_t key = j0 + j, at = j * cols + c * W;
-        if (dropout.active && key % 4 == 0) dropout.Factors(c * W, key / 4, factors);
-        const vf factor = factors[key % 4];
-        vf p = Exp(Load(pt + at) - column_lse);
-        if (mask != nullptr) p *= query_mask.Keep(key, c);
-        vf ds = p * (Load(dst + at) * factor - column_delta) * scale;
-        if (mask != nullptr) ds *= query_mask.RealQueries(c);
-        Store(pt + at, p * factor);
-        Store(dst + at, ds);
+  for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
+    const int64_t count = Min(QB, tokens - i0);
+    memset(qt, 0, 2 * dim * QB * sizeof(float));
+    memset(q_rows, 0, 2 * QB * dim * sizeof(float));
+    alignas(64) float query_lse[QB] = {}, delta[QB] = {};
+    for (int64_t i = 0; i < count; ++i) {
+      const float* qi = q + (i0 + i) * stride;
+      const float* gi = grad_out + (i0 + i) * out_stride;
+      const float* oi = out + (i0 + i) * out_stride;
+      for (int64_t d = 0; d < head_dim; ++d) {
+        qt[d * QB + i] = qi[d] * scale;
+        dot[d * QB + i] = gi[d];
+        q_rows[i * dim + d] = qi[d];
+        do_rows[i * dim + d] = gi[d];
+        delta[i] += gi[d] * oi[d];
       }
+      query_lse[i] = lse[i0 + i];
     }
-    // dV = (f P)^T dO and dK = dS^T Q over every query; dQ += dS K of the block's keys.
-    Product(pt, cols, 1, count, tokens, grad_outs, grad_out_stride, dim, grad_v_rows, dim);
-    Product(dst, cols, 1, count, tokens, queries, query_stride, dim, grad_k_rows, dim);
-    Product(dst, 1, cols, tokens, count, keys + j0 * key_stride, key_stride, dim, grad_q_rows, dim,
-            true);
-    for (int64_t j = 0; j < count; ++j) {
-      memcpy(grad_k + (j0 + j) * grad_stride, grad_k_rows + j * dim, head_dim * sizeof(float));
-      memcpy(grad_v + (j0 + j) * grad_stride, grad_v_rows + j * dim, head_dim * sizeof(float));
+    Product(k, stride, 1, tokens, head_dim, qt, QB, QB, pt, QB);    // S^T
+    Product(v, stride, 1, tokens, head_dim, dot, QB, QB, dst, QB);  // dP^T
+    const BlockMask block_mask(mask, i0, count);
+    block_mask.Scores(pt, tokens);
+    // With dropout factors f: dV takes f P, and dS = P (f dP - delta).
+    vf factors[COLS][4];
+    for (int c = 0; c < COLS; ++c)
+      for (int k4 = 0; k4 < 4; ++k4) factors[c][k4] = vf{} + 1.0f;
+    for (int64_t j = 0; j < tokens; ++j) {
+      for (int c = 0; c < COLS; ++c) {
+        if (dropout.active && j % 4 == 0) dropout.Factors(i0 + c * W, j / 4, factors[c]);
+        const vf factor = factors[c][j % 4];
+        vf p = Exp(Load(pt + j * QB + c * W) - Load(query_lse + c * W));
+        if (mask != nullptr) p *= block_mask.Keep(j, c);
+        vf ds = p * (Load(dst + j * QB + c * W) * factor - Load(delta + c * W)) * scale;
+        if (mask != nullptr) ds *= block_mask.RealQueries(c);
+        Store(pt + j * QB + c * W, p * factor);
+        Store(dst + j * QB + c * W, ds);
+      }
+      for (int64_t i = count; i < QB; ++i) pt[j * QB + i] = dst[j * QB + i] = 0.0f;
     }
+    // dQ = dS K; dV += P^T dO; dK += dS^T Q.
+    Product(dst, 1, QB, RoundUp(count, R), tokens, keys, key_stride, dim, out_rows, dim);
+    for (int64_t i = 0; i < count; ++i)
+      memcpy(grad_q + (i0 + i) * grad_stride, out_rows + i * dim, head_dim * sizeof(float));
+    Product(pt, QB, 1, tokens, QB, do_rows, dim, dim, grad_v_rows, dim, true);
+    Product(dst, QB, 1, tokens, QB, q_rows, dim, dim, grad_k_rows, dim, true);
   }
-  for (int64_t i = 0; i < tokens; ++i)
-    memcpy(grad_q + i * grad_stride, grad_q_rows + i * dim, head_dim * sizeof(float));
+  for (int64_t j = 0; j < tokens; ++j) {
+    memcpy(grad_k + j * grad_stride, grad_k_rows + j * dim, head_dim * sizeof(float));
+    memcpy(grad_v + j * grad_stride, grad_v_rows + j * dim, head_dim * sizeof(float));
+  }
 }
 
 void AttentionForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const Head& g,
