@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cuda_library import Kernels, compile_library, keep_of  # noqa: E402
+from cuda_library import Kernels, compile_library, keep_of, name_of  # noqa: E402
 from timing import time_attention, time_training_step  # noqa: E402
 
 PHILOX = Path(__file__).resolve().parents[2] / "cct_fast" / "testing" / "philox.py"
@@ -91,10 +91,6 @@ def failures_of(label, errors, tolerances):
         if error > limit:
             failures.append(f"{label}: {name} {error:.1e} > {limit:.0e}")
     return failures
-
-
-def name_of(dtype):
-    return str(dtype).removeprefix("torch.")
 
 
 def padding_mask(batch, tokens, generator):

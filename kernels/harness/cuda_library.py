@@ -187,6 +187,11 @@ def keep_of(rate):
     return float(torch.tensor(1.0, dtype=torch.float32) - torch.tensor(rate, dtype=torch.float32))
 
 
+def name_of(dtype):
+    """``torch.bfloat16`` -> ``"bfloat16"``, for the harness's lines."""
+    return str(dtype).removeprefix("torch.")
+
+
 def autograd_functions(kernels):
     """Attention, LayerNorm and sequence pooling of ``kernels`` as autograd functions."""
 

@@ -4,6 +4,7 @@
 
 import torch
 import torch_cct
+from cuda_library import name_of
 
 # (label, batch, tokens, heads, head_dim, masked)
 ATTENTION_SHAPES = [
@@ -93,7 +94,7 @@ def time_attention(kernels):
             ours, theirs = compare(kernels, qkv, grad_out, heads, mask)
             best = [min(t[i] for t in theirs.values()) for i in (0, 1)] if theirs else [0, 0]
             print(
-                f"{label} tokens {tokens} heads {heads}x{head_dim} {str(dtype)[6:]}: "
+                f"{label} tokens {tokens} heads {heads}x{head_dim} {name_of(dtype)}: "
                 f"cct_fast {ours[0]:.3f} | {ours[1]:.3f}; "
                 + ", ".join(f"sdpa {n} {t[0]:.3f} | {t[1]:.3f}" for n, t in theirs.items())
                 + f"; ratio {best[0] / ours[0]:.2f} | {best[1] / ours[1]:.2f}",

@@ -9,6 +9,7 @@ classifier. Attention dropout 0.1 and no stochastic depth in both, so both compu
 step."""
 
 import torch
+from cuda_library import autograd_functions
 from torch import nn
 from torch.nn import functional
 
@@ -83,8 +84,6 @@ class KernelOps:
     TensorFlow model's does under a mixed policy."""
 
     def __init__(self, kernels, stream_dtype=torch.bfloat16):
-        from cuda_library import autograd_functions
-
         self._attention, self._layer_norm, self._pool = autograd_functions(kernels)
         self.stream_dtype = stream_dtype
 
