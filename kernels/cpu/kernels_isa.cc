@@ -30,13 +30,20 @@ namespace cct_kernels {
 namespace CCT_ISA {
 namespace {
 
+// The float32 micro-kernel keeps R x COLS accumulators in registers, with COLS vectors of the
+// right-hand panel and one broadcast: 16 + 4 + 1 of AVX-512's 32 registers, 12 + 2 + 1 of
+// AVX2's 16. QB queries make one block of the attention (ForwardHead); dK and dV are reduced
+// over a block at a time, so a larger QB touches their rows fewer times.
 #if defined(__AVX512F__)
-constexpr int COLS = 4;  // vectors per micro-kernel row: R x COLS accumulators
+constexpr int COLS = 4;
+constexpr int R = 4;
+constexpr int QB = 64;
 #else
 constexpr int COLS = 2;
+constexpr int R = 6;
+constexpr int QB = 32;
 #endif
-constexpr int R = 4;          // query rows per micro-kernel
-constexpr int QB = COLS * W;  // queries per block of the attention (ForwardHead)
+static_assert(QB % (COLS * W) == 0, "a block of queries is whole micro-kernel panels");
 typedef uint64_t vu64 __attribute__((vector_size(W * sizeof(uint64_t))));
 
 // exp over a vector: Cephes' range reduction and degree-6 polynomial, ~1e-7 relative error.
@@ -172,6 +179,18 @@ void PanelsOfRows(const float* a, int64_t a_row, int64_t a_depth, int64_t depth,
     RowsTimesPanel<ROWS, 1>(a, a_row, a_depth, depth, b, ldb, col, out, ldo, accumulate);
 }
 
+// The rows (< R) that Product's R-row micro-kernels leave, as one micro-kernel of that many
+// rows: a block's last few queries run as fast as the others.
+template <int ROWS>
+void LastRows(int64_t rows, const float* a, int64_t a_row, int64_t a_depth, int64_t depth,
+              const float* b, int64_t ldb, int64_t cols, float* out, int64_t ldo, bool accumulate) {
+  if constexpr (ROWS > 0) {
+    if (rows == ROWS)
+      return PanelsOfRows<ROWS>(a, a_row, a_depth, depth, b, ldb, cols, out, ldo, accumulate);
+    LastRows<ROWS - 1>(rows, a, a_row, a_depth, depth, b, ldb, cols, out, ldo, accumulate);
+  }
+}
+
 // out (rows x cols) (+)= A (rows x depth, element (r, k) at a[r * a_row + k * a_depth]) times
 // b (depth x cols); cols a multiple of W.
 void Product(const float* a, int64_t a_row, int64_t a_depth, int64_t rows, int64_t depth,
@@ -181,9 +200,8 @@ void Product(const float* a, int64_t a_row, int64_t a_depth, int64_t rows, int64
   for (; r + R <= rows; r += R)
     PanelsOfRows<R>(a + r * a_row, a_row, a_depth, depth, b, ldb, cols, out + r * ldo, ldo,
                     accumulate);
-  for (; r < rows; ++r)
-    PanelsOfRows<1>(a + r * a_row, a_row, a_depth, depth, b, ldb, cols, out + r * ldo, ldo,
-                    accumulate);
+  LastRows<R - 1>(rows - r, a + r * a_row, a_row, a_depth, depth, b, ldb, cols, out + r * ldo, ldo,
+                  accumulate);
 }
 
 // Where one head's rows sit in qkv and out.
@@ -248,7 +266,7 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
     const BlockMask block_mask(mask, i0, count);
     block_mask.Scores(st, tokens);
     float inverse[QB];  // 1 / softmax denominators
-    for (int c = 0; c < COLS; ++c) {
+    for (int c = 0; c < QB / W; ++c) {
       vf max = Load(st + c * W);
       for (int64_t j = 1; j < tokens; ++j) {
         const vf s = Load(st + j * QB + c * W);
@@ -273,7 +291,7 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
           Store(st + j * QB + c * W, Load(st + j * QB + c * W) * factors[j - j0]);
       }
     }
-    Product(st, 1, QB, RoundUp(count, R), tokens, values, value_stride, dim, out_rows, dim);
+    Product(st, 1, QB, count, tokens, values, value_stride, dim, out_rows, dim);
     for (int64_t i = 0; i < count; ++i) {
       for (int64_t d = 0; d < head_dim; ++d)
         out[(i0 + i) * out_stride + d] = out_rows[i * dim + d] * inverse[i];
@@ -476,7 +494,7 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
     const BlockMask block_mask(mask, i0, count);
     block_mask.Scores(st, tokens);
     float inverse[QB];
-    for (int c = 0; c < COLS; ++c) {
+    for (int c = 0; c < QB / W; ++c) {
       vf max = Load(st + c * W) * g.shape.scale;
       for (int64_t j = 1; j < tokens; ++j) {
         const vf s = Load(st + j * QB + c * W) * g.shape.scale;
@@ -558,7 +576,7 @@ void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsu
     const BlockMask block_mask(mask, i0, count);
     block_mask.Scores(st, tokens);
     // With dropout factors f: dV takes f P, and dS = P (f dP - delta) * scale.
-    for (int c = 0; c < COLS; ++c) {
+    for (int c = 0; c < QB / W; ++c) {
       const vf column_lse = Load(query_lse + c * W), column_delta = Load(delta + c * W);
       const vf column_valid = Load(valid + c * W);
       vf factors[4] = {Splat(1.0f), Splat(1.0f), Splat(1.0f), Splat(1.0f)};
@@ -634,11 +652,11 @@ void BackwardHead(const float* q, const float* k, const float* v, int64_t stride
     const BlockMask block_mask(mask, i0, count);
     block_mask.Scores(pt, tokens);
     // With dropout factors f: dV takes f P, and dS = P (f dP - delta).
-    vf factors[COLS][4];
-    for (int c = 0; c < COLS; ++c)
+    vf factors[QB / W][4];
+    for (int c = 0; c < QB / W; ++c)
       for (int k4 = 0; k4 < 4; ++k4) factors[c][k4] = vf{} + 1.0f;
     for (int64_t j = 0; j < tokens; ++j) {
-      for (int c = 0; c < COLS; ++c) {
+      for (int c = 0; c < QB / W; ++c) {
         if (dropout.active && j % 4 == 0) dropout.Factors(i0 + c * W, j / 4, factors[c]);
         const vf factor = factors[c][j % 4];
         vf p = Exp(Load(pt + j * QB + c * W) - Load(query_lse + c * W));
@@ -651,7 +669,7 @@ void BackwardHead(const float* q, const float* k, const float* v, int64_t stride
       for (int64_t i = count; i < QB; ++i) pt[j * QB + i] = dst[j * QB + i] = 0.0f;
     }
     // dQ = dS K; dV += P^T dO; dK += dS^T Q.
-    Product(dst, 1, QB, RoundUp(count, R), tokens, keys, key_stride, dim, out_rows, dim);
+    Product(dst, 1, QB, count, tokens, keys, key_stride, dim, out_rows, dim);
     for (int64_t i = 0; i < count; ++i)
       memcpy(grad_q + (i0 + i) * grad_stride, out_rows + i * dim, head_dim * sizeof(float));
     Product(pt, QB, 1, tokens, QB, do_rows, dim, dim, grad_v_rows, dim, true);
