@@ -305,23 +305,44 @@ NOT_KERNEL_TESTS = (
 )
 
 
-@pytest.mark.parametrize("isa", custom_ops.KERNEL_ISAS[1:])
-def test_the_op_suite_passes_under_each_narrower_instruction_set(isa):
-    """The TensorFlow ops' own tests, on the kernels of a CPU narrower than this one."""
+def _narrower_sets():
     native = _native_isa()
-    if custom_ops.KERNEL_ISAS.index(isa) <= custom_ops.KERNEL_ISAS.index(native):
-        pytest.skip(f"the suite itself runs {native}; {isa} is not narrower than it")
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", NOT_KERNEL_TESTS]
-        + list(OP_SUITE),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=_environment(isa),
-        timeout=1200,
-    )
-    summary = done.stdout.strip().splitlines()[-1]
-    assert done.returncode == 0, done.stdout[-4000:]
+    return custom_ops.KERNEL_ISAS[custom_ops.KERNEL_ISAS.index(native) + 1 :]
+
+
+@pytest.fixture(scope="module")
+def op_suite_runs(tmp_path_factory):
+    """The op suite under each narrower set, all started at once: each run is mostly
+    single-threaded Python (imports, traces), so side by side on CI's two cores they take
+    about half the time they take in turn. isa -> (process, its output file)."""
+    folder = tmp_path_factory.mktemp("op_suite")
+    runs = {}
+    for isa in _narrower_sets():
+        output = folder / f"{isa}.txt"
+        with output.open("w") as sink:
+            command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+            command += ["-k", NOT_KERNEL_TESTS, *OP_SUITE]
+            process = subprocess.Popen(
+                command, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT, env=_environment(isa)
+            )
+        runs[isa] = process, output
+    yield runs
+    for process, _ in runs.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize("isa", custom_ops.KERNEL_ISAS[1:])
+def test_the_op_suite_passes_under_each_narrower_instruction_set(isa, op_suite_runs):
+    """The TensorFlow ops' own tests, on the kernels of a CPU narrower than this one."""
+    if isa not in op_suite_runs:
+        pytest.skip(f"the suite itself runs {_native_isa()}; {isa} is not narrower than it")
+    process, output = op_suite_runs[isa]
+    returncode = process.wait(timeout=1200)
+    printed = output.read_text()
+    summary = printed.strip().splitlines()[-1]
+    assert returncode == 0, printed[-4000:]
     assert " passed" in summary and "skipped" not in summary, summary
 
 
