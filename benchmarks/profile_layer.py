@@ -118,12 +118,47 @@ def steps(batch, tokens, dim, heads, dtype):
             (pre_activation,),
             None,
         ),
+        *bias_gelu_rows(pre_activation, bias),
         (
             "linear2 + bias",
             graph(lambda h: fused.linear(h, w_2, gamma)),
             (pre_activation,),
             gemm * hidden,
         ),
+    ]
+
+
+def forward_backward(form, *constants):
+    """form(x, *constants) and its gradient in x, as one tf.function."""
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = form(x, *constants)
+        return tape.gradient(y, x, output_gradients=y)
+
+    return step
+
+
+def bias_gelu_rows(pre_activation, bias):
+    """linear1's bias + exact GELU as the custom op (where the library is built), and forward
+    and backward in the fused path's XLA cluster and in the op."""
+    rows = [
+        (
+            "bias + GELU fwd+bwd, XLA cluster",
+            forward_backward(fused.bias_gelu, bias),
+            (pre_activation,),
+            None,
+        )
+    ]
+    if custom_ops.ops() is None:
+        return rows
+    custom = custom_ops.bias_gelu
+    return [
+        ("bias + exact GELU, custom op", tf.function(custom), (pre_activation, bias), None),
+        *rows,
+        ("bias + GELU fwd+bwd, custom op", forward_backward(custom, bias), (pre_activation,), None),
     ]
 
 
@@ -142,18 +177,13 @@ def residual_layer_norm_rows(rows, gamma, beta):
             x, g, b, fused.LAYER_NORM_EPSILON, residual=r
         )
 
-    def forward_backward(form):
-        @tf.function
-        def step(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = form(x, x * 0.5, gamma, beta)
-            return tape.gradient(y, x, output_gradients=y)
-
-        return step
-
     return [
-        (f"residual + norm fwd+bwd, {name}", forward_backward(form), (rows,), None)
+        (
+            f"residual + norm fwd+bwd, {name}",
+            forward_backward(lambda x, form=form: form(x, x * 0.5, gamma, beta)),
+            (rows,),
+            None,
+        )
         for name, form in forms.items()
     ]
 

@@ -76,6 +76,19 @@ def assert_same_weights(model_a, model_b):
         np.testing.assert_array_equal(value, weights_b[path], err_msg=path)
 
 
+def training_step_op_types(model, images):
+    """The op types in the graph of one training step of ``model`` on ``images``: the
+    forward pass and the gradients of its variables."""
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(x, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = tf.function(step).get_concrete_function(images).graph
+    return [op.type for op in graph.get_operations()]
+
+
 def random_images(rng, model, batch=2, dtype="float32"):
     config = model.config
     shape = (batch, *config.image_size, config.n_input_channels)

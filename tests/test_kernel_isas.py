@@ -7,9 +7,9 @@ dispatcher without TensorFlow. It runs here natively under each instruction set 
 the baseline kernels). The emulator raises SIGILL on an instruction its CPU lacks, as the real
 one does. Every run is compared with the float64 reference path: attention with and without
 dropout and a key-padding mask in float32 and bfloat16, sequence pooling, (residual +)
-LayerNorm, forward and backward. Then the op suite itself runs under each narrower
-instruction set this CPU has, and ``kernels/check_isa.py``, which the build runs, is shown to
-catch the fault it exists for.
+LayerNorm and bias + GELU, forward and backward. Then the op suite itself runs under each
+narrower instruction set this CPU has, and ``kernels/check_isa.py``, which the build runs, is
+shown to catch the fault it exists for.
 """
 
 import functools
@@ -268,6 +268,36 @@ def test_layer_norm_equals_the_reference(each_kernels, dtype, rows, width, resid
             assert error <= TOLERANCE[dtype], (kernels.id, name, error)
 
 
+@pytest.mark.parametrize("dtype, rows, width", [("float32", 70, 100), ("bfloat16", 3, 7)])
+def test_bias_gelu_equals_the_reference(each_kernels, dtype, rows, width, rng):
+    x = _bits(rng.standard_normal((rows, width)) * 3, dtype)
+    bias = rng.standard_normal(width).astype(np.float32)
+    grad_y = _bits(rng.standard_normal((rows, width)), dtype)
+
+    def gelu(x, bias):
+        s = x + bias
+        return 0.5 * s * (1.0 + tf.math.erf(s / np.sqrt(2.0)))
+
+    expected_y, grad_x, grad_bias = _reference_gradients(
+        gelu, [_values(x, dtype), bias], _values(grad_y, dtype)
+    )
+    bits = np.float32 if dtype == "float32" else np.uint16
+    for kernels in each_kernels:
+        got = kernels(
+            "bias_gelu",
+            [dtype, rows, width],
+            {"x": x, "bias": bias, "grad_y": grad_y},
+            {"y": bits, "grad_x": bits, "grad_bias": np.float32},
+        )
+        for name, expected, value in (
+            ("y", expected_y, _values(got["y"], dtype)),
+            ("grad_x", grad_x, _values(got["grad_x"], dtype)),
+            ("grad_bias", grad_bias, got["grad_bias"]),
+        ):
+            error = relative_error(value, expected.reshape(-1))
+            assert error <= TOLERANCE[dtype], (kernels.id, name, error)
+
+
 def test_an_instruction_set_the_cpu_lacks_is_refused_by_name():
     """CCT_FAST_KERNEL_ISA never makes the kernels run what the CPU cannot: the dispatcher
     keeps the widest set and says why; the Python side raises that as a ConfigError."""
@@ -296,6 +326,7 @@ def test_an_instruction_set_the_cpu_lacks_is_refused_by_name():
 OP_SUITE = (
     "tests/test_kernels.py",
     "tests/test_layer_norm_op.py",
+    "tests/test_bias_gelu_op.py",
     "tests/test_attention_dropout.py",
 )
 # Tests of that suite that no kernel runs in (export, dispatch, a missing library): the native

@@ -8,7 +8,7 @@ import tensorflow as tf
 import cct_fast
 from cct_fast.compute import custom_ops, fused
 
-from helpers import relative_error
+from helpers import relative_error, training_step_op_types
 
 pytestmark = pytest.mark.skipif(
     not custom_ops.LIBRARY.exists(), reason=str(custom_ops.unavailable_reason())
@@ -106,13 +106,6 @@ def test_a_custom_model_runs_its_layer_norms_in_the_op_on_the_cpu(rng):
     norm, forward and backward."""
     model = cct_fast.create_model("cct_2_3x2_32", implementation="custom")
     images = tf.constant(rng.standard_normal((2, 32, 32, 3)), tf.float32)
-
-    def step(x):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(model(x, training=True))
-        return tape.gradient(loss, model.trainable_variables)
-
-    graph = tf.function(step).get_concrete_function(images).graph
-    types = [op.type for op in graph.get_operations()]
+    types = training_step_op_types(model, images)
     assert types.count("CctLayerNorm") == 2 * 2 + 1
     assert types.count("CctLayerNormGrad") == 2 * 2 + 1

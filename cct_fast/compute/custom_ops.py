@@ -120,6 +120,10 @@ def _register_gradients():
         )
         return [grad_x] + [grad_x] * residuals + [grad_gamma, grad_beta]
 
+    @tf.RegisterGradient("CctBiasGelu")
+    def _bias_gelu_gradient(op, grad_y):
+        return ops().cct_bias_gelu_grad(op.inputs[0], op.inputs[1], grad_y)
+
     @tf.RegisterGradient("CctSequencePool")
     def _pool_gradient(op, grad_output, _grad_weights):
         # The weights output is returned for inspection only; sequence_pool() drops it.
@@ -166,3 +170,10 @@ def layer_norm(x, gamma, beta, epsilon, residual=None):
     residuals = [] if residual is None else [residual]
     y, _, _ = ops().cct_layer_norm(x, residuals, gamma, beta, epsilon=epsilon)
     return y
+
+
+def bias_gelu(x, bias):
+    """Exact GELU of ``x + bias`` (``x`` (..., width) float32 or bfloat16, ``bias`` (width)
+    float32), computed in float32 and returned in ``x``'s dtype; the gradient is one pass too.
+    CPU only."""
+    return ops().cct_bias_gelu(x, tf.cast(bias, tf.float32))

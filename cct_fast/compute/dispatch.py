@@ -73,6 +73,16 @@ def _fused_dense(layer, x, activation=None):
     return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [layer.units]], 0))
 
 
+def _custom_dense(layer, x, activation=None):
+    """The fused path's dense, with the MLP's bias + exact GELU as one custom op on the CPU
+    (the GPU has no kernel for it: XLA's fusion runs there)."""
+    if activation != "gelu" or _device_type() != "CPU":
+        return _fused_dense(layer, x, activation)
+    flat = tf.reshape(x, (-1, x.shape[-1]))
+    y = custom_ops.bias_gelu(fused.linear(flat, layer.kernel), layer.bias)
+    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [layer.units]], 0))
+
+
 def _custom_attention(qkv, num_heads, scale, dropout=None, mask=None):
     if dropout is None:
         return custom_ops.attention(qkv, num_heads, scale, mask=mask)
@@ -115,10 +125,11 @@ def _custom_layer_norm(norm, x, residual=None):
 # backward one pass over each row. On the CPU that is 2.3-3.4x faster than the fused path's XLA
 # cluster or plain graph ops, which are level with each other once the backward counts (profile
 # block of benchmarks/RESULTS.md: 6.2-7.0 ms against 15.7-21.2 ms for one CCT-7 layer at batch
-# 64).
+# 64). So does the MLP's bias + exact GELU on the CPU (profile-cct_14_7x2_224 block).
 CUSTOM = dataclasses.replace(
     FUSED,
     name="custom",
+    dense=_custom_dense,
     layer_norm=_custom_layer_norm,
     residual_layer_norm=_custom_layer_norm,
     attention=_custom_attention,

@@ -30,6 +30,14 @@ namespace cct_kernels {
   void LayerNormBackward(const uint16_t*, const uint16_t*, const float*, const float*,            \
                          const float*, const uint16_t*, uint16_t*, float*, float*,                \
                          const LayerNormShape&, const ParallelFor&);                              \
+  void BiasGeluForward(const float*, const float*, float*, const BiasGeluShape&,                  \
+                       const ParallelFor&);                                                       \
+  void BiasGeluForward(const uint16_t*, const float*, uint16_t*, const BiasGeluShape&,            \
+                       const ParallelFor&);                                                       \
+  void BiasGeluBackward(const float*, const float*, const float*, float*, float*,                 \
+                        const BiasGeluShape&, const ParallelFor&);                                \
+  void BiasGeluBackward(const uint16_t*, const float*, const uint16_t*, uint16_t*, float*,        \
+                        const BiasGeluShape&, const ParallelFor&);                                \
   }
 CCT_DECLARE_ISA(avx512_bf16)
 CCT_DECLARE_ISA(avx512)
@@ -160,6 +168,25 @@ void LayerNormBackward(const uint16_t* x, const uint16_t* residual, const float*
                        const LayerNormShape& shape, const ParallelFor& parallel_for) {
   CCT_DISPATCH(LayerNormBackward, x, residual, gamma, mean, rstd, grad_y, grad_x, grad_gamma,
                grad_beta, shape, parallel_for)
+}
+
+void BiasGeluForward(const float* x, const float* bias, float* y, const BiasGeluShape& shape,
+                     const ParallelFor& parallel_for) {
+  CCT_DISPATCH(BiasGeluForward, x, bias, y, shape, parallel_for)
+}
+void BiasGeluForward(const uint16_t* x, const float* bias, uint16_t* y, const BiasGeluShape& shape,
+                     const ParallelFor& parallel_for) {
+  CCT_DISPATCH(BiasGeluForward, x, bias, y, shape, parallel_for)
+}
+void BiasGeluBackward(const float* x, const float* bias, const float* grad_y, float* grad_x,
+                      float* grad_bias, const BiasGeluShape& shape,
+                      const ParallelFor& parallel_for) {
+  CCT_DISPATCH(BiasGeluBackward, x, bias, grad_y, grad_x, grad_bias, shape, parallel_for)
+}
+void BiasGeluBackward(const uint16_t* x, const float* bias, const uint16_t* grad_y,
+                      uint16_t* grad_x, float* grad_bias, const BiasGeluShape& shape,
+                      const ParallelFor& parallel_for) {
+  CCT_DISPATCH(BiasGeluBackward, x, bias, grad_y, grad_x, grad_bias, shape, parallel_for)
 }
 
 }  // namespace cct_kernels

@@ -49,6 +49,12 @@ struct LayerNormShape {
   float epsilon;
 };
 
+// Exact GELU of x + bias: x, y, grad_y and grad_x (rows, width); bias and grad_bias (width),
+// float32.
+struct BiasGeluShape {
+  int64_t rows, width;
+};
+
 // The instruction set the kernels run with: "avx512_bf16", "avx512", "avx2" or "baseline", the
 // widest this CPU has, or a narrower one named by the environment variable CCT_FAST_KERNEL_ISA
 // (read once per process).
@@ -89,5 +95,16 @@ void LayerNormBackward(const uint16_t* x, const uint16_t* residual, const float*
                        const float* mean, const float* rstd, const uint16_t* grad_y,
                        uint16_t* grad_x, float* grad_gamma, float* grad_beta,
                        const LayerNormShape& shape, const ParallelFor& parallel_for);
+
+void BiasGeluForward(const float* x, const float* bias, float* y, const BiasGeluShape& shape,
+                     const ParallelFor& parallel_for);
+void BiasGeluForward(const uint16_t* x, const float* bias, uint16_t* y, const BiasGeluShape& shape,
+                     const ParallelFor& parallel_for);
+void BiasGeluBackward(const float* x, const float* bias, const float* grad_y, float* grad_x,
+                      float* grad_bias, const BiasGeluShape& shape,
+                      const ParallelFor& parallel_for);
+void BiasGeluBackward(const uint16_t* x, const float* bias, const uint16_t* grad_y,
+                      uint16_t* grad_x, float* grad_bias, const BiasGeluShape& shape,
+                      const ParallelFor& parallel_for);
 
 }  // namespace cct_kernels

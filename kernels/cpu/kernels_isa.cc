@@ -46,26 +46,6 @@ constexpr int QB = 32;
 static_assert(QB % (COLS * W) == 0, "a block of queries is whole micro-kernel panels");
 typedef uint64_t vu64 __attribute__((vector_size(W * sizeof(uint64_t))));
 
-// exp over a vector: Cephes' range reduction and degree-6 polynomial, ~1e-7 relative error.
-inline vf Exp(vf x) {
-  x = x < Splat(-87.0f) ? Splat(-87.0f) : x;
-  x = x > Splat(88.0f) ? Splat(88.0f) : x;
-  const vi biased = __builtin_convertvector(x * 1.44269504088896341f + 127.5f, vi);  // > 0
-  const vf n = __builtin_convertvector(biased - 127, vf);
-  const vf r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  vf p = Splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const vf y = p * r * r + r + 1.0f;
-  const vi bits = biased << 23;
-  vf power;
-  memcpy(&power, &bits, sizeof power);
-  return y * power;
-}
-
 // The high and low words of m * x, lane by lane.
 inline void MultiplyHighLow(uint32_t m, vu x, vu* high, vu* low) {
   const vu64 product = __builtin_convertvector(x, vu64) * static_cast<uint64_t>(m);

@@ -15,6 +15,10 @@
 
 #include "kernels.h"
 
+#if defined(__SSE__)
+#include <immintrin.h>
+#endif
+
 #ifndef CCT_ISA
 #error "compile with -DCCT_ISA=<namespace>"
 #endif
@@ -70,6 +74,41 @@ inline void Store(uint16_t* p, vf v) {
   const vu halves32 = (bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
   const vu16 halves = __builtin_convertvector(halves32, vu16);
   memcpy(p, &halves, sizeof halves);
+}
+
+// exp over a vector: Cephes' range reduction and degree-6 polynomial, ~1e-7 relative error.
+inline vf Exp(vf x) {
+  x = x < Splat(-87.0f) ? Splat(-87.0f) : x;
+  x = x > Splat(88.0f) ? Splat(88.0f) : x;
+  const vi biased = __builtin_convertvector(x * 1.44269504088896341f + 127.5f, vi);  // > 0
+  const vf n = __builtin_convertvector(biased - 127, vf);
+  const vf r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  vf p = Splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const vf y = p * r * r + r + 1.0f;
+  const vi bits = biased << 23;
+  vf power;
+  memcpy(&power, &bits, sizeof power);
+  return y * power;
+}
+
+// 1 / x to about float32's precision: the CPU's reciprocal estimate (12 or 14 bits) and one
+// Newton step, several times the throughput of a vector division.
+inline vf Reciprocal(vf x) {
+#if defined(__AVX512F__)
+  const vf estimate = (vf)_mm512_rcp14_ps((__m512)x);
+#elif defined(__AVX__)
+  const vf estimate = (vf)_mm256_rcp_ps((__m256)x);
+#elif defined(__SSE__)
+  const vf estimate = (vf)_mm_rcp_ps((__m128)x);
+#else
+  const vf estimate = Splat(1.0f) / x;
+#endif
+  return estimate * (Splat(2.0f) - x * estimate);
 }
 
 inline int64_t RoundUp(int64_t n, int64_t multiple) {

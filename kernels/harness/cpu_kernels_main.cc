@@ -14,6 +14,8 @@
 //   cct_cpu_kernels layer_norm DTYPE ROWS WIDTH EPSILON RESIDUAL FOLDER
 //       x, residual (RESIDUAL 1), gamma, beta, grad_y -> y, mean, rstd, grad_x, grad_gamma,
 //       grad_beta
+//   cct_cpu_kernels bias_gelu DTYPE ROWS WIDTH FOLDER
+//       x, bias, grad_y -> y, grad_x, grad_bias
 //
 // Each name is a file of FOLDER holding the array's raw little-endian elements in the layouts
 // of kernels/cpu/kernels.h: DTYPE float32, or bfloat16 as its 16-bit words, for the tensors the
@@ -173,6 +175,24 @@ void LayerNorm(char** args) {
   folder.Write("grad_beta", grad_beta);
 }
 
+template <typename T>
+void BiasGelu(char** args) {
+  const cct_kernels::BiasGeluShape shape = {Integer(args[0]), Integer(args[1])};
+  const Folder folder{args[2]};
+  const int64_t size = shape.rows * shape.width;
+  const std::vector<T> x = folder.Read<T>("x", size);
+  const std::vector<float> bias = folder.Read<float>("bias", shape.width);
+  const std::vector<T> grad_y = folder.Read<T>("grad_y", size);
+  std::vector<T> y(size), grad_x(size);
+  std::vector<float> grad_bias(shape.width);
+  cct_kernels::BiasGeluForward(x.data(), bias.data(), y.data(), shape, kSerial);
+  cct_kernels::BiasGeluBackward(x.data(), bias.data(), grad_y.data(), grad_x.data(),
+                                grad_bias.data(), shape, kSerial);
+  folder.Write("y", y);
+  folder.Write("grad_x", grad_x);
+  folder.Write("grad_bias", grad_bias);
+}
+
 // The float32 or the bfloat16 form of a command, as DTYPE says.
 void ByDtype(const std::string& dtype, void (*float32)(char**), void (*bfloat16)(char**),
              char** args) {
@@ -194,6 +214,8 @@ int main(int argc, char** argv) {
     Pool(argv + 2);
   } else if (command == "layer_norm" && argc == 8) {
     ByDtype(argv[2], LayerNorm<float>, LayerNorm<uint16_t>, argv + 3);
+  } else if (command == "bias_gelu" && argc == 6) {
+    ByDtype(argv[2], BiasGelu<float>, BiasGelu<uint16_t>, argv + 3);
   } else {
     Fail("usage: see the head of kernels/harness/cpu_kernels_main.cc");
   }

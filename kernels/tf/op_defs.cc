@@ -205,5 +205,47 @@ REGISTER_OP("CctLayerNormGrad")
       return absl::OkStatus();
     });
 
+// x (..., width) and bias (width): x's shape, with its last axis merged with the bias's.
+absl::Status BiasGeluShape(InferenceContext* c, ShapeHandle* x) {
+  ShapeHandle bias;
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, x));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &bias));
+  DimensionHandle width;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(*x, -1), c->Dim(bias, 0), &width));
+  return c->ReplaceDim(*x, -1, width, x);
+}
+
+REGISTER_OP("CctBiasGelu")
+    .Input("x: T")
+    .Input("bias: float")
+    .Output("y: T")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle x;
+      TF_RETURN_IF_ERROR(BiasGeluShape(c, &x));
+      c->set_output(0, x);
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Exact GELU of x + bias, computed in float32: y = s * Phi(s) with s = x + bias.
+x: (..., width); bias: (width), float32. y: x's shape and dtype. CPU only.
+)doc");
+
+REGISTER_OP("CctBiasGeluGrad")
+    .Input("x: T")
+    .Input("bias: float")
+    .Input("grad_y: T")
+    .Output("grad_x: T")
+    .Output("grad_bias: float")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle x;
+      TF_RETURN_IF_ERROR(BiasGeluShape(c, &x));
+      TF_RETURN_IF_ERROR(c->Merge(x, c->input(2), &x));
+      c->set_output(0, x);
+      c->set_output(1, c->input(1));
+      return absl::OkStatus();
+    });
+
 }  // namespace
 }  // namespace tensorflow

@@ -104,6 +104,71 @@ struct LayerNormFunctor<CPUDevice, T> {
 };
 
 namespace {
+
+// x (..., width) and bias (width), checked; their shape for the kernels.
+absl::Status BiasGeluShapeOf(const Tensor& x, const Tensor& bias,
+                             cct_kernels::BiasGeluShape* shape) {
+  if (x.dims() < 1 || bias.dims() != 1 || bias.dim_size(0) != x.dim_size(x.dims() - 1)) {
+    return errors::InvalidArgument("CctBiasGelu expects x of shape (..., width) and a bias of ",
+                                   "shape (width), got x ", x.shape().DebugString(), " and bias ",
+                                   bias.shape().DebugString());
+  }
+  shape->width = bias.dim_size(0);
+  shape->rows = shape->width == 0 ? 0 : x.NumElements() / shape->width;
+  return absl::OkStatus();
+}
+
+template <typename T>
+class BiasGeluOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor &x = context->input(0), &bias = context->input(1);
+    cct_kernels::BiasGeluShape shape;
+    OP_REQUIRES_OK(context, BiasGeluShapeOf(x, bias, &shape));
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &y));
+    if (shape.rows == 0) return;
+    cct_kernels::BiasGeluForward(Raw<T>(x), bias.flat<float>().data(), Raw<T>(y), shape,
+                                 CpuParallelFor(context));
+  }
+};
+
+template <typename T>
+class BiasGeluGradOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor &x = context->input(0), &bias = context->input(1), &grad_y = context->input(2);
+    cct_kernels::BiasGeluShape shape;
+    OP_REQUIRES_OK(context, BiasGeluShapeOf(x, bias, &shape));
+    OP_REQUIRES(
+        context, grad_y.shape() == x.shape(),
+        errors::InvalidArgument("CctBiasGeluGrad expects grad_y of x's shape ",
+                                x.shape().DebugString(), ", got ", grad_y.shape().DebugString()));
+    Tensor *grad_x = nullptr, *grad_bias = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &grad_x));
+    OP_REQUIRES_OK(context, context->allocate_output(1, bias.shape(), &grad_bias));
+    if (shape.rows == 0) {
+      grad_bias->flat<float>().setZero();
+      return;
+    }
+    cct_kernels::BiasGeluBackward(Raw<T>(x), bias.flat<float>().data(), Raw<T>(grad_y),
+                                  Raw<T>(grad_x), grad_bias->flat<float>().data(), shape,
+                                  CpuParallelFor(context));
+  }
+};
+
+#define CCT_REGISTER_BIAS_GELU_KERNELS(T)                                                    \
+  REGISTER_KERNEL_BUILDER(Name("CctBiasGelu").Device(DEVICE_CPU).TypeConstraint<T>("T"),     \
+                          BiasGeluOp<T>);                                                    \
+  REGISTER_KERNEL_BUILDER(Name("CctBiasGeluGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
+                          BiasGeluGradOp<T>)
+CCT_REGISTER_BIAS_GELU_KERNELS(float);
+CCT_REGISTER_BIAS_GELU_KERNELS(bfloat16);
+
 CCT_REGISTER_LAYER_NORM_KERNELS(DEVICE_CPU, CPUDevice, float);
 CCT_REGISTER_LAYER_NORM_KERNELS(DEVICE_CPU, CPUDevice, bfloat16);
 
