@@ -4,9 +4,9 @@ the CPU kernels that this CPU can run, one process per set (``CCT_FAST_KERNEL_IS
     python benchmarks/kernel_isas.py [--steps 4] [--repeats 3]
 
 Per set: the attention op of one CCT-7/3x1 layer (batch 64, 256 tokens, 4 heads of 64),
-forward + backward, in float32 and bfloat16; and the CCT-7/3x1 training step at batch 64 with
-``implementation="custom"``, in float32 and mixed_bfloat16. The fused path, which uses no
-custom kernel, is timed in each process too, as the yardstick. oneDNN, which runs
+forward + backward, in float32 and bfloat16; and the CCT-7/3x1 training step and inference
+at batch 64 with ``implementation="custom"``, in float32 and mixed_bfloat16. The fused path,
+which uses no custom kernel, is timed in each process too, as the yardstick. oneDNN, which runs
 TensorFlow's GEMMs, is held to the same set (``ONEDNN_MAX_CPU_ISA``), so that a row
 approximates such a CPU: on an AVX-512 host the avx2 row's fused path runs AVX2 GEMMs, as it
 would on an AVX2 CPU. TensorFlow's bfloat16 matmul does not run under an AVX2 or SSE4.1 limit
@@ -79,6 +79,18 @@ def train_images_per_second(implementation, policy, steps, repeats):
     return TRAIN_BATCH / best
 
 
+def inference_images_per_second(implementation, policy, repeats):
+    """Images per second of CCT-7/3x1 inference at batch 64 (the best of ``repeats`` runs of
+    four calls), one compiled call per batch as the benchmark's rows run it."""
+    model = cct_fast.create_model(TRAIN_NAME, implementation=implementation, dtype=policy)
+    images = tf.constant(np.random.default_rng(0).standard_normal((TRAIN_BATCH, 32, 32, 3)))
+    function = tf.function(lambda x: model(x, training=False))
+    milliseconds = best_milliseconds(
+        lambda x: function(x).numpy(), images, repeats=repeats, calls=4
+    )
+    return TRAIN_BATCH / milliseconds * 1e3
+
+
 def measure(steps, repeats):
     """This process's figures, under the instruction set CCT_FAST_KERNEL_ISA names."""
     figures = {"isa": custom_ops.cpu_isa()}
@@ -90,6 +102,10 @@ def measure(steps, repeats):
         figures[f"attention {precision}"] = attention
         figures[f"train {precision}"] = {
             implementation: train_images_per_second(implementation, policy, steps, repeats)
+            for implementation in ("fused", "custom")
+        }
+        figures[f"inference {precision}"] = {
+            implementation: inference_images_per_second(implementation, policy, repeats)
             for implementation in ("fused", "custom")
         }
     return figures
@@ -109,8 +125,9 @@ def runnable_sets():
 def table(results):
     lines = [
         "| kernels | attention fwd+bwd fp32, ms (fused path) | bf16 | "
-        "train step fp32, img/s (fused) | mixed_bfloat16 |",
-        "|---|---:|---:|---:|---:|",
+        "train step fp32, img/s (fused) | mixed_bfloat16 | inference fp32, img/s (fused) | "
+        "mixed_bfloat16 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for figures in results:
         cells = []
@@ -121,12 +138,15 @@ def table(results):
                 if attention
                 else "n/a"
             )
-        for precision in ("fp32", "bf16"):
-            train = figures.get(f"train {precision}")
-            ratio = train and train["custom"] / train["fused"]
-            cells.append(
-                f"{train['custom']:.1f} ({train['fused']:.1f}): {ratio:.2f}x" if train else "n/a"
-            )
+        for mode in ("train", "inference"):
+            for precision in ("fp32", "bf16"):
+                rates = figures.get(f"{mode} {precision}")
+                ratio = rates and rates["custom"] / rates["fused"]
+                cells.append(
+                    f"{rates['custom']:.1f} ({rates['fused']:.1f}): {ratio:.2f}x"
+                    if rates
+                    else "n/a"
+                )
         lines.append(f"| {figures['isa']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -159,8 +179,8 @@ def main():
         command,
         "### The custom ops under each instruction set of the CPU kernels\n\n"
         "CCT-7/3x1: one layer's attention (batch 64, 256 tokens, 4 heads of 64), and the "
-        'AdamW step at batch 64 with `implementation="custom"` against `"fused"` (in '
-        "brackets). Each row runs the kernels of its set and holds oneDNN, TensorFlow's GEMMs, "
+        'AdamW step and inference at batch 64 with `implementation="custom"` against `"fused"` '
+        "(in brackets). Each row runs the kernels of its set and holds oneDNN, TensorFlow's GEMMs, "
         "to the same set (`ONEDNN_MAX_CPU_ISA`): a row approximates such a CPU. n/a: "
         "TensorFlow's bfloat16 matmul does not run under an AVX2 or SSE4.1 limit.\n\n"
         + table(results),

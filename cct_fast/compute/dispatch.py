@@ -32,11 +32,21 @@ from cct_fast.errors import ConfigError
 
 # Where "auto" takes the custom ops: (CPU instruction set of the kernels, compute dtype,
 # training step or inference) where they ran a whole CCT-7/3x1 at least 1.3x the fused path
-# (benchmarks/RESULTS.md, train step and inference groups, on the 2-core AVX512_BF16 CPU).
-# Nothing else was measured 1.3x faster, and nothing was measured on a GPU: fused there. The
-# text models' masked bfloat16 training step took the same key and ran 1.10x the fused path
-# (README, "Custom ops"): not slower, so the key stands for them too.
-AUTO_PREFERS_CUSTOM = frozenset({("avx512_bf16", "bfloat16", "training")})
+# in the benchmark's interleaved rounds (median), on the 2-core AVX512_BF16 CPU: the bfloat16
+# training step (1.74x, `pytest benchmarks/test_speed.py --benchmark-only -k test_train_step`,
+# 2026-12-03) and, since the bias + GELU op, the float32 one (1.31x, rounds 1.24-1.47x). The
+# float32 kernels are the same code on AVX-512 without BF16, where `benchmarks/kernel_isas.py`
+# read the float32 step 1.34-1.42x the fused path (README, "What each CPU gets"). Inference
+# (1.09-1.18x) and AVX2 (level) stay fused, and nothing was measured on a GPU: fused there. The
+# text models' training steps took the same keys and ran 1.19x (float32) and 1.10x (bfloat16)
+# the fused path (README, "Custom kernels"): not slower, so the keys stand for them too.
+AUTO_PREFERS_CUSTOM = frozenset(
+    {
+        ("avx512_bf16", "bfloat16", "training"),
+        ("avx512_bf16", "float32", "training"),
+        ("avx512", "float32", "training"),
+    }
+)
 # The GPU's bfloat16 and float16 attention runs on tensor cores (sm_80 and newer).
 KERNEL_DTYPES = {"CPU": ("float32", "bfloat16"), "GPU": ("float32", "bfloat16", "float16")}
 
