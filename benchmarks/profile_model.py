@@ -25,18 +25,18 @@ import tensorflow as tf  # noqa: E402
 
 import cct_fast  # noqa: E402
 from cct_fast.compute import custom_ops, dispatch, fused  # noqa: E402
+from cct_fast.core.costs import costs  # noqa: E402
 from cct_fast.testing.official_torch import official_model  # noqa: E402
 
 from profile_layer import best_milliseconds  # noqa: E402
 from results_file import write_block  # noqa: E402
 from workloads import random_batch  # noqa: E402
 
-HEAD = "head: final norm, sequence pool, classifier"
 
-
-def stage_functions(model, torch_model, images):
+def stage_functions(model, torch_model, images, nchw):
     """[(stage, uses per forward pass, GFLOP of one use, cct_fast function, PyTorch function)],
-    each function taking no arguments."""
+    each function taking no arguments; ``nchw`` is ``images`` as the official model takes
+    them."""
     import torch
     import torch.nn.functional as F
 
@@ -54,7 +54,6 @@ def stage_functions(model, torch_model, images):
     flat = tf.reshape(x, (-1, dim))
     hidden = fused.linear(flat, block.linear1.kernel)
 
-    nchw = torch.from_numpy(images.numpy().transpose(0, 3, 1, 2).copy()).bfloat16()
     with torch.inference_mode():
         t_x = torch_model.tokenizer(nchw)
         t_qkv = official.self_attn.qkv(t_x)
@@ -73,23 +72,14 @@ def stage_functions(model, torch_model, images):
     def tf_head(rows):
         return model.head(model.sequence_pool(steps.layer_norm(model.norm, rows)))
 
-    rows = batch * tokens
-    conv_macs = 0
-    size, channels = config.img_size, 3
-    for index in range(config.n_conv_layers):
-        out_channels = dim if index == config.n_conv_layers - 1 else config.in_planes
-        size //= 2  # stride 2 convolution, then a stride 2 pool
-        conv_macs += size * size * out_channels * channels * config.kernel_size**2
-        size //= 2
-        channels = out_channels
-    gemm = 2 * rows * dim / 1e9
-    hidden_dim = dim * config.mlp_ratio
-    layers = config.num_layers
+    macs = costs(config, include_top=False)  # one image's
+    gemm = 2 * batch * tokens * dim / 1e9
+    hidden_dim, layers = config.feedforward_dim, config.num_layers
     stages = [
         (
             "tokenizer: convolutions, ReLU, pools",
             1,
-            2 * batch * conv_macs / 1e9,
+            2 * batch * macs.convolutions / 1e9,
             tokenizer,
             torch_model.tokenizer,
             (images,),
@@ -116,7 +106,7 @@ def stage_functions(model, torch_model, images):
         (
             "attention",
             layers,
-            4 * batch * heads * tokens * tokens * (dim // heads) / 1e9,
+            2 * batch * macs.attention_matmuls / layers / 1e9,
             graph(lambda q: steps.attention(q, heads, (dim // heads) ** -0.5)),
             t_attention,
             (qkv,),
@@ -168,7 +158,15 @@ def stage_functions(model, torch_model, images):
             (t_hidden,),
         ),
         ("residual add", layers, None, graph(lambda r: r + r), lambda r: r + r, (x,), (t_x,)),
-        (HEAD, 1, None, graph(tf_head), t_head, (x,), (t_x,)),
+        (
+            "head: final norm, sequence pool, classifier",
+            1,
+            None,
+            graph(tf_head),
+            t_head,
+            (x,),
+            (t_x,),
+        ),
     ]
     return [
         (name, uses, gflop, lambda f=f, a=a: f(*a), torch_call(t, b))
@@ -195,6 +193,7 @@ def profile(name, batch):
     images = tf.constant(images)
     whole = tf.function(lambda im: model(im, training=False))
     torch_model = official_model(model.config).eval().to(torch.bfloat16)
+    nchw = torch.from_numpy(images.numpy().transpose(0, 3, 1, 2).copy()).bfloat16()
     lines = [
         f"#### {name}, batch {batch}, bfloat16",
         "",
@@ -202,7 +201,7 @@ def profile(name, batch):
         "|---|---:|---:|---:|---:|---:|",
     ]
     totals = np.zeros(2)
-    for stage, uses, gflop, ours, theirs in stage_functions(model, torch_model, images):
+    for stage, uses, gflop, ours, theirs in stage_functions(model, torch_model, images, nchw):
         times = np.array([best_milliseconds(ours), best_milliseconds(theirs)])
         totals += uses * times
         rates = [f"{gflop / t * 1e3:.0f}" if gflop else "" for t in times]
@@ -211,7 +210,6 @@ def profile(name, batch):
         )
         print(lines[-1], flush=True)
     lines.append(f"| sum of the stages | | {totals[0]:.1f} | {totals[1]:.1f} | | |")
-    nchw = torch.from_numpy(images.numpy().transpose(0, 3, 1, 2).copy()).bfloat16()
     compiled = torch.compile(torch_model, dynamic=False)
     whole_ms = [
         best_milliseconds(whole, images),

@@ -74,10 +74,10 @@ class Path:
     sequence_pool: Callable  # (layer, tokens): (B, N, D) -> (B, D)
 
 
-def _fused_dense(layer, x, activation=None):
+def _fused_dense(layer, x, activation=None, bias_gelu=fused.bias_gelu):
     flat = tf.reshape(x, (-1, x.shape[-1]))
     if activation == "gelu":
-        y = fused.bias_gelu(fused.linear(flat, layer.kernel), layer.bias)
+        y = bias_gelu(fused.linear(flat, layer.kernel), layer.bias)
     else:
         y = fused.linear(flat, layer.kernel, layer.bias if layer.use_bias else None)
     return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [layer.units]], 0))
@@ -86,11 +86,9 @@ def _fused_dense(layer, x, activation=None):
 def _custom_dense(layer, x, activation=None):
     """The fused path's dense, with the MLP's bias + exact GELU as one custom op on the CPU
     (the GPU has no kernel for it: XLA's fusion runs there)."""
-    if activation != "gelu" or _device_type() != "CPU":
-        return _fused_dense(layer, x, activation)
-    flat = tf.reshape(x, (-1, x.shape[-1]))
-    y = custom_ops.bias_gelu(fused.linear(flat, layer.kernel), layer.bias)
-    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [layer.units]], 0))
+    on_cpu = _device_type() == "CPU"
+    bias_gelu = custom_ops.bias_gelu if on_cpu else fused.bias_gelu
+    return _fused_dense(layer, x, activation, bias_gelu)
 
 
 def _custom_attention(qkv, num_heads, scale, dropout=None, mask=None):
