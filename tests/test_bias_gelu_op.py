@@ -89,6 +89,18 @@ def test_a_bias_of_another_width_gets_the_ops_own_message(graph):
         call(tf.zeros((2, 3, 4)))
 
 
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph of unknown shapes"])
+def test_a_gradient_of_another_shape_gets_the_ops_own_message(graph):
+    def call(grad_y):
+        return custom_ops.ops().cct_bias_gelu_grad(tf.zeros((2, 3, 4)), tf.zeros(4), grad_y)
+
+    if graph:
+        call = tf.function(call, input_signature=[tf.TensorSpec(None, tf.float32)], autograph=False)
+    message = r"CctBiasGeluGrad expects grad_y of x's shape \[2,3,4\], got \[2,3,5\]"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        call(tf.zeros((2, 3, 5)))
+
+
 def test_float16_is_not_a_cpu_dtype_of_the_op():
     with pytest.raises(tf.errors.InvalidArgumentError, match="half is not in the list of allowed"):
         custom_ops.bias_gelu(tf.zeros((2, 4), tf.float16), tf.zeros(4))
