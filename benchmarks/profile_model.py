@@ -125,7 +125,7 @@ def stage_functions(model, torch_model, images, nchw):
             "residual + norm1 (LayerNorm)",
             layers,
             None,
-            graph(lambda r: steps.residual_layer_norm(block.norm1, r, r)),
+            graph(lambda r: steps.residual_layer_norm(block.norm1, r, r, block.drop_path, False)),
             lambda r: official.norm1(r + r),
             (x,),
             (t_x,),

@@ -76,6 +76,15 @@ def assert_same_weights(model_a, model_b):
         np.testing.assert_array_equal(value, weights_b[path], err_msg=path)
 
 
+def assert_refused(call, x, message, graph, errors=tf.errors.InvalidArgumentError):
+    """``call(x)`` fails with ``message``: eager, or (``graph``) traced with no static shape, so
+    that the kernel's own check answers where the shape function could not."""
+    if graph:
+        call = tf.function(call, input_signature=[tf.TensorSpec(None, x.dtype)], autograph=False)
+    with pytest.raises(errors, match=message):
+        call(x)
+
+
 def training_step_op_types(model, images):
     """The op types in the graph of one training step of ``model`` on ``images``: the
     forward pass and the gradients of its variables."""

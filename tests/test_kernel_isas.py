@@ -328,6 +328,7 @@ OP_SUITE = (
     "tests/test_layer_norm_op.py",
     "tests/test_bias_gelu_op.py",
     "tests/test_attention_dropout.py",
+    "tests/test_drop_path_ops.py",
 )
 # Tests of that suite that no kernel runs in (export, dispatch, a missing library): the native
 # run covers them, the narrower sets' reruns leave them out (CI's time budget).

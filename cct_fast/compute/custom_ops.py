@@ -1,5 +1,6 @@
 """The optional custom ops of ``kernels/``: multi-head attention over a packed qkv tensor,
-sequence pooling and (on the CPU) residual + LayerNorm, each with its gradient.
+sequence pooling, (residual +) LayerNorm and, on the CPU, bias + GELU and the residual adds
+under drop path, each with its gradient.
 
 CMake builds them into ``cct_fast/libcct_fast_ops.so`` (``CCT_FAST_BUILD_KERNELS=1 pip install
 -e .``, or ``cmake -S . -B build && cmake --build build``). This module only loads them;
@@ -120,6 +121,20 @@ def _register_gradients():
         )
         return [grad_x] + [grad_x] * residuals + [grad_gamma, grad_beta]
 
+    @tf.RegisterGradient("CctDropPathLayerNorm")
+    def _drop_path_layer_norm_gradient(op, grad_y, _grad_mean, _grad_rstd):
+        statistics = op.outputs[1:]
+        grad_x, grad_branch, grad_gamma, grad_beta = ops().cct_drop_path_layer_norm_grad(
+            *op.inputs[:4], *statistics, grad_y, epsilon=op.get_attr("epsilon")
+        )
+        # The drop path's factors are drawn, not learned: no gradient.
+        return grad_x, grad_branch, None, grad_gamma, grad_beta
+
+    @tf.RegisterGradient("CctDropPathAdd")
+    def _drop_path_add_gradient(op, grad_y):
+        grad_branch = ops().cct_drop_path_add(grad_y, op.inputs[1], [])
+        return [grad_branch, None] + [grad_y] * op.get_attr("N")
+
     @tf.RegisterGradient("CctBiasGelu")
     def _bias_gelu_gradient(op, grad_y):
         return ops().cct_bias_gelu_grad(op.inputs[0], op.inputs[1], grad_y)
@@ -170,6 +185,20 @@ def layer_norm(x, gamma, beta, epsilon, residual=None):
     residuals = [] if residual is None else [residual]
     y, _, _ = ops().cct_layer_norm(x, residuals, gamma, beta, epsilon=epsilon)
     return y
+
+
+def drop_path_layer_norm(x, branch, scale, gamma, beta, epsilon):
+    """LayerNorm over the last axis of ``x + scale[sample] * branch`` (``x``, ``branch``
+    (batch, ..., width); ``scale`` (batch) float32, drop path's 0 or 1 / keep), as
+    :func:`layer_norm` computes it. CPU only."""
+    y, _, _ = ops().cct_drop_path_layer_norm(x, branch, scale, gamma, beta, epsilon=epsilon)
+    return y
+
+
+def drop_path_add(x, branch, scale):
+    """``x + scale[sample] * branch`` in one pass, the sum in float32 (shapes as
+    :func:`drop_path_layer_norm`'s). CPU only."""
+    return ops().cct_drop_path_add(branch, scale, [x])
 
 
 def bias_gelu(x, bias):

@@ -66,7 +66,10 @@ class Path:
 
     name: str
     layer_norm: Callable  # (norm, x)
-    residual_layer_norm: Callable  # (norm, x, branch): norm(x + branch)
+    # (norm, x, branch, drop_path, training): norm(x + drop_path(branch)), drop_path the layer's
+    # DropPath
+    residual_layer_norm: Callable
+    residual_add: Callable  # (x, branch, drop_path, training): x + drop_path(branch)
     dense: Callable  # (layer, x, activation=None): tokens (..., in) -> (..., out)
     # (qkv, num_heads, scale, dropout=None, mask=None): (B, N, 3D) -> (B, N, D); dropout is the
     # layer's active Dropout (cct_fast.core.layers.replica_dropout), or None.
@@ -106,10 +109,23 @@ def _custom_sequence_pool(layer, tokens):
     return custom_ops.sequence_pool(tf.cast(tokens, tf.float32), layer.kernel[:, 0], layer.bias[0])
 
 
+def _after_drop_path(residual_layer_norm):
+    """A (norm, x, branch) residual LayerNorm as a Path's step: the DropPath layer's own call
+    on the branch first."""
+    return lambda norm, x, branch, drop_path, training: residual_layer_norm(
+        norm, x, drop_path(branch, training=training)
+    )
+
+
+def _add_after_drop_path(x, branch, drop_path, training):
+    return x + drop_path(branch, training=training)
+
+
 REFERENCE = Path(
     "reference",
     reference.layer_norm,
-    reference.residual_layer_norm,
+    _after_drop_path(reference.residual_layer_norm),
+    _add_after_drop_path,
     reference.dense,
     reference.attention,
     reference.sequence_pool,
@@ -117,29 +133,61 @@ REFERENCE = Path(
 FUSED = Path(
     "fused",
     lambda norm, x: fused.layer_norm(x, norm.gamma, norm.beta),
-    lambda norm, x, branch: fused.residual_layer_norm(x, branch, norm.gamma, norm.beta),
+    _after_drop_path(
+        lambda norm, x, branch: fused.residual_layer_norm(x, branch, norm.gamma, norm.beta)
+    ),
+    _add_after_drop_path,
     _fused_dense,
     fused.attention,
     lambda layer, tokens: fused.sequence_pool(tokens, layer.kernel, layer.bias),
 )
 
 
+def _norm_weights(norm):
+    return [tf.convert_to_tensor(w, tf.float32) for w in (norm.gamma, norm.beta)]
+
+
 def _custom_layer_norm(norm, x, residual=None):
-    gamma, beta = (tf.convert_to_tensor(w, tf.float32) for w in (norm.gamma, norm.beta))
+    gamma, beta = _norm_weights(norm)
     return custom_ops.layer_norm(x, gamma, beta, norm.epsilon, residual=residual)
+
+
+def _drops_on_cpu(drop_path, training):
+    """Whether a residual add takes the drop path inside its op: the CPU has those ops."""
+    return drop_path.active(training) and _device_type() == "CPU"
+
+
+def _custom_residual_layer_norm(norm, x, branch, drop_path, training):
+    """norm(x + drop_path(branch)); in training on the CPU one op scales the branch per sample
+    inside the sum, where the DropPath layer's broadcast multiply was a pass of its own."""
+    if not _drops_on_cpu(drop_path, training):
+        return _custom_layer_norm(norm, x, drop_path(branch, training=training))
+    scale = drop_path.sample_scale(tf.shape(x)[0])
+    return custom_ops.drop_path_layer_norm(x, branch, scale, *_norm_weights(norm), norm.epsilon)
+
+
+def _custom_residual_add(x, branch, drop_path, training):
+    """x + drop_path(branch), as one op in training on the CPU."""
+    if not _drops_on_cpu(drop_path, training):
+        return _add_after_drop_path(x, branch, drop_path, training)
+    return custom_ops.drop_path_add(x, branch, drop_path.sample_scale(tf.shape(x)[0]))
 
 
 # The custom path also runs LayerNorm, and residual + LayerNorm, as one op: forward and
 # backward one pass over each row. On the CPU that is 2.3-3.4x faster than the fused path's XLA
 # cluster or plain graph ops, which are level with each other once the backward counts (profile
 # block of benchmarks/RESULTS.md: 6.2-7.0 ms against 15.7-21.2 ms for one CCT-7 layer at batch
-# 64). So does the MLP's bias + exact GELU on the CPU (profile-cct_14_7x2_224 block).
+# 64). So does the MLP's bias + exact GELU on the CPU (profile-cct_14_7x2_224 block). In
+# training on the CPU the drop path's factor goes inside the residual adds' ops, where the
+# DropPath layer's broadcast multiply and the add took a pass each: the bfloat16 CCT-7/3x1 step
+# at batch 64 ran 811-855 ms against 855-964 ms (interleaved, avx512_bf16); float32 is level.
 CUSTOM = dataclasses.replace(
     FUSED,
     name="custom",
     dense=_custom_dense,
     layer_norm=_custom_layer_norm,
-    residual_layer_norm=_custom_layer_norm,
+    residual_layer_norm=_custom_residual_layer_norm,
+    residual_add=_custom_residual_add,
     attention=_custom_attention,
     sequence_pool=_custom_sequence_pool,
 )

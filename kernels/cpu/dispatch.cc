@@ -25,11 +25,15 @@ namespace cct_kernels {
   void LayerNormForward(const uint16_t*, const uint16_t*, const float*, const float*, uint16_t*,  \
                         float*, float*, const LayerNormShape&, const ParallelFor&);               \
   void LayerNormBackward(const float*, const float*, const float*, const float*, const float*,    \
-                         const float*, float*, float*, float*, const LayerNormShape&,             \
+                         const float*, float*, float*, float*, float*, const LayerNormShape&,     \
                          const ParallelFor&);                                                     \
   void LayerNormBackward(const uint16_t*, const uint16_t*, const float*, const float*,            \
-                         const float*, const uint16_t*, uint16_t*, float*, float*,                \
+                         const float*, const uint16_t*, uint16_t*, uint16_t*, float*, float*,     \
                          const LayerNormShape&, const ParallelFor&);                              \
+  void ResidualAdd(const float*, const float*, float*, const ResidualAddShape&,                   \
+                   const ParallelFor&);                                                           \
+  void ResidualAdd(const uint16_t*, const uint16_t*, uint16_t*, const ResidualAddShape&,          \
+                   const ParallelFor&);                                                           \
   void BiasGeluForward(const float*, const float*, float*, const BiasGeluShape&,                  \
                        const ParallelFor&);                                                       \
   void BiasGeluForward(const uint16_t*, const float*, uint16_t*, const BiasGeluShape&,            \
@@ -156,18 +160,28 @@ void LayerNormForward(const uint16_t* x, const uint16_t* residual, const float* 
   CCT_DISPATCH(LayerNormForward, x, residual, gamma, beta, y, mean, rstd, shape, parallel_for)
 }
 void LayerNormBackward(const float* x, const float* residual, const float* gamma, const float* mean,
-                       const float* rstd, const float* grad_y, float* grad_x, float* grad_gamma,
-                       float* grad_beta, const LayerNormShape& shape,
+                       const float* rstd, const float* grad_y, float* grad_x, float* grad_residual,
+                       float* grad_gamma, float* grad_beta, const LayerNormShape& shape,
                        const ParallelFor& parallel_for) {
-  CCT_DISPATCH(LayerNormBackward, x, residual, gamma, mean, rstd, grad_y, grad_x, grad_gamma,
-               grad_beta, shape, parallel_for)
+  CCT_DISPATCH(LayerNormBackward, x, residual, gamma, mean, rstd, grad_y, grad_x, grad_residual,
+               grad_gamma, grad_beta, shape, parallel_for)
 }
 void LayerNormBackward(const uint16_t* x, const uint16_t* residual, const float* gamma,
                        const float* mean, const float* rstd, const uint16_t* grad_y,
-                       uint16_t* grad_x, float* grad_gamma, float* grad_beta,
-                       const LayerNormShape& shape, const ParallelFor& parallel_for) {
-  CCT_DISPATCH(LayerNormBackward, x, residual, gamma, mean, rstd, grad_y, grad_x, grad_gamma,
-               grad_beta, shape, parallel_for)
+                       uint16_t* grad_x, uint16_t* grad_residual, float* grad_gamma,
+                       float* grad_beta, const LayerNormShape& shape,
+                       const ParallelFor& parallel_for) {
+  CCT_DISPATCH(LayerNormBackward, x, residual, gamma, mean, rstd, grad_y, grad_x, grad_residual,
+               grad_gamma, grad_beta, shape, parallel_for)
+}
+
+void ResidualAdd(const float* x, const float* residual, float* y, const ResidualAddShape& shape,
+                 const ParallelFor& parallel_for) {
+  CCT_DISPATCH(ResidualAdd, x, residual, y, shape, parallel_for)
+}
+void ResidualAdd(const uint16_t* x, const uint16_t* residual, uint16_t* y,
+                 const ResidualAddShape& shape, const ParallelFor& parallel_for) {
+  CCT_DISPATCH(ResidualAdd, x, residual, y, shape, parallel_for)
 }
 
 void BiasGeluForward(const float* x, const float* bias, float* y, const BiasGeluShape& shape,

@@ -47,6 +47,18 @@ struct PoolShape {
 struct LayerNormShape {
   int64_t rows, width;
   float epsilon;
+  // The residual's factor per sample, or null: 1. Row r's residual is multiplied by
+  // residual_scale[r / rows_per_sample] (drop path's 0 or 1 / keep) before it is added.
+  const float* residual_scale = nullptr;
+  int64_t rows_per_sample = 1;
+};
+
+// y = x + factor * residual over `rows` rows of `width`, the factor per sample as
+// LayerNormShape's; x may be null (y = factor * residual: the gradient of residual).
+struct ResidualAddShape {
+  int64_t rows, width;
+  const float* residual_scale;
+  int64_t rows_per_sample;
 };
 
 // Exact GELU of x + bias: x, y, grad_y and grad_x (rows, width); bias and grad_bias (width),
@@ -87,14 +99,22 @@ void LayerNormForward(const float* x, const float* residual, const float* gamma,
 void LayerNormForward(const uint16_t* x, const uint16_t* residual, const float* gamma,
                       const float* beta, uint16_t* y, float* mean, float* rstd,
                       const LayerNormShape& shape, const ParallelFor& parallel_for);
+// grad_residual: null where the residual's gradient is grad_x itself (no residual_scale), else
+// written: grad_x times the row's factor.
 void LayerNormBackward(const float* x, const float* residual, const float* gamma, const float* mean,
-                       const float* rstd, const float* grad_y, float* grad_x, float* grad_gamma,
-                       float* grad_beta, const LayerNormShape& shape,
+                       const float* rstd, const float* grad_y, float* grad_x, float* grad_residual,
+                       float* grad_gamma, float* grad_beta, const LayerNormShape& shape,
                        const ParallelFor& parallel_for);
 void LayerNormBackward(const uint16_t* x, const uint16_t* residual, const float* gamma,
                        const float* mean, const float* rstd, const uint16_t* grad_y,
-                       uint16_t* grad_x, float* grad_gamma, float* grad_beta,
-                       const LayerNormShape& shape, const ParallelFor& parallel_for);
+                       uint16_t* grad_x, uint16_t* grad_residual, float* grad_gamma,
+                       float* grad_beta, const LayerNormShape& shape,
+                       const ParallelFor& parallel_for);
+
+void ResidualAdd(const float* x, const float* residual, float* y, const ResidualAddShape& shape,
+                 const ParallelFor& parallel_for);
+void ResidualAdd(const uint16_t* x, const uint16_t* residual, uint16_t* y,
+                 const ResidualAddShape& shape, const ParallelFor& parallel_for);
 
 void BiasGeluForward(const float* x, const float* bias, float* y, const BiasGeluShape& shape,
                      const ParallelFor& parallel_for);

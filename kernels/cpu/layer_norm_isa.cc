@@ -1,8 +1,8 @@
 // LayerNorm over the last axis, with an optional residual added first, forward and backward in
-// one pass over each row: y = (s - mean) * rstd * gamma + beta with s = x (+ residual), the
-// statistics in float32 whatever the element type. The backward recomputes s and x-hat from
-// the saved mean and rstd instead of storing them, and sums the gamma and beta gradients per
-// block of rows, then across blocks, so threads never write the same memory.
+// one pass over each row: y = (s - mean) * rstd * gamma + beta with s = x (+ f * residual), f the
+// row's drop-path factor (or 1), the statistics in float32 whatever the element type. The backward
+// recomputes s and x-hat from the saved mean and rstd instead of storing them, and sums the gamma
+// and beta gradients per block of rows, then across blocks, so threads never write the same memory.
 #include <math.h>
 #include <string.h>
 
@@ -16,13 +16,18 @@ namespace {
 // Rows per task: enough work to be worth a thread hand-off, few enough partial sums.
 constexpr int64_t kBlockRows = 64;
 
-// One row's s = x (+ residual) as floats, into `sum` (the row's width, padded to W).
+// The factor of row `row`'s residual: its sample's entry of `scale`, or 1 where that is null.
+float RowFactor(const float* scale, int64_t rows_per_sample, int64_t row) {
+  return scale == nullptr ? 1.0f : scale[row / rows_per_sample];
+}
+
+// One row's s = x (+ factor * residual) as floats, into `sum` (the row's width, padded to W).
 template <typename T>
-void RowSum(const T* x, const T* residual, int64_t width, float* sum) {
+void RowSum(const T* x, const T* residual, float factor, int64_t width, float* sum) {
   int64_t d = 0;
   for (; d + W <= width; d += W)
-    Store(sum + d, residual ? Load(x + d) + Load(residual + d) : Load(x + d));
-  for (; d < width; ++d) sum[d] = ToFloat(x[d]) + (residual ? ToFloat(residual[d]) : 0.0f);
+    Store(sum + d, residual ? Load(x + d) + Load(residual + d) * factor : Load(x + d));
+  for (; d < width; ++d) sum[d] = ToFloat(x[d]) + (residual ? ToFloat(residual[d]) * factor : 0.0f);
 }
 
 template <typename T>
@@ -36,7 +41,8 @@ void Forward(const T* x, const T* residual, const float* gamma, const float* bet
     float* sum = buffer.Reserve(RoundUp(width, W));
     for (int64_t row = begin * kBlockRows; row < Min(end * kBlockRows, shape.rows); ++row) {
       const int64_t at = row * width;
-      RowSum(x + at, residual ? residual + at : nullptr, width, sum);
+      RowSum(x + at, residual ? residual + at : nullptr,
+             RowFactor(shape.residual_scale, shape.rows_per_sample, row), width, sum);
       vf total = vf{};
       int64_t d = 0;
       for (; d + W <= width; d += W) total += Load(&sum[d]);
@@ -62,11 +68,11 @@ void Forward(const T* x, const T* residual, const float* gamma, const float* bet
 }
 
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma; dgamma = sum dy * xhat,
-// dbeta = sum dy over rows.
+// dbeta = sum dy over rows; d residual = f * dx where grad_residual is asked for.
 template <typename T>
 void Backward(const T* x, const T* residual, const float* gamma, const float* mean,
-              const float* rstd, const T* grad_y, T* grad_x, float* grad_gamma, float* grad_beta,
-              const LayerNormShape& shape, const ParallelFor& parallel_for) {
+              const float* rstd, const T* grad_y, T* grad_x, T* grad_residual, float* grad_gamma,
+              float* grad_beta, const LayerNormShape& shape, const ParallelFor& parallel_for) {
   const int64_t width = shape.width, padded = RoundUp(width, W);
   const int64_t blocks = (shape.rows + kBlockRows - 1) / kBlockRows;
   Buffer<float> partials;  // per block: dgamma, dbeta
@@ -82,8 +88,9 @@ void Backward(const T* x, const T* residual, const float* gamma, const float* me
       const int64_t last = Min((block + 1) * kBlockRows, shape.rows);
       for (int64_t row = block * kBlockRows; row < last; ++row) {
         const int64_t at = row * width;
-        RowSum(x + at, residual ? residual + at : nullptr, width, xhat);
-        RowSum(grad_y + at, static_cast<const T*>(nullptr), width, dy);
+        const float factor = RowFactor(shape.residual_scale, shape.rows_per_sample, row);
+        RowSum(x + at, residual ? residual + at : nullptr, factor, width, xhat);
+        RowSum(grad_y + at, static_cast<const T*>(nullptr), 1.0f, width, dy);
         const float row_mean = mean[row], row_rstd = rstd[row];
         vf g_total = vf{}, gx_total = vf{};
         int64_t d = 0;
@@ -108,10 +115,16 @@ void Backward(const T* x, const T* residual, const float* gamma, const float* me
         }
         const float g_mean = g_sum / static_cast<float>(width);
         const float gx_mean = gx_sum / static_cast<float>(width);
-        for (d = 0; d + W <= width; d += W)
-          Store(grad_x + at + d, (Load(&g[d]) - g_mean - Load(&xhat[d]) * gx_mean) * row_rstd);
-        for (; d < width; ++d)
-          FromFloat((g[d] - g_mean - xhat[d] * gx_mean) * row_rstd, grad_x + at + d);
+        for (d = 0; d + W <= width; d += W) {
+          const vf dx = (Load(&g[d]) - g_mean - Load(&xhat[d]) * gx_mean) * row_rstd;
+          Store(grad_x + at + d, dx);
+          if (grad_residual) Store(grad_residual + at + d, dx * factor);
+        }
+        for (; d < width; ++d) {
+          const float dx = (g[d] - g_mean - xhat[d] * gx_mean) * row_rstd;
+          FromFloat(dx, grad_x + at + d);
+          if (grad_residual) FromFloat(dx * factor, grad_residual + at + d);
+        }
       }
     }
   });
@@ -123,6 +136,29 @@ void Backward(const T* x, const T* residual, const float* gamma, const float* me
       grad_beta[d] += partials[block * 2 * padded + padded + d];
     }
   }
+}
+
+// y = x + f * residual, or f * residual where x is null; f the row's factor.
+template <typename T>
+void Add(const T* x, const T* residual, T* y, const ResidualAddShape& shape,
+         const ParallelFor& parallel_for) {
+  const int64_t width = shape.width;
+  const int64_t blocks = (shape.rows + kBlockRows - 1) / kBlockRows;
+  Parallel(parallel_for, blocks, 2 * kBlockRows * width, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin * kBlockRows; row < Min(end * kBlockRows, shape.rows); ++row) {
+      const float factor = RowFactor(shape.residual_scale, shape.rows_per_sample, row);
+      const int64_t at = row * width;
+      int64_t d = 0;
+      for (; d + W <= width; d += W) {
+        const vf scaled = Load(residual + at + d) * factor;
+        Store(y + at + d, x ? Load(x + at + d) + scaled : scaled);
+      }
+      for (; d < width; ++d) {
+        const float scaled = ToFloat(residual[at + d]) * factor;
+        FromFloat(x ? ToFloat(x[at + d]) + scaled : scaled, y + at + d);
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -138,18 +174,28 @@ void LayerNormForward(const uint16_t* x, const uint16_t* residual, const float* 
   Forward(x, residual, gamma, beta, y, mean, rstd, shape, parallel_for);
 }
 void LayerNormBackward(const float* x, const float* residual, const float* gamma, const float* mean,
-                       const float* rstd, const float* grad_y, float* grad_x, float* grad_gamma,
-                       float* grad_beta, const LayerNormShape& shape,
+                       const float* rstd, const float* grad_y, float* grad_x, float* grad_residual,
+                       float* grad_gamma, float* grad_beta, const LayerNormShape& shape,
                        const ParallelFor& parallel_for) {
-  Backward(x, residual, gamma, mean, rstd, grad_y, grad_x, grad_gamma, grad_beta, shape,
-           parallel_for);
+  Backward(x, residual, gamma, mean, rstd, grad_y, grad_x, grad_residual, grad_gamma, grad_beta,
+           shape, parallel_for);
 }
 void LayerNormBackward(const uint16_t* x, const uint16_t* residual, const float* gamma,
                        const float* mean, const float* rstd, const uint16_t* grad_y,
-                       uint16_t* grad_x, float* grad_gamma, float* grad_beta,
-                       const LayerNormShape& shape, const ParallelFor& parallel_for) {
-  Backward(x, residual, gamma, mean, rstd, grad_y, grad_x, grad_gamma, grad_beta, shape,
-           parallel_for);
+                       uint16_t* grad_x, uint16_t* grad_residual, float* grad_gamma,
+                       float* grad_beta, const LayerNormShape& shape,
+                       const ParallelFor& parallel_for) {
+  Backward(x, residual, gamma, mean, rstd, grad_y, grad_x, grad_residual, grad_gamma, grad_beta,
+           shape, parallel_for);
+}
+
+void ResidualAdd(const float* x, const float* residual, float* y, const ResidualAddShape& shape,
+                 const ParallelFor& parallel_for) {
+  Add(x, residual, y, shape, parallel_for);
+}
+void ResidualAdd(const uint16_t* x, const uint16_t* residual, uint16_t* y,
+                 const ResidualAddShape& shape, const ParallelFor& parallel_for) {
+  Add(x, residual, y, shape, parallel_for);
 }
 
 }  // namespace CCT_ISA

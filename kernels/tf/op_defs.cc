@@ -247,5 +247,105 @@ REGISTER_OP("CctBiasGeluGrad")
       return absl::OkStatus();
     });
 
+// branch (batch, ..., width) and scale (batch) at `branch`, `branch` + 1, and x of branch's shape
+// at `x` (or none: -1): branch's shape, merged with x's and scale's.
+absl::Status DropPathShape(InferenceContext* c, int branch, int x, ShapeHandle* shape) {
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(branch), 2, shape));
+  if (x >= 0) TF_RETURN_IF_ERROR(c->Merge(*shape, c->input(x), shape));
+  ShapeHandle scale;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(branch + 1), 1, &scale));
+  DimensionHandle batch;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(*shape, 0), c->Dim(scale, 0), &batch));
+  return c->ReplaceDim(*shape, 0, batch, shape);
+}
+
+// x's shape, checked against the drop path's inputs (0 to 2) and gamma's width (3); the rows.
+absl::Status DropPathLayerNormShape(InferenceContext* c, ShapeHandle* x, ShapeHandle* rows) {
+  TF_RETURN_IF_ERROR(DropPathShape(c, 1, 0, x));
+  ShapeHandle gamma;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &gamma));
+  DimensionHandle width;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(*x, -1), c->Dim(gamma, 0), &width));
+  return c->Subshape(*x, 0, -1, rows);
+}
+
+REGISTER_OP("CctDropPathLayerNorm")
+    .Input("x: T")
+    .Input("branch: T")
+    .Input("scale: float")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Output("y: T")
+    .Output("mean: float")
+    .Output("rstd: float")
+    .Attr("T: {float, bfloat16}")
+    .Attr("epsilon: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle x, rows, beta;
+      TF_RETURN_IF_ERROR(DropPathLayerNormShape(c, &x, &rows));
+      TF_RETURN_IF_ERROR(c->Merge(c->input(3), c->input(4), &beta));
+      c->set_output(0, x);
+      c->set_output(1, rows);
+      c->set_output(2, rows);
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+LayerNorm over the last axis of x + scale[sample] * branch, statistics in float32: the residual
+branch under drop path, then the norm, in one pass. CPU only.
+x, branch: (batch, ..., width); scale: (batch), float32, each sample's factor (drop path's 0 or
+1 / keep). gamma, beta: (width). y: x's shape and dtype; mean, rstd: (batch, ...), for the
+gradient.
+)doc");
+
+REGISTER_OP("CctDropPathLayerNormGrad")
+    .Input("x: T")
+    .Input("branch: T")
+    .Input("scale: float")
+    .Input("gamma: float")
+    .Input("mean: float")
+    .Input("rstd: float")
+    .Input("grad_y: T")
+    .Output("grad_x: T")
+    .Output("grad_branch: T")
+    .Output("grad_gamma: float")
+    .Output("grad_beta: float")
+    .Attr("T: {float, bfloat16}")
+    .Attr("epsilon: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle x, rows;
+      TF_RETURN_IF_ERROR(DropPathLayerNormShape(c, &x, &rows));
+      for (int statistic : {4, 5}) TF_RETURN_IF_ERROR(c->Merge(rows, c->input(statistic), &rows));
+      TF_RETURN_IF_ERROR(c->Merge(x, c->input(6), &x));
+      c->set_output(0, x);
+      c->set_output(1, x);
+      c->set_output(2, c->input(3));
+      c->set_output(3, c->input(3));
+      return absl::OkStatus();
+    });
+
+// The branch comes first, so that T is known where x is an empty list.
+REGISTER_OP("CctDropPathAdd")
+    .Input("branch: T")
+    .Input("scale: float")
+    .Input("x: N * T")
+    .Output("y: T")
+    .Attr("T: {float, bfloat16}")
+    .Attr("N: int >= 0")
+    .SetShapeFn([](InferenceContext* c) {
+      int n;
+      TF_RETURN_IF_ERROR(c->GetAttr("N", &n));
+      if (n > 1) return errors::InvalidArgument("CctDropPathAdd takes at most one x, got ", n);
+      ShapeHandle y;
+      TF_RETURN_IF_ERROR(DropPathShape(c, 0, n == 1 ? 2 : -1, &y));
+      c->set_output(0, y);
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+x + scale[sample] * branch, the end of an encoder block with drop path on its branch, or
+scale[sample] * branch without x (the branch's gradient). CPU only.
+branch, x (none or one): (batch, ..., width); scale: (batch), float32. y: branch's shape and
+dtype.
+)doc");
+
 }  // namespace
 }  // namespace tensorflow

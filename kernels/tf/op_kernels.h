@@ -14,6 +14,19 @@
 namespace tensorflow {
 namespace cct_checks {
 
+// Each (input index, shape): an error that names the first input of another shape.
+inline absl::Status InputShapes(OpKernelContext* context,
+                                const std::vector<std::pair<int, TensorShape>>& expected) {
+  for (const auto& [index, shape_there] : expected) {
+    if (context->input(index).shape() != shape_there) {
+      return errors::InvalidArgument("input ", index, " of ", context->op_kernel().type_string(),
+                                     " must be ", shape_there.DebugString(), ", got ",
+                                     context->input(index).shape().DebugString());
+    }
+  }
+  return absl::OkStatus();
+}
+
 inline absl::Status AttentionInput(const Tensor& qkv, int num_heads, float scale,
                                    cct_kernels::AttentionShape* shape) {
   if (qkv.dims() != 3) {
@@ -286,13 +299,7 @@ inline absl::Status CheckLayerNormInputs(OpKernelContext* context, bool gradient
   } else {
     expected.push_back({gamma + 1, TensorShape({width})});
   }
-  for (const auto& [index, shape_there] : expected) {
-    if (context->input(index).shape() != shape_there) {
-      return errors::InvalidArgument("input ", index, " of ", context->op_kernel().type_string(),
-                                     " must be ", shape_there.DebugString(), ", got ",
-                                     context->input(index).shape().DebugString());
-    }
-  }
+  TF_RETURN_IF_ERROR(cct_checks::InputShapes(context, expected));
   *inputs = {{rows.num_elements(), width, epsilon},
              rows,
              &x,

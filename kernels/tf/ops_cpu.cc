@@ -38,6 +38,9 @@ template <typename T>
 typename Bits<T>::type* Raw(Tensor* t) {
   return reinterpret_cast<typename Bits<T>::type*>(t->flat<T>().data());
 }
+const float* Floats(OpKernelContext* context, int input) {
+  return context->input(input).flat<float>().data();
+}
 
 }  // namespace
 
@@ -96,7 +99,7 @@ struct LayerNormFunctor<CPUDevice, T> {
                                Tensor* grad_gamma, Tensor* grad_beta) {
     cct_kernels::LayerNormBackward(
         Raw<T>(*in.x), in.residual ? Raw<T>(*in.residual) : nullptr, in.Floats(in.gamma),
-        in.Floats(in.mean), in.Floats(in.rstd), Raw<T>(*in.grad_y), Raw<T>(grad_x),
+        in.Floats(in.mean), in.Floats(in.rstd), Raw<T>(*in.grad_y), Raw<T>(grad_x), nullptr,
         grad_gamma->flat<float>().data(), grad_beta->flat<float>().data(), in.shape,
         CpuParallelFor(context));
     return absl::OkStatus();
@@ -161,11 +164,124 @@ class BiasGeluGradOp : public OpKernel {
   }
 };
 
+// branch (batch, ..., width >= 1), x of its shape (or none) and scale (batch) float32, checked;
+// the kernels' rows and per-sample factors.
+absl::Status DropPathInputs(const Tensor* x, const Tensor& branch, const Tensor& scale,
+                            cct_kernels::ResidualAddShape* shape) {
+  if (branch.dims() < 2 || branch.dim_size(branch.dims() - 1) == 0) {
+    return errors::InvalidArgument("branch must be (batch, ..., width >= 1), got shape ",
+                                   branch.shape().DebugString());
+  }
+  if (x != nullptr && x->shape() != branch.shape()) {
+    return errors::InvalidArgument("x must have the branch's shape ", branch.shape().DebugString(),
+                                   ", got ", x->shape().DebugString());
+  }
+  const int64_t batch = branch.dim_size(0), width = branch.dim_size(branch.dims() - 1);
+  if (scale.shape() != TensorShape({batch})) {
+    return errors::InvalidArgument("scale must be (batch) = (", batch, "), one factor a sample, ",
+                                   "got shape ", scale.shape().DebugString());
+  }
+  const int64_t rows = branch.NumElements() / width;
+  *shape = {rows, width, scale.flat<float>().data(), batch == 0 ? 1 : rows / batch};
+  return absl::OkStatus();
+}
+
+template <typename T>
+class DropPathAddOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor* x = context->num_inputs() == 3 ? &context->input(2) : nullptr;
+    const Tensor &branch = context->input(0), &scale = context->input(1);
+    cct_kernels::ResidualAddShape shape;
+    OP_REQUIRES_OK(context, DropPathInputs(x, branch, scale, &shape));
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, branch.shape(), &y));
+    if (shape.rows == 0) return;
+    cct_kernels::ResidualAdd(x ? Raw<T>(*x) : nullptr, Raw<T>(branch), Raw<T>(y), shape,
+                             CpuParallelFor(context));
+  }
+};
+
+// The inputs of CctDropPathLayerNorm (gradient false) or its gradient, checked: x, branch and
+// scale; then gamma and beta, or gamma, mean, rstd and grad_y.
+absl::Status DropPathLayerNormInputs(OpKernelContext* context, bool gradient, float epsilon,
+                                     cct_kernels::LayerNormShape* shape, TensorShape* rows) {
+  const Tensor& x = context->input(0);
+  cct_kernels::ResidualAddShape residual;
+  TF_RETURN_IF_ERROR(DropPathInputs(&x, context->input(1), context->input(2), &residual));
+  *rows = x.shape();
+  rows->RemoveLastDims(1);
+  const TensorShape width({residual.width});
+  std::vector<std::pair<int, TensorShape>> expected = {{3, width}, {4, gradient ? *rows : width}};
+  if (gradient) expected.insert(expected.end(), {{5, *rows}, {6, x.shape()}});
+  TF_RETURN_IF_ERROR(cct_checks::InputShapes(context, expected));
+  *shape = {residual.rows, residual.width, epsilon, residual.residual_scale,
+            residual.rows_per_sample};
+  return absl::OkStatus();
+}
+
+template <typename T>
+class DropPathLayerNormOp : public LayerNormKernel {
+ public:
+  using LayerNormKernel::LayerNormKernel;
+
+  void Compute(OpKernelContext* context) override {
+    cct_kernels::LayerNormShape shape;
+    TensorShape rows;
+    OP_REQUIRES_OK(context, DropPathLayerNormInputs(context, false, epsilon_, &shape, &rows));
+    Tensor *y = nullptr, *mean = nullptr, *rstd = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, context->input(0).shape(), &y));
+    OP_REQUIRES_OK(context, context->allocate_output(1, rows, &mean));
+    OP_REQUIRES_OK(context, context->allocate_output(2, rows, &rstd));
+    if (shape.rows == 0) return;
+    cct_kernels::LayerNormForward(Raw<T>(context->input(0)), Raw<T>(context->input(1)),
+                                  Floats(context, 3), Floats(context, 4), Raw<T>(y),
+                                  mean->flat<float>().data(), rstd->flat<float>().data(), shape,
+                                  CpuParallelFor(context));
+  }
+};
+
+// Runs on zero rows too: the gamma and beta gradients are then zeros.
+template <typename T>
+class DropPathLayerNormGradOp : public LayerNormKernel {
+ public:
+  using LayerNormKernel::LayerNormKernel;
+
+  void Compute(OpKernelContext* context) override {
+    cct_kernels::LayerNormShape shape;
+    TensorShape rows;
+    OP_REQUIRES_OK(context, DropPathLayerNormInputs(context, true, epsilon_, &shape, &rows));
+    const TensorShape& x_shape = context->input(0).shape();
+    Tensor *grad_x = nullptr, *grad_branch = nullptr, *grad_gamma = nullptr, *grad_beta = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, x_shape, &grad_x));
+    OP_REQUIRES_OK(context, context->allocate_output(1, x_shape, &grad_branch));
+    OP_REQUIRES_OK(context, context->allocate_output(2, {shape.width}, &grad_gamma));
+    OP_REQUIRES_OK(context, context->allocate_output(3, {shape.width}, &grad_beta));
+    cct_kernels::LayerNormBackward(Raw<T>(context->input(0)), Raw<T>(context->input(1)),
+                                   Floats(context, 3), Floats(context, 4), Floats(context, 5),
+                                   Raw<T>(context->input(6)), Raw<T>(grad_x), Raw<T>(grad_branch),
+                                   grad_gamma->flat<float>().data(),
+                                   grad_beta->flat<float>().data(), shape, CpuParallelFor(context));
+  }
+};
+
 #define CCT_REGISTER_BIAS_GELU_KERNELS(T)                                                    \
   REGISTER_KERNEL_BUILDER(Name("CctBiasGelu").Device(DEVICE_CPU).TypeConstraint<T>("T"),     \
                           BiasGeluOp<T>);                                                    \
   REGISTER_KERNEL_BUILDER(Name("CctBiasGeluGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
                           BiasGeluGradOp<T>)
+#define CCT_REGISTER_DROP_PATH_KERNELS(T)                                                         \
+  REGISTER_KERNEL_BUILDER(Name("CctDropPathAdd").Device(DEVICE_CPU).TypeConstraint<T>("T"),       \
+                          DropPathAddOp<T>);                                                      \
+  REGISTER_KERNEL_BUILDER(Name("CctDropPathLayerNorm").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
+                          DropPathLayerNormOp<T>);                                                \
+  REGISTER_KERNEL_BUILDER(                                                                        \
+      Name("CctDropPathLayerNormGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),                 \
+      DropPathLayerNormGradOp<T>)
+CCT_REGISTER_DROP_PATH_KERNELS(float);
+CCT_REGISTER_DROP_PATH_KERNELS(bfloat16);
 CCT_REGISTER_BIAS_GELU_KERNELS(float);
 CCT_REGISTER_BIAS_GELU_KERNELS(bfloat16);
 

@@ -22,12 +22,22 @@ class DropPath(keras.layers.Layer):
         self.seed_generator = ReplicaSeedGenerator(seed, name="seed_generator")
 
     def call(self, x, training=False):
-        if not training or self.rate == 0.0:
+        if not self.active(training):
             return x
-        keep = 1.0 - self.rate
-        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
-        kept = keras.random.uniform(shape, seed=self.seed_generator) < keep
-        return x / keep * ops.cast(kept, x.dtype)
+        kept = ops.reshape(self._kept(ops.shape(x)[0]), (-1,) + (1,) * (len(x.shape) - 1))
+        return x / (1.0 - self.rate) * ops.cast(kept, x.dtype)
+
+    def active(self, training):
+        """Whether a call in this mode drops samples (else it is the identity)."""
+        return bool(training) and self.rate > 0.0
+
+    def sample_scale(self, batch):
+        """A fresh draw's factor per sample, (batch,) float32: 0, or ``1 / (1 - rate)`` for the
+        kept ones. The custom ops take it to scale a branch inside the residual add."""
+        return ops.cast(self._kept(batch), "float32") / (1.0 - self.rate)
+
+    def _kept(self, batch):
+        return keras.random.uniform((batch,), seed=self.seed_generator) < 1.0 - self.rate
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}

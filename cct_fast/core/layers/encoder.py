@@ -72,10 +72,10 @@ class TransformerEncoderLayer(keras.layers.Layer):
         steps = dispatch.path(self.implementation, self.compute_dtype, training=bool(training))
         normed = steps.layer_norm(self.pre_norm, x)
         attended = self.self_attn(normed, training=training, token_mask=token_mask)
-        x = steps.residual_layer_norm(self.norm1, x, self.drop_path(attended, training=training))
+        x = steps.residual_layer_norm(self.norm1, x, attended, self.drop_path, training)
         hidden = self.dropout1(steps.dense(self.linear1, x, "gelu"), training=training)
         branch = self.dropout2(steps.dense(self.linear2, hidden), training=training)
-        return x + self.drop_path(branch, training=training)
+        return steps.residual_add(x, branch, self.drop_path, training)
 
     def compute_output_shape(self, input_shape):
         return input_shape
