@@ -22,11 +22,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf  # noqa: E402
-
-tf.config.threading.set_inter_op_parallelism_threads(1)
-
 import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 import cct_fast  # noqa: E402
@@ -108,6 +105,7 @@ def main():
     parser.add_argument("--policy", nargs="+", default=["mixed_bfloat16", "float32"])
     parser.add_argument("--implementation", default="custom")
     args = parser.parse_args()
+    tf.config.threading.set_inter_op_parallelism_threads(1)  # before TensorFlow starts
     lines = []
     for policy in args.policy:
         lines += [*profile(args.model, args.batch, policy, args.implementation), ""]

@@ -1,5 +1,7 @@
 """The benchmark plumbing itself: paired ratios, tables, targets and the RESULTS.md blocks."""
 
+import profile_step
+
 import record_device_log
 import results_file
 import tables
@@ -79,3 +81,17 @@ def test_a_device_log_keeps_its_tables_and_fences_the_rest(tmp_path, monkeypatch
     monkeypatch.setattr(results_file, "commit_stamp", lambda: "abc1234")
     results_file.write_block("gpu", "python on_gpu.py", "figures", "NVIDIA H200")
     assert "Machine: NVIDIA H200\n\nfigures" in path.read_text()
+
+
+def test_a_profiled_op_counts_in_its_row():
+    model = "cct_7_3x1_32_1"
+    rows = {
+        ("_MklMatMul", f"{model}/block_0_1/MatMul"): "GEMMs, forward",
+        ("_MklMatMul", f"gradient_tape/{model}/block_0_1/MatMul"): "GEMMs, backward",
+        ("CctAttentionGrad", f"gradient_tape/{model}/block_0_1/self_attn_1"): "custom ops",
+        ("_MklNativeConv2D", f"{model}/tokenizer_1/conv_0_1/convolution"): "other ops",
+        ("RealDiv", "truediv_77"): "outside the model",
+        ("AssignSubVariableOp", "adam_w/AssignSubVariableOp_3"): "outside the model",
+    }
+    for (op_type, scope), row in rows.items():
+        assert profile_step.group_of(op_type, scope, model).startswith(row), (op_type, scope)
