@@ -65,7 +65,7 @@ def _values_and_gradients(function, tensors, scale, cotangent):
 @pytest.mark.parametrize(
     "shape",
     [
-        (64, 256, 256),  # CCT-7/3x1 at batch 64
+        (8, 64, 256),  # CCT-7/3x1's width, 8 blocks of rows
         (3, 37, 100),  # width not a multiple of the vector width, rows not of the block
         (2, 7),  # one row a sample, narrower than a vector
         (2, 3, 4, 48),  # more than one axis between the samples and the width

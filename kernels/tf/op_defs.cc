@@ -157,6 +157,14 @@ absl::Status LayerNormShapes(InferenceContext* c, bool gradient, ShapeHandle* x,
   return c->Merge(*x, c->input(beta_or_mean + 2), x);
 }
 
+// The outputs of a LayerNorm op's shape function: y of x's shape, mean and rstd of the rows'.
+absl::Status LayerNormOutputs(InferenceContext* c, ShapeHandle x, ShapeHandle rows) {
+  c->set_output(0, x);
+  c->set_output(1, rows);
+  c->set_output(2, rows);
+  return absl::OkStatus();
+}
+
 REGISTER_OP("CctLayerNorm")
     .Input("x: T")
     .Input("residual: N * T")
@@ -171,10 +179,7 @@ REGISTER_OP("CctLayerNorm")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle x, rows;
       TF_RETURN_IF_ERROR(LayerNormShapes(c, false, &x, &rows));
-      c->set_output(0, x);
-      c->set_output(1, rows);
-      c->set_output(2, rows);
-      return absl::OkStatus();
+      return LayerNormOutputs(c, x, rows);
     })
     .Doc(R"doc(
 LayerNorm over the last axis of x + residual (or of x alone), statistics in float32.
@@ -284,10 +289,7 @@ REGISTER_OP("CctDropPathLayerNorm")
       ShapeHandle x, rows, beta;
       TF_RETURN_IF_ERROR(DropPathLayerNormShape(c, &x, &rows));
       TF_RETURN_IF_ERROR(c->Merge(c->input(3), c->input(4), &beta));
-      c->set_output(0, x);
-      c->set_output(1, rows);
-      c->set_output(2, rows);
-      return absl::OkStatus();
+      return LayerNormOutputs(c, x, rows);
     })
     .Doc(R"doc(
 LayerNorm over the last axis of x + scale[sample] * branch, statistics in float32: the residual
