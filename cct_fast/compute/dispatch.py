@@ -39,9 +39,9 @@ from cct_fast.errors import ConfigError
 # float32 kernels are the same code on AVX-512 without BF16, where `benchmarks/kernel_isas.py`
 # read the float32 step 1.34-1.42x the fused path (1.37x after the drop path ops; README,
 # "What each CPU gets"). Inference (1.04-1.31x) and AVX2 (level) stay fused, and nothing was
-# measured on a GPU: fused there. The
-# text models' training steps took the same keys and ran 1.19x (float32) and 1.10x (bfloat16)
-# the fused path (README, "Custom kernels"): not slower, so the keys stand for them too.
+# measured on a GPU: fused there. The text models' training steps took the same keys and ran
+# 1.19x (float32) and 1.10x (bfloat16) the fused path (README, "Custom kernels"): not slower,
+# so the keys stand for them too.
 AUTO_PREFERS_CUSTOM = frozenset(
     {
         ("avx512_bf16", "bfloat16", "training"),
