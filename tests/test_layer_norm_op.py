@@ -100,9 +100,11 @@ def test_an_empty_width_is_refused():
 
 def test_a_custom_model_runs_its_layer_norms_in_the_op_on_the_cpu(rng):
     """Two per encoder layer (pre_norm; norm1 with the attention's residual) and the final
-    norm, forward and backward. Without stochastic depth: with it, norm1 is the drop path's op
-    (test_drop_path_ops.py)."""
-    model = cct_fast.create_model("cct_2_3x2_32", implementation="custom", stochastic_depth=0.0)
+    norm, forward and backward. With a dropout after the projections: without one, norm1 is the
+    residual op that also adds proj's bias (test_drop_path_ops.py)."""
+    model = cct_fast.create_model(
+        "cct_2_3x2_32", implementation="custom", stochastic_depth=0.0, dropout=0.1
+    )
     images = tf.constant(rng.standard_normal((2, 32, 32, 3)), tf.float32)
     types = training_step_op_types(model, images)
     assert types.count("CctLayerNorm") == 2 * 2 + 1

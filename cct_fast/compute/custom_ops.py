@@ -1,6 +1,6 @@
 """The optional custom ops of ``kernels/``: multi-head attention over a packed qkv tensor,
 sequence pooling, (residual +) LayerNorm and, on the CPU, bias + GELU and the residual adds
-under drop path, each with its gradient.
+that take the branch's bias and drop path, each with its gradient.
 
 CMake builds them into ``cct_fast/libcct_fast_ops.so`` (``CCT_FAST_BUILD_KERNELS=1 pip install
 -e .``, or ``cmake -S . -B build && cmake --build build``). This module only loads them;
@@ -123,17 +123,21 @@ def _register_gradients():
 
     @tf.RegisterGradient("CctDropPathLayerNorm")
     def _drop_path_layer_norm_gradient(op, grad_y, _grad_mean, _grad_rstd):
-        statistics = op.outputs[1:]
-        grad_x, grad_branch, grad_gamma, grad_beta = ops().cct_drop_path_layer_norm_grad(
-            *op.inputs[:4], *statistics, grad_y, epsilon=op.get_attr("epsilon")
+        statistics, bias = op.outputs[1:], list(op.inputs[5:])
+        grad_x, grad_branch, grad_gamma, grad_beta, grad_bias = ops().cct_drop_path_layer_norm_grad(
+            *op.inputs[:4], *statistics, grad_y, bias, epsilon=op.get_attr("epsilon")
         )
         # The drop path's factors are drawn, not learned: no gradient.
-        return grad_x, grad_branch, None, grad_gamma, grad_beta
+        return [grad_x, grad_branch, None, grad_gamma, grad_beta, *grad_bias]
 
     @tf.RegisterGradient("CctDropPathAdd")
     def _drop_path_add_gradient(op, grad_y):
-        grad_branch = ops().cct_drop_path_add(grad_y, op.inputs[1], [])
-        return [grad_branch, None] + [grad_y] * op.get_attr("N")
+        scale, with_x, with_bias = op.inputs[1], op.get_attr("N"), op.get_attr("M")
+        if with_bias:
+            grad_branch, grad_bias = ops().cct_drop_path_add_grad(grad_y, scale)
+        else:
+            grad_branch, grad_bias = ops().cct_drop_path_add(grad_y, scale, [], []), None
+        return [grad_branch, None] + [grad_y] * with_x + [grad_bias] * with_bias
 
     @tf.RegisterGradient("CctBiasGelu")
     def _bias_gelu_gradient(op, grad_y):
@@ -187,18 +191,25 @@ def layer_norm(x, gamma, beta, epsilon, residual=None):
     return y
 
 
-def drop_path_layer_norm(x, branch, scale, gamma, beta, epsilon):
-    """LayerNorm over the last axis of ``x + scale[sample] * branch`` (``x``, ``branch``
-    (batch, ..., width); ``scale`` (batch) float32, drop path's 0 or 1 / keep), as
-    :func:`layer_norm` computes it. CPU only."""
-    y, _, _ = ops().cct_drop_path_layer_norm(x, branch, scale, gamma, beta, epsilon=epsilon)
+def drop_path_layer_norm(x, branch, scale, gamma, beta, epsilon, bias=None):
+    """LayerNorm over the last axis of ``x + scale[sample] * (branch + bias)`` (``x``,
+    ``branch`` (batch, ..., width); ``scale`` (batch) float32, drop path's 0 or 1 / keep, or
+    ones; ``bias`` (width) float32 or None: the bias the linear layer that made ``branch`` left
+    out), as :func:`layer_norm` computes it. CPU only."""
+    y, _, _ = ops().cct_drop_path_layer_norm(
+        x, branch, scale, gamma, beta, _optional(bias), epsilon=epsilon
+    )
     return y
 
 
-def drop_path_add(x, branch, scale):
-    """``x + scale[sample] * branch`` in one pass, the sum in float32 (shapes as
+def drop_path_add(x, branch, scale, bias=None):
+    """``x + scale[sample] * (branch + bias)`` in one pass, the sum in float32 (arguments as
     :func:`drop_path_layer_norm`'s). CPU only."""
-    return ops().cct_drop_path_add(branch, scale, [x])
+    return ops().cct_drop_path_add(branch, scale, [x], _optional(bias))
+
+
+def _optional(bias):
+    return [] if bias is None else [tf.cast(bias, tf.float32)]
 
 
 def bias_gelu(x, bias):

@@ -68,10 +68,14 @@ class Path:
 
     name: str
     layer_norm: Callable  # (norm, x)
-    # (norm, x, branch, drop_path, training): norm(x + drop_path(branch)), drop_path the layer's
-    # DropPath
+    # (layer, x, dropout, training): dropout(dense(layer, x)), the branch of a residual add, as
+    # (tokens, bias): the bias left for the residual step to add, or None (added already).
+    residual_dense: Callable
+    # (norm, x, branch, drop_path, training, bias=None): norm(x + drop_path(branch + bias)),
+    # drop_path the layer's DropPath, bias what residual_dense left.
     residual_layer_norm: Callable
-    residual_add: Callable  # (x, branch, drop_path, training): x + drop_path(branch)
+    # (x, branch, drop_path, training, bias=None): x + drop_path(branch + bias)
+    residual_add: Callable
     dense: Callable  # (layer, x, activation=None): tokens (..., in) -> (..., out)
     # (qkv, num_heads, scale, dropout=None, mask=None): (B, N, 3D) -> (B, N, D); dropout is the
     # layer's active Dropout (cct_fast.core.layers.replica_dropout), or None.
@@ -111,21 +115,32 @@ def _custom_sequence_pool(layer, tokens):
     return custom_ops.sequence_pool(tf.cast(tokens, tf.float32), layer.kernel[:, 0], layer.bias[0])
 
 
+def _dropped_branch(branch, drop_path, training, bias):
+    """drop_path(branch + bias), with the DropPath layer's own call."""
+    return drop_path(branch if bias is None else branch + bias, training=training)
+
+
 def _after_drop_path(residual_layer_norm):
     """A (norm, x, branch) residual LayerNorm as a Path's step: the DropPath layer's own call
     on the branch first."""
-    return lambda norm, x, branch, drop_path, training: residual_layer_norm(
-        norm, x, drop_path(branch, training=training)
+    return lambda norm, x, branch, drop_path, training, bias=None: residual_layer_norm(
+        norm, x, _dropped_branch(branch, drop_path, training, bias)
     )
 
 
-def _add_after_drop_path(x, branch, drop_path, training):
-    return x + drop_path(branch, training=training)
+def _add_after_drop_path(x, branch, drop_path, training, bias=None):
+    return x + _dropped_branch(branch, drop_path, training, bias)
+
+
+def _biased_branch(dense):
+    """A Path's residual_dense over its ``dense``: the bias added there, then the dropout."""
+    return lambda layer, x, dropout, training: (dropout(dense(layer, x), training=training), None)
 
 
 REFERENCE = Path(
     "reference",
     reference.layer_norm,
+    _biased_branch(reference.dense),
     _after_drop_path(reference.residual_layer_norm),
     _add_after_drop_path,
     reference.dense,
@@ -135,6 +150,7 @@ REFERENCE = Path(
 FUSED = Path(
     "fused",
     lambda norm, x: fused.layer_norm(x, norm.gamma, norm.beta),
+    _biased_branch(_fused_dense),
     _after_drop_path(
         lambda norm, x, branch: fused.residual_layer_norm(x, branch, norm.gamma, norm.beta)
     ),
@@ -154,25 +170,45 @@ def _custom_layer_norm(norm, x, residual=None):
     return custom_ops.layer_norm(x, gamma, beta, norm.epsilon, residual=residual)
 
 
-def _drops_on_cpu(drop_path, training):
-    """Whether a residual add takes the drop path inside its op: the CPU has those ops."""
-    return drop_path.active(training) and _device_type() == "CPU"
+def _custom_residual_dense(layer, x, dropout, training):
+    """On the CPU with no dropout active after the layer, the GEMM alone: the bias goes into
+    the residual op's pass, where TensorFlow's fused bias and its gradient (BiasAddGrad) each
+    took one more pass over the tokens."""
+    if _device_type() != "CPU" or (training and dropout.rate > 0):
+        return _biased_branch(_fused_dense)(layer, x, dropout, training)
+    flat = tf.reshape(x, (-1, x.shape[-1]))
+    tokens = tf.reshape(fused.linear(flat, layer.kernel), tf.concat([tf.shape(x)[:-1], [-1]], 0))
+    return tokens, layer.bias
 
 
-def _custom_residual_layer_norm(norm, x, branch, drop_path, training):
-    """norm(x + drop_path(branch)); in training on the CPU one op scales the branch per sample
-    inside the sum, where the DropPath layer's broadcast multiply was a pass of its own."""
-    if not _drops_on_cpu(drop_path, training):
-        return _custom_layer_norm(norm, x, drop_path(branch, training=training))
-    scale = drop_path.sample_scale(tf.shape(x)[0])
-    return custom_ops.drop_path_layer_norm(x, branch, scale, *_norm_weights(norm), norm.epsilon)
+def _residual_ops_take(drop_path, training, bias):
+    """Whether a residual add runs as one of the CPU's residual ops: where it has the branch's
+    bias to add (only the CPU leaves it), or a drop path to draw on the CPU."""
+    return bias is not None or (drop_path.active(training) and _device_type() == "CPU")
 
 
-def _custom_residual_add(x, branch, drop_path, training):
-    """x + drop_path(branch), as one op in training on the CPU."""
-    if not _drops_on_cpu(drop_path, training):
-        return _add_after_drop_path(x, branch, drop_path, training)
-    return custom_ops.drop_path_add(x, branch, drop_path.sample_scale(tf.shape(x)[0]))
+def _sample_scale(drop_path, training, x):
+    """The residual ops' factor per sample: the drop path's draw, or ones where it is idle."""
+    batch = tf.shape(x)[0]
+    return drop_path.sample_scale(batch) if drop_path.active(training) else tf.ones((batch,))
+
+
+def _custom_residual_layer_norm(norm, x, branch, drop_path, training, bias=None):
+    """norm(x + drop_path(branch + bias)); on the CPU one op adds the bias and scales the branch
+    per sample inside the sum, where the bias and the DropPath layer's broadcast multiply took
+    a pass each."""
+    if not _residual_ops_take(drop_path, training, bias):
+        return _custom_layer_norm(norm, x, _dropped_branch(branch, drop_path, training, bias))
+    scale = _sample_scale(drop_path, training, x)
+    weights = _norm_weights(norm)
+    return custom_ops.drop_path_layer_norm(x, branch, scale, *weights, norm.epsilon, bias)
+
+
+def _custom_residual_add(x, branch, drop_path, training, bias=None):
+    """x + drop_path(branch + bias), as one op on the CPU."""
+    if not _residual_ops_take(drop_path, training, bias):
+        return _add_after_drop_path(x, branch, drop_path, training, bias)
+    return custom_ops.drop_path_add(x, branch, _sample_scale(drop_path, training, x), bias)
 
 
 # The custom path also runs LayerNorm, and residual + LayerNorm, as one op: forward and
@@ -183,11 +219,18 @@ def _custom_residual_add(x, branch, drop_path, training):
 # training on the CPU the drop path's factor goes inside the residual adds' ops, where the
 # DropPath layer's broadcast multiply and the add took a pass each: the bfloat16 CCT-7/3x1 step
 # at batch 64 ran 811-855 ms against 855-964 ms (interleaved, avx512_bf16); float32 is level.
+# Where no dropout follows proj and linear2 (the official models' default), those ops also add
+# their biases, in training and inference: TensorFlow's bias in the GEMM and its BiasAddGrad
+# were a pass over the tokens each. bfloat16 CCT-7/3x1 at batch 64, interleaved on avx512_bf16:
+# the step 900-961 against 951-1007 ms, inference 260-270 against 268-283 ms; CCT-14/7x2 at
+# batch 8 137-142 against 141-144 ms; float32 within the noise. The bfloat16 bias gradients are
+# also summed in float32 (tests/test_drop_path_ops.py).
 CUSTOM = dataclasses.replace(
     FUSED,
     name="custom",
     dense=_custom_dense,
     layer_norm=_custom_layer_norm,
+    residual_dense=_custom_residual_dense,
     residual_layer_norm=_custom_residual_layer_norm,
     residual_add=_custom_residual_add,
     attention=_custom_attention,

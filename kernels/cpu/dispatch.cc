@@ -25,14 +25,14 @@ namespace cct_kernels {
   void LayerNormForward(const uint16_t*, const uint16_t*, const float*, const float*, uint16_t*,  \
                         float*, float*, const LayerNormShape&, const ParallelFor&);               \
   void LayerNormBackward(const float*, const float*, const float*, const float*, const float*,    \
-                         const float*, float*, float*, float*, float*, const LayerNormShape&,     \
-                         const ParallelFor&);                                                     \
+                         const float*, float*, float*, float*, float*, float*,                    \
+                         const LayerNormShape&, const ParallelFor&);                              \
   void LayerNormBackward(const uint16_t*, const uint16_t*, const float*, const float*,            \
                          const float*, const uint16_t*, uint16_t*, uint16_t*, float*, float*,     \
-                         const LayerNormShape&, const ParallelFor&);                              \
-  void ResidualAdd(const float*, const float*, float*, const ResidualAddShape&,                   \
+                         float*, const LayerNormShape&, const ParallelFor&);                      \
+  void ResidualAdd(const float*, const float*, float*, float*, const ResidualAddShape&,           \
                    const ParallelFor&);                                                           \
-  void ResidualAdd(const uint16_t*, const uint16_t*, uint16_t*, const ResidualAddShape&,          \
+  void ResidualAdd(const uint16_t*, const uint16_t*, uint16_t*, float*, const ResidualAddShape&,  \
                    const ParallelFor&);                                                           \
   void BiasGeluForward(const float*, const float*, float*, const BiasGeluShape&,                  \
                        const ParallelFor&);                                                       \
@@ -161,27 +161,27 @@ void LayerNormForward(const uint16_t* x, const uint16_t* residual, const float* 
 }
 void LayerNormBackward(const float* x, const float* residual, const float* gamma, const float* mean,
                        const float* rstd, const float* grad_y, float* grad_x, float* grad_residual,
-                       float* grad_gamma, float* grad_beta, const LayerNormShape& shape,
-                       const ParallelFor& parallel_for) {
+                       float* grad_residual_bias, float* grad_gamma, float* grad_beta,
+                       const LayerNormShape& shape, const ParallelFor& parallel_for) {
   CCT_DISPATCH(LayerNormBackward, x, residual, gamma, mean, rstd, grad_y, grad_x, grad_residual,
-               grad_gamma, grad_beta, shape, parallel_for)
+               grad_residual_bias, grad_gamma, grad_beta, shape, parallel_for)
 }
 void LayerNormBackward(const uint16_t* x, const uint16_t* residual, const float* gamma,
                        const float* mean, const float* rstd, const uint16_t* grad_y,
-                       uint16_t* grad_x, uint16_t* grad_residual, float* grad_gamma,
-                       float* grad_beta, const LayerNormShape& shape,
+                       uint16_t* grad_x, uint16_t* grad_residual, float* grad_residual_bias,
+                       float* grad_gamma, float* grad_beta, const LayerNormShape& shape,
                        const ParallelFor& parallel_for) {
   CCT_DISPATCH(LayerNormBackward, x, residual, gamma, mean, rstd, grad_y, grad_x, grad_residual,
-               grad_gamma, grad_beta, shape, parallel_for)
+               grad_residual_bias, grad_gamma, grad_beta, shape, parallel_for)
 }
 
-void ResidualAdd(const float* x, const float* residual, float* y, const ResidualAddShape& shape,
-                 const ParallelFor& parallel_for) {
-  CCT_DISPATCH(ResidualAdd, x, residual, y, shape, parallel_for)
-}
-void ResidualAdd(const uint16_t* x, const uint16_t* residual, uint16_t* y,
+void ResidualAdd(const float* x, const float* residual, float* y, float* scaled_sums,
                  const ResidualAddShape& shape, const ParallelFor& parallel_for) {
-  CCT_DISPATCH(ResidualAdd, x, residual, y, shape, parallel_for)
+  CCT_DISPATCH(ResidualAdd, x, residual, y, scaled_sums, shape, parallel_for)
+}
+void ResidualAdd(const uint16_t* x, const uint16_t* residual, uint16_t* y, float* scaled_sums,
+                 const ResidualAddShape& shape, const ParallelFor& parallel_for) {
+  CCT_DISPATCH(ResidualAdd, x, residual, y, scaled_sums, shape, parallel_for)
 }
 
 void BiasGeluForward(const float* x, const float* bias, float* y, const BiasGeluShape& shape,

@@ -51,14 +51,18 @@ struct LayerNormShape {
   // residual_scale[r / rows_per_sample] (drop path's 0 or 1 / keep) before it is added.
   const float* residual_scale = nullptr;
   int64_t rows_per_sample = 1;
+  // A bias of the residual (width), added to it before its factor, or null: none. The linear
+  // layer that made the residual leaves its bias to this add.
+  const float* residual_bias = nullptr;
 };
 
-// y = x + factor * residual over `rows` rows of `width`, the factor per sample as
-// LayerNormShape's; x may be null (y = factor * residual: the gradient of residual).
+// y = x + factor * (residual + bias) over `rows` rows of `width`, the factor per sample and the
+// bias as LayerNormShape's; x may be null (y = factor * residual: the gradient of residual).
 struct ResidualAddShape {
   int64_t rows, width;
   const float* residual_scale;
   int64_t rows_per_sample;
+  const float* residual_bias = nullptr;
 };
 
 // Exact GELU of x + bias: x, y, grad_y and grad_x (rows, width); bias and grad_bias (width),
@@ -100,20 +104,23 @@ void LayerNormForward(const uint16_t* x, const uint16_t* residual, const float* 
                       const float* beta, uint16_t* y, float* mean, float* rstd,
                       const LayerNormShape& shape, const ParallelFor& parallel_for);
 // grad_residual: null where the residual's gradient is grad_x itself (no residual_scale), else
-// written: grad_x times the row's factor.
+// written: grad_x times the row's factor. grad_residual_bias (width): null, or written with the
+// sum of that over rows (the gradient of residual_bias).
 void LayerNormBackward(const float* x, const float* residual, const float* gamma, const float* mean,
                        const float* rstd, const float* grad_y, float* grad_x, float* grad_residual,
-                       float* grad_gamma, float* grad_beta, const LayerNormShape& shape,
-                       const ParallelFor& parallel_for);
+                       float* grad_residual_bias, float* grad_gamma, float* grad_beta,
+                       const LayerNormShape& shape, const ParallelFor& parallel_for);
 void LayerNormBackward(const uint16_t* x, const uint16_t* residual, const float* gamma,
                        const float* mean, const float* rstd, const uint16_t* grad_y,
-                       uint16_t* grad_x, uint16_t* grad_residual, float* grad_gamma,
-                       float* grad_beta, const LayerNormShape& shape,
+                       uint16_t* grad_x, uint16_t* grad_residual, float* grad_residual_bias,
+                       float* grad_gamma, float* grad_beta, const LayerNormShape& shape,
                        const ParallelFor& parallel_for);
 
-void ResidualAdd(const float* x, const float* residual, float* y, const ResidualAddShape& shape,
-                 const ParallelFor& parallel_for);
-void ResidualAdd(const uint16_t* x, const uint16_t* residual, uint16_t* y,
+// scaled_sums (width): null, or written with the sum over rows of factor * (residual + bias); run
+// with x null on the gradient of y, that is the gradient of a bias of the residual.
+void ResidualAdd(const float* x, const float* residual, float* y, float* scaled_sums,
+                 const ResidualAddShape& shape, const ParallelFor& parallel_for);
+void ResidualAdd(const uint16_t* x, const uint16_t* residual, uint16_t* y, float* scaled_sums,
                  const ResidualAddShape& shape, const ParallelFor& parallel_for);
 
 void BiasGeluForward(const float* x, const float* bias, float* y, const BiasGeluShape& shape,

@@ -165,7 +165,7 @@ void LayerNorm(char** args) {
   cct_kernels::LayerNormForward(x.data(), residual_data, gamma.data(), beta.data(), y.data(),
                                 mean.data(), rstd.data(), shape, kSerial);
   cct_kernels::LayerNormBackward(x.data(), residual_data, gamma.data(), mean.data(), rstd.data(),
-                                 grad_y.data(), grad_x.data(), nullptr, grad_gamma.data(),
+                                 grad_y.data(), grad_x.data(), nullptr, nullptr, grad_gamma.data(),
                                  grad_beta.data(), shape, kSerial);
   folder.Write("y", y);
   folder.Write("mean", mean);

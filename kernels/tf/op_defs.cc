@@ -264,13 +264,28 @@ absl::Status DropPathShape(InferenceContext* c, int branch, int x, ShapeHandle* 
   return c->ReplaceDim(*shape, 0, batch, shape);
 }
 
-// x's shape, checked against the drop path's inputs (0 to 2) and gamma's width (3); the rows.
-absl::Status DropPathLayerNormShape(InferenceContext* c, ShapeHandle* x, ShapeHandle* rows) {
+// The branch's bias (attr M: none or one, at `index`), checked against the width of `shape`.
+absl::Status BranchBiasShape(InferenceContext* c, int index, ShapeHandle shape) {
+  int biases;
+  TF_RETURN_IF_ERROR(c->GetAttr("M", &biases));
+  if (biases > 1) return errors::InvalidArgument("the branch takes at most one bias, got ", biases);
+  if (biases == 0) return absl::OkStatus();
+  ShapeHandle bias;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(index), 1, &bias));
+  DimensionHandle width;
+  return c->Merge(c->Dim(shape, -1), c->Dim(bias, 0), &width);
+}
+
+// x's shape, checked against the drop path's inputs (0 to 2), gamma's width (3) and the
+// branch's bias (at bias_index); the rows.
+absl::Status DropPathLayerNormShape(InferenceContext* c, int bias_index, ShapeHandle* x,
+                                    ShapeHandle* rows) {
   TF_RETURN_IF_ERROR(DropPathShape(c, 1, 0, x));
   ShapeHandle gamma;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &gamma));
   DimensionHandle width;
   TF_RETURN_IF_ERROR(c->Merge(c->Dim(*x, -1), c->Dim(gamma, 0), &width));
+  TF_RETURN_IF_ERROR(BranchBiasShape(c, bias_index, *x));
   return c->Subshape(*x, 0, -1, rows);
 }
 
@@ -280,23 +295,26 @@ REGISTER_OP("CctDropPathLayerNorm")
     .Input("scale: float")
     .Input("gamma: float")
     .Input("beta: float")
+    .Input("bias: M * float")
     .Output("y: T")
     .Output("mean: float")
     .Output("rstd: float")
     .Attr("T: {float, bfloat16}")
+    .Attr("M: int >= 0")
     .Attr("epsilon: float")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle x, rows, beta;
-      TF_RETURN_IF_ERROR(DropPathLayerNormShape(c, &x, &rows));
+      TF_RETURN_IF_ERROR(DropPathLayerNormShape(c, 5, &x, &rows));
       TF_RETURN_IF_ERROR(c->Merge(c->input(3), c->input(4), &beta));
       return LayerNormOutputs(c, x, rows);
     })
     .Doc(R"doc(
-LayerNorm over the last axis of x + scale[sample] * branch, statistics in float32: the residual
-branch under drop path, then the norm, in one pass. CPU only.
+LayerNorm over the last axis of x + scale[sample] * (branch + bias), statistics in float32: the
+residual branch under drop path, then the norm, in one pass. CPU only.
 x, branch: (batch, ..., width); scale: (batch), float32, each sample's factor (drop path's 0 or
-1 / keep). gamma, beta: (width). y: x's shape and dtype; mean, rstd: (batch, ...), for the
-gradient.
+1 / keep; ones without drop path). gamma, beta: (width). bias: none, or the (width) float32 bias
+that the linear layer which made the branch left out. y: x's shape and dtype; mean, rstd:
+(batch, ...), for the gradient.
 )doc");
 
 REGISTER_OP("CctDropPathLayerNormGrad")
@@ -307,21 +325,23 @@ REGISTER_OP("CctDropPathLayerNormGrad")
     .Input("mean: float")
     .Input("rstd: float")
     .Input("grad_y: T")
+    .Input("bias: M * float")
     .Output("grad_x: T")
     .Output("grad_branch: T")
     .Output("grad_gamma: float")
     .Output("grad_beta: float")
+    .Output("grad_bias: M * float")
     .Attr("T: {float, bfloat16}")
+    .Attr("M: int >= 0")
     .Attr("epsilon: float")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle x, rows;
-      TF_RETURN_IF_ERROR(DropPathLayerNormShape(c, &x, &rows));
+      TF_RETURN_IF_ERROR(DropPathLayerNormShape(c, 7, &x, &rows));
       for (int statistic : {4, 5}) TF_RETURN_IF_ERROR(c->Merge(rows, c->input(statistic), &rows));
       TF_RETURN_IF_ERROR(c->Merge(x, c->input(6), &x));
       c->set_output(0, x);
       c->set_output(1, x);
-      c->set_output(2, c->input(3));
-      c->set_output(3, c->input(3));
+      for (int output = 2; output < c->num_outputs(); ++output) c->set_output(output, c->input(3));
       return absl::OkStatus();
     });
 
@@ -330,23 +350,45 @@ REGISTER_OP("CctDropPathAdd")
     .Input("branch: T")
     .Input("scale: float")
     .Input("x: N * T")
+    .Input("bias: M * float")
     .Output("y: T")
     .Attr("T: {float, bfloat16}")
     .Attr("N: int >= 0")
+    .Attr("M: int >= 0")
     .SetShapeFn([](InferenceContext* c) {
       int n;
       TF_RETURN_IF_ERROR(c->GetAttr("N", &n));
       if (n > 1) return errors::InvalidArgument("CctDropPathAdd takes at most one x, got ", n);
       ShapeHandle y;
       TF_RETURN_IF_ERROR(DropPathShape(c, 0, n == 1 ? 2 : -1, &y));
+      TF_RETURN_IF_ERROR(BranchBiasShape(c, 2 + n, y));
       c->set_output(0, y);
       return absl::OkStatus();
     })
     .Doc(R"doc(
-x + scale[sample] * branch, the end of an encoder block with drop path on its branch, or
-scale[sample] * branch without x (the branch's gradient). CPU only.
-branch, x (none or one): (batch, ..., width); scale: (batch), float32. y: branch's shape and
-dtype.
+x + scale[sample] * (branch + bias), the end of an encoder block with drop path on its branch,
+or scale[sample] * branch without x and bias (the branch's gradient). CPU only.
+branch, x (none or one): (batch, ..., width); scale: (batch), float32 (ones without drop path);
+bias: none, or the branch's (width) float32 bias, as CctDropPathLayerNorm's. y: branch's shape
+and dtype.
+)doc");
+
+REGISTER_OP("CctDropPathAddGrad")
+    .Input("grad_y: T")
+    .Input("scale: float")
+    .Output("grad_branch: T")
+    .Output("grad_bias: float")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle grad_branch;
+      TF_RETURN_IF_ERROR(DropPathShape(c, 0, -1, &grad_branch));
+      c->set_output(0, grad_branch);
+      c->set_output(1, c->Vector(c->Dim(grad_branch, -1)));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+The gradients of CctDropPathAdd's branch and bias: scale[sample] * grad_y, and its sum over
+every axis but the last. CPU only.
 )doc");
 
 }  // namespace

@@ -100,7 +100,7 @@ struct LayerNormFunctor<CPUDevice, T> {
     cct_kernels::LayerNormBackward(
         Raw<T>(*in.x), in.residual ? Raw<T>(*in.residual) : nullptr, in.Floats(in.gamma),
         in.Floats(in.mean), in.Floats(in.rstd), Raw<T>(*in.grad_y), Raw<T>(grad_x), nullptr,
-        grad_gamma->flat<float>().data(), grad_beta->flat<float>().data(), in.shape,
+        nullptr, grad_gamma->flat<float>().data(), grad_beta->flat<float>().data(), in.shape,
         CpuParallelFor(context));
     return absl::OkStatus();
   }
@@ -164,10 +164,19 @@ class BiasGeluGradOp : public OpKernel {
   }
 };
 
-// branch (batch, ..., width >= 1), x of its shape (or none) and scale (batch) float32, checked;
-// the kernels' rows and per-sample factors.
+// The op's list input `name` (none or one tensor): that tensor, or null.
+absl::Status Optional(OpKernelContext* context, const char* name, const Tensor** tensor) {
+  OpInputList list;
+  TF_RETURN_IF_ERROR(context->input_list(name, &list));
+  *tensor = list.size() == 0 ? nullptr : &list[0];
+  return absl::OkStatus();
+}
+
+// branch (batch, ..., width >= 1), x of its shape (or none), scale (batch) float32 and the
+// branch's bias (width) float32 (or none), checked; the kernels' rows, per-sample factors and
+// bias.
 absl::Status DropPathInputs(const Tensor* x, const Tensor& branch, const Tensor& scale,
-                            cct_kernels::ResidualAddShape* shape) {
+                            const Tensor* bias, cct_kernels::ResidualAddShape* shape) {
   if (branch.dims() < 2 || branch.dim_size(branch.dims() - 1) == 0) {
     return errors::InvalidArgument("branch must be (batch, ..., width >= 1), got shape ",
                                    branch.shape().DebugString());
@@ -181,8 +190,13 @@ absl::Status DropPathInputs(const Tensor* x, const Tensor& branch, const Tensor&
     return errors::InvalidArgument("scale must be (batch) = (", batch, "), one factor a sample, ",
                                    "got shape ", scale.shape().DebugString());
   }
+  if (bias != nullptr && bias->shape() != TensorShape({width})) {
+    return errors::InvalidArgument("bias must be (width) = (", width, "), got shape ",
+                                   bias->shape().DebugString());
+  }
   const int64_t rows = branch.NumElements() / width;
-  *shape = {rows, width, scale.flat<float>().data(), batch == 0 ? 1 : rows / batch};
+  *shape = {rows, width, scale.flat<float>().data(), batch == 0 ? 1 : rows / batch,
+            bias ? bias->flat<float>().data() : nullptr};
   return absl::OkStatus();
 }
 
@@ -192,33 +206,55 @@ class DropPathAddOp : public OpKernel {
   using OpKernel::OpKernel;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor* x = context->num_inputs() == 3 ? &context->input(2) : nullptr;
+    const Tensor *x = nullptr, *bias = nullptr;
+    OP_REQUIRES_OK(context, Optional(context, "x", &x));
+    OP_REQUIRES_OK(context, Optional(context, "bias", &bias));
     const Tensor &branch = context->input(0), &scale = context->input(1);
     cct_kernels::ResidualAddShape shape;
-    OP_REQUIRES_OK(context, DropPathInputs(x, branch, scale, &shape));
+    OP_REQUIRES_OK(context, DropPathInputs(x, branch, scale, bias, &shape));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, branch.shape(), &y));
     if (shape.rows == 0) return;
-    cct_kernels::ResidualAdd(x ? Raw<T>(*x) : nullptr, Raw<T>(branch), Raw<T>(y), shape,
+    cct_kernels::ResidualAdd(x ? Raw<T>(*x) : nullptr, Raw<T>(branch), Raw<T>(y), nullptr, shape,
                              CpuParallelFor(context));
   }
 };
 
-// The inputs of CctDropPathLayerNorm (gradient false) or its gradient, checked: x, branch and
-// scale; then gamma and beta, or gamma, mean, rstd and grad_y.
+// Runs on zero rows too: the bias gradient is then zeros.
+template <typename T>
+class DropPathAddGradOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor &grad_y = context->input(0), &scale = context->input(1);
+    cct_kernels::ResidualAddShape shape;
+    OP_REQUIRES_OK(context, DropPathInputs(nullptr, grad_y, scale, nullptr, &shape));
+    Tensor *grad_branch = nullptr, *grad_bias = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, grad_y.shape(), &grad_branch));
+    OP_REQUIRES_OK(context, context->allocate_output(1, {shape.width}, &grad_bias));
+    cct_kernels::ResidualAdd(nullptr, Raw<T>(grad_y), Raw<T>(grad_branch),
+                             grad_bias->flat<float>().data(), shape, CpuParallelFor(context));
+  }
+};
+
+// The inputs of CctDropPathLayerNorm (gradient false) or its gradient, checked: x, branch, scale
+// and the bias; then gamma and beta, or gamma, mean, rstd and grad_y.
 absl::Status DropPathLayerNormInputs(OpKernelContext* context, bool gradient, float epsilon,
                                      cct_kernels::LayerNormShape* shape, TensorShape* rows) {
   const Tensor& x = context->input(0);
+  const Tensor* bias = nullptr;
+  TF_RETURN_IF_ERROR(Optional(context, "bias", &bias));
   cct_kernels::ResidualAddShape residual;
-  TF_RETURN_IF_ERROR(DropPathInputs(&x, context->input(1), context->input(2), &residual));
+  TF_RETURN_IF_ERROR(DropPathInputs(&x, context->input(1), context->input(2), bias, &residual));
   *rows = x.shape();
   rows->RemoveLastDims(1);
   const TensorShape width({residual.width});
   std::vector<std::pair<int, TensorShape>> expected = {{3, width}, {4, gradient ? *rows : width}};
   if (gradient) expected.insert(expected.end(), {{5, *rows}, {6, x.shape()}});
   TF_RETURN_IF_ERROR(cct_checks::InputShapes(context, expected));
-  *shape = {residual.rows, residual.width, epsilon, residual.residual_scale,
-            residual.rows_per_sample};
+  *shape = {residual.rows,           residual.width,           epsilon,
+            residual.residual_scale, residual.rows_per_sample, residual.residual_bias};
   return absl::OkStatus();
 }
 
@@ -259,9 +295,15 @@ class DropPathLayerNormGradOp : public LayerNormKernel {
     OP_REQUIRES_OK(context, context->allocate_output(1, x_shape, &grad_branch));
     OP_REQUIRES_OK(context, context->allocate_output(2, {shape.width}, &grad_gamma));
     OP_REQUIRES_OK(context, context->allocate_output(3, {shape.width}, &grad_beta));
+    OpOutputList grad_biases;
+    OP_REQUIRES_OK(context, context->output_list("grad_bias", &grad_biases));
+    Tensor* grad_bias = nullptr;
+    if (shape.residual_bias)
+      OP_REQUIRES_OK(context, grad_biases.allocate(0, {shape.width}, &grad_bias));
     cct_kernels::LayerNormBackward(Raw<T>(context->input(0)), Raw<T>(context->input(1)),
                                    Floats(context, 3), Floats(context, 4), Floats(context, 5),
                                    Raw<T>(context->input(6)), Raw<T>(grad_x), Raw<T>(grad_branch),
+                                   grad_bias ? grad_bias->flat<float>().data() : nullptr,
                                    grad_gamma->flat<float>().data(),
                                    grad_beta->flat<float>().data(), shape, CpuParallelFor(context));
   }
@@ -275,6 +317,8 @@ class DropPathLayerNormGradOp : public LayerNormKernel {
 #define CCT_REGISTER_DROP_PATH_KERNELS(T)                                                         \
   REGISTER_KERNEL_BUILDER(Name("CctDropPathAdd").Device(DEVICE_CPU).TypeConstraint<T>("T"),       \
                           DropPathAddOp<T>);                                                      \
+  REGISTER_KERNEL_BUILDER(Name("CctDropPathAddGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),   \
+                          DropPathAddGradOp<T>);                                                  \
   REGISTER_KERNEL_BUILDER(Name("CctDropPathLayerNorm").Device(DEVICE_CPU).TypeConstraint<T>("T"), \
                           DropPathLayerNormOp<T>);                                                \
   REGISTER_KERNEL_BUILDER(                                                                        \

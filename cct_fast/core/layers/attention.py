@@ -61,17 +61,32 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     def call(self, x, training=False, token_mask=None):
         """``token_mask`` (batch, tokens), boolean: attention only between real tokens."""
+        steps = self._steps(training)
+        attended = self._heads(steps, x, training, token_mask)
+        return self.projection_drop(steps.dense(self.proj, attended), training=training)
+
+    def residual_branch(self, x, training=False, token_mask=None):
+        """The call's result as the branch of a residual add, with ``proj``'s bias apart where
+        the implementation leaves it to the add (``(tokens, bias or None)``, as
+        :class:`cct_fast.compute.dispatch.Path`'s residual_dense). Runs inside the calling
+        layer's call, whose dtype policy is this layer's."""
+        steps = self._steps(training)
+        attended = self._heads(steps, x, training, token_mask)
+        return steps.residual_dense(self.proj, attended, self.projection_drop, training)
+
+    def _steps(self, training):
+        return dispatch.path(self.implementation, self.compute_dtype, training=bool(training))
+
+    def _heads(self, steps, x, training, token_mask):
+        """The heads' outputs, merged: (batch, tokens, width), before the output projection."""
         dropout = bool(training) and self.attention_dropout > 0
-        steps = dispatch.path(self.implementation, self.compute_dtype, training=bool(training))
-        qkv = steps.dense(self.qkv, x)
-        attended = steps.attention(
-            qkv,
+        return steps.attention(
+            steps.dense(self.qkv, x),
             self.num_heads,
             (x.shape[-1] // self.num_heads) ** -0.5,
             dropout=self.attention_drop if dropout else None,
             mask=token_mask,
         )
-        return self.projection_drop(steps.dense(self.proj, attended), training=training)
 
     def get_config(self):
         return {

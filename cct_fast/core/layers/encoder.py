@@ -71,11 +71,11 @@ class TransformerEncoderLayer(keras.layers.Layer):
         """``token_mask`` (batch, tokens), boolean: the attention's mask (text models)."""
         steps = dispatch.path(self.implementation, self.compute_dtype, training=bool(training))
         normed = steps.layer_norm(self.pre_norm, x)
-        attended = self.self_attn(normed, training=training, token_mask=token_mask)
-        x = steps.residual_layer_norm(self.norm1, x, attended, self.drop_path, training)
+        attended, bias = self.self_attn.residual_branch(normed, training, token_mask)
+        x = steps.residual_layer_norm(self.norm1, x, attended, self.drop_path, training, bias)
         hidden = self.dropout1(steps.dense(self.linear1, x, "gelu"), training=training)
-        branch = self.dropout2(steps.dense(self.linear2, hidden), training=training)
-        return steps.residual_add(x, branch, self.drop_path, training)
+        branch, bias = steps.residual_dense(self.linear2, hidden, self.dropout2, training)
+        return steps.residual_add(x, branch, self.drop_path, training, bias)
 
     def compute_output_shape(self, input_shape):
         return input_shape
