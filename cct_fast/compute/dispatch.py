@@ -34,14 +34,15 @@ from cct_fast.errors import ConfigError
 # training step or inference) where they ran a whole CCT-7/3x1 at least 1.3x the fused path
 # in the benchmark's interleaved rounds (median), on the 2-core AVX512_BF16 CPU: the bfloat16
 # training step (1.74x, `pytest benchmarks/test_speed.py --benchmark-only -k test_train_step`,
-# 2026-12-03; 1.86x in the complete run after the drop path ops) and, since the bias + GELU
-# op, the float32 one (1.31x, rounds 1.24-1.47x; 1.29x, rounds 1.22-1.64x, in that run). The
+# 2026-12-03; 1.86x and 1.80x in the complete runs after the drop path ops and after the
+# biases went into the residual ops) and, since the bias + GELU op, the float32 one (1.31x,
+# rounds 1.24-1.47x; 1.29x and 1.41x, rounds 1.22-1.64x and 1.40-1.48x, in those runs). The
 # float32 kernels are the same code on AVX-512 without BF16, where `benchmarks/kernel_isas.py`
-# read the float32 step 1.34-1.42x the fused path (1.37x after the drop path ops; README,
-# "What each CPU gets"). Inference (1.04-1.31x) and AVX2 (level) stay fused, and nothing was
-# measured on a GPU: fused there. The text models' training steps took the same keys and ran
-# 1.19x (float32) and 1.10x (bfloat16) the fused path (README, "Custom kernels"): not slower,
-# so the keys stand for them too.
+# read the float32 step 1.34-1.42x the fused path (1.37x and 1.41x in its last two runs;
+# README, "What each CPU gets"). Inference (1.04-1.31x) and AVX2 (level) stay fused, and
+# nothing was measured on a GPU: fused there. The text models' training steps took the same
+# keys and ran 1.19x (float32) and 1.10x (bfloat16) the fused path (README, "Custom kernels"):
+# not slower, so the keys stand for them too.
 AUTO_PREFERS_CUSTOM = frozenset(
     {
         ("avx512_bf16", "bfloat16", "training"),
