@@ -69,10 +69,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         """The call's result as the branch of a residual add, with ``proj``'s bias apart where
         the implementation leaves it to the add (``(tokens, bias or None)``, as
         :class:`cct_fast.compute.dispatch.Path`'s residual_dense). Runs inside the calling
-        layer's call, whose dtype policy is this layer's."""
-        steps = self._steps(training)
-        attended = self._heads(steps, x, training, token_mask)
-        return steps.residual_dense(self.proj, attended, self.projection_drop, training)
+        layer's call, whose dtype policy is this layer's, under this layer's name scope as a
+        call would be: the ONNX export finds the attention's nodes by it
+        (:mod:`cct_fast.export.fusion`)."""
+        with keras.name_scope(self.name, caller=self):
+            steps = self._steps(training)
+            attended = self._heads(steps, x, training, token_mask)
+            return steps.residual_dense(self.proj, attended, self.projection_drop, training)
 
     def _steps(self, training):
         return dispatch.path(self.implementation, self.compute_dtype, training=bool(training))
