@@ -84,13 +84,20 @@ class Path:
     sequence_pool: Callable  # (layer, tokens): (B, N, D) -> (B, D)
 
 
-def _fused_dense(layer, x, activation=None, bias_gelu=fused.bias_gelu):
-    flat = tf.reshape(x, (-1, x.shape[-1]))
-    if activation == "gelu":
-        y = bias_gelu(fused.linear(flat, layer.kernel), layer.bias)
-    else:
-        y = fused.linear(flat, layer.kernel, layer.bias if layer.use_bias else None)
+def _on_rows(layer, x, function):
+    """``function`` of x's tokens as rows, (n, in) -> (n, layer.units), with x's leading axes
+    back."""
+    y = function(tf.reshape(x, (-1, x.shape[-1])))
     return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [layer.units]], 0))
+
+
+def _fused_dense(layer, x, activation=None, bias_gelu=fused.bias_gelu):
+    if activation == "gelu":
+        return _on_rows(
+            layer, x, lambda rows: bias_gelu(fused.linear(rows, layer.kernel), layer.bias)
+        )
+    bias = layer.bias if layer.use_bias else None
+    return _on_rows(layer, x, lambda rows: fused.linear(rows, layer.kernel, bias))
 
 
 def _custom_dense(layer, x, activation=None):
@@ -177,9 +184,7 @@ def _custom_residual_dense(layer, x, dropout, training):
     took one more pass over the tokens."""
     if _device_type() != "CPU" or (training and dropout.rate > 0):
         return _biased_branch(_fused_dense)(layer, x, dropout, training)
-    flat = tf.reshape(x, (-1, x.shape[-1]))
-    tokens = tf.reshape(fused.linear(flat, layer.kernel), tf.concat([tf.shape(x)[:-1], [-1]], 0))
-    return tokens, layer.bias
+    return _on_rows(layer, x, lambda rows: fused.linear(rows, layer.kernel)), layer.bias
 
 
 def _residual_ops_take(drop_path, training, bias):
