@@ -236,6 +236,52 @@ const float* WholeVectorRows(const float* rows, int64_t tokens, int64_t head_dim
   return copy;
 }
 
+// Asks for the next block's rows (head_dim elements, row stride `stride`) to be brought into
+// L2 while this block computes: the first reads of a block's Q, O and dO rows otherwise miss
+// the cache for most of their time.
+template <typename T>
+void PrefetchNextBlock(const T* rows, int64_t stride, int64_t i0, int64_t tokens,
+                       int64_t head_dim) {
+  for (int64_t i = i0 + QB; i < Min(i0 + 2 * QB, tokens); ++i)
+    for (int64_t d = 0; d < head_dim; d += 64 / sizeof(T))
+      __builtin_prefetch(rows + i * stride + d, 0, 2);
+}
+
+// The float32 sum of a[d] * b[d] for d < n.
+template <typename T>
+float Dot(const T* a, const T* b, int64_t n) {
+  vf sum = vf{};
+  int64_t d = 0;
+  for (; d + W <= n; d += W) sum += Load(a + d) * Load(b + d);
+  float total = Sum(sum);
+  for (; d < n; ++d) total += ToFloat(a[d]) * ToFloat(b[d]);
+  return total;
+}
+
+// rows (count x width, row stride `stride`) into `block` (block_rows x cols), zero-padded.
+void CopyBlock(const float* rows, int64_t stride, int64_t count, int64_t width, float* block,
+               int64_t block_rows, int64_t cols) {
+  for (int64_t i = 0; i < block_rows; ++i) {
+    const int64_t copied = i < count ? width : 0;
+    if (copied > 0) memcpy(block + i * cols, rows + i * stride, copied * sizeof(float));
+    memset(block + i * cols + copied, 0, (cols - copied) * sizeof(float));
+  }
+}
+
+// to[c * to_stride + r] = scale * from[r * from_stride + c] for r < rows, c < cols (multiples
+// of W), by W x W tiles transposed in registers.
+void TransposeBlock(const float* from, int64_t from_stride, int64_t rows, int64_t cols, float scale,
+                    float* to, int64_t to_stride) {
+  for (int64_t r0 = 0; r0 < rows; r0 += W) {
+    for (int64_t c0 = 0; c0 < cols; c0 += W) {
+      vf tile[W];
+      for (int r = 0; r < W; ++r) tile[r] = Load(from + (r0 + r) * from_stride + c0);
+      Transpose(tile);
+      for (int c = 0; c < W; ++c) Store(to + (c0 + c) * to_stride + r0, tile[c] * scale);
+    }
+  }
+}
+
 // The forward of one head, float32. q, k, v: (tokens x head_dim) with row stride `stride`
 // (straight into qkv, no copy); out rows of head_dim with stride `out_stride`.
 //
@@ -248,16 +294,17 @@ void ForwardHead(const float* q, const float* k, const float* v, int64_t stride,
                  const HeadDropout& dropout, const uint8_t* mask) {
   Scratch& m = Scratch::ForThread();
   const int64_t dim = RoundUp(head_dim, W);
-  float* qt = m.rows.Reserve(dim * QB);  // Q^T panel
+  float* qt = m.rows.Reserve(dim * QB);       // Q^T panel
+  float* q_rows = m.rows2.Reserve(QB * dim);  // Q rows
   float* st = m.scores.Reserve(tokens * QB);
   float* out_rows = m.out_rows.Reserve(QB * dim);
   int64_t value_stride = stride;
   const float* values = WholeVectorRows(v, tokens, head_dim, &value_stride, m.values);
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
     const int64_t count = Min(QB, tokens - i0);
-    memset(qt, 0, dim * QB * sizeof(float));
-    for (int64_t i = 0; i < count; ++i)
-      for (int64_t d = 0; d < head_dim; ++d) qt[d * QB + i] = q[(i0 + i) * stride + d] * scale;
+    PrefetchNextBlock(q, stride, i0, tokens, head_dim);
+    CopyBlock(q + i0 * stride, stride, count, head_dim, q_rows, QB, dim);
+    TransposeBlock(q_rows, dim, QB, dim, scale, qt, QB);
     Product(k, stride, 1, tokens, head_dim, qt, QB, QB, st, QB);
     const BlockMask block_mask(mask, i0, count);
     block_mask.Scores(st, tokens);
@@ -393,16 +440,6 @@ inline void StoreRow(vf x, uint16_t* row) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(row), (__m256i)_mm512_cvtneps_pbh(v));
 }
 
-// The float32 sum of a[d] * b[d] over bf16 rows of n.
-float DotBf16(const uint16_t* a, const uint16_t* b, int64_t n) {
-  vf sum = vf{};
-  int64_t d = 0;
-  for (; d + BW <= n; d += BW) sum += Load(a + d) * Load(b + d);
-  float total = Sum(sum);
-  for (; d < n; ++d) total += ToFloat(a[d]) * ToFloat(b[d]);
-  return total;
-}
-
 // row[d] = bf16(values[d] * scale) for d < n.
 void RoundRow(const float* values, float scale, int64_t n, uint16_t* row) {
   int64_t d = 0;
@@ -440,20 +477,24 @@ void InterleaveRows(const uint16_t* rows, int64_t stride, int64_t count, int64_t
 
 // The transpose of rows (count <= QB rows of an even width, stride `stride`) as an interleaved
 // panel of width x QB, zero-padded: the right-hand side of a product that reduces over the row
-// width. Each pair of a row is one 32-bit word, gathered for 16 rows at a time.
+// width. Each pair of a row is one 32-bit word; 16 x 16 tiles of them are transposed in
+// registers (a gather per 16 words was slower: on AMD it loads one word at a time).
 void InterleaveColumns(const uint16_t* rows, int64_t stride, int64_t count, int64_t width,
                        Buffer<uint16_t>& panel) {
   uint32_t* words = reinterpret_cast<uint32_t*>(panel.Zeroed(width * QB));  // (width / 2) x QB
+  const int64_t row_words = width / 2;
   for (int64_t i0 = 0; i0 < count; i0 += BW) {
-    const __mmask16 rows_left = static_cast<__mmask16>((1u << Min(BW, count - i0)) - 1u);
-    const __m512i offsets =
-        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                           _mm512_set1_epi32(static_cast<int>(stride * sizeof(uint16_t))));
-    const uint16_t* first = rows + i0 * stride;
-    for (int64_t p = 0; p < width / 2; ++p) {
-      const __m512i pair =
-          _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows_left, offsets, first + 2 * p, 1);
-      _mm512_storeu_si512(words + p * QB + i0, pair);
+    for (int64_t p0 = 0; p0 < row_words; p0 += BW) {
+      const int64_t tile_words = Min(BW, row_words - p0);
+      const __mmask16 words_left = static_cast<__mmask16>((1u << tile_words) - 1u);
+      vf tile[BW];
+      for (int i = 0; i < BW; ++i)
+        tile[i] = i0 + i < count
+                      ? (vf)_mm512_maskz_loadu_epi32(words_left, rows + (i0 + i) * stride + 2 * p0)
+                      : vf{};
+      Transpose(tile);
+      for (int64_t p = 0; p < tile_words; ++p)
+        Store(reinterpret_cast<float*>(words + (p0 + p) * QB + i0), tile[p]);
     }
   }
 }
@@ -484,6 +525,7 @@ void BfForwardHead(const uint16_t* qkv, uint16_t* out, float* logsumexp, const H
   const vf zero = vf{};
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
     const int64_t count = Min(QB, tokens - i0);
+    PrefetchNextBlock(qkv + g.Offset(b, h, 0, 0), g.row_stride, i0, tokens, hd);
     InterleaveColumns(qkv + g.Offset(b, h, i0, 0), g.row_stride, count, hd, m.queries);
     BfProduct(qkv + g.Offset(b, h, 0, 1), g.row_stride, 2, tokens, hd, m.queries.data(), QB, st,
               QB);
@@ -554,6 +596,9 @@ void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsu
   float* grad_v = m.grad_v.Zeroed(tokens * dim);
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
     const int64_t count = Min(QB, tokens - i0);
+    PrefetchNextBlock(q, g.row_stride, i0, tokens, hd);
+    PrefetchNextBlock(o, out_stride, i0, tokens, hd);
+    PrefetchNextBlock(grad_o, out_stride, i0, tokens, hd);
     InterleaveColumns(q + i0 * g.row_stride, g.row_stride, count, hd, m.queries);
     InterleaveColumns(grad_o + i0 * out_stride, out_stride, count, hd, m.grad_out_t);
     // QB rows: queries past count reduce as zeros.
@@ -561,7 +606,7 @@ void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsu
     InterleaveRows(grad_o + i0 * out_stride, out_stride, count, hd, dim, QB, m.grad_out_rows);
     alignas(64) float query_lse[QB] = {}, delta[QB] = {}, valid[QB] = {};
     for (int64_t i = 0; i < count; ++i) {
-      delta[i] = DotBf16(grad_o + (i0 + i) * out_stride, o + (i0 + i) * out_stride, hd);
+      delta[i] = Dot(grad_o + (i0 + i) * out_stride, o + (i0 + i) * out_stride, hd);
       query_lse[i] = lse[i0 + i];
       valid[i] = 1.0f;
     }
@@ -575,21 +620,26 @@ void BfBackwardHead(const uint16_t* qkv, const uint16_t* out, const float* logsu
     for (int c = 0; c < QB / W; ++c) {
       const vf column_lse = Load(query_lse + c * W), column_delta = Load(delta + c * W);
       const vf column_valid = Load(valid + c * W);
+      // dS of one key for these W queries (zero past the last key); f P and dS also stored as
+      // bf16 rows. Four keys a step, one per dropout factor, keep everything in registers.
+      const auto grad_score = [&](int64_t key, vf factor) {
+        if (key >= tokens) return vf{};
+        const int64_t at = key * QB + c * W;
+        vf p = Exp(Load(st + at) * scale - column_lse) * column_valid;
+        if (mask != nullptr) p *= block_mask.Keep(key, c);
+        vf ds = p * (Load(dpt + at) * factor - column_delta) * scale;
+        if (mask != nullptr) ds *= block_mask.RealQueries(c);
+        StoreRow(p * factor, probabilities + at);
+        StoreRow(ds, grad_score_rows + at);
+        return ds;
+      };
       vf factors[4] = {Splat(1.0f), Splat(1.0f), Splat(1.0f), Splat(1.0f)};
-      for (int64_t j = 0; j < pairs; j += 2) {
-        if (dropout.active && j % 4 == 0) dropout.Factors(i0 + c * W, j / 4, factors);
-        vf ds[2] = {};
-        for (int64_t key = j; key < Min(j + 2, tokens); ++key) {
-          const int64_t at = key * QB + c * W;
-          vf p = Exp(Load(st + at) * scale - column_lse) * column_valid;
-          if (mask != nullptr) p *= block_mask.Keep(key, c);
-          const vf factor = factors[key % 4];
-          ds[key - j] = p * (Load(dpt + at) * factor - column_delta) * scale;
-          if (mask != nullptr) ds[key - j] *= block_mask.RealQueries(c);
-          StoreRow(p * factor, probabilities + at);
-          StoreRow(ds[key - j], grad_score_rows + at);
-        }
-        StorePairs(ds[0], ds[1], grad_score_pairs + ((j / 2) * QB + c * W) * 2);
+      for (int64_t j = 0; j < pairs; j += 4) {
+        if (dropout.active) dropout.Factors(i0 + c * W, j / 4, factors);
+        uint16_t* four = grad_score_pairs + ((j / 2) * QB + c * W) * 2;
+        StorePairs(grad_score(j, factors[0]), grad_score(j + 1, factors[1]), four);
+        if (j + 2 < pairs)
+          StorePairs(grad_score(j + 2, factors[2]), grad_score(j + 3, factors[3]), four + 2 * QB);
       }
     }
     BfProduct(grad_score_pairs, 2, 2 * QB, count, pairs, m.keys.data(), dim, out_rows, dim);
@@ -627,20 +677,16 @@ void BackwardHead(const float* q, const float* k, const float* v, int64_t stride
   const float* keys = WholeVectorRows(k, tokens, head_dim, &key_stride, m.keys);
   for (int64_t i0 = 0; i0 < tokens; i0 += QB) {
     const int64_t count = Min(QB, tokens - i0);
-    memset(qt, 0, 2 * dim * QB * sizeof(float));
-    memset(q_rows, 0, 2 * QB * dim * sizeof(float));
+    PrefetchNextBlock(q, stride, i0, tokens, head_dim);
+    PrefetchNextBlock(out, out_stride, i0, tokens, head_dim);
+    PrefetchNextBlock(grad_out, out_stride, i0, tokens, head_dim);
+    CopyBlock(q + i0 * stride, stride, count, head_dim, q_rows, QB, dim);
+    CopyBlock(grad_out + i0 * out_stride, out_stride, count, head_dim, do_rows, QB, dim);
+    TransposeBlock(q_rows, dim, QB, dim, scale, qt, QB);
+    TransposeBlock(do_rows, dim, QB, dim, 1.0f, dot, QB);
     alignas(64) float query_lse[QB] = {}, delta[QB] = {};
     for (int64_t i = 0; i < count; ++i) {
-      const float* qi = q + (i0 + i) * stride;
-      const float* gi = grad_out + (i0 + i) * out_stride;
-      const float* oi = out + (i0 + i) * out_stride;
-      for (int64_t d = 0; d < head_dim; ++d) {
-        qt[d * QB + i] = qi[d] * scale;
-        dot[d * QB + i] = gi[d];
-        q_rows[i * dim + d] = qi[d];
-        do_rows[i * dim + d] = gi[d];
-        delta[i] += gi[d] * oi[d];
-      }
+      delta[i] = Dot(grad_out + (i0 + i) * out_stride, out + (i0 + i) * out_stride, head_dim);
       query_lse[i] = lse[i0 + i];
     }
     Product(k, stride, 1, tokens, head_dim, qt, QB, QB, pt, QB);    // S^T

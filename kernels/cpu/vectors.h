@@ -111,6 +111,63 @@ inline vf Reciprocal(vf x) {
   return estimate * (Splat(2.0f) - x * estimate);
 }
 
+// t's W rows of W floats replaced by their transpose, in registers (any 32-bit values: the
+// shuffles move bits). AVX2 and AVX-512 interleave pairs, then pairs of pairs, within each
+// 128-bit lane, then move the lanes.
+inline void Transpose(vf t[W]) {
+#if defined(__AVX512F__)
+  __m512 a[W], b[W];
+  for (int r = 0; r < W; r += 2) {
+    a[r] = _mm512_unpacklo_ps((__m512)t[r], (__m512)t[r + 1]);
+    a[r + 1] = _mm512_unpackhi_ps((__m512)t[r], (__m512)t[r + 1]);
+  }
+  // b[4 g + j], lane L: element 4 L + j of rows 4 g .. 4 g + 3.
+  for (int r = 0; r < W; r += 4) {
+    b[r] = _mm512_shuffle_ps(a[r], a[r + 2], 0x44);
+    b[r + 1] = _mm512_shuffle_ps(a[r], a[r + 2], 0xEE);
+    b[r + 2] = _mm512_shuffle_ps(a[r + 1], a[r + 3], 0x44);
+    b[r + 3] = _mm512_shuffle_ps(a[r + 1], a[r + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512 low01 = _mm512_shuffle_f32x4(b[j], b[4 + j], 0x44);
+    const __m512 high01 = _mm512_shuffle_f32x4(b[j], b[4 + j], 0xEE);
+    const __m512 low23 = _mm512_shuffle_f32x4(b[8 + j], b[12 + j], 0x44);
+    const __m512 high23 = _mm512_shuffle_f32x4(b[8 + j], b[12 + j], 0xEE);
+    t[j] = (vf)_mm512_shuffle_f32x4(low01, low23, 0x88);
+    t[4 + j] = (vf)_mm512_shuffle_f32x4(low01, low23, 0xDD);
+    t[8 + j] = (vf)_mm512_shuffle_f32x4(high01, high23, 0x88);
+    t[12 + j] = (vf)_mm512_shuffle_f32x4(high01, high23, 0xDD);
+  }
+#elif defined(__AVX2__)
+  __m256 a[W], b[W];
+  for (int r = 0; r < W; r += 2) {
+    a[r] = _mm256_unpacklo_ps((__m256)t[r], (__m256)t[r + 1]);
+    a[r + 1] = _mm256_unpackhi_ps((__m256)t[r], (__m256)t[r + 1]);
+  }
+  for (int r = 0; r < W; r += 4) {
+    b[r] = _mm256_shuffle_ps(a[r], a[r + 2], 0x44);
+    b[r + 1] = _mm256_shuffle_ps(a[r], a[r + 2], 0xEE);
+    b[r + 2] = _mm256_shuffle_ps(a[r + 1], a[r + 3], 0x44);
+    b[r + 3] = _mm256_shuffle_ps(a[r + 1], a[r + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    t[j] = (vf)_mm256_permute2f128_ps(b[j], b[4 + j], 0x20);
+    t[4 + j] = (vf)_mm256_permute2f128_ps(b[j], b[4 + j], 0x31);
+  }
+#elif defined(__SSE__)
+  __m128 r0 = (__m128)t[0], r1 = (__m128)t[1], r2 = (__m128)t[2], r3 = (__m128)t[3];
+  _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+  t[0] = (vf)r0, t[1] = (vf)r1, t[2] = (vf)r2, t[3] = (vf)r3;
+#else
+  for (int r = 0; r < W; ++r)
+    for (int c = r + 1; c < W; ++c) {
+      const float x = t[r][c];
+      t[r][c] = t[c][r];
+      t[c][r] = x;
+    }
+#endif
+}
+
 inline int64_t RoundUp(int64_t n, int64_t multiple) {
   return (n + multiple - 1) / multiple * multiple;
 }
