@@ -9,7 +9,8 @@ targets into ``benchmarks/RESULTS.md``; so does a complete run of one module, in
 its own (``pytest benchmarks/test_deploy.py --benchmark-only`` writes ``deploy``, with the
 targets its groups hold); any other run prints them and says why the file is left alone.
 The default ``pytest`` (CI) runs each row once on tiny inputs with timing disabled, so the
-suite cannot rot without costing CI minutes.
+suite cannot rot without costing CI minutes; test_speed.py leaves out its rows compiled by XLA
+or torch.compile there.
 """
 
 import os

@@ -5,9 +5,10 @@ One test per group, whose rows are timed interleaved (conftest.py): inference of
 bfloat16, with the custom ops; the CCT-7/3x1 training step (batch 64); one layer's attention
 alone, fused path against the custom op; CCT-7/3x1 training through the full CIFAR-10
 augmentation pipeline against the bare step (batch 128); the GEMM ceiling. In the default
-(smoke) run every row runs once at batch 2. The text models: TextCCT-2 inference (batch 256,
-64 words, a 30,000-word vocabulary) and its training step (batch 64), against the official
-computation in PyTorch (the reference of ``cct_fast.testing.official_text``).
+(smoke) run every row but those compiled by XLA or torch.compile runs once at batch 2. The
+text models: TextCCT-2 inference (batch 256, 64 words, a 30,000-word vocabulary) and its
+training step (batch 64), against the official computation in PyTorch (the reference of
+``cct_fast.testing.official_text``).
 """
 
 import numpy as np
@@ -42,6 +43,14 @@ def _batch(smoke, batch):
 
 
 COMPILED_ROW = "official PyTorch, torch.compile"
+
+
+def _xla(smoke):
+    """Whether a group has its rows under XLA: the smoke run leaves them out, as it leaves out
+    torch.compile. Compiling for XLA took 8-10 s a training-step row and 2-4 s an inference
+    row on 2 cores, 68 of the smoke run's 157 s; the models under XLA are tested in
+    tests/test_fused.py and tests/test_model.py."""
+    return not smoke
 
 
 def _official_rows(make, compiled=None, smoke=False):
@@ -89,7 +98,7 @@ def test_inference(time_rows, smoke, name, batch, precision, tmp_path):
     config = cct_fast.create_model(name).config
     images, _ = random_batch(config, _batch(smoke, batch))
     tensor = tf.constant(images)
-    keras_rows = inference_functions(name, PRECISIONS[precision])
+    keras_rows = inference_functions(name, PRECISIONS[precision], xla=_xla(smoke))
     rows = {row: (lambda f=function: f(tensor)) for row, function in keras_rows.items()}
     missing = {} if CUSTOM_ROW in rows else {CUSTOM_ROW: str(custom_ops.unavailable_reason())}
 
@@ -177,7 +186,7 @@ def test_train_step(time_rows, smoke):
     name = SMOKE_TRAIN_NAME if smoke else TRAIN_NAME
     config = cct_fast.create_model(name).config
     images, labels = random_batch(config, _batch(smoke, TRAIN_BATCH))
-    steps = train_step_functions(name, TRAIN_BATCH, with_custom=True)
+    steps = train_step_functions(name, TRAIN_BATCH, with_custom=True, xla=_xla(smoke))
     x, y = tf.constant(images), tf.constant(labels)
     rows = {row: (lambda f=step: f(x, y)) for row, step in steps.items()}
 
@@ -270,7 +279,7 @@ def test_text_inference(time_rows, smoke):
     model = cct_fast.create_model(TEXT_NAME, vocab_size=TEXT_VOCAB)
     ids, mask, _ = random_text_batch(model.config, batch)
     inputs = (tf.constant(ids), tf.constant(mask))
-    keras_rows = inference_functions(TEXT_NAME, "float32", vocab_size=TEXT_VOCAB)
+    keras_rows = inference_functions(TEXT_NAME, "float32", xla=_xla(smoke), vocab_size=TEXT_VOCAB)
     rows = {row: (lambda f=function: f(inputs)) for row, function in keras_rows.items()}
 
     def official():
@@ -299,7 +308,9 @@ def test_text_train_step(time_rows, smoke):
     batch = _batch(smoke, 64)
     config = cct_fast.create_model(TEXT_NAME, vocab_size=TEXT_VOCAB).config
     ids, mask, labels = random_text_batch(config, batch)
-    steps = train_step_functions(TEXT_NAME, batch, with_custom=True, vocab_size=TEXT_VOCAB)
+    steps = train_step_functions(
+        TEXT_NAME, batch, with_custom=True, xla=_xla(smoke), vocab_size=TEXT_VOCAB
+    )
     x, y = (tf.constant(ids), tf.constant(mask)), tf.constant(labels)
     rows = {row: (lambda f=step: f(x, y)) for row, step in steps.items()}
 

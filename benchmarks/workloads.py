@@ -24,9 +24,9 @@ def keras_models(name, policy, implementations=("reference", "fused"), **options
 CUSTOM_ROW = 'custom ops (implementation="custom")'
 
 
-def inference_functions(name, policy, **options):
-    """Row name -> a function of a batch that returns materialised logits. The custom-ops row
-    is there only where the library is built."""
+def inference_functions(name, policy, xla=True, **options):
+    """Row name -> a function of a batch that returns materialised logits; the rows under XLA
+    only with ``xla``. The custom-ops row is there only where the library is built."""
     from cct_fast.compute import custom_ops
 
     implementations = ("reference", "fused") + (("custom",) if custom_ops.ops() else ())
@@ -36,12 +36,12 @@ def inference_functions(name, policy, **options):
         function = tf.function(lambda x: model(x, training=False), jit_compile=jit)
         return lambda x: function(x).numpy()
 
-    rows = {
-        "reference": compiled(reference, False),
-        "reference under XLA": compiled(reference, True),
-        "fused": compiled(fused, False),
-        "fused under XLA (CCT(jit_compile=True))": compiled(fused, True),
-    }
+    rows = {"reference": compiled(reference, False)}
+    if xla:
+        rows["reference under XLA"] = compiled(reference, True)
+    rows["fused"] = compiled(fused, False)
+    if xla:
+        rows["fused under XLA (CCT(jit_compile=True))"] = compiled(fused, True)
     if custom:
         rows[CUSTOM_ROW] = compiled(custom[0], False)
     return rows
@@ -82,13 +82,14 @@ def attention_functions(batch, tokens, heads, head_dim, dtype, mask=None):
     return rows
 
 
-def train_step_functions(name, batch, with_custom=False, **options):
+def train_step_functions(name, batch, with_custom=False, xla=True, **options):
     """Row name -> a function of (inputs, labels) running one AdamW step: reference and fused,
-    each also under XLA; ``with_custom`` adds the custom ops, and fused and custom under
-    mixed_bfloat16 (where the library is built)."""
+    each also under XLA with ``xla``; ``with_custom`` adds the custom ops, and fused and custom
+    under mixed_bfloat16 (where the library is built)."""
     from cct_fast.compute import custom_ops
 
-    variants = [(i, jit, "float32") for i in ("reference", "fused") for jit in (False, True)]
+    jits = (False, True) if xla else (False,)
+    variants = [(i, jit, "float32") for i in ("reference", "fused") for jit in jits]
     if with_custom and custom_ops.ops() is not None:
         variants += [("custom", False, "float32")]
         variants += [(i, False, "mixed_bfloat16") for i in ("fused", "custom")]
