@@ -95,7 +95,7 @@ struct HeadDropout {
     }
     const vu words[4] = {c0, c1, c2, c3};
     const vu threshold_vector = vu{} + threshold;
-    for (int k = 0; k < 4; ++k) factors[k] = words[k] < threshold_vector ? vf{} + scale : vf{};
+    for (int k = 0; k < 4; ++k) factors[k] = words[k] < threshold_vector ? Splat(scale) : vf{};
   }
 };
 
@@ -696,7 +696,7 @@ void BackwardHead(const float* q, const float* k, const float* v, int64_t stride
     // With dropout factors f: dV takes f P, and dS = P (f dP - delta).
     vf factors[QB / W][4];
     for (int c = 0; c < QB / W; ++c)
-      for (int k4 = 0; k4 < 4; ++k4) factors[c][k4] = vf{} + 1.0f;
+      for (int k4 = 0; k4 < 4; ++k4) factors[c][k4] = Splat(1.0f);
     for (int64_t j = 0; j < tokens; ++j) {
       for (int c = 0; c < QB / W; ++c) {
         if (dropout.active && j % 4 == 0) dropout.Factors(i0 + c * W, j / 4, factors[c]);

@@ -40,7 +40,10 @@ typedef int32_t vi __attribute__((vector_size(W * sizeof(int32_t))));
 typedef uint32_t vu __attribute__((vector_size(W * sizeof(uint32_t))));
 typedef uint16_t vu16 __attribute__((vector_size(W * sizeof(uint16_t))));
 
-inline vf Splat(float x) { return vf{} + x; }
+// x in every lane. Written as x - 0, which is x for every float (-0 included), so the compiler
+// emits a bare broadcast (from memory, where x is loaded); 0 + x is not x for x = -0, and costs
+// a scalar add before each broadcast (in the micro-kernels' inner loops, one per row).
+inline vf Splat(float x) { return x - vf{}; }
 
 // The sum of a vector's lanes.
 inline float Sum(vf v) {
