@@ -15,7 +15,8 @@ changes results. Nothing is written to RESULTS.md: the figures are for deciding 
 complete benchmark run measures what it does to the models.
 
 Needs git and a C++17 compiler (``CXX``, else ``c++``); the instruction set's flags are read
-from CMakeLists.txt. The default shape is one CCT-7/3x1 layer at batch 64.
+from CMakeLists.txt, and the set is the one the built kernels' dispatcher picks unless
+``--isa`` names one. The default shape is one CCT-7/3x1 layer at batch 64.
 """
 
 import argparse
@@ -32,28 +33,31 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 KERNEL_FOLDERS = ("kernels/cpu", "kernels/common")
-# /proc/cpuinfo flags each kernel set needs, widest first (kernels/cpu/dispatch.cc's order).
-ISA_CPU_FLAGS = {
-    "avx512_bf16": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"},
-    "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq"},
-    "avx2": {"avx2", "fma"},
-    "baseline": set(),
-}
 
 
-def widest_isa(cpuinfo=Path("/proc/cpuinfo")):
-    """The widest kernel set this CPU runs, from its flags."""
-    words = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
-    return next(isa for isa, needs in ISA_CPU_FLAGS.items() if needs <= words)
+def dispatcher_isa(driver=None):
+    """The kernel set kernels/cpu/dispatch.cc picks on this CPU (``CCT_FAST_KERNEL_ISA``
+    followed), as the built ``cct_cpu_kernels`` reports it."""
+    if driver is None:
+        from cct_fast.compute import custom_ops
+
+        driver = custom_ops.LIBRARY.with_name("cct_cpu_kernels")
+    if not Path(driver).exists():
+        raise ValueError(
+            f"{driver} is not built, so the dispatcher cannot name this CPU's kernel set: "
+            "build the kernels (CCT_FAST_BUILD_KERNELS=1 pip install -e .) or pass --isa"
+        )
+    done = subprocess.run([str(driver), "isa"], capture_output=True, text=True, check=True)
+    return done.stdout.split()[0]
 
 
 def isa_flags(isa, cmake_lists=REPOSITORY / "CMakeLists.txt"):
     """The compiler flags CMake builds the kernel set ``isa`` with."""
-    match = re.search(rf"^set\(ISA_FLAGS_{isa}\b([^)]*)\)", cmake_lists.read_text(), re.M)
+    text = cmake_lists.read_text()
+    match = re.search(rf"^set\(ISA_FLAGS_{isa}\b([^)]*)\)", text, re.M)
     if match is None:
-        raise ValueError(
-            f"CMakeLists.txt sets no ISA_FLAGS_{isa}; sets: {', '.join(ISA_CPU_FLAGS)}"
-        )
+        sets = ", ".join(re.findall(r"^set\(ISA_FLAGS_(\w+)", text, re.M))
+        raise ValueError(f"CMakeLists.txt sets no ISA_FLAGS_{isa}; it sets those of {sets}")
     return match.group(1).split()
 
 
@@ -126,7 +130,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="HEAD", help="git revision to compare against")
     parser.add_argument("--tree", type=Path, default=REPOSITORY, help="folder with kernels/")
-    parser.add_argument("--isa", default=None, help="kernel set (default: the widest here)")
+    parser.add_argument("--isa", default=None, help="kernel set (default: the dispatcher's)")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--passes", default="forward,backward")
     parser.add_argument("--shape", default="64,256,4,64", help="batch,tokens,heads,head_dim")
@@ -134,7 +138,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
-    isa = args.isa or widest_isa()
+    isa = args.isa or dispatcher_isa()
     shape = [int(n) for n in args.shape.split(",")]
     folder = tempfile.mkdtemp(prefix="kernel_ab_")
     try:

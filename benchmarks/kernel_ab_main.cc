@@ -92,24 +92,24 @@ void Compare(bool backward, const AttentionShape& s, int rounds) {
   std::vector<T> grad_qkv[2] = {std::vector<T>(qkv.size()), std::vector<T>(qkv.size())};
   std::vector<float> logsumexp[2] = {std::vector<float>(s.batch * s.heads * s.tokens),
                                      std::vector<float>(s.batch * s.heads * s.tokens)};
+  // Index 0: the base build, 1: the tree build.
+  typedef void (*Forward)(const T*, T*, float*, const AttentionShape&, const ParallelFor&);
+  typedef void (*Backward)(const T*, const T*, const float*, const T*, T*, const AttentionShape&,
+                           const ParallelFor&);
+  const Forward forward[2] = {cct_kernels::base::AttentionForward,
+                              cct_kernels::tree::AttentionForward};
+  const Backward backward_of[2] = {cct_kernels::base::AttentionBackward,
+                                   cct_kernels::tree::AttentionBackward};
   const ParallelFor parallel_for{RunOnThreads, nullptr};
-  cct_kernels::base::AttentionForward(qkv.data(), out[0].data(), logsumexp[0].data(), s,
-                                      parallel_for);
+  forward[0](qkv.data(), out[0].data(), logsumexp[0].data(), s, parallel_for);
 
   auto run = [&](int build) {
     const auto start = std::chrono::steady_clock::now();
-    if (backward && build == 0)
-      cct_kernels::base::AttentionBackward(qkv.data(), out[0].data(), logsumexp[0].data(),
-                                           grad_out.data(), grad_qkv[0].data(), s, parallel_for);
-    if (backward && build == 1)
-      cct_kernels::tree::AttentionBackward(qkv.data(), out[0].data(), logsumexp[0].data(),
-                                           grad_out.data(), grad_qkv[1].data(), s, parallel_for);
-    if (!backward && build == 0)
-      cct_kernels::base::AttentionForward(qkv.data(), out[0].data(), logsumexp[0].data(), s,
-                                          parallel_for);
-    if (!backward && build == 1)
-      cct_kernels::tree::AttentionForward(qkv.data(), out[1].data(), logsumexp[1].data(), s,
-                                          parallel_for);
+    if (backward)  // both from the base build's forward
+      backward_of[build](qkv.data(), out[0].data(), logsumexp[0].data(), grad_out.data(),
+                         grad_qkv[build].data(), s, parallel_for);
+    else
+      forward[build](qkv.data(), out[build].data(), logsumexp[build].data(), s, parallel_for);
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
         .count();
   };

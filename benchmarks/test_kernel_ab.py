@@ -21,9 +21,18 @@ needs_compiler = pytest.mark.skipif(shutil.which(COMPILER) is None, reason=f"no 
 
 
 @pytest.fixture(scope="module")
-def same_kernels_program(head_kernels, tmp_path_factory):
+def isa():
+    """The set the built kernels' dispatcher picks here; the programs are built for it."""
+    try:
+        return kernel_ab.dispatcher_isa()
+    except ValueError as not_built:
+        pytest.skip(str(not_built))
+
+
+@pytest.fixture(scope="module")
+def same_kernels_program(head_kernels, isa, tmp_path_factory):
     folder = tmp_path_factory.mktemp("program")
-    return kernel_ab.build(head_kernels, head_kernels, kernel_ab.widest_isa(), folder)
+    return kernel_ab.build(head_kernels, head_kernels, isa, folder)
 
 
 @needs_compiler
@@ -46,14 +55,14 @@ def test_the_same_kernels_agree_exactly_and_are_timed_each_round(
 
 
 @needs_compiler
-def test_a_change_in_the_results_shows_as_a_difference(head_kernels, tmp_path):
+def test_a_change_in_the_results_shows_as_a_difference(head_kernels, isa, tmp_path):
     changed = tmp_path / "changed"
     shutil.copytree(head_kernels, changed)
     vectors = changed / "kernels/cpu/vectors.h"
     text = vectors.read_text()
     assert EXP_COEFFICIENT in text, "this test alters Exp's polynomial: update EXP_COEFFICIENT"
     vectors.write_text(text.replace(EXP_COEFFICIENT, "5.01e-1f"))
-    program = kernel_ab.build(head_kernels, changed, kernel_ab.widest_isa(), tmp_path)
+    program = kernel_ab.build(head_kernels, changed, isa, tmp_path)
     for backward in (False, True):
         times = kernel_ab.compare(
             program, "float32", backward, SHAPE, keep=1.0, rounds=1, threads=1
@@ -61,17 +70,15 @@ def test_a_change_in_the_results_shows_as_a_difference(head_kernels, tmp_path):
         assert 1e-7 < times["max_difference"] < 1e-2
 
 
-def test_kernel_sets_come_from_the_cpu_flags(tmp_path):
-    cpuinfo = tmp_path / "cpuinfo"
-    cases = {
-        "fpu sse4_1 avx2 fma": "avx2",
-        "avx2 fma avx512f avx512bw avx512vl avx512dq": "avx512",
-        "avx2 fma avx512f avx512bw avx512vl avx512dq avx512_bf16": "avx512_bf16",
-        "fpu sse4_1 avx2": "baseline",  # AVX2 without FMA
-    }
-    for flags, isa in cases.items():
-        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-        assert kernel_ab.widest_isa(cpuinfo) == isa
+def test_the_kernel_set_is_the_dispatchers_and_its_flags_come_from_cmake(monkeypatch):
+    from cct_fast.compute import custom_ops
+
+    if custom_ops.ops() is None:
+        pytest.skip(str(custom_ops.unavailable_reason()))
+    monkeypatch.delenv(custom_ops.ISA_VARIABLE, raising=False)
+    assert kernel_ab.dispatcher_isa() == custom_ops.cpu_isa()
+    monkeypatch.setenv(custom_ops.ISA_VARIABLE, "baseline")
+    assert kernel_ab.dispatcher_isa() == "baseline"
     assert kernel_ab.isa_flags("avx2") == ["-mavx2", "-mfma"]
     assert kernel_ab.isa_flags("baseline") == []
 
@@ -79,8 +86,10 @@ def test_kernel_sets_come_from_the_cpu_flags(tmp_path):
 def test_bad_requests_say_what_was_wrong(head_kernels, tmp_path):
     with pytest.raises(ValueError, match="no-such-revision"):
         kernel_ab.export_kernels("no-such-revision", tmp_path / "missing")
-    with pytest.raises(ValueError, match="ISA_FLAGS_avx1024"):
+    with pytest.raises(ValueError, match="ISA_FLAGS_avx1024; it sets those of avx512_bf16, "):
         kernel_ab.isa_flags("avx1024")
+    with pytest.raises(ValueError, match="missing_driver is not built.*pass --isa"):
+        kernel_ab.dispatcher_isa(tmp_path / "missing_driver")
     changed = tmp_path / "changed"
     shutil.copytree(head_kernels, changed)
     with open(changed / "kernels/cpu/kernels.h", "a") as header:
